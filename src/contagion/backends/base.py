@@ -1,0 +1,171 @@
+"""The Backend interface: everything that needs a model goes through it.
+
+A backend is async inside; :func:`run_sync` is the one sync entry point for scripts and the CLI.
+Backends know nothing of games, traits or experiments: they turn messages into text
+(:meth:`Backend.generate`) and score candidate continuations (:meth:`Backend.score_choices`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine, Sequence
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contagion.messages import Message
+
+T = TypeVar("T")
+
+
+class GenerationConfig(BaseModel):
+    """How to sample a reply. Temperature 0 is greedy (and reproducible on local backends)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int = Field(96, ge=1, le=8192, description="Upper bound on reply tokens.")
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    seed: int | None = Field(0, description="Sampling seed; None = not reproducible.")
+    stop: tuple[str, ...] = Field((), description="Strings that end the reply (not included).")
+
+    @property
+    def reproducible(self) -> bool:
+        """Whether the same request may be answered from a cache."""
+        return self.temperature == 0.0 or self.seed is not None
+
+
+class Completion(BaseModel):
+    """A generated reply and what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_encoded: int = Field(
+        0, description="Prompt tokens actually run through the model (less than prompt_tokens with prefix reuse)."
+    )
+    seconds: float = Field(0.0, description="Seconds spent in the model.")
+    cached: bool = False
+
+
+class ScoreMethod(StrEnum):
+    """How a log-probability was obtained. Every score carries one, so results say how they were measured."""
+
+    FULL = "full-continuation"  # sum of token log-probs of the whole continuation
+    FIRST_TOKEN = "first-token-top-logprobs"  # log-prob of the first token from a server's top_logprobs
+    SAMPLED = "sampled-fallback"  # frequencies of sampled answers; an estimate, labelled as such
+    SCRIPTED = "scripted"  # a scripted player's deterministic choice (log-prob 0 or -inf)
+    SIMULATED = "simulated"  # a simulated model's known rule
+
+
+class ChoiceScore(BaseModel):
+    choice: str
+    logprob: float
+
+
+class Scores(BaseModel):
+    """Log-probabilities of candidate continuations, and how they were measured."""
+
+    choices: list[ChoiceScore]
+    method: ScoreMethod
+    prompt_tokens: int = 0
+    prompt_tokens_encoded: int = 0
+    seconds: float = 0.0
+    detail: dict[str, Any] = Field(default_factory=dict)
+    cached: bool = False
+
+    @property
+    def logprobs(self) -> list[float]:
+        return [c.logprob for c in self.choices]
+
+    def normalised(self) -> list[float]:
+        """Probabilities renormalised over the candidates (softmax of the log-probs)."""
+        lps = self.logprobs
+        top = max(lps)
+        if top == -math.inf:
+            raise ValueError("every candidate has probability zero")
+        exps = [math.exp(lp - top) for lp in lps]
+        total = sum(exps)
+        return [e / total for e in exps]
+
+    def best(self) -> str:
+        lps = self.logprobs
+        return self.choices[lps.index(max(lps))].choice
+
+
+class Capabilities(BaseModel):
+    """What a backend can do, so callers choose honestly."""
+
+    model_config = ConfigDict(frozen=True)
+
+    language_model: bool = True
+    logprobs: bool = True
+    score_method: ScoreMethod = ScoreMethod.FULL
+    prefix_caching: bool = False
+    attention: bool = False
+    deterministic: bool = Field(False, description="Same request, same answer (at temperature 0).")
+
+
+def split_prefix(prefix: str, choices: Sequence[str]) -> tuple[str, list[str]]:
+    """Move trailing whitespace of the prefix into the continuations.
+
+    Tokenisers attach a space to the following word (" Yes"), so "Answer: " + "Yes" would score an
+    unnatural token split. This is the one place the rule lives.
+    """
+    stripped = prefix.rstrip()
+    moved = prefix[len(stripped) :]
+    return stripped, [moved + c for c in choices]
+
+
+class Backend(ABC):
+    """A model. Subclasses implement the two async calls and declare their capabilities."""
+
+    spec: str
+    capabilities: Capabilities
+
+    @property
+    def identity(self) -> str:
+        """What identifies this model for caching and records (never contains secrets)."""
+        return self.spec
+
+    @abstractmethod
+    async def generate(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
+        """Reply to the messages as the assistant."""
+
+    @abstractmethod
+    async def score_choices(
+        self, messages: Sequence[Message], choices: Sequence[str], *, prefix: str = ""
+    ) -> Scores:
+        """Log-probability of each choice as the start of the assistant's reply (after ``prefix``).
+
+        Every call returns one score per choice, in order, or raises; never a partial result.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (connections, model memory)."""
+
+
+_loop_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a backend coroutine from synchronous code (scripts, the CLI, notebooks).
+
+    Works whether or not an event loop is already running in this thread: inside a running loop the
+    coroutine runs on a private background loop.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, daemon=True, name="contagion-sync").start()
+    return asyncio.run_coroutine_threadsafe(coro, _loop).result()

@@ -1,0 +1,1 @@
+"""Social dilemmas as data, the round engine and the game record."""

@@ -1,0 +1,166 @@
+"""Social dilemmas as data, for any number of players.
+
+A dilemma names its two actions and pays a player as a function of its own action and of ``k``, the
+number of *other* players who cooperate. The N-player forms here interpolate the classic two-player
+anchors linearly in the share of cooperating others, ``x = k / (n − 1)``:
+
+* cooperate: ``S + (R − S)·x`` (sucker when nobody else cooperates, reward when all do);
+* defect:    ``P + (T − P)·x`` (punishment when nobody cooperates, temptation when all others do).
+
+With two players this is exactly the 2×2 game. Each kind's defining ordering is checked:
+
+* Prisoner's Dilemma: T > R > P > S and 2R > T + S (defection dominates, yet mutual cooperation
+  beats alternating exploitation). Linear interpolation keeps defection dominant for every k.
+* Chicken: T > R > S > P (give way if the others will not; the crash is the worst outcome).
+* Stag Hunt: R > T ≥ P > S (hunting stag together is best; hare is the safe choice).
+* ``custom``: no ordering is imposed (the rules text still states the payoffs).
+
+The rules text players read is generated from this data (:func:`rules_text`), so what they are told
+always matches what they are paid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from contagion.errors import UserError
+
+Kind = Literal["prisoners-dilemma", "chicken", "stag-hunt", "custom"]
+
+
+class Dilemma(BaseModel):
+    """An N-player two-action social dilemma."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Identifier, e.g. 'prisoners-dilemma'.")
+    title: str = Field(description="Human-readable name shown to players.")
+    kind: Kind = Field(description="Which ordering is validated.")
+    cooperate: str = Field(description="Label of the cooperative action, e.g. 'cooperate', 'swerve', 'stag'.")
+    defect: str = Field(description="Label of the other action, e.g. 'defect', 'straight', 'hare'.")
+    T: float = Field(description="Temptation: defect while every other player cooperates.")
+    R: float = Field(description="Reward: cooperate while every other player cooperates.")
+    P: float = Field(description="Punishment: defect while no other player cooperates.")
+    S: float = Field(description="Sucker's payoff: cooperate while no other player cooperates.")
+    description: str = Field("", description="One sentence of story for the rules text (optional).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Dilemma:
+        a, b = self.cooperate.strip().lower(), self.defect.strip().lower()
+        if not a or not b or a == b:
+            raise ValueError("the two actions need two different, non-empty labels")
+        if not (a.isalpha() and b.isalpha()):
+            raise ValueError("action labels must be single words of letters (they are parsed from replies)")
+        problem = ordering_problem(self.kind, self.T, self.R, self.P, self.S)
+        if problem:
+            raise ValueError(f"payoffs are not a valid {self.kind}: {problem}")
+        return self
+
+    def payoff(self, cooperates: bool, others_cooperating: int, players: int) -> float:
+        """Points for one player given its action and how many of the other players cooperate."""
+        if players < 2:
+            raise ValueError("a dilemma needs at least 2 players")
+        if not 0 <= others_cooperating <= players - 1:
+            raise ValueError(f"others_cooperating must be in [0, {players - 1}]")
+        x = others_cooperating / (players - 1)
+        if cooperates:
+            return round(self.S + (self.R - self.S) * x, 6)
+        return round(self.P + (self.T - self.P) * x, 6)
+
+    def table(self, players: int) -> list[tuple[int, float, float]]:
+        """Rows (k others cooperating, payoff if cooperate, payoff if defect)."""
+        return [(k, self.payoff(True, k, players), self.payoff(False, k, players)) for k in range(players)]
+
+
+def ordering_problem(kind: str, T: float, R: float, P: float, S: float) -> str | None:
+    """Why the four anchors do not define ``kind``, or None when they do."""
+    if kind == "prisoners-dilemma":
+        if not (T > R > P > S):
+            return f"needs T > R > P > S, got T={T}, R={R}, P={P}, S={S}"
+        if not 2 * R > T + S:
+            return f"needs 2R > T + S (mutual cooperation beats taking turns), got 2R={2 * R}, T+S={T + S}"
+    elif kind == "chicken":
+        if not (T > R > S > P):
+            return f"needs T > R > S > P, got T={T}, R={R}, S={S}, P={P}"
+    elif kind == "stag-hunt":
+        if not (R > T >= P > S):
+            return f"needs R > T >= P > S, got R={R}, T={T}, P={P}, S={S}"
+    return None
+
+
+PRISONERS_DILEMMA = Dilemma(
+    name="prisoners-dilemma", title="Prisoner's Dilemma", kind="prisoners-dilemma",
+    cooperate="cooperate", defect="defect", T=5, R=3, P=1, S=0,
+    description="Cooperating helps the group; defecting helps only yourself.",
+)
+CHICKEN = Dilemma(
+    name="chicken", title="Chicken", kind="chicken", cooperate="swerve", defect="straight",
+    T=5, R=3, S=1, P=0,
+    description="Swerving is safe; going straight wins only if others swerve, and a crash hurts everyone.",
+)
+STAG_HUNT = Dilemma(
+    name="stag-hunt", title="Stag Hunt", kind="stag-hunt", cooperate="stag", defect="hare",
+    R=5, T=3, P=2, S=0,
+    description="Hunting stag pays most when others join you; hunting hare is a small but safe catch.",
+)
+BUILTIN: dict[str, Dilemma] = {d.name: d for d in (PRISONERS_DILEMMA, CHICKEN, STAG_HUNT)}
+ALIASES = {"pd": "prisoners-dilemma", "prisoners": "prisoners-dilemma", "stag": "stag-hunt", "sh": "stag-hunt"}
+
+
+def load_dilemma(name_or_path: str) -> Dilemma:
+    """A built-in game by name (``prisoners-dilemma``, ``chicken``, ``stag-hunt``) or a YAML file."""
+    key = ALIASES.get(name_or_path, name_or_path)
+    if key in BUILTIN:
+        return BUILTIN[key]
+    path = Path(name_or_path)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        return dilemma_from_file(path)
+    raise UserError(
+        f"unknown game {name_or_path!r}; built-in games: {', '.join(BUILTIN)} (or a path to a YAML file)"
+    )
+
+
+def dilemma_from_file(path: Path) -> Dilemma:
+    if not path.is_file():
+        raise UserError(f"game file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"game file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"game file {path} must hold a mapping with name, kind, actions and payoffs")
+    data.setdefault("title", data.get("name", path.stem))
+    try:
+        return Dilemma.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "game"
+        raise UserError(f"game file {path}: {where}: {first['msg']}") from None
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def rules_text(d: Dilemma, players: int, rounds: int | None) -> str:
+    """The rules every player reads, generated from the payoff data."""
+    others = players - 1
+    horizon = f"The game lasts {rounds} rounds." if rounds else "The game lasts an unknown number of rounds."
+    lines = [
+        f"You are playing a repeated game ({d.title}) with {others} other player{'s' if others > 1 else ''}. "
+        f"{horizon}",
+        d.description,
+        f"Each round, every player privately chooses one action: '{d.cooperate}' or '{d.defect}'. "
+        "All choices are revealed at the same time.",
+        f"Your points for the round depend on your action and on how many of the {others} other players "
+        f"choose '{d.cooperate}':",
+    ]
+    for k, c, x in d.table(players):
+        lines.append(f"- {k} other(s) choose '{d.cooperate}': you get {_fmt(c)} if you choose '{d.cooperate}', "
+                     f"{_fmt(x)} if you choose '{d.defect}'.")
+    lines.append("Before choosing, players may talk to each other. Your goal is to earn points.")
+    return "\n".join(line for line in lines if line)

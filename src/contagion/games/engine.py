@@ -1,0 +1,371 @@
+"""The round engine: players talk, act simultaneously, are paid and observe, round after round.
+
+Each player owns its message history (its view of the game), which only ever grows: the system prompt
+(rules + persona), prompts addressed to it, what others said, what it wrote, the round results and any
+injected steering messages. A history that only grows lets prefix-caching backends encode each
+player's context once, incrementally.
+
+Phases of a round:
+
+1. **talk** — ``chat_turns`` turns; in each, every player speaks once, in an order shuffled by the seed.
+   What a player says is appended to every other player's history. ``chat_turns = 0`` is the no-chat
+   control.
+2. **act** — every player is asked for its action; no player's history holds another player's action of
+   this round while it chooses (all results are appended only after every player chose).
+   With a backend that can score, the action is the one whose name has the higher log-probability after
+   ``"I choose: "``; otherwise the reply text is parsed strictly (exactly one action name as a word),
+   re-asking up to ``max_reasks`` times, and an unparseable answer is recorded as **invalid**.
+3. **resolve** — payoffs from the dilemma data. An invalid action earns 0 points and does not count
+   as cooperating for the others (documented in every summary through the invalid rate).
+4. **observe** — each player is told every action and its own payoff.
+
+Before each of a language-model player's turns the engine calls that player's :class:`TurnHook` (the
+intervention) and appends what it returns; every injection is recorded as an event.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from contagion import __version__
+from contagion.backends import protocol as P
+from contagion.backends.base import Backend, GenerationConfig, Scores, ScoreMethod
+from contagion.backends.registry import resolve
+from contagion.games.dilemmas import Dilemma, load_dilemma, rules_text
+from contagion.games.record import (
+    ActionName,
+    ActionRecord,
+    GameRecord,
+    GameSpec,
+    InjectionEvent,
+    PlayerRecord,
+    RoundRecord,
+)
+from contagion.messages import Message
+from contagion.personas import Persona, resolve_persona
+
+NAMES = ("Avery", "Blake", "Casey", "Devon", "Emery", "Finley", "Harper", "Jordan", "Kendall", "Logan")
+ACT_PREFIX = "I choose: "
+Phase = Literal["talk", "act"]
+
+
+def player_name(index: int) -> str:
+    return NAMES[index] if index < len(NAMES) else f"Player {index + 1}"
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """What an intervention sees before one of an agent's turns."""
+
+    player: int
+    name: str
+    round: int
+    phase: Phase
+    turn: int
+    messages: tuple[Message, ...]
+    system_prompt: str
+    pre_profile: dict[str, Any] | None
+    backend: Backend
+    seed: int
+
+
+@dataclass(frozen=True)
+class Injection:
+    """A message an intervention adds, and why."""
+
+    message: Message
+    reason: str
+    intervention: str
+
+
+class TurnHook(Protocol):
+    """Called before each of an agent's turns; returns the messages to inject (may be empty)."""
+
+    async def before_turn(self, ctx: TurnContext) -> list[Injection]: ...
+
+    def log(self) -> list[dict[str, Any]]: ...
+
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class _Player:
+    index: int
+    name: str
+    backend: Backend
+    persona: Persona
+    focal: bool
+    system_prompt: str
+    messages: list[Message]
+    hook: TurnHook | None = None
+    pre_profile: dict[str, Any] | None = None
+    actions: list[ActionRecord] = field(default_factory=list)
+    payoffs: list[float] = field(default_factory=list)
+    injections: list[InjectionEvent] = field(default_factory=list)
+    prompt_tokens: int = 0
+    prompt_tokens_encoded: int = 0
+    completion_tokens: int = 0
+    model_seconds: float = 0.0
+
+    def account(self, result: Any) -> None:
+        self.prompt_tokens += int(getattr(result, "prompt_tokens", 0))
+        self.prompt_tokens_encoded += int(getattr(result, "prompt_tokens_encoded", 0))
+        self.completion_tokens += int(getattr(result, "completion_tokens", 0))
+        self.model_seconds += float(getattr(result, "seconds", 0.0))
+
+
+def system_prompt_for(name: str, dilemma: Dilemma, persona: Persona, players: int, rounds: int | None) -> str:
+    """A player's system prompt: who it is, the rules, then its persona instruction."""
+    text = f"You are {name}.\n{rules_text(dilemma, players, rounds)}"
+    return f"{text}\n\n{persona.text}" if persona.text else text
+
+
+def parse_action(text: str, dilemma: Dilemma) -> ActionName | None:
+    """Strict rule: exactly one of the two action names appears as a word; otherwise None."""
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    has_c = dilemma.cooperate.lower() in words
+    has_d = dilemma.defect.lower() in words
+    if has_c == has_d:
+        return None
+    return "cooperate" if has_c else "defect"
+
+
+def _can_score(backend: Backend) -> bool:
+    caps = backend.capabilities
+    return caps.logprobs and caps.score_method != ScoreMethod.SAMPLED
+
+
+class GameEngine:
+    """Plays one game from a :class:`GameSpec`. Use :func:`play_game` unless you need the parts."""
+
+    def __init__(
+        self,
+        spec: GameSpec,
+        *,
+        backends: Sequence[Backend] | None = None,
+        hooks: Sequence[TurnHook | None] | None = None,
+        pre_profiles: Sequence[dict[str, Any] | None] | None = None,
+        personas: dict[str, Persona] | None = None,
+        on_event: EventSink | None = None,
+    ) -> None:
+        n = len(spec.players)
+        if n < 2:
+            from contagion.errors import UserError
+
+            raise UserError("a game needs at least 2 players")
+        self.spec = spec
+        self.dilemma = load_dilemma(spec.game)
+        self.on_event = on_event or (lambda kind, data: None)
+        backends = list(backends) if backends is not None else [resolve(p.backend) for p in spec.players]
+        hooks = list(hooks) if hooks is not None else [None] * n
+        profiles = list(pre_profiles) if pre_profiles is not None else [None] * n
+        horizon = spec.rounds if spec.reveal_horizon else None
+        self.players: list[_Player] = []
+        for i, (pspec, backend) in enumerate(zip(spec.players, backends, strict=True)):
+            persona = resolve_persona(pspec.persona, personas)
+            name = player_name(i)
+            prompt = system_prompt_for(name, self.dilemma, persona, n, horizon)
+            first = Message(role="system", content=prompt, meta={"kind": "system_prompt", "persona": persona.name})
+            self.players.append(
+                _Player(
+                    index=i, name=name, backend=backend, persona=persona, focal=pspec.focal,
+                    system_prompt=prompt, messages=[first], hook=hooks[i], pre_profile=profiles[i],
+                )
+            )
+        self.rounds: list[RoundRecord] = []
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _seed(self, *parts: object) -> int:
+        return random.Random(":".join(map(str, (self.spec.seed, *parts)))).randrange(2**31)
+
+    def _config(self, *parts: object) -> GenerationConfig:
+        cfg = self.spec.generation
+        return cfg.model_copy(update={"seed": self._seed(*parts)}) if cfg.seed is not None else cfg
+
+    async def _before_turn(self, p: _Player, round_no: int, phase: Phase, turn: int) -> None:
+        if p.hook is None or not p.backend.capabilities.language_model:
+            return
+        ctx = TurnContext(
+            player=p.index, name=p.name, round=round_no, phase=phase, turn=turn,
+            messages=tuple(p.messages), system_prompt=p.system_prompt, pre_profile=p.pre_profile,
+            backend=p.backend, seed=self._seed("hook", p.index),
+        )
+        for inj in await p.hook.before_turn(ctx):
+            meta = {**inj.message.meta, "kind": P.INJECTION, "intervention": inj.intervention, "round": round_no,
+                    "phase": phase}
+            msg = inj.message.model_copy(update={"meta": meta})
+            p.messages.append(msg)
+            event = InjectionEvent(round=round_no, phase=phase, role=msg.role, text=msg.content,
+                                   intervention=inj.intervention, reason=inj.reason)
+            p.injections.append(event)
+            self.on_event("injection", {"player": p.name, **event.model_dump()})
+
+    # -- phases ---------------------------------------------------------------------------------
+    async def _talk(self, round_no: int) -> list[tuple[str, str]]:
+        said: list[tuple[str, str]] = []
+        for turn in range(self.spec.chat_turns):
+            order = list(range(len(self.players)))
+            random.Random(f"{self.spec.seed}:talk:{round_no}:{turn}").shuffle(order)
+            for i in order:
+                p = self.players[i]
+                await self._before_turn(p, round_no, "talk", turn)
+                p.messages.append(Message(
+                    role="user",
+                    content=f"Round {round_no}, discussion. Write one short message (one or two sentences) "
+                            "to the other players.",
+                    meta={"kind": "talk_prompt", "round": round_no},
+                ))
+                completion = await p.backend.generate(p.messages, self._config("talk", round_no, turn, i))
+                p.account(completion)
+                text = " ".join(completion.text.split())
+                p.messages.append(Message(role="assistant", content=text, meta={"kind": "own_talk", "round": round_no}))
+                for other in self.players:
+                    if other is not p:
+                        other.messages.append(Message(
+                            role="user", content=f"{p.name}: {text}", name=p.name,
+                            meta={"kind": P.TALK, "speaker": p.name, "round": round_no},
+                        ))
+                said.append((p.name, text))
+                self.on_event("talk", {"round": round_no, "player": p.name, "text": text})
+        return said
+
+    async def _act(self, p: _Player, round_no: int) -> ActionRecord:
+        d = self.dilemma
+        await self._before_turn(p, round_no, "act", 0)
+        p.messages.append(Message(
+            role="user",
+            content=f"Round {round_no}: choose your action. Reply with one word: '{d.cooperate}' or '{d.defect}'.",
+            meta={"kind": P.ACT, "cooperate": d.cooperate, "defect": d.defect, "round": round_no},
+        ))
+        mode = self.spec.action_mode
+        if mode == "score" or (mode == "auto" and _can_score(p.backend)):
+            scores: Scores = await p.backend.score_choices(p.messages, [d.cooperate, d.defect], prefix=ACT_PREFIX)
+            p.account(scores)
+            lp = scores.logprobs
+            logprobs = {d.cooperate: lp[0], d.defect: lp[1]}
+            action: ActionName
+            if all(math.isinf(x) and x < 0 for x in lp) or any(math.isnan(x) for x in lp):
+                action, label = "invalid", None
+            else:
+                action = "cooperate" if lp[0] >= lp[1] else "defect"
+                label = d.cooperate if action == "cooperate" else d.defect
+            reply = f"{ACT_PREFIX}{label}" if label else ACT_PREFIX.strip()
+            p.messages.append(Message(role="assistant", content=reply, meta={"kind": "own_action", "round": round_no}))
+            return ActionRecord(round=round_no, action=action, label=label, method=f"score:{scores.method.value}",
+                                logprobs={k: (v if math.isfinite(v) else -1e9) for k, v in logprobs.items()})
+        raw: list[str] = []
+        parsed: ActionName | None = None
+        for attempt in range(self.spec.max_reasks + 1):
+            completion = await p.backend.generate(p.messages, self._config("act", round_no, p.index, attempt))
+            p.account(completion)
+            text = completion.text.strip()
+            raw.append(text)
+            p.messages.append(Message(role="assistant", content=text, meta={"kind": "own_action", "round": round_no}))
+            parsed = parse_action(text, d)
+            if parsed is not None or attempt == self.spec.max_reasks:
+                break
+            p.messages.append(Message(
+                role="user", content=f"Please answer with exactly one word: '{d.cooperate}' or '{d.defect}'.",
+                meta={"kind": "reask", "round": round_no},
+            ))
+        action = parsed or "invalid"
+        label = None if parsed is None else (d.cooperate if parsed == "cooperate" else d.defect)
+        return ActionRecord(round=round_no, action=action, label=label, method="generate", raw=raw, attempts=len(raw))
+
+    def _resolve(self, round_no: int, actions: list[ActionRecord], talk: list[tuple[str, str]]) -> RoundRecord:
+        n = len(self.players)
+        coop = [a.action == "cooperate" for a in actions]
+        payoffs: list[float] = []
+        for i, a in enumerate(actions):
+            others = sum(coop) - (1 if coop[i] else 0)
+            payoffs.append(0.0 if a.action == "invalid" else self.dilemma.payoff(coop[i], others, n))
+        for i, p in enumerate(self.players):
+            p.actions.append(actions[i])
+            p.payoffs.append(payoffs[i])
+            others = [j for j in range(n) if j != i]
+            desc = ", ".join(
+                f"{self.players[j].name} chose '{actions[j].label}'" if actions[j].label
+                else f"{self.players[j].name} gave no valid action"
+                for j in others
+            )
+            own = f"'{actions[i].label}'" if actions[i].label else "no valid action"
+            p.messages.append(Message(
+                role="user",
+                content=f"Round {round_no} results: you chose {own} and earned {payoffs[i]:g} points "
+                        f"(total {sum(p.payoffs):g}). {desc}.",
+                meta={
+                    "kind": P.OBSERVATION, "round": round_no, "own": actions[i].action,
+                    "others_cooperated": sum(actions[j].action == "cooperate" for j in others),
+                    "others_defected": sum(actions[j].action == "defect" for j in others),
+                    "others_invalid": sum(actions[j].action == "invalid" for j in others),
+                },
+            ))
+        record = RoundRecord(round=round_no, actions=[a.action for a in actions], payoffs=payoffs, talk=talk)
+        self.on_event("round", {
+            "round": round_no, "players": [p.name for p in self.players],
+            "labels": [a.label or "invalid" for a in actions], "payoffs": payoffs,
+            "totals": [sum(p.payoffs) for p in self.players],
+        })
+        return record
+
+    async def play(self) -> GameRecord:
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            for round_no in range(1, self.spec.rounds + 1):
+                talk = await self._talk(round_no)
+                actions = [await self._act(p, round_no) for p in self.players]
+                self.rounds.append(self._resolve(round_no, actions, talk))
+        except Exception as exc:  # recorded: the run goes on and the record says what failed
+            if not _recordable(exc):
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+        return self.record(time.perf_counter() - started, error)
+
+    def record(self, wall: float, error: str | None = None) -> GameRecord:
+        players = [
+            PlayerRecord(
+                index=p.index, name=p.name, backend=p.backend.identity, persona=p.persona.name,
+                persona_text=p.persona.text, focal=p.focal, system_prompt=p.system_prompt,
+                messages=list(p.messages), actions=p.actions, payoffs=p.payoffs, total=sum(p.payoffs),
+                injections=p.injections, intervention_log=p.hook.log() if p.hook is not None else [],
+                pre_profile=p.pre_profile, prompt_tokens=p.prompt_tokens,
+                prompt_tokens_encoded=p.prompt_tokens_encoded, completion_tokens=p.completion_tokens,
+                model_seconds=round(p.model_seconds, 6),
+            )
+            for p in self.players
+        ]
+        return GameRecord(
+            spec=self.spec, spec_hash=self.spec.stable_hash(), game=self.dilemma.model_dump(),
+            players=players, rounds=self.rounds, wall_seconds=round(wall, 6), error=error,
+            contagion_version=__version__,
+        )
+
+
+def _recordable(exc: Exception) -> bool:
+    """Backend failures end the game with an error in its record; user errors and bugs propagate."""
+    from contagion.errors import BackendError, UserError
+
+    return isinstance(exc, BackendError) and not isinstance(exc, UserError)
+
+
+async def play_game(
+    spec: GameSpec,
+    *,
+    backends: Sequence[Backend] | None = None,
+    hooks: Sequence[TurnHook | None] | None = None,
+    pre_profiles: Sequence[dict[str, Any] | None] | None = None,
+    personas: dict[str, Persona] | None = None,
+    on_event: EventSink | None = None,
+) -> GameRecord:
+    """Play one game and return its record."""
+    engine = GameEngine(spec, backends=backends, hooks=hooks, pre_profiles=pre_profiles, personas=personas,
+                        on_event=on_event)
+    return await engine.play()
