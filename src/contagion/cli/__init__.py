@@ -1,0 +1,36 @@
+"""The ``contagion`` command. Each sub-command lives in its own module and registers itself on ``app``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from contagion.cli.app import app
+from contagion.errors import UserError
+
+# Import the command modules for their side effect of registering on ``app``.
+from contagion.cli import play as _play  # noqa: F401,E402
+
+try:  # commands added by later layers register only when present
+    from contagion.cli import assess as _assess  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+for _mod in ("run", "report", "attention"):
+    try:
+        __import__(f"contagion.cli.{_mod}")
+    except ImportError as _exc:  # pragma: no cover - only while a command module is absent
+        if _exc.name != f"contagion.cli.{_mod}":
+            raise
+
+
+def main() -> None:
+    """Entry point: user errors print one clear sentence and exit 2, without a traceback."""
+    try:
+        app()
+    except UserError as exc:  # raised outside typer's own handling (e.g. at import time)
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,68 @@
+"""The typer application and the helpers every command shares."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from contagion import __version__
+from contagion.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HELP = """Study and stop misalignment contagion between language-model agents.
+
+Agents that play multi-turn social dilemmas together drift toward anti-social traits, more so next to
+a malicious co-player. contagion plays the games, measures each agent's traits before and after play,
+and mitigates the drift with steering with implicit traits (SIT).
+
+Models are given as backend specs: embedded (the tiny offline default, SmolLM2-135M),
+gguf:PATH, openai:MODEL@BASE_URL (vLLM, Ollama, llama.cpp server), hf:PATH_OR_ID,
+scripted:always-defect (and other strategies), sim:planted / sim:null (simulated models).
+
+Start with:  contagion demo        (a small real experiment on the embedded model, then the report)
+"""
+
+app = typer.Typer(
+    name="contagion",
+    help=HELP,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"contagion {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Root options."""
+
+
+def user_errors(func: F) -> F:
+    """Turn a UserError into one clear line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            err_console.print(Text.assemble(("Error: ", "bold red"), str(exc)), highlight=False)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]

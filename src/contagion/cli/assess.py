@@ -1,0 +1,139 @@
+"""``contagion assess``: one trait profile of one model with one persona, printed as a table."""
+
+# No ``from __future__ import annotations``: typer reads the option types at run time.
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from contagion.backends.base import run_sync
+from contagion.backends.registry import resolve
+from contagion.cli.app import app, console, user_errors
+from contagion.errors import BackendError, UserError
+from contagion.games.dilemmas import load_dilemma
+from contagion.games.engine import player_name, system_prompt_for
+from contagion.messages import Message
+from contagion.personas import load_personas, resolve_persona
+from contagion.traits.assess import assess, bare_context, pre_play_context
+from contagion.traits.inventory import load_inventory
+from contagion.traits.profile import Profile
+
+PLAYERS = 3
+ROUNDS = 5
+CONTEXTS = ("pre", "bare")
+
+
+def _split_traits(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    traits = [t.strip() for t in text.split(",") if t.strip()]
+    if not traits:
+        raise UserError("--traits needs at least one trait name, e.g. --traits agreeableness,machiavellianism")
+    return traits
+
+
+def _fmt(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def render_profile(profile: Profile, *, title: str) -> None:
+    """Print a profile: one row per trait, then the pro-social index and how it was measured."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("trait")
+    table.add_column("polarity")
+    table.add_column("mean", justify="right")
+    table.add_column("95% CI", justify="right")
+    table.add_column("n", justify="right")
+    for t in profile.traits.values():
+        table.add_row(t.trait, t.polarity, _fmt(t.mean), f"[{_fmt(t.ci_low)}, {_fmt(t.ci_high)}]", str(t.n))
+    console.print(table)
+    if profile.prosocial_index is None:
+        console.print("pro-social index: n/a (needs at least one pro-social and one anti-social trait)")
+    else:
+        console.print(
+            f"pro-social index: {_fmt(profile.prosocial_index, True)} "
+            f"[95% CI {_fmt(profile.prosocial_ci_low, True)}, {_fmt(profile.prosocial_ci_high, True)}]"
+            "  (mean of pro-social trait means − mean of anti-social trait means; range −1..1)",
+            highlight=False,
+        )
+    console.print(
+        f"scoring method: {profile.method}; answer-order debiasing: {'on' if profile.debiased else 'off'}; "
+        f"question format v{profile.question_format_version}; inventory {profile.inventory}; "
+        f"bootstrap seed {profile.seed}",
+        highlight=False,
+    )
+    cost = profile.cost
+    console.print(
+        f"{cost.calls} scoring calls, {cost.prompt_tokens_encoded} of {cost.prompt_tokens} prompt tokens encoded, "
+        f"{cost.seconds:.2f} s in the model",
+        highlight=False,
+    )
+
+
+@app.command("assess")
+@user_errors
+def assess_command(
+    model: str = typer.Option("embedded", "--model", "-m", help="Backend spec of the model to assess."),
+    persona: str = typer.Option("default", "--persona", "-p", help="Persona in the system prompt (pre context)."),
+    traits: str | None = typer.Option(
+        None, "--traits", "-t", help="Comma-separated traits (default: every trait of the inventory)."
+    ),
+    items: int | None = typer.Option(None, "--items", "-n", help="Items per trait, sampled by --seed (default all)."),
+    debias: bool = typer.Option(False, "--debias", help="Ask each item in both answer orders and average."),
+    seed: int = typer.Option(0, "--seed", help="Seed for item sampling and bootstrap CIs."),
+    inventory: str = typer.Option(
+        "builtin", "--inventory", "-i", help="builtin, hub, a directory of persona .jsonl files, or a file."
+    ),
+    context: str = typer.Option(
+        "pre", "--context", help="pre: the system prompt a player with this persona gets; bare: no context."
+    ),
+    game: str = typer.Option("prisoners-dilemma", "--game", "-g", help="Game whose rules the pre context holds."),
+    personas_file: Path | None = typer.Option(None, "--personas", help="YAML file of user-defined personas."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the profile record to this JSON file."),
+) -> None:
+    """Measure one model's trait profile (yes/no persona statements scored by log-probability)."""
+    if context not in CONTEXTS:
+        raise UserError(
+            f"--context must be one of {', '.join(CONTEXTS)} (got {context!r}); post-play profiles are measured "
+            "on a game's history by `contagion play` and `contagion run`"
+        )
+    if items is not None and items < 1:
+        raise UserError(f"--items must be at least 1 (got {items})")
+    if bootstrap < 1:
+        raise UserError(f"--bootstrap must be at least 1 (got {bootstrap})")
+    wanted = _split_traits(traits)
+    extra = load_personas(personas_file) if personas_file is not None else None
+    chosen_persona = resolve_persona(persona, extra)
+    messages: list[Message]
+    if context == "pre":
+        dilemma = load_dilemma(game)
+        prompt = system_prompt_for(player_name(0), dilemma, chosen_persona, PLAYERS, ROUNDS)
+        messages = pre_play_context(prompt, persona=chosen_persona.name)
+        where = f"pre-play: {chosen_persona.name} persona, {dilemma.name}"
+    else:
+        messages = bare_context()
+        where = "bare: no system prompt"
+    full = load_inventory(inventory, traits=wanted)
+    sample = full.sample(wanted, items, seed)
+    backend = resolve(model)
+    try:
+        profile = run_sync(assess(backend, messages, sample, debias=debias, context_kind=context, seed=seed,
+                                  bootstrap=bootstrap))
+    except BackendError as exc:
+        raise UserError(f"model {model} failed while scoring: {exc}") from None
+    short = [t for t in sample.traits() if items is not None and len(full.by_trait(t)) < items]
+    render_profile(profile, title=f"Trait profile of {backend.identity} ({where})")
+    if short:
+        console.print(f"note: fewer than {items} items available for {', '.join(short)}; used all of them",
+                      highlight=False)
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(profile.to_record(), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {json_out}: {exc}") from None
+        console.print(f"profile written to {json_out}", highlight=False)

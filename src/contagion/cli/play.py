@@ -1,0 +1,122 @@
+"""``contagion play``: one game, printed as it happens, written as a record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from contagion.backends.base import GenerationConfig, run_sync
+from contagion.backends.registry import resolve
+from contagion.cli.app import app, console, user_errors
+from contagion.cli.common import check_output_path, parse_intervention, write_atomic
+from contagion.errors import UserError
+from contagion.games.dilemmas import load_dilemma
+from contagion.games.engine import play_game
+from contagion.games.record import GameSpec, PlayerSpec
+from contagion.personas import Persona, load_personas, resolve_persona
+
+
+def _printer(show_talk: bool) -> Any:
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "talk" and show_talk:
+            line = Text.assemble((f"  {data['player']}: ", "bold cyan"), data["text"])
+            console.print(line, highlight=False)
+        elif kind == "injection":
+            console.print(Text.assemble(("  [steering → ", "magenta"), (data["player"], "magenta bold"),
+                                        ("] ", "magenta"), data["text"]), highlight=False)
+        elif kind == "round":
+            table = Table(title=f"Round {data['round']}", title_justify="left", show_edge=False)
+            table.add_column("player")
+            table.add_column("action")
+            table.add_column("payoff", justify="right")
+            table.add_column("total", justify="right")
+            for name, label, pay, tot in zip(data["players"], data["labels"], data["payoffs"], data["totals"],
+                                             strict=True):
+                style = "red" if label == "invalid" else ""
+                table.add_row(name, Text(label, style=style), f"{pay:g}", f"{tot:g}")
+            console.print(table)
+            console.print()
+
+    return on_event
+
+
+@app.command()
+@user_errors
+def play(
+    player: list[str] = typer.Option(
+        ..., "--player", "-p",
+        help="A seat at the table as [PERSONA=]BACKEND_SPEC; repeat for each player (at least 2). "
+             "Examples: embedded, malicious=embedded, scripted:always-defect, "
+             "default=openai:qwen2.5-7b@http://localhost:8000/v1",
+    ),
+    game: str = typer.Option("prisoners-dilemma", "--game", "-g",
+                             help="prisoners-dilemma, chicken, stag-hunt, or a YAML game file."),
+    rounds: int = typer.Option(5, "--rounds", "-r", help="Rounds to play (≥ 1)."),
+    chat_turns: int = typer.Option(1, "--chat-turns", help="Chat messages per player per round; 0 = no chat."),
+    hide_horizon: bool = typer.Option(False, "--hide-horizon", help="Do not tell players how many rounds."),
+    seed: int = typer.Option(0, "--seed", help="Seed for talk order and sampling."),
+    temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature for chat (0 = greedy)."),
+    max_tokens: int = typer.Option(60, "--max-tokens", help="Upper bound on each chat message's tokens."),
+    intervention: str = typer.Option(
+        "none", "--intervention", "-i",
+        help="Steering: none, repeat-system[:k=2], sit[:k=2,n=3], sit-adaptive[:m=1,threshold=0.05]. "
+             "SIT measures each agent's pre-play traits first.",
+    ),
+    persona_file: Path | None = typer.Option(None, "--personas", help="YAML file of extra personas (name, text)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the game record (JSON) here."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide the chat messages (round tables and the result still print)."),
+) -> None:
+    """Play one conversational social dilemma and print it as it happens.
+
+    Example: contagion play --game chicken --player embedded --player embedded
+    --player malicious=embedded --rounds 5 --chat-turns 1 --seed 7 --out game.json
+    """
+    if len(player) < 2:
+        raise UserError("a game needs at least 2 players: repeat --player")
+    if rounds < 1:
+        raise UserError(f"--rounds must be at least 1 (got {rounds})")
+    if chat_turns < 0:
+        raise UserError(f"--chat-turns must be 0 or more (got {chat_turns})")
+    if out is not None:
+        check_output_path(out)
+    extra: dict[str, Persona] = load_personas(persona_file) if persona_file else {}
+    dilemma = load_dilemma(game)
+    seats = [PlayerSpec.parse(p) for p in player]
+    for s in seats:
+        resolve_persona(s.persona, extra)
+    try:
+        generation = GenerationConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
+    except ValueError as exc:
+        raise UserError(f"bad generation settings: {exc}") from None
+    ispec = parse_intervention(intervention)
+    spec = GameSpec(game=game, players=tuple(seats), rounds=rounds, chat_turns=chat_turns,
+                    reveal_horizon=not hide_horizon, seed=seed, generation=generation, intervention=ispec)
+    backends = [resolve(s.backend) for s in seats]
+    from contagion.steering import build_hooks
+
+    console.print(Text.assemble(("contagion play: ", "bold"), f"{dilemma.title}, {len(seats)} players, "
+                                f"{rounds} rounds, {chat_turns} chat turn(s), intervention {ispec.label()}"))
+    for i, s in enumerate(seats):
+        console.print(f"  player {i + 1}: {s.label()}", highlight=False)
+    hooks, profiles = run_sync(build_hooks(spec, backends, personas=extra))
+    record = run_sync(play_game(spec, backends=backends, hooks=hooks, pre_profiles=profiles, personas=extra,
+                                on_event=_printer(not quiet)))
+    summary = Table(title="Result", title_justify="left")
+    for col in ("player", "persona", "backend", "cooperation", "invalid", "total"):
+        summary.add_column(col)
+    for p in record.players:
+        coop = sum(a.action == "cooperate" for a in p.actions)
+        summary.add_row(p.name, p.persona, p.backend, f"{coop}/{len(p.actions)}",
+                        f"{p.invalid_rate:.0%}", f"{p.total:g}")
+    console.print(summary)
+    if record.error:
+        console.print(Text(f"The game stopped early: {record.error}", style="red"))
+    if out is not None:
+        write_atomic(out, record.model_dump_json(indent=1))
+        console.print(f"record written to {out}")
+    if record.error:
+        raise typer.Exit(1)
