@@ -8,39 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from contagion.errors import UserError
-from contagion.games.record import InterventionSpec
+from contagion.steering import parse_intervention, parse_params
 
-
-def parse_params(text: str) -> dict[str, Any]:
-    """``k=2,n=3,source=items`` → {"k": 2, "n": 3, "source": "items"} (numbers become numbers)."""
-    params: dict[str, Any] = {}
-    if not text:
-        return params
-    for part in text.split(","):
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"parameter {part!r} must look like name=value")
-        params[key.strip()] = _number(value.strip())
-    return params
-
-
-def _number(value: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
-
-
-def parse_intervention(text: str) -> InterventionSpec:
-    """``sit:k=2,n=3`` → InterventionSpec(name="sit", params={"k": 2, "n": 3}), validated."""
-    name, _, rest = text.strip().partition(":")
-    from contagion.steering import validate_intervention
-
-    spec = InterventionSpec(name=name, params=parse_params(rest))
-    validate_intervention(spec)
-    return spec
+__all__ = ["check_output_path", "parse_intervention", "parse_params", "write_atomic"]
 
 
 def check_output_path(path: Path) -> None:

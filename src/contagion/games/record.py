@@ -148,6 +148,10 @@ class GameRecord(BaseModel):
     wall_seconds: float = 0.0
     error: str | None = None
     contagion_version: str = ""
+    labels: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Condition labels set by the experiment (model, composition, intervention, ...); not hashed.",
+    )
 
     @property
     def invalid_rate(self) -> float:

@@ -27,8 +27,8 @@ from contagion.traits.assess import pre_play_context
 from contagion.traits.profile import Profile
 from contagion.traits.settings import AssessmentSettings, measure
 
-__all__ = ["PARAMS", "build_hooks", "make_intervention", "needs_profile", "select_reminders",
-           "validate_intervention"]
+__all__ = ["PARAMS", "build_hooks", "make_intervention", "needs_profile", "parse_intervention", "parse_params",
+           "select_reminders", "validate_intervention"]
 
 
 def validate_intervention(spec: InterventionSpec) -> Any:
@@ -97,3 +97,33 @@ async def build_hooks(
         hooks.append(make_intervention(spec.intervention, chat=spec.chat_turns > 0, profile=profile,
                                        seed=spec.seed * 1000 + i, settings=settings))
     return hooks, profiles
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """``k=2,n=3,source=items`` → {"k": 2, "n": 3, "source": "items"} (numbers become numbers)."""
+    params: dict[str, Any] = {}
+    if not text:
+        return params
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"parameter {part!r} must look like name=value")
+        params[key.strip()] = _number(value.strip())
+    return params
+
+
+def _number(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def parse_intervention(text: str) -> InterventionSpec:
+    """``sit:k=2,n=3`` → InterventionSpec(name="sit", params={"k": 2, "n": 3}), validated."""
+    name, _, rest = text.strip().partition(":")
+    spec = InterventionSpec(name=name, params=parse_params(rest))
+    validate_intervention(spec)
+    return spec

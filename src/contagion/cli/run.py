@@ -1,0 +1,130 @@
+"""``contagion run``, ``contagion demo`` and ``contagion export``."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import typer
+import yaml
+from rich.table import Table
+
+from contagion.cli.app import app, console, err_console, user_errors
+from contagion.errors import UserError
+from contagion.experiment.config import ExperimentConfig, load_config, parse_config
+from contagion.experiment.runner import Runner, RunSummary
+from contagion.experiment.store import Store
+
+RUN_HELP = """Run an experiment grid from a YAML config into RUN_DIR (resumable).
+
+The config declares models, games, group compositions, interventions, rounds, chat turns,
+repetitions, the trait inventory and generation settings; see examples/ in the repository.
+Rerunning the same command runs only the games that are missing (or failed); changing a
+parameter that matters runs only the new games. Ctrl-C stops after the games in flight.
+"""
+
+
+def _print_summary(summary: RunSummary, run_dir: Path) -> None:
+    table = Table(title="Run summary", title_justify="left")
+    table.add_column("games")
+    table.add_column("count", justify="right")
+    table.add_row("already stored (skipped)", str(summary.skipped))
+    table.add_row("finished now", str(summary.finished))
+    table.add_row("failed now", str(summary.failed))
+    table.add_row("not started (interrupted)",
+                  str(summary.planned - summary.finished - summary.failed) if summary.interrupted else "0")
+    console.print(table)
+    if summary.failures:
+        err_console.print(f"{len(summary.failures)} game(s) failed; first errors:")
+        for line in summary.failures[:5]:
+            err_console.print(f"  {line}", highlight=False, markup=False)
+    if summary.interrupted:
+        console.print(f"Interrupted. Resume with the same command; the store in {run_dir} keeps every finished game.")
+
+
+def execute_run(config: ExperimentConfig, out: Path, executor: str, address: str | None, progress: bool) -> RunSummary:
+    summary = Runner(config, out, executor=executor, address=address, progress=progress).run()
+    _print_summary(summary, out)
+    if summary.failure_rate > config.max_failure_rate:
+        err_console.print(f"Failure rate {summary.failure_rate:.1%} exceeds max_failure_rate "
+                          f"{config.max_failure_rate:.1%}.", markup=False)
+        raise typer.Exit(1)
+    if summary.interrupted:
+        raise typer.Exit(130)
+    return summary
+
+
+@app.command(help=RUN_HELP)
+@user_errors
+def run(
+    config: Path = typer.Argument(..., help="Experiment config (YAML)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; reused to resume)."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine) or ray."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
+) -> None:
+    cfg = load_config(config)
+    _check_store_matches(out, cfg)
+    execute_run(cfg, out, executor, address, not no_progress)
+    console.print(f"Results: {out}  (next: contagion report {out})")
+
+
+def _check_store_matches(out: Path, cfg: ExperimentConfig) -> None:
+    """Opening an incompatible store fails before any work (the store validates its schema)."""
+    if (out / "store.sqlite").exists():
+        Store.open(out, create=False).close()
+
+
+def demo_config() -> ExperimentConfig:
+    text = resources.files("contagion").joinpath("data/demo.yaml").read_text(encoding="utf-8")
+    return parse_config(yaml.safe_load(text), "built-in demo config")
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("contagion-demo"), "--out", "-o", help="Run directory for the demo."),
+    repetitions: int = typer.Option(0, "--repetitions", help="Override repetitions per cell (0 = the demo's 1)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
+) -> None:
+    """A small real experiment on the embedded model, then the report (about 10 minutes on 2 cores).
+
+    Three games; all-default vs one-malicious groups; no intervention vs system-prompt repetition vs
+    SIT; each default agent's traits before and after play. The embedded model (SmolLM2-135M) is
+    tiny: the demo shows the machinery working end to end, not the paper's effect. Real experiments
+    use a real model: see `contagion run --help`.
+    """
+    cfg = demo_config()
+    if repetitions:
+        cfg = cfg.model_copy(update={"repetitions": repetitions})
+    console.print(f"contagion demo: {cfg.size()} games on the embedded model into {out}")
+    execute_run(cfg, out, "local", None, not no_progress)
+    _finish_with_report(out)
+
+
+def _finish_with_report(out: Path) -> None:
+    try:
+        from contagion.analysis.report import write_report
+    except ImportError:
+        from contagion.analysis.summary import print_summary
+
+        print_summary(out, console)
+        return
+    path = write_report(out)
+    console.print(f"Report: {path.resolve()}")
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl (full records) or parquet (one row per player)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default RUN_DIR/games.<ext>)."),
+) -> None:
+    """Export a run's game records to JSONL or Parquet."""
+    if fmt not in ("jsonl", "parquet"):
+        raise UserError(f"unknown format {fmt!r}; choose jsonl or parquet")
+    with Store.open_existing(run_dir) as store:
+        target = out or run_dir / f"games.{fmt}"
+        n = store.export_jsonl(target) if fmt == "jsonl" else store.export_parquet(target)
+    console.print(f"{n} rows written to {target}")

@@ -1,0 +1,1 @@
+"""Experiment configs, the runner, executors and the results store."""

@@ -1,0 +1,216 @@
+"""Experiment configs (YAML, validated; a typo is an error) and their expansion into game specs.
+
+A config declares a grid: models × games × group compositions × interventions × chat turns ×
+repetitions. Each cell-repetition becomes one :class:`~contagion.games.record.GameSpec` whose stable
+hash identifies it in the store, so a rerun skips what is stored and a changed parameter runs only
+the new specs. Workers, retries and the executor are not part of the spec and never change a hash.
+
+Compositions list the seats at the table. Each seat is a persona name (``default``, ``benevolent``,
+``malicious`` or one from ``personas``), played by each model in ``models`` in turn; or a full player
+``PERSONA=BACKEND_SPEC``; or a non-LM backend such as ``scripted:always-defect``.
+Repetition ``r`` uses seed ``seed + r`` in every cell, so conditions are compared on common seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from contagion.backends.base import GenerationConfig
+from contagion.backends.registry import split_params
+from contagion.errors import UserError
+from contagion.games.dilemmas import load_dilemma
+from contagion.games.record import GameSpec, InterventionSpec, PlayerSpec
+from contagion.personas import BUILTIN as BUILTIN_PERSONAS
+from contagion.personas import Persona
+from contagion.traits.settings import AssessmentSettings
+
+NON_LM_PREFIXES = ("scripted:",)
+KNOWN_BACKEND_KINDS = ("embedded", "gguf", "openai", "hf", "scripted", "sim")
+
+
+class ExperimentConfig(BaseModel):
+    """A grid of games. Every field is optional except ``models``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("experiment", description="A name for the run (shown in the report).")
+    models: list[str] = Field(min_length=1, description="Backend specs of the language models under study.")
+    games: list[str] = Field(
+        default_factory=lambda: ["prisoners-dilemma", "chicken", "stag-hunt"],
+        description="Built-in game names or YAML game files.",
+    )
+    compositions: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "all-default": ["default", "default", "default"],
+            "one-malicious": ["default", "default", "malicious"],
+            "scripted-defector": ["default", "default", "scripted:always-defect"],
+        },
+        description="Named seatings; each seat is a persona, PERSONA=BACKEND or a scripted backend.",
+    )
+    interventions: list[str] = Field(
+        default_factory=lambda: ["none"], description="e.g. none, repeat-system:k=2, sit:k=2,n=3, sit-adaptive."
+    )
+    rounds: int = Field(5, ge=1, le=1000, description="Rounds per game.")
+    chat_turns: list[int] = Field(default_factory=lambda: [1], description="Chat turns per round; 0 = no chat.")
+    reveal_horizon: bool = Field(True, description="Tell players how many rounds there are.")
+    repetitions: int = Field(1, ge=1, le=100000, description="Games per cell (seeds seed .. seed+repetitions-1).")
+    seed: int = Field(0, ge=0, description="Base seed.")
+    focal: Literal["default", "all-lm"] = Field(
+        "default", description="Whose traits are measured: players with the default persona, or every LM player."
+    )
+    assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
+    measure_traits: bool = Field(True, description="Measure focal players' traits before and after play.")
+    generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(max_tokens=60))
+    action_mode: Literal["auto", "score", "generate"] = "auto"
+    personas: list[Persona] = Field(default_factory=list, description="Extra personas (name, text).")
+    max_failure_rate: float = Field(0.05, ge=0.0, le=1.0, description="Exit non-zero above this failure rate.")
+    concurrency: int | None = Field(None, ge=1, le=1024, description="Games in flight (default: by backend).")
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, models: list[str]) -> list[str]:
+        for m in models:
+            kind = split_params(m)[0].partition(":")[0]
+            if kind not in KNOWN_BACKEND_KINDS:
+                raise ValueError(f"unknown backend {m!r}; forms: embedded, gguf:PATH, openai:MODEL@URL, "
+                                 "hf:PATH_OR_ID, scripted:STRATEGY, sim:planted|null")
+        if len(set(models)) != len(models):
+            raise ValueError("models are listed twice")
+        return models
+
+    @field_validator("games")
+    @classmethod
+    def _games(cls, games: list[str]) -> list[str]:
+        if not games:
+            raise ValueError("at least one game is needed")
+        for g in games:
+            try:
+                load_dilemma(g)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return games
+
+    @field_validator("chat_turns")
+    @classmethod
+    def _chat(cls, turns: list[int]) -> list[int]:
+        if not turns:
+            raise ValueError("at least one chat_turns value is needed")
+        if any(t < 0 or t > 20 for t in turns):
+            raise ValueError("chat_turns values must be between 0 and 20")
+        return turns
+
+    @field_validator("interventions")
+    @classmethod
+    def _interventions(cls, items: list[str]) -> list[str]:
+        from contagion.steering import parse_intervention
+
+        if not items:
+            raise ValueError("at least one intervention is needed (use 'none')")
+        for text in items:
+            try:
+                parse_intervention(text)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return items
+
+    @model_validator(mode="after")
+    def _seats(self) -> ExperimentConfig:
+        if not self.compositions:
+            raise ValueError("compositions: at least one composition is needed")
+        known = set(BUILTIN_PERSONAS) | {p.name for p in self.personas}
+        for name, seats in self.compositions.items():
+            if len(seats) < 2:
+                raise ValueError(f"composition {name!r} needs at least 2 seats")
+            for seat in seats:
+                persona, eq, backend = seat.partition("=")
+                if eq:
+                    if persona not in known:
+                        raise ValueError(f"composition {name!r}: unknown persona {persona!r}")
+                elif ":" in seat:
+                    kind = split_params(seat)[0].partition(":")[0]
+                    if kind not in KNOWN_BACKEND_KINDS:
+                        raise ValueError(f"composition {name!r}: unknown backend {seat!r}")
+                elif seat not in known:
+                    raise ValueError(f"composition {name!r}: unknown persona {seat!r}; known: {sorted(known)}")
+        return self
+
+    # -- expansion ------------------------------------------------------------------------------
+    def players_for(self, composition: list[str], model: str) -> tuple[PlayerSpec, ...]:
+        out: list[PlayerSpec] = []
+        for seat in composition:
+            persona, eq, backend = seat.partition("=")
+            if eq:
+                spec = PlayerSpec(backend=backend, persona=persona)
+            elif ":" in seat and not seat.startswith(("embedded",)):
+                spec = PlayerSpec(backend=seat, persona="default")
+            else:
+                spec = PlayerSpec(backend=model, persona=seat)
+            is_lm = not spec.backend.startswith(NON_LM_PREFIXES)
+            focal = is_lm and self.measure_traits and (self.focal == "all-lm" or spec.persona == "default")
+            out.append(spec.model_copy(update={"focal": focal}))
+        return tuple(out)
+
+    def expand(self) -> Iterator[tuple[GameSpec, dict[str, Any]]]:
+        """Every game of the grid, with its condition labels."""
+        from contagion.steering import parse_intervention
+
+        interventions = [parse_intervention(i) for i in self.interventions]
+        for model in self.models:
+            for game in self.games:
+                for comp_name, seats in self.compositions.items():
+                    players = self.players_for(seats, model)
+                    for iv in interventions:
+                        for turns in self.chat_turns:
+                            for rep in range(self.repetitions):
+                                spec = GameSpec(
+                                    game=game, players=players, rounds=self.rounds, chat_turns=turns,
+                                    reveal_horizon=self.reveal_horizon, seed=self.seed + rep,
+                                    generation=self.generation, action_mode=self.action_mode,
+                                    intervention=iv, assessment=self.assessment.model_dump(mode="json"),
+                                )
+                                labels = {"model": model, "game": game, "composition": comp_name,
+                                          "intervention": iv.label(), "chat_turns": turns, "rep": rep}
+                                yield spec, labels
+
+    def size(self) -> int:
+        return (len(self.models) * len(self.games) * len(self.compositions) * len(self.interventions)
+                * len(self.chat_turns) * self.repetitions)
+
+    def persona_map(self) -> dict[str, Persona]:
+        return {p.name: p for p in self.personas}
+
+
+def _pretty_error(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"]) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see `contagion run --help` for the keys)"
+    return f"{source}: {loc}: {msg}"
+
+
+def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: the config must be a YAML mapping of keys to values")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_pretty_error(exc, source)) from None
+
+
+def load_config(path: Path) -> ExperimentConfig:
+    """Read and validate a YAML config; every problem is a UserError naming the file and key."""
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
+    return parse_config(data, str(path))

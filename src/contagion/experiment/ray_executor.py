@@ -1,0 +1,60 @@
+"""Ray executor: one Ray task per game; records return to the driver, the only writer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from contagion.errors import MissingExtraError
+from contagion.games.record import GameRecord, GameSpec
+from contagion.personas import Persona
+
+
+def _remote_game(spec_json: str, labels: dict[str, Any], personas: list[dict[str, Any]],
+                 pre_profiles: list[dict[str, Any] | None]) -> str:
+    """Runs on a Ray worker: rebuild everything from plain data, play, return the record as JSON."""
+    from contagion.experiment.execute import execute_game
+
+    spec = GameSpec.model_validate_json(spec_json)
+    persona_map = {p["name"]: Persona.model_validate(p) for p in personas}
+    record = asyncio.run(execute_game(spec, labels, personas=persona_map, pre_profiles=pre_profiles))
+    return record.model_dump_json()
+
+
+class RayExecutor:
+    def __init__(self, address: str | None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise MissingExtraError("the ray executor", "cluster", "ray") from None
+        self.ray = ray
+        self.started_here = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False)
+                self.started_here = True
+        self.remote = ray.remote(num_cpus=1, max_retries=2)(_remote_game)
+
+    async def run(self, jobs: list[tuple[GameSpec, dict[str, Any]]], personas: dict[str, Persona],
+                  pre_for: Callable[[GameSpec], list[dict[str, Any] | None]],
+                  finished: Callable[[GameRecord], None], stopping: Callable[[], bool]) -> None:
+        persona_list = [p.model_dump() for p in personas.values()]
+        limit = max(1, int(self.ray.cluster_resources().get("CPU", 1)) * 2)
+        queue = list(reversed(jobs))
+        pending: list[Any] = []
+        while queue or pending:
+            while queue and len(pending) < limit and not stopping():
+                spec, labels = queue.pop()
+                pending.append(self.remote.remote(spec.model_dump_json(), labels, persona_list, pre_for(spec)))
+            if not pending:
+                break
+            ready, pending = await asyncio.to_thread(self.ray.wait, pending, num_returns=1, timeout=1.0)
+            for ref in ready:
+                finished(GameRecord.model_validate_json(self.ray.get(ref)))
+
+    def shutdown(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()

@@ -1,0 +1,240 @@
+"""The runner: plan what is missing, measure pre-play profiles once, play the games, store each record.
+
+Executors:
+
+* ``local`` — asyncio in this process. Games whose players are all CPU-bound local models
+  (``embedded``, ``gguf:``, ``hf:``) run one at a time, each model call using every core; anything
+  with a remote model runs ``concurrency`` games at once (default 8) and the robust wrapper limits
+  and retries the HTTP calls.
+* ``ray`` — each game is a Ray task (``--address`` of a cluster, or a local Ray started for the run).
+  Records come back to this process, which stays the only writer.
+
+Either way the store gets the same records. Ctrl-C stops after the games in flight (a second Ctrl-C
+stops at once); rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from contagion.errors import UserError
+from contagion.experiment.config import ExperimentConfig
+from contagion.experiment.execute import execute_game, measure_pre_profile, needed_profiles
+from contagion.experiment.store import Store
+from contagion.games.record import GameRecord, GameSpec
+from contagion.traits.settings import AssessmentSettings
+
+Job = tuple[GameSpec, dict[str, Any]]
+CPU_BOUND = ("embedded", "gguf:", "hf:")
+
+
+@dataclass
+class RunSummary:
+    planned: int
+    skipped: int
+    finished: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    seconds: float = 0.0
+    tokens: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def failure_rate(self) -> float:
+        done = self.finished + self.failed
+        return self.failed / done if done else 0.0
+
+
+def plan(config: ExperimentConfig, store: Store) -> tuple[list[Job], int]:
+    """The games still missing from the store (failed ones are tried again), and how many are done."""
+    done = store.done_hashes()
+    jobs: list[Job] = []
+    seen: set[str] = set()
+    skipped = 0
+    for spec, labels in config.expand():
+        h = spec.stable_hash()
+        if h in seen:
+            continue
+        seen.add(h)
+        if h in done:
+            skipped += 1
+        else:
+            jobs.append((spec, labels))
+    return jobs, skipped
+
+
+def default_concurrency(config: ExperimentConfig) -> int:
+    if config.concurrency:
+        return config.concurrency
+    if all(m.startswith(CPU_BOUND) for m in config.models):
+        return 1
+    if all(m.startswith(("sim:", "scripted:")) for m in config.models):
+        return 4
+    return 8
+
+
+class _Interrupt:
+    """First Ctrl-C: finish in-flight games. Second: stop now."""
+
+    def __init__(self, console: Console) -> None:
+        self.stopping = False
+        self.console = console
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def __call__(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.console.print("[yellow]Stopping after the games in flight (Ctrl-C again to stop now)…[/]")
+        else:
+            for t in self.tasks:
+                t.cancel()
+
+
+class Runner:
+    def __init__(self, config: ExperimentConfig, run_dir: Path, *, executor: str = "local",
+                 address: str | None = None, console: Console | None = None, progress: bool = True) -> None:
+        if executor not in ("local", "ray"):
+            raise UserError(f"unknown executor {executor!r}; choose local or ray")
+        self.config = config
+        self.run_dir = run_dir
+        self.executor = executor
+        self.address = address
+        self.console = console or Console(stderr=True)
+        self.show_progress = progress
+        self.personas = config.persona_map()
+
+    # -- pre-play profiles --------------------------------------------------------------------
+    async def _profiles(self, jobs: list[Job], store: Store, on_progress: Callable[[], None]) -> dict[str, Any]:
+        """Measure each distinct pre-play profile once (cached in the store across runs)."""
+        cache: dict[str, Any] = {}
+        todo: dict[str, tuple[str, Any, AssessmentSettings]] = {}
+        for spec, _ in jobs:
+            settings = AssessmentSettings.from_spec(spec.assessment)
+            for i, key, system in needed_profiles(spec, self.personas):
+                if key in cache or key in todo:
+                    continue
+                stored = store.get_profile(key)
+                if stored is not None:
+                    cache[key] = stored
+                else:
+                    todo[key] = (spec.players[i].backend, system, settings)
+        for key, (backend, system, settings) in todo.items():
+            cache[key] = await measure_pre_profile(backend, system, settings)
+            store.put_profile(key, cache[key])
+            on_progress()
+        return cache
+
+    def _pre_for(self, spec: GameSpec, cache: dict[str, Any]) -> list[dict[str, Any] | None]:
+        out: list[dict[str, Any] | None] = [None] * len(spec.players)
+        for i, key, _ in needed_profiles(spec, self.personas):
+            out[i] = cache[key]
+        return out
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UserError(f"output {self.run_dir} exists and is not a directory")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write to the run directory {self.run_dir}: {exc.strerror or exc}") from None
+        with Store.open(self.run_dir) as store:
+            stored = store.config()
+            if stored is None:
+                store.set_config(self.config.model_dump(mode="json"))
+            jobs, skipped = plan(self.config, store)
+            summary = RunSummary(planned=len(jobs), skipped=skipped)
+            if not jobs:
+                return summary
+            return asyncio.run(self._run(jobs, store, summary))
+
+    async def _run(self, jobs: list[Job], store: Store, summary: RunSummary) -> RunSummary:
+        started = time.perf_counter()
+        interrupt = _Interrupt(self.console)
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGINT, interrupt)
+        except (NotImplementedError, RuntimeError):  # not the main thread (e.g. tests): no handler
+            pass
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TextColumn("failed {task.fields[failed]}"), TextColumn("{task.fields[tps]} tok/s"),
+            TimeRemainingColumn(), console=self.console, disable=not self.show_progress, transient=False,
+        )
+        with progress:
+            pre_task = progress.add_task("pre-play profiles", total=None, failed=0, tps="-")
+            cache = await self._profiles(jobs, store, lambda: progress.advance(pre_task))
+            progress.update(pre_task, total=progress.tasks[pre_task].completed or 1,
+                            completed=progress.tasks[pre_task].completed or 1)
+            games = progress.add_task("games", total=len(jobs), failed=0, tps="-")
+
+            def finished(record: GameRecord) -> None:
+                store.put(record)
+                if record.error:
+                    summary.failed += 1
+                    summary.failures.append(f"{record.spec_hash}: {record.error}")
+                else:
+                    summary.finished += 1
+                summary.tokens += sum(p.prompt_tokens_encoded + p.completion_tokens for p in record.players)
+                elapsed = max(1e-9, time.perf_counter() - started)
+                progress.update(games, advance=1, failed=summary.failed, tps=f"{summary.tokens / elapsed:,.0f}")
+
+            if self.executor == "ray":
+                await self._run_ray(jobs, cache, finished, interrupt)
+            else:
+                await self._run_local(jobs, cache, finished, interrupt)
+        try:
+            loop.remove_signal_handler(signal.SIGINT)
+        except (NotImplementedError, RuntimeError):
+            pass
+        summary.interrupted = interrupt.stopping
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    async def _run_local(self, jobs: list[Job], cache: dict[str, Any], finished: Callable[[GameRecord], None],
+                         interrupt: _Interrupt) -> None:
+        limit = default_concurrency(self.config)
+        queue = list(reversed(jobs))
+        running: set[asyncio.Task[GameRecord]] = set()
+        interrupt.tasks = running  # type: ignore[assignment]
+        try:
+            while queue or running:
+                while queue and len(running) < limit and not interrupt.stopping:
+                    spec, labels = queue.pop()
+                    running.add(asyncio.create_task(execute_game(
+                        spec, labels, personas=self.personas, pre_profiles=self._pre_for(spec, cache))))
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    running.discard(task)
+                    if task.cancelled():
+                        continue
+                    finished(task.result())
+        except asyncio.CancelledError:
+            for t in running:
+                t.cancel()
+            interrupt.stopping = True
+
+    async def _run_ray(self, jobs: list[Job], cache: dict[str, Any], finished: Callable[[GameRecord], None],
+                       interrupt: _Interrupt) -> None:
+        from contagion.experiment.ray_executor import RayExecutor
+
+        executor = RayExecutor(self.address)
+        try:
+            await executor.run(jobs, self.personas, lambda spec: self._pre_for(spec, cache), finished,
+                               lambda: interrupt.stopping)
+        finally:
+            executor.shutdown()
