@@ -43,7 +43,7 @@ from contagion.backends.base import (
     split_prefix,
 )
 from contagion.backends.paths import embedded_model_path
-from contagion.errors import BackendError, BackendUnavailableError, MissingExtraError
+from contagion.errors import BackendError, BackendUnavailableError
 from contagion.messages import Message
 
 __all__ = ["BLOCK", "LlamaCppBackend", "embedded_model_path"]
@@ -91,7 +91,10 @@ class LlamaCppBackend(Backend):
         try:
             from llama_cpp import Llama
         except ImportError:
-            raise MissingExtraError("the embedded model", "embedded", "llama-cpp-python") from None
+            raise BackendUnavailableError(
+                "the embedded model needs llama-cpp-python, which is not installed. "
+                "Install it with: pip install llama-cpp-python"
+            ) from None
         return Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                      n_threads_batch=self.n_threads, n_batch=BLOCK, logits_all=False, verbose=False, seed=0)
 

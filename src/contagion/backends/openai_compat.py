@@ -1,0 +1,589 @@
+"""Any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp server, OpenAI) as a Backend.
+
+Spec: ``openai:MODEL@BASE_URL``, options after ``?`` (``openai:qwen2.5-7b@http://localhost:8000/v1?timeout=30``):
+
+- ``timeout`` — seconds per HTTP request (default 60);
+- ``logprobs`` — ``0`` declares that the server returns no logprobs, so scoring goes straight to the
+  sampled fallback (default ``1``);
+- ``samples`` — answers drawn per :meth:`~OpenAIBackend.score_choices` call by the sampled fallback
+  (default 20);
+- ``top_logprobs`` — candidates asked for the first token, 1..20 (default 20).
+
+The API key is read from ``CONTAGION_API_KEY`` or else ``OPENAI_API_KEY`` and sent as a bearer token. It
+never appears in the spec, the identity, records, logs or exception messages.
+
+Scoring (:meth:`OpenAIBackend.score_choices`): a chat API cannot score a given continuation, so the
+backend asks for one token at temperature 0 with ``top_logprobs`` and reads each choice's log-prob off
+that first-token distribution (method ``first-token-top-logprobs``):
+
+- a token matches a choice when both are equal after stripping spaces and ignoring case, so " Yes",
+  "Yes" and "YES" all count for the choice " Yes"; the probabilities of all matching tokens are summed.
+  A choice with no such token is matched by tokens that are a proper prefix of it and of no other
+  choice ("Co" for "Cooperate"), the usual first-token approximation for multi-token answers;
+- a choice with no matching token among the returned candidates gets a *floor*: the log of half the
+  probability of the least likely returned candidate, i.e. ``min(logprob) - ln 2`` — below anything
+  returned, as the truth must be, without pretending to know how far below. Floored choices are
+  listed in ``Scores.detail["floored"]`` (and the floor value in ``detail["floor"]``).
+
+When the server returns no logprobs (the field is absent or null) or the spec says ``logprobs=0``, the
+backend samples ``samples`` short answers at temperature 1 (seeds 0..n-1, reproducible where the server
+honours ``seed``), counts which choice each answer starts with and scores choice ``c`` as
+``log((count_c + 0.5) / (n + 0.5·k))`` for ``k`` choices. The method is then ``sampled-fallback``, the
+counts and answers are in ``Scores.detail``; it is an estimate and says so. After one reply without
+logprobs the backend stops asking for them and its ``capabilities`` report the fallback.
+
+A ``prefix`` cannot be pre-filled into the assistant's turn through a chat API, so it becomes an
+instruction appended to the last user message (:data:`PREFIX_INSTRUCTION`): the reply should be what
+comes right after the prefix. A model that repeats the prefix anyway shifts the first token; the
+sampled fallback strips a repeated prefix, the first-token method cannot.
+
+Errors: HTTP 408/429/5xx, timeouts, dropped connections and unparseable JSON bodies raise
+``BackendError(transient=True)`` — a truncated body is typically a proxy or load-balancer hiccup that a
+retry fixes. Other 4xx replies and well-formed JSON without the expected fields raise
+``BackendError(transient=False)``: the same request will fail again. A refused connection before any
+request ever reached the server raises :class:`~contagion.errors.BackendUnavailableError` naming the
+URL and the fix; later, the server may just be restarting, so it is transient.
+
+The HTTP client is created lazily per running event loop, so one backend works across repeated
+``asyncio.run`` calls (e.g. :func:`~contagion.backends.base.run_sync`) and from several loops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import os
+import ssl
+import threading
+import time
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from contagion.backends.base import (
+    Backend,
+    Capabilities,
+    ChoiceScore,
+    Completion,
+    GenerationConfig,
+    ScoreMethod,
+    Scores,
+)
+from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
+from contagion.messages import Message, wire
+
+API_KEY_ENV_VARS = ("CONTAGION_API_KEY", "OPENAI_API_KEY")
+"""Environment variables holding the API key, first match wins."""
+
+PREFIX_INSTRUCTION = '\n\nYour reply continues the text "{prefix}": write only what comes right after it.'
+"""Appended to the last user message when ``score_choices`` is given a non-empty ``prefix``."""
+
+PARAMS: dict[str, str] = {
+    "timeout": "seconds per HTTP request (default 60)",
+    "logprobs": "0 if the server returns no logprobs (default 1)",
+    "samples": "answers sampled per score by the fallback (default 20)",
+    "top_logprobs": "first-token candidates to request, 1..20 (default 20)",
+}
+"""Options accepted after ``?`` in the spec."""
+
+_OUTCOME_PARAMS = ("logprobs", "samples", "top_logprobs")  # change results, so part of the identity
+_DEFAULTS = {"logprobs": "1", "samples": "20", "top_logprobs": "20"}
+_TRANSIENT_STATUS = frozenset({408, 425, 429})
+_SAMPLE_CONCURRENCY = 8
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_ClientEntry = tuple[httpx.AsyncClient, AsyncGenerator[None, None]]  # a loop's client and its closer
+_ANSWER_LEAD = " \t\r\n*_\"'`([{>-:"  # markdown and quotes a model may put before its answer
+
+
+def _api_key() -> str | None:
+    for name in API_KEY_ENV_VARS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: building one takes tens of milliseconds, and a client is made per loop."""
+    return httpx.create_ssl_context()
+
+
+def _norm(text: str) -> str:
+    return text.strip().casefold()
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+class OpenAIBackend(Backend):
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint (see the module docstring)."""
+
+    def __init__(self, model: str, base_url: str, **params: str | float) -> None:
+        unknown = sorted(set(params) - set(PARAMS))
+        if unknown:
+            valid = "; ".join(f"{k} ({v})" for k, v in PARAMS.items())
+            raise BackendSpecError(f"unknown option(s) {unknown} for an openai: backend; valid: {valid}")
+        if not model:
+            raise BackendSpecError("an openai: backend needs a model name: openai:MODEL@BASE_URL")
+        base_url = base_url.strip().rstrip("/")
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BackendSpecError(
+                "the BASE_URL of an openai: backend must be an http(s) URL, e.g. "
+                "openai:MODEL@http://localhost:8000/v1"
+            )
+        self.model = model
+        self.base_url = base_url
+        self.timeout = self._number(params, "timeout", 60.0, low=0.001)
+        self.samples = int(self._number(params, "samples", 20, low=1, integer=True))
+        self.top_logprobs = int(self._number(params, "top_logprobs", 20, low=1, high=20, integer=True))
+        flag = str(params.get("logprobs", "1")).strip().lower()
+        if flag not in ("0", "1", "true", "false"):
+            raise BackendSpecError("option logprobs of an openai: backend must be 0 or 1")
+        self.server_logprobs = flag in ("1", "true")
+        self._logprobs_missing = None if self.server_logprobs else "logprobs=0 in the backend spec"
+
+        base = f"openai:{model}@{base_url}"
+        canonical = {
+            "timeout": f"{self.timeout:g}",
+            "logprobs": "1" if self.server_logprobs else "0",
+            "samples": str(self.samples),
+            "top_logprobs": str(self.top_logprobs),
+        }
+        given = {k: canonical[k] for k in sorted(params)}  # the spec keeps what was asked for
+        self.spec = base + ("?" + "&".join(f"{k}={v}" for k, v in given.items()) if given else "")
+        outcome = {k: canonical[k] for k in _OUTCOME_PARAMS if canonical[k] != _DEFAULTS[k]}
+        self._identity = base + ("?" + "&".join(f"{k}={v}" for k, v in outcome.items()) if outcome else "")
+        self.capabilities = self._capabilities()
+
+        self._trust_env = parts.hostname not in _LOOPBACK_HOSTS  # no proxy between us and localhost
+        self._clients: dict[asyncio.AbstractEventLoop, _ClientEntry] = {}
+        self._clients_lock = threading.Lock()
+        self._reached_server = False
+
+    @staticmethod
+    def _number(
+        params: dict[str, str | float],
+        name: str,
+        default: float,
+        *,
+        low: float,
+        high: float | None = None,
+        integer: bool = False,
+    ) -> float:
+        if name not in params:
+            return default
+        try:
+            value = float(params[name])
+        except (TypeError, ValueError):
+            raise BackendSpecError(f"option {name} of an openai: backend must be a number") from None
+        out_of_range = value < low or (high is not None and value > high)
+        if not math.isfinite(value) or (integer and not value.is_integer()) or out_of_range:
+            kind = "an integer" if integer else "a number"
+            bounds = f">= {low:g}" + (f" and <= {high:g}" if high is not None else "")
+            raise BackendSpecError(f"option {name} of an openai: backend must be {kind} {bounds}")
+        return value
+
+    def _capabilities(self) -> Capabilities:
+        return Capabilities(
+            language_model=True,
+            logprobs=self.server_logprobs,
+            score_method=ScoreMethod.FIRST_TOKEN if self.server_logprobs else ScoreMethod.SAMPLED,
+            prefix_caching=False,
+            deterministic=False,
+        )
+
+    @property
+    def identity(self) -> str:
+        """Model and URL plus the options that change results (not ``timeout``); never the API key."""
+        return self._identity
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.spec!r})"
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    async def _client(self) -> httpx.AsyncClient:
+        """The client of the running loop, made on first use; entries of closed loops are dropped."""
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            entry = self._clients.get(loop)
+            if entry is not None and not entry[0].is_closed:
+                return entry[0]
+            for old in [lp for lp in self._clients if lp.is_closed()]:
+                del self._clients[old]
+            key = _api_key()  # read when a client is made, never kept on the backend itself
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout),
+                headers=headers,
+                trust_env=self._trust_env,
+                verify=_ssl_context(),
+            )
+            guard = _close_with_loop(client)
+            self._clients[loop] = (client, guard)
+        await guard.__anext__()  # now the loop knows the guard, and closes it at shutdown
+        return client
+
+    def _redact(self, text: str) -> str:
+        key = _api_key()
+        return text.replace(key, "***") if key else text
+
+    async def _post(self, payload: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """POST a chat request; the decoded JSON object and the wall seconds, or a mapped error."""
+        url = f"{self.base_url}/chat/completions"
+        started = time.perf_counter()
+        try:
+            response = await (await self._client()).post(url, json=payload)
+        except httpx.ConnectError as exc:
+            if not self._reached_server:
+                raise BackendUnavailableError(
+                    f"cannot connect to the OpenAI-compatible server at {self.base_url} "
+                    f"({self._redact(str(exc)) or type(exc).__name__}): is the server running? Start "
+                    "vLLM/Ollama/llama.cpp server there, or fix BASE_URL in openai:MODEL@BASE_URL."
+                ) from None
+            raise BackendError(
+                f"lost the connection to {self.base_url}: {self._redact(str(exc))}", transient=True
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise BackendError(
+                f"{self.base_url} did not answer within {self.timeout:g} s ({type(exc).__name__})",
+                transient=True,
+            ) from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
+            raise BackendError(
+                f"connection to {self.base_url} failed: {type(exc).__name__}: {self._redact(str(exc))}",
+                transient=True,
+            ) from None
+        seconds = time.perf_counter() - started
+        self._reached_server = True
+        status = response.status_code
+        if status >= 400:
+            raise self._http_error(response)
+        try:
+            data = response.json()
+        except ValueError:
+            raise BackendError(
+                f"{self.base_url} sent a reply that is not valid JSON (HTTP {status}); "
+                "treated as a transient proxy/server hiccup",
+                transient=True,
+                status=status,
+            ) from None
+        if not isinstance(data, dict):
+            raise BackendError(f"{self.base_url} sent JSON that is not an object", status=status)
+        return data, seconds
+
+    def _http_error(self, response: httpx.Response) -> BackendError:
+        status = response.status_code
+        transient = status in _TRANSIENT_STATUS or status >= 500
+        if status in (401, 403):
+            # The body may echo part of the key; do not repeat it.
+            return BackendError(
+                f"{self.base_url} rejected the request (HTTP {status}): set the API key in "
+                f"{' or '.join(API_KEY_ENV_VARS)}",
+                status=status,
+            )
+        detail = self._redact(self._error_text(response))
+        hint = ""
+        if status == 400 and "logprob" in detail.lower():
+            hint = "; if this server has no logprobs, add ?logprobs=0 to the backend spec"
+        return BackendError(
+            f"{self.base_url} answered HTTP {status}: {detail}{hint}", transient=transient, status=status
+        )
+
+    @staticmethod
+    def _error_text(response: httpx.Response) -> str:
+        try:
+            data = response.json()
+        except ValueError:
+            return response.text[:300] or response.reason_phrase
+        if isinstance(data, dict):
+            error = data.get("error", data.get("detail", data.get("message")))
+            if isinstance(error, dict):
+                error = error.get("message", error)
+            if error is not None:
+                return str(error)[:300]
+        return str(data)[:300]
+
+    def _first_choice(self, data: dict[str, Any]) -> dict[str, Any]:
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise BackendError(f"{self.base_url} sent a reply without choices[0]")
+        choice = choices[0]
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise BackendError(f"{self.base_url} sent a reply without choices[0].message")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise BackendError(f"{self.base_url} sent a non-text choices[0].message.content")
+        return choice
+
+    @staticmethod
+    def _usage(data: dict[str, Any]) -> tuple[int, int, int]:
+        """(prompt, completion, prompt actually encoded) tokens; zeros when the server reports none."""
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            return 0, 0, 0
+        try:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details")
+            cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+        except (TypeError, ValueError):
+            return 0, 0, 0
+        return prompt, completion, max(prompt - cached, 0)
+
+    # -- Backend ------------------------------------------------------------------------------
+    async def generate(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
+        """One chat completion; ``seconds`` is the wall time of the HTTP request."""
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": wire(messages),
+            "max_tokens": config.max_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+        }
+        if config.seed is not None:
+            payload["seed"] = config.seed
+        if config.stop:
+            payload["stop"] = list(config.stop)
+        data, seconds = await self._post(payload)
+        content = self._first_choice(data)["message"].get("content") or ""
+        prompt, completion, encoded = self._usage(data)
+        return Completion(
+            text=content,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            prompt_tokens_encoded=encoded,
+            seconds=seconds,
+        )
+
+    async def score_choices(
+        self, messages: Sequence[Message], choices: Sequence[str], *, prefix: str = ""
+    ) -> Scores:
+        """Log-prob of each choice as the reply's start: first-token top_logprobs, else sampled (labelled)."""
+        if not choices:
+            raise ValueError("score_choices needs at least one choice")
+        if any(not c.strip() for c in choices):
+            raise ValueError("every choice must contain non-space text")
+        wired = self._with_prefix(messages, prefix)
+        started = time.perf_counter()
+        if self._logprobs_missing is None:
+            scores = await self._score_first_token(wired, choices)
+            if scores is not None:
+                scores.seconds = time.perf_counter() - started
+                scores.detail["prefix_instruction"] = bool(prefix.strip())
+                return scores
+        assert self._logprobs_missing is not None
+        scores = await self._score_sampled(wired, choices, prefix)
+        scores.seconds = time.perf_counter() - started
+        scores.detail["prefix_instruction"] = bool(prefix.strip())
+        return scores
+
+    @staticmethod
+    def _with_prefix(messages: Sequence[Message], prefix: str) -> list[dict[str, str]]:
+        wired = wire(messages)
+        text = prefix.strip()
+        if not text:
+            return wired
+        instruction = PREFIX_INSTRUCTION.format(prefix=text)
+        for i in range(len(wired) - 1, -1, -1):
+            if wired[i]["role"] == "user":
+                wired[i] = {**wired[i], "content": wired[i]["content"] + instruction}
+                return wired
+        wired.append({"role": "user", "content": instruction.lstrip()})
+        return wired
+
+    async def _score_first_token(self, wired: list[dict[str, str]], choices: Sequence[str]) -> Scores | None:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": wired,
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+            "seed": 0,
+        }
+        data, _ = await self._post(payload)
+        choice = self._first_choice(data)
+        candidates = self._candidates(choice.get("logprobs"))
+        if candidates is None:
+            self._logprobs_missing = "the server returned no logprobs"
+            self.server_logprobs = False
+            self.capabilities = self._capabilities()
+            return None
+        prompt, _, encoded = self._usage(data)
+        finite = [lp for _, lp in candidates if math.isfinite(lp)]
+        if not finite:
+            raise BackendError(f"{self.base_url} sent top_logprobs without a finite value")
+        floor = min(finite) - math.log(2.0)  # half the least likely candidate: below all of them
+
+        targets = [_norm(c) for c in choices]
+        scored: list[ChoiceScore] = []
+        matched: dict[str, list[str]] = {}
+        floored: list[str] = []
+        for choice_text, target in zip(choices, targets, strict=True):
+            hits = [(tok, lp) for tok, lp in candidates if _norm(tok) == target]
+            if not hits:
+                hits = [
+                    (tok, lp)
+                    for tok, lp in candidates
+                    if _norm(tok) and target.startswith(_norm(tok))
+                    and sum(t.startswith(_norm(tok)) for t in targets) == 1
+                ]
+            if hits:
+                matched[choice_text] = [tok for tok, _ in hits]
+                scored.append(ChoiceScore(choice=choice_text, logprob=_logsumexp([lp for _, lp in hits])))
+            else:
+                floored.append(choice_text)
+                scored.append(ChoiceScore(choice=choice_text, logprob=floor))
+        return Scores(
+            choices=scored,
+            method=ScoreMethod.FIRST_TOKEN,
+            prompt_tokens=prompt,
+            prompt_tokens_encoded=encoded,
+            detail={"matched": matched, "floored": floored, "floor": floor, "candidates": len(candidates)},
+        )
+
+    def _candidates(self, logprobs: Any) -> list[tuple[str, float]] | None:
+        """(token, logprob) pairs for the first generated token, or None when the server sent none."""
+        if not isinstance(logprobs, dict):
+            return None
+        raw: list[tuple[Any, Any]] = []
+        content = logprobs.get("content")
+        if isinstance(content, list):  # chat completions shape
+            if not content:
+                return None
+            first = content[0]
+            if not isinstance(first, dict):
+                raise BackendError(f"{self.base_url} sent malformed logprobs")
+            tops = first.get("top_logprobs") or []
+            if not isinstance(tops, list):
+                raise BackendError(f"{self.base_url} sent malformed top_logprobs")
+            raw = [(t.get("token"), t.get("logprob")) for t in tops if isinstance(t, dict)]
+            if "token" in first and "logprob" in first:
+                raw.append((first["token"], first["logprob"]))
+        elif isinstance(logprobs.get("top_logprobs"), list) and logprobs["top_logprobs"]:
+            first_top = logprobs["top_logprobs"][0]  # legacy completions shape: [{token: logprob}, ...]
+            if not isinstance(first_top, dict):
+                raise BackendError(f"{self.base_url} sent malformed top_logprobs")
+            raw = list(first_top.items())
+        else:
+            return None
+        pairs: dict[str, float] = {}
+        for token, lp in raw:
+            if not isinstance(token, str) or isinstance(lp, bool) or not isinstance(lp, int | float):
+                raise BackendError(f"{self.base_url} sent a top_logprobs entry without token/logprob")
+            pairs.setdefault(token, float(lp))
+        return list(pairs.items()) or None
+
+    async def _score_sampled(
+        self, wired: list[dict[str, str]], choices: Sequence[str], prefix: str
+    ) -> Scores:
+        n = self.samples
+        longest = max(len(prefix) + len(c) for c in choices)
+        max_tokens = min(64, 4 + longest // 2)
+        gate = asyncio.Semaphore(_SAMPLE_CONCURRENCY)
+
+        async def sample(seed: int) -> tuple[str, int, int]:
+            payload = {
+                "model": self.model,
+                "messages": wired,
+                "max_tokens": max_tokens,
+                "temperature": 1.0,
+                "seed": seed,
+            }
+            async with gate:
+                data, _ = await self._post(payload)
+            text = self._first_choice(data)["message"].get("content") or ""
+            prompt, _, encoded = self._usage(data)
+            return text, prompt, encoded
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(sample(seed)) for seed in range(n)]
+        results = [t.result() for t in tasks]
+
+        counts = [0] * len(choices)
+        unmatched = 0
+        for text, _, _ in results:
+            index = _leading_choice(text, choices, prefix)
+            if index is None:
+                unmatched += 1
+            else:
+                counts[index] += 1
+        k = len(choices)
+        scored = [
+            ChoiceScore(choice=c, logprob=math.log((counts[i] + 0.5) / (n + 0.5 * k)))
+            for i, c in enumerate(choices)
+        ]
+        return Scores(
+            choices=scored,
+            method=ScoreMethod.SAMPLED,
+            prompt_tokens=sum(r[1] for r in results),
+            prompt_tokens_encoded=sum(r[2] for r in results),
+            detail={
+                "reason": self._logprobs_missing,
+                "samples": n,
+                "counts": {c: counts[i] for i, c in enumerate(choices)},
+                "unmatched": unmatched,
+                "answers": [r[0][:60] for r in results],
+                "smoothing": "(count + 0.5) / (samples + 0.5 * choices)",
+            },
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients: this loop's directly, those of other running loops on their loop."""
+        with self._clients_lock:
+            entries = list(self._clients.items())
+            self._clients.clear()
+        current = asyncio.get_running_loop()
+        for loop, (client, guard) in entries:
+            if loop is current:
+                await _shutdown(client, guard)
+            elif loop.is_running() and not loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(_shutdown(client, guard), loop)
+                await asyncio.wrap_future(future)
+            # a closed loop ran its guards at shutdown (asyncio.run does); nothing is left to close
+
+
+async def _close_with_loop(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    """Closes ``client`` when its event loop shuts down.
+
+    A started async generator is finalised by ``loop.shutdown_asyncgens()``, which ``asyncio.run`` and
+    ``asyncio.Runner`` call before closing the loop, so a backend used through repeated ``run_sync``
+    calls does not leave one set of open connections behind per loop.
+    """
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+async def _shutdown(client: httpx.AsyncClient, guard: AsyncGenerator[None, None]) -> None:
+    await guard.aclose()  # runs the guard's finally if it was started
+    if not client.is_closed:
+        await client.aclose()
+
+
+def _leading_choice(answer: str, choices: Sequence[str], prefix: str) -> int | None:
+    """Index of the choice the answer starts with (longest wins, whole words), or None."""
+    text = answer.lstrip(_ANSWER_LEAD).casefold()
+    lead = _norm(prefix)
+    if lead and text.startswith(lead):
+        text = text[len(lead) :].lstrip(_ANSWER_LEAD)
+    best: int | None = None
+    best_len = 0
+    for i, choice in enumerate(choices):
+        target = _norm(choice)
+        if text.startswith(target) and len(target) > best_len:
+            rest = text[len(target) :]
+            if not rest or not rest[0].isalnum():
+                best, best_len = i, len(target)
+    return best

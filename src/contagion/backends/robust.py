@@ -1,0 +1,411 @@
+"""The thick wrapper around any Backend: timeouts, retries, a concurrency limit, a response cache, usage.
+
+Backends stay small; the shared hard parts live here once (as Inspect AI's ``Model`` wraps its
+``ModelAPI``s)::
+
+    backend = RobustBackend(resolve("openai:qwen2.5-7b@http://localhost:8000/v1"), concurrency=8,
+                            cache=ResponseCache(path="responses.sqlite"))
+
+- **Timeouts**: each attempt gets ``timeout`` seconds (``asyncio.wait_for``); running out is a
+  transient :class:`~contagion.errors.BackendError`. Time queued for a concurrency slot does not count.
+- **Retries**: :func:`should_retry` decides, nothing else: transient ``BackendError``\\s, timeouts and
+  httpx transport failures are retried with exponential backoff and jitter (tenacity); bad requests,
+  ``UserError``\\s and programming errors (``ValueError``, ``TypeError``, ...) are raised at once. After
+  the last attempt the last error is raised, with a note saying how many attempts were made.
+- **Concurrency**: at most ``concurrency`` calls in flight per event loop (a semaphore per loop, since
+  an asyncio semaphore belongs to one loop). Backoff sleeps do not hold a slot.
+- **Cache** (:class:`ResponseCache`): only when the same request must give the same answer (see
+  :meth:`RobustBackend.caches_generate` and :meth:`RobustBackend.caches_scores`); hits come back
+  with ``cached=True``.
+- **Usage**: :attr:`RobustBackend.usage` adds up every call; :func:`track_usage` collects the calls made
+  inside a block (and the tasks it starts), e.g. one game's share of a backend shared by many games.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, Field
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from contagion.backends.base import Backend, Capabilities, Completion, GenerationConfig, ScoreMethod, Scores
+from contagion.errors import BackendError, UserError
+from contagion.messages import Message
+
+T = TypeVar("T")
+
+CACHE_KEY_VERSION = 1
+"""Bumped when what goes into a cache key changes, so old entries are never misread."""
+
+_jitter = random.Random()
+_RETRYABLE_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
+
+
+def should_retry(exc: BaseException) -> bool:
+    """Whether retrying the call that raised ``exc`` may help.
+
+    Yes for ``BackendError(transient=True)``, timeouts (``asyncio.TimeoutError``) and httpx transport
+    failures (timeouts, network errors, dropped connections, proxy errors). No for everything else:
+    ``UserError`` (including an unreachable server at first contact), non-transient ``BackendError``,
+    cancellation and programming errors.
+    """
+    if isinstance(exc, UserError):
+        return False
+    if isinstance(exc, BackendError):
+        return exc.transient
+    return isinstance(exc, (TimeoutError, *_RETRYABLE_HTTPX))
+
+
+class Usage(BaseModel):
+    """What calls cost. Add two with ``+``. Tokens and seconds count only work the model actually did."""
+
+    calls: int = Field(default=0, description="Calls made (cached ones included; retries not counted again).")
+    cached_calls: int = Field(default=0, description="Calls answered from the cache.")
+    retries: int = Field(default=0, description="Extra attempts after transient failures.")
+    failures: int = Field(default=0, description="Calls that raised after their last attempt.")
+    prompt_tokens: int = Field(default=0, description="Prompt tokens of the answered calls.")
+    prompt_tokens_encoded: int = Field(default=0, description="Prompt tokens actually run through the model.")
+    completion_tokens: int = Field(default=0, description="Generated tokens.")
+    seconds: float = Field(default=0.0, description="Seconds in the model, as the backend reports them.")
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in Usage.model_fields})
+
+    def _absorb(self, delta: Usage) -> None:
+        for name in Usage.model_fields:
+            setattr(self, name, getattr(self, name) + getattr(delta, name))
+
+
+_trackers: ContextVar[tuple[Usage, ...]] = ContextVar("contagion_usage_trackers", default=())
+_trackers_lock = threading.Lock()
+
+
+@contextmanager
+def track_usage() -> Iterator[Usage]:
+    """Collect the usage of every RobustBackend call made in this block and in tasks it creates."""
+    usage = Usage()
+    token = _trackers.set((*_trackers.get(), usage))
+    try:
+        yield usage
+    finally:
+        _trackers.reset(token)
+
+
+class ResponseCache:
+    """Responses by request: an in-memory LRU, optionally backed by a SQLite file that outlives the process.
+
+    Keys are sha256 digests of (cache-key version, backend identity, method, every message's role,
+    content, name and meta, and the generation config or the choices and prefix). ``meta`` is part of
+    the key because scripted and simulated backends act on it. One cache may serve many backends.
+    """
+
+    def __init__(self, max_entries: int = 10_000, path: str | Path | None = None) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self.path = Path(path) if path is not None else None
+        self.hits = 0
+        self.misses = 0
+        self._memory: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+
+    @staticmethod
+    def key(identity: str, method: str, messages: Sequence[Message], request: dict[str, Any]) -> str:
+        """The cache key of one request."""
+        shown = [{"role": m.role, "content": m.content, "name": m.name, "meta": m.meta} for m in messages]
+        content = [CACHE_KEY_VERSION, identity, method, shown, request]
+        blob = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored value, or None; a hit moves the entry to the front of the LRU."""
+        with self._lock:
+            text = self._memory.get(key)
+            if text is not None:
+                self._memory.move_to_end(key)
+            elif self._db is not None:
+                row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+                if row is not None:
+                    text = row[0]
+                    self._remember(key, text)
+            if text is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+        value: dict[str, Any] = json.loads(text)  # allows -Infinity: log-prob of an impossible choice
+        return value
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        """Store a JSON-serialisable value (infinite floats allowed)."""
+        text = json.dumps(value, default=str)
+        with self._lock:
+            self._remember(key, text)
+            if self._db is not None:
+                self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, text))
+
+    def _remember(self, key: str, text: str) -> None:
+        self._memory[key] = text
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.max_entries:
+            self._memory.popitem(last=False)
+
+    def __len__(self) -> int:
+        """Entries held in memory."""
+        return len(self._memory)
+
+    def clear(self) -> None:
+        """Forget every entry, in memory and on disk."""
+        with self._lock:
+            self._memory.clear()
+            if self._db is not None:
+                self._db.execute("DELETE FROM responses")
+
+    def close(self) -> None:
+        """Close the SQLite file (the in-memory entries stay usable)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class RobustBackend(Backend):
+    """Timeouts, classified retries, a per-loop concurrency limit, caching and usage around ``inner``.
+
+    ``spec``, ``capabilities`` and ``identity`` are the inner backend's: the wrapper changes how calls
+    are made, never what they answer, so records and cache keys do not depend on it.
+    """
+
+    def __init__(
+        self,
+        inner: Backend,
+        *,
+        timeout: float | None = 120,
+        max_retries: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 20,
+        concurrency: int | None = None,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive or None")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if backoff_initial < 0 or backoff_max < backoff_initial:
+            raise ValueError("need 0 <= backoff_initial <= backoff_max")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be >= 1 or None")
+        self.inner = inner
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.concurrency = concurrency
+        self.cache = cache
+        self._usage = Usage()
+        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._lock = threading.Lock()
+
+    # -- delegated identity ------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        return self.inner.spec
+
+    @spec.setter
+    def spec(self, value: str) -> None:
+        raise AttributeError("a RobustBackend's spec is its inner backend's")
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        raise AttributeError("a RobustBackend's capabilities are its inner backend's")
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    def __repr__(self) -> str:
+        return f"RobustBackend({self.inner!r})"
+
+    # -- usage --------------------------------------------------------------------------------
+    @property
+    def usage(self) -> Usage:
+        """A copy of the usage so far."""
+        with self._lock:
+            return self._usage.model_copy()
+
+    def reset_usage(self) -> Usage:
+        """Start counting from zero; returns what had been counted."""
+        with self._lock:
+            old, self._usage = self._usage, Usage()
+        return old
+
+    def _record(self, delta: Usage) -> None:
+        with self._lock:
+            self._usage._absorb(delta)
+        with _trackers_lock:
+            for tracker in _trackers.get():
+                tracker._absorb(delta)
+
+    # -- cache rules ----------------------------------------------------------------------------
+    def caches_generate(self, config: GenerationConfig) -> bool:
+        """Whether a generation may be answered from (and stored in) the cache.
+
+        Only when the same request must give the same answer: the config is reproducible (temperature 0
+        or a seed) *and* either the temperature is 0 (greedy decoding has one answer) or the inner
+        backend declares itself deterministic (so a seeded sample repeats). A seeded sample from a
+        server that may ignore the seed is never cached.
+        """
+        if not config.reproducible:
+            return False
+        return config.temperature == 0.0 or self.inner.capabilities.deterministic
+
+    def caches_scores(self, scores: Scores) -> bool:
+        """Whether computed scores may be stored: log-probabilities involve no sampling, so yes, except
+        sampled-fallback estimates from a backend that is not deterministic."""
+        return scores.method != ScoreMethod.SAMPLED or self.inner.capabilities.deterministic
+
+    # -- calls --------------------------------------------------------------------------------
+    async def generate(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
+        """The inner backend's reply, through cache, concurrency limit, timeout and retries."""
+        key: str | None = None
+        if self.cache is not None and self.caches_generate(config):
+            key = ResponseCache.key(self.identity, "generate", messages, config.model_dump(mode="json"))
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._record(Usage(calls=1, cached_calls=1))
+                return Completion.model_validate(hit).model_copy(update={"cached": True})
+        completion = await self._call(lambda: self.inner.generate(messages, config))
+        self._record(
+            Usage(
+                calls=1,
+                prompt_tokens=completion.prompt_tokens,
+                prompt_tokens_encoded=completion.prompt_tokens_encoded,
+                completion_tokens=completion.completion_tokens,
+                seconds=completion.seconds,
+            )
+        )
+        if key is not None and self.cache is not None:
+            self.cache.put(key, completion.model_copy(update={"cached": False}).model_dump())
+        return completion
+
+    async def score_choices(
+        self, messages: Sequence[Message], choices: Sequence[str], *, prefix: str = ""
+    ) -> Scores:
+        """The inner backend's scores, through cache, concurrency limit, timeout and retries."""
+        key: str | None = None
+        if self.cache is not None:
+            request = {"choices": list(choices), "prefix": prefix}
+            key = ResponseCache.key(self.identity, "score_choices", messages, request)
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._record(Usage(calls=1, cached_calls=1))
+                return Scores.model_validate(hit).model_copy(update={"cached": True})
+        scores = await self._call(lambda: self.inner.score_choices(messages, choices, prefix=prefix))
+        if len(scores.choices) != len(choices):
+            raise BackendError(
+                f"{self.spec} returned {len(scores.choices)} scores for {len(choices)} choices"
+            )
+        self._record(
+            Usage(
+                calls=1,
+                prompt_tokens=scores.prompt_tokens,
+                prompt_tokens_encoded=scores.prompt_tokens_encoded,
+                seconds=scores.seconds,
+            )
+        )
+        if key is not None and self.cache is not None and self.caches_scores(scores):
+            self.cache.put(key, scores.model_copy(update={"cached": False}).model_dump())
+        return scores
+
+    async def aclose(self) -> None:
+        """Close the inner backend (a shared cache is left open; close it yourself)."""
+        await self.inner.aclose()
+
+    def _semaphore(self) -> asyncio.Semaphore | None:
+        if self.concurrency is None:
+            return None
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            semaphore = self._semaphores.get(loop)
+            if semaphore is None:
+                for old in [lp for lp in self._semaphores if lp.is_closed()]:
+                    del self._semaphores[old]
+                semaphore = self._semaphores[loop] = asyncio.Semaphore(self.concurrency)
+            return semaphore
+
+    async def _attempt(self, call: Callable[[], Awaitable[T]]) -> T:
+        semaphore = self._semaphore()
+        if semaphore is not None:
+            async with semaphore:
+                return await self._timed(call)
+        return await self._timed(call)
+
+    async def _timed(self, call: Callable[[], Awaitable[T]]) -> T:
+        if self.timeout is None:
+            return await call()
+        try:
+            return await asyncio.wait_for(call(), self.timeout)
+        except TimeoutError:
+            message = f"{self.spec} did not answer within {self.timeout:g} s"
+            raise BackendError(message, transient=True) from None
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Seconds before the next attempt: doubling from ``backoff_initial``, plus up to
+        ``backoff_initial`` of jitter (so clients that failed together do not retry together),
+        capped at ``backoff_max``. The jitter only shifts timing, never results, so it needs no seed."""
+        exponential = self.backoff_initial * 2 ** (state.attempt_number - 1)
+        return min(self.backoff_max, exponential + _jitter.uniform(0.0, self.backoff_initial))
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        def count_retry(state: RetryCallState) -> None:
+            self._record(Usage(retries=1))
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._backoff,
+            retry=retry_if_exception(should_retry),
+            before_sleep=count_retry,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    return await self._attempt(call)
+        except Exception as exc:
+            self._record(Usage(calls=1, failures=1))
+            if attempts > 1:
+                exc.add_note(f"{self.spec}: gave up after {attempts} attempts")
+            raise
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
