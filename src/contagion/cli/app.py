@@ -62,7 +62,7 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            err_console.print(Text.assemble(("Error: ", "bold red"), str(exc)), highlight=False)
+            err_console.print(Text.assemble(("Error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
