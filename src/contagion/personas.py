@@ -49,7 +49,9 @@ def load_personas(path: Path) -> dict[str, Persona]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise UserError(f"persona file {path} is not valid YAML: {exc}") from None
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        where = f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if problem and mark else exc
+        raise UserError(f"persona file {path} is not valid YAML: {' '.join(str(where).split())}") from None
     items = data if isinstance(data, list) else [data]
     out: dict[str, Persona] = {}
     for i, item in enumerate(items, 1):

@@ -38,8 +38,8 @@ from contagion.backends.base import (
     ChoiceScore,
     Completion,
     GenerationConfig,
-    Scores,
     ScoreMethod,
+    Scores,
     split_prefix,
 )
 from contagion.backends.paths import embedded_model_path

@@ -20,8 +20,15 @@ import time
 from collections.abc import Callable, Sequence
 
 from contagion.backends import protocol as P
-from contagion.backends.base import Backend, Capabilities, Completion, GenerationConfig, Scores, ScoreMethod
-from contagion.backends.base import ChoiceScore
+from contagion.backends.base import (
+    Backend,
+    Capabilities,
+    ChoiceScore,
+    Completion,
+    GenerationConfig,
+    ScoreMethod,
+    Scores,
+)
 from contagion.errors import BackendSpecError
 from contagion.messages import Message
 

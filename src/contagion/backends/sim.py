@@ -43,8 +43,8 @@ from contagion.backends.base import (
     ChoiceScore,
     Completion,
     GenerationConfig,
-    Scores,
     ScoreMethod,
+    Scores,
 )
 from contagion.errors import BackendSpecError
 from contagion.messages import Message

@@ -6,11 +6,10 @@ import sys
 
 import typer
 
+# Import the command modules for their side effect of registering on ``app``.
+from contagion.cli import play as _play  # noqa: F401
 from contagion.cli.app import app
 from contagion.errors import UserError
-
-# Import the command modules for their side effect of registering on ``app``.
-from contagion.cli import play as _play  # noqa: F401,E402
 
 try:  # commands added by later layers register only when present
     from contagion.cli import assess as _assess  # noqa: F401

@@ -68,7 +68,8 @@ def render_profile(profile: Profile, *, title: str) -> None:
     )
     cost = profile.cost
     console.print(
-        f"{cost.calls} scoring calls, {cost.prompt_tokens_encoded} of {cost.prompt_tokens} prompt tokens encoded, "
+        f"{cost.calls} scoring calls, {cost.prompt_tokens_encoded} of {cost.prompt_tokens} prompt tokens "
+        "encoded, "
         f"{cost.seconds:.2f} s in the model",
         highlight=False,
     )
@@ -99,8 +100,8 @@ def assess_command(
     """Measure one model's trait profile (yes/no persona statements scored by log-probability)."""
     if context not in CONTEXTS:
         raise UserError(
-            f"--context must be one of {', '.join(CONTEXTS)} (got {context!r}); post-play profiles are measured "
-            "on a game's history by `contagion play` and `contagion run`"
+            f"--context must be one of {', '.join(CONTEXTS)} (got {context!r}); post-play profiles are "
+            "measured on a game's history by `contagion play` and `contagion run`"
         )
     if items is not None and items < 1:
         raise UserError(f"--items must be at least 1 (got {items})")
@@ -122,15 +123,18 @@ def assess_command(
     sample = full.sample(wanted, items, seed)
     backend = resolve(model)
     try:
-        profile = run_sync(assess(backend, messages, sample, debias=debias, context_kind=context, seed=seed,
-                                  bootstrap=bootstrap))
+        profile = run_sync(
+            assess(backend, messages, sample, debias=debias, context_kind=context, seed=seed, bootstrap=bootstrap)
+        )
     except BackendError as exc:
         raise UserError(f"model {model} failed while scoring: {exc}") from None
     short = [t for t in sample.traits() if items is not None and len(full.by_trait(t)) < items]
     render_profile(profile, title=f"Trait profile of {backend.identity} ({where})")
     if short:
-        console.print(f"note: fewer than {items} items available for {', '.join(short)}; used all of them",
-                      highlight=False)
+        console.print(
+            f"note: fewer than {items} items available for {', '.join(short)}; used all of them",
+            highlight=False,
+        )
     if json_out is not None:
         try:
             json_out.write_text(json.dumps(profile.to_record(), indent=2) + "\n", encoding="utf-8")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from contagion.errors import UserError
 from contagion.steering import parse_intervention, parse_params

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
@@ -18,6 +19,17 @@ from contagion.games.dilemmas import load_dilemma
 from contagion.games.engine import play_game
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.personas import Persona, load_personas, resolve_persona
+
+# schema field -> the option that sets it, so a validation error names what the user typed
+_OPTION = {"rounds": "--rounds", "chat_turns": "--chat-turns", "max_tokens": "--max-tokens",
+           "temperature": "--temperature", "seed": "--seed"}
+
+
+def _first_error(exc: ValidationError, names: dict[str, str]) -> str:
+    """A pydantic error as one line: the option and what is wrong with its value."""
+    first = exc.errors()[0]
+    field = ".".join(str(x) for x in first["loc"])
+    return f"{names.get(field, field)}: {first['msg']} (got {first.get('input')!r})"
 
 
 def _printer(show_talk: bool) -> Any:
@@ -90,11 +102,14 @@ def play(
         resolve_persona(s.persona, extra)
     try:
         generation = GenerationConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
-    except ValueError as exc:
-        raise UserError(f"bad generation settings: {exc}") from None
+    except ValidationError as exc:
+        raise UserError(f"bad generation settings: {_first_error(exc, _OPTION)}") from None
     ispec = parse_intervention(intervention)
-    spec = GameSpec(game=game, players=tuple(seats), rounds=rounds, chat_turns=chat_turns,
-                    reveal_horizon=not hide_horizon, seed=seed, generation=generation, intervention=ispec)
+    try:
+        spec = GameSpec(game=game, players=tuple(seats), rounds=rounds, chat_turns=chat_turns,
+                        reveal_horizon=not hide_horizon, seed=seed, generation=generation, intervention=ispec)
+    except ValidationError as exc:  # e.g. --rounds above the schema's bound
+        raise UserError(f"bad game settings: {_first_error(exc, _OPTION)}") from None
     backends = [resolve(s.backend) for s in seats]
     from contagion.steering import build_hooks
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from importlib import resources
 from pathlib import Path
 
@@ -24,7 +25,7 @@ parameter that matters runs only the new games. Ctrl-C stops after the games in 
 """
 
 
-def _print_summary(summary: RunSummary, run_dir: Path) -> None:
+def _print_summary(summary: RunSummary, run_dir: Path, resume: str) -> None:
     table = Table(title="Run summary", title_justify="left")
     table.add_column("games")
     table.add_column("count", justify="right")
@@ -39,12 +40,14 @@ def _print_summary(summary: RunSummary, run_dir: Path) -> None:
         for line in summary.failures[:5]:
             err_console.print(f"  {line}", highlight=False, markup=False)
     if summary.interrupted:
-        console.print(f"Interrupted. Resume with the same command; the store in {run_dir} keeps every finished game.")
+        console.print(f"Interrupted. The store in {run_dir} keeps every finished game; resume with:\n  {resume}",
+                      highlight=False, markup=False)
 
 
-def execute_run(config: ExperimentConfig, out: Path, executor: str, address: str | None, progress: bool) -> RunSummary:
+def execute_run(config: ExperimentConfig, out: Path, executor: str, address: str | None, progress: bool,
+                resume: str | None = None) -> RunSummary:
     summary = Runner(config, out, executor=executor, address=address, progress=progress).run()
-    _print_summary(summary, out)
+    _print_summary(summary, out, resume or "the same command")
     if summary.failure_rate > config.max_failure_rate:
         err_console.print(f"Failure rate {summary.failure_rate:.1%} exceeds max_failure_rate "
                           f"{config.max_failure_rate:.1%}.", markup=False)
@@ -64,15 +67,11 @@ def run(
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
 ) -> None:
     cfg = load_config(config)
-    _check_store_matches(out, cfg)
-    execute_run(cfg, out, executor, address, not no_progress)
+    resume = f"contagion run {shlex.quote(str(config))} --out {shlex.quote(str(out))}"
+    if executor != "local":
+        resume += f" --executor {shlex.quote(executor)}" + (f" --address {shlex.quote(address)}" if address else "")
+    execute_run(cfg, out, executor, address, not no_progress, resume)
     console.print(f"Results: {out}  (next: contagion report {out})")
-
-
-def _check_store_matches(out: Path, cfg: ExperimentConfig) -> None:
-    """Opening an incompatible store fails before any work (the store validates its schema)."""
-    if (out / "store.sqlite").exists():
-        Store.open(out, create=False).close()
 
 
 def demo_config() -> ExperimentConfig:
@@ -98,7 +97,8 @@ def demo(
     if repetitions:
         cfg = cfg.model_copy(update={"repetitions": repetitions})
     console.print(f"contagion demo: {cfg.size()} games on the embedded model into {out}")
-    execute_run(cfg, out, "local", None, not no_progress)
+    resume = f"contagion demo --out {shlex.quote(str(out))}" + (f" --repetitions {repetitions}" if repetitions else "")
+    execute_run(cfg, out, "local", None, not no_progress, resume)
     _finish_with_report(out)
 
 

@@ -24,7 +24,7 @@ from contagion.backends.base import GenerationConfig
 from contagion.backends.registry import split_params
 from contagion.errors import UserError
 from contagion.games.dilemmas import load_dilemma
-from contagion.games.record import GameSpec, InterventionSpec, PlayerSpec
+from contagion.games.record import GameSpec, PlayerSpec
 from contagion.personas import BUILTIN as BUILTIN_PERSONAS
 from contagion.personas import Persona
 from contagion.traits.settings import AssessmentSettings
@@ -56,7 +56,9 @@ class ExperimentConfig(BaseModel):
         default_factory=lambda: ["none"], description="e.g. none, repeat-system:k=2, sit:k=2,n=3, sit-adaptive."
     )
     rounds: int = Field(5, ge=1, le=1000, description="Rounds per game.")
-    chat_turns: list[int] = Field(default_factory=lambda: [1], description="Chat turns per round; 0 = no chat.")
+    chat_turns: list[int] = Field(
+        default_factory=lambda: [0, 1], description="Chat turns per round; 0 = no chat (the no-chat control)."
+    )
     reveal_horizon: bool = Field(True, description="Tell players how many rounds there are.")
     repetitions: int = Field(1, ge=1, le=100000, description="Games per cell (seeds seed .. seed+repetitions-1).")
     seed: int = Field(0, ge=0, description="Base seed.")
@@ -120,23 +122,25 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _seats(self) -> ExperimentConfig:
+        # messages start with the key (compositions.NAME): a model validator has no location of its own
         if not self.compositions:
             raise ValueError("compositions: at least one composition is needed")
         known = set(BUILTIN_PERSONAS) | {p.name for p in self.personas}
         for name, seats in self.compositions.items():
+            where = f"compositions.{name}"
             if len(seats) < 2:
-                raise ValueError(f"composition {name!r} needs at least 2 seats")
+                raise ValueError(f"{where}: composition {name!r} needs at least 2 seats")
             for seat in seats:
                 persona, eq, backend = seat.partition("=")
                 if eq:
                     if persona not in known:
-                        raise ValueError(f"composition {name!r}: unknown persona {persona!r}")
+                        raise ValueError(f"{where}: unknown persona {persona!r}; known: {sorted(known)}")
                 elif ":" in seat:
                     kind = split_params(seat)[0].partition(":")[0]
                     if kind not in KNOWN_BACKEND_KINDS:
-                        raise ValueError(f"composition {name!r}: unknown backend {seat!r}")
+                        raise ValueError(f"{where}: unknown backend {seat!r}")
                 elif seat not in known:
-                    raise ValueError(f"composition {name!r}: unknown persona {seat!r}; known: {sorted(known)}")
+                    raise ValueError(f"{where}: unknown persona {seat!r}; known: {sorted(known)}")
         return self
 
     # -- expansion ------------------------------------------------------------------------------
@@ -184,23 +188,58 @@ class ExperimentConfig(BaseModel):
     def persona_map(self) -> dict[str, Persona]:
         return {p.name: p for p in self.personas}
 
+    def backend_specs(self) -> dict[str, str]:
+        """Every backend spec the grid uses, with the config key that names it."""
+        out = {m: "models" for m in self.models}
+        for name, seats in self.compositions.items():
+            for seat in seats:
+                persona, eq, backend = seat.partition("=")
+                if eq:
+                    out.setdefault(backend, f"compositions.{name}")
+                elif ":" in seat:
+                    out.setdefault(seat, f"compositions.{name}")
+        return out
+
+    def check_resources(self, source: str = "config") -> None:
+        """What schema validation cannot see: every backend spec builds (without loading a model or
+        touching the network) and the trait inventory loads. Raises UserError naming the key, so a run
+        fails before it writes anything."""
+        from contagion.backends.registry import build
+        from contagion.steering import needs_profile, parse_intervention
+
+        for spec, key in self.backend_specs().items():
+            try:
+                build(spec)
+            except UserError as exc:
+                raise UserError(f"{source}: {key}: {exc}") from None
+        needs_inventory = self.measure_traits or any(
+            needs_profile(spec) for spec in (parse_intervention(i) for i in self.interventions)
+        )
+        if needs_inventory:
+            try:
+                self.assessment.inventory_sample()
+            except UserError as exc:
+                raise UserError(f"{source}: assessment: {exc}") from None
+
 
 def _pretty_error(exc: ValidationError, source: str) -> str:
     first = exc.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"]) or "config"
+    loc = ".".join(str(x) for x in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see `contagion run --help` for the keys)"
-    return f"{source}: {loc}: {msg}"
+    return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
 
 
 def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
     if not isinstance(data, dict):
         raise UserError(f"{source}: the config must be a YAML mapping of keys to values")
     try:
-        return ExperimentConfig.model_validate(data)
+        config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise UserError(_pretty_error(exc, source)) from None
+    config.check_resources(source)
+    return config
 
 
 def load_config(path: Path) -> ExperimentConfig:

@@ -20,11 +20,11 @@ from contagion.backends.robust import RobustBackend
 from contagion.games.dilemmas import load_dilemma
 from contagion.games.engine import play_game, player_name, system_prompt_for
 from contagion.games.record import GameRecord, GameSpec
+from contagion.messages import Message
 from contagion.personas import Persona, resolve_persona
 from contagion.steering import build_hooks, needs_profile
 from contagion.traits.assess import QUESTION_FORMAT_VERSION, post_play_context, pre_play_context
 from contagion.traits.settings import AssessmentSettings, measure
-from contagion.messages import Message
 
 _LOCAL_KINDS = ("embedded", "gguf:", "hf:", "scripted:", "sim:")
 
@@ -37,7 +37,11 @@ def backend_for(spec: str) -> Backend:
     key = f"robust|{spec}"
     cached = _robust.get(key)
     if cached is None:
-        cached = _robust[key] = RobustBackend(backend, timeout=120, max_retries=6)
+        # A backend with its own per-request timeout (openai: ``?timeout=``) keeps it: a fixed outer
+        # cap would cut a slow server the user allowed more time, and a sampled-fallback score (many
+        # requests in one call) that is making progress.
+        own_timeout = getattr(backend, "timeout", None)
+        cached = _robust[key] = RobustBackend(backend, timeout=None if own_timeout else 120, max_retries=6)
     return cached
 
 

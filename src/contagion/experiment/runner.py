@@ -16,8 +16,10 @@ stops at once); rerunning the same command resumes.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 
 from contagion.errors import UserError
 from contagion.experiment.config import ExperimentConfig
-from contagion.experiment.execute import execute_game, measure_pre_profile, needed_profiles
+from contagion.experiment.execute import execute_game, failed_record, measure_pre_profile, needed_profiles
 from contagion.experiment.store import Store
 from contagion.games.record import GameRecord, GameSpec
 from contagion.traits.settings import AssessmentSettings
@@ -113,9 +115,16 @@ class Runner:
         self.personas = config.persona_map()
 
     # -- pre-play profiles --------------------------------------------------------------------
-    async def _profiles(self, jobs: list[Job], store: Store, on_progress: Callable[[], None]) -> dict[str, Any]:
-        """Measure each distinct pre-play profile once (cached in the store across runs)."""
+    async def _profiles(self, jobs: list[Job], store: Store, on_progress: Callable[[], None],
+                        interrupt: _Interrupt) -> tuple[dict[str, Any], dict[str, str]]:
+        """Measure each distinct pre-play profile once (cached in the store across runs).
+
+        Profiles are measured ``concurrency`` at a time. One that fails (after the backend's retries)
+        does not stop the run: the games that need it are stored as failed with its error. Returns
+        (profiles by key, errors by key).
+        """
         cache: dict[str, Any] = {}
+        errors: dict[str, str] = {}
         todo: dict[str, tuple[str, Any, AssessmentSettings]] = {}
         for spec, _ in jobs:
             settings = AssessmentSettings.from_spec(spec.assessment)
@@ -127,11 +136,29 @@ class Runner:
                     cache[key] = stored
                 else:
                     todo[key] = (spec.players[i].backend, system, settings)
-        for key, (backend, system, settings) in todo.items():
-            cache[key] = await measure_pre_profile(backend, system, settings)
-            store.put_profile(key, cache[key])
+        gate = asyncio.Semaphore(default_concurrency(self.config))
+
+        async def one(key: str, backend: str, system: Any, settings: AssessmentSettings) -> None:
+            async with gate:
+                if interrupt.stopping:
+                    return
+                try:
+                    profile = await measure_pre_profile(backend, system, settings)
+                except UserError:
+                    raise
+                except Exception as exc:  # recorded on the games that need it; the run goes on
+                    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                    errors[key] = f"pre-play profile of {backend} failed: {detail}"
+                    return
+            cache[key] = profile
+            store.put_profile(key, profile)
             on_progress()
-        return cache
+
+        async with asyncio.TaskGroup() as group:
+            for key, args in todo.items():
+                interrupt.tasks.add(group.create_task(one(key, *args)))
+        interrupt.tasks.clear()
+        return cache, errors
 
     def _pre_for(self, spec: GameSpec, cache: dict[str, Any]) -> list[dict[str, Any] | None]:
         out: list[dict[str, Any] | None] = [None] * len(spec.players)
@@ -139,10 +166,32 @@ class Runner:
             out[i] = cache[key]
         return out
 
+    def _profile_error(self, spec: GameSpec, errors: dict[str, str]) -> str | None:
+        for _, key, _ in needed_profiles(spec, self.personas):
+            if key in errors:
+                return errors[key]
+        return None
+
     # -- running ------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Every check that can fail on the user's input, before anything is written."""
+        self.config.check_resources()
+        out = self.run_dir
+        if out.exists() and not out.is_dir():
+            raise UserError(f"output {out} exists and is not a directory")
+        if out.is_dir():
+            Store.check(out)
+            return
+        ancestor = out.absolute().parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UserError(f"cannot create the run directory {out}: {ancestor} is a file, not a directory")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UserError(f"cannot create the run directory {out}: {ancestor} is not writable")
+
     def run(self) -> RunSummary:
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise UserError(f"output {self.run_dir} exists and is not a directory")
+        self.preflight()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"
@@ -175,7 +224,7 @@ class Runner:
         )
         with progress:
             pre_task = progress.add_task("pre-play profiles", total=None, failed=0, tps="-")
-            cache = await self._profiles(jobs, store, lambda: progress.advance(pre_task))
+            cache, profile_errors = await self._profiles(jobs, store, lambda: progress.advance(pre_task), interrupt)
             progress.update(pre_task, total=progress.tasks[pre_task].completed or 1,
                             completed=progress.tasks[pre_task].completed or 1)
             games = progress.add_task("games", total=len(jobs), failed=0, tps="-")
@@ -191,10 +240,17 @@ class Runner:
                 elapsed = max(1e-9, time.perf_counter() - started)
                 progress.update(games, advance=1, failed=summary.failed, tps=f"{summary.tokens / elapsed:,.0f}")
 
+            runnable: list[Job] = []
+            for spec, labels in jobs:
+                error = self._profile_error(spec, profile_errors)
+                if error is None:
+                    runnable.append((spec, labels))
+                elif not interrupt.stopping:
+                    finished(failed_record(spec, labels, error, 0.0))
             if self.executor == "ray":
-                await self._run_ray(jobs, cache, finished, interrupt)
+                await self._run_ray(runnable, cache, finished, interrupt)
             else:
-                await self._run_local(jobs, cache, finished, interrupt)
+                await self._run_local(runnable, cache, finished, interrupt)
         try:
             loop.remove_signal_handler(signal.SIGINT)
         except (NotImplementedError, RuntimeError):

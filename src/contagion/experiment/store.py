@@ -67,15 +67,42 @@ class Store:
             raise UserError(f"{run_dir} holds no contagion run (no {STORE_FILE}); run `contagion run` first")
         if create:
             run_dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        store = cls(path, conn)
         try:
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            # Refuse a foreign or newer store before changing anything in it (switching the journal
+            # mode rewrites the file header).
+            store._check_version(create)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            store._migrate(create)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise UserError(f"{path} is not a contagion store ({exc})") from None
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    @classmethod
+    def check(cls, run_dir: Path) -> None:
+        """Fail (UserError) when ``run_dir`` holds a store this version cannot use; changes nothing."""
+        path = run_dir / STORE_FILE
+        if not path.exists():
+            return
+        if not path.is_file():
+            raise UserError(f"{path} is not a contagion store (not a file)")
+        try:
+            # read-write but only reading: a read-only connection would leave -wal/-shm files behind
+            conn = sqlite3.connect(path, timeout=30)
+        except sqlite3.Error as exc:
+            raise UserError(f"{path} cannot be opened as a contagion store ({exc})") from None
+        try:
+            cls(path, conn)._check_version(create=True)  # an empty file is created again
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{path} is not a contagion store ({exc})") from None
-        store = cls(path, conn)
-        store._migrate(create)
-        return store
+        finally:
+            conn.close()
 
     @classmethod
     def open_existing(cls, run_dir: Path) -> Store:
@@ -85,26 +112,40 @@ class Store:
             raise UserError(f"{run_dir} is not a directory; give the run directory")
         return cls.open(run_dir, create=False)
 
-    def _migrate(self, create: bool) -> None:
-        try:
-            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"{self.path} is not a contagion store ({exc})") from None
+    def _check_version(self, create: bool) -> int | None:
+        """The store's schema version (None for a new, empty file); reads only."""
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables:
             if tables:
                 raise UserError(f"{self.path} is an SQLite file but not a contagion store")
             if not create:
                 raise UserError(f"{self.path} is empty; run `contagion run` first")
-            self.conn.executescript(_SCHEMA_V1)
-            self._set_meta("schema_version", str(STORE_SCHEMA_VERSION))
-            self._set_meta("created", str(time.time()))
-            return
-        version = int(self.meta("schema_version") or 0)
+            return None
+        raw = self.meta("schema_version") or "0"
+        try:
+            version = int(raw)
+        except ValueError:
+            raise UserError(f"{self.path} has an unreadable store schema version {raw!r}") from None
         if version > STORE_SCHEMA_VERSION:
             raise UserError(
                 f"{self.path} was written by a newer contagion (store schema {version}; this version reads "
                 f"up to {STORE_SCHEMA_VERSION}); upgrade with: pip install -U contagion"
             )
+        if version < STORE_SCHEMA_VERSION and any(v not in MIGRATIONS for v in range(version, STORE_SCHEMA_VERSION)):
+            raise UserError(f"{self.path} has store schema {version}, which this contagion cannot migrate")
+        return version
+
+    def _migrate(self, create: bool) -> None:
+        version = self._check_version(create)
+        if version is None:
+            # One transaction: a crash while creating leaves an empty file (created again on the next
+            # run), never a half-made store.
+            self.conn.executescript(
+                f"BEGIN;\n{_SCHEMA_V1}\n"
+                f"INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '{STORE_SCHEMA_VERSION}');\n"
+                f"INSERT OR REPLACE INTO meta (key, value) VALUES ('created', '{time.time()!r}');\nCOMMIT;"
+            )
+            return
         while version < STORE_SCHEMA_VERSION:
             if version not in MIGRATIONS:
                 raise UserError(f"{self.path} has store schema {version}, which this contagion cannot migrate")

@@ -124,13 +124,22 @@ def load_dilemma(name_or_path: str) -> Dilemma:
     )
 
 
+def _one_line(exc: Exception) -> str:
+    """A YAML error as one line (PyYAML's messages span several lines with a caret diagram)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 def dilemma_from_file(path: Path) -> Dilemma:
     if not path.is_file():
         raise UserError(f"game file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise UserError(f"game file {path} is not valid YAML: {exc}") from None
+        raise UserError(f"game file {path} is not valid YAML: {_one_line(exc)}") from None
     if not isinstance(data, dict):
         raise UserError(f"game file {path} must hold a mapping with name, kind, actions and payoffs")
     data.setdefault("title", data.get("name", path.stem))
@@ -138,12 +147,19 @@ def dilemma_from_file(path: Path) -> Dilemma:
         return Dilemma.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "game"
-        raise UserError(f"game file {path}: {where}: {first['msg']}") from None
+        where = ".".join(str(x) for x in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"game file {path}: {where}: {msg}" if where else f"game file {path}: {msg}") from None
 
 
-def _fmt(x: float) -> str:
-    return f"{x:g}"
+def format_points(x: float) -> str:
+    """Points as players read them: the exact amount paid (payoffs are rounded to 6 decimals), no padding.
+
+    ``f"{x:g}"`` would show only 6 significant digits (2.333333 as 2.33333), so players would be told
+    a different number than they are paid.
+    """
+    text = f"{round(x, 6):.6f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 def rules_text(d: Dilemma, players: int, rounds: int | None) -> str:
@@ -160,7 +176,7 @@ def rules_text(d: Dilemma, players: int, rounds: int | None) -> str:
         f"choose '{d.cooperate}':",
     ]
     for k, c, x in d.table(players):
-        lines.append(f"- {k} other(s) choose '{d.cooperate}': you get {_fmt(c)} if you choose '{d.cooperate}', "
-                     f"{_fmt(x)} if you choose '{d.defect}'.")
+        lines.append(f"- {k} other(s) choose '{d.cooperate}': you get {format_points(c)} if you choose "
+                     f"'{d.cooperate}', {format_points(x)} if you choose '{d.defect}'.")
     lines.append("Before choosing, players may talk to each other. Your goal is to earn points.")
     return "\n".join(line for line in lines if line)

@@ -35,9 +35,9 @@ from typing import Any, Literal, Protocol
 
 from contagion import __version__
 from contagion.backends import protocol as P
-from contagion.backends.base import Backend, GenerationConfig, Scores, ScoreMethod
+from contagion.backends.base import Backend, GenerationConfig, ScoreMethod, Scores
 from contagion.backends.registry import resolve
-from contagion.games.dilemmas import Dilemma, load_dilemma, rules_text
+from contagion.games.dilemmas import Dilemma, format_points, load_dilemma, rules_text
 from contagion.games.record import (
     ActionName,
     ActionRecord,
@@ -284,8 +284,8 @@ class GameEngine:
         coop = [a.action == "cooperate" for a in actions]
         payoffs: list[float] = []
         for i, a in enumerate(actions):
-            others = sum(coop) - (1 if coop[i] else 0)
-            payoffs.append(0.0 if a.action == "invalid" else self.dilemma.payoff(coop[i], others, n))
+            k_others = sum(coop) - (1 if coop[i] else 0)
+            payoffs.append(0.0 if a.action == "invalid" else self.dilemma.payoff(coop[i], k_others, n))
         for i, p in enumerate(self.players):
             p.actions.append(actions[i])
             p.payoffs.append(payoffs[i])
@@ -296,10 +296,11 @@ class GameEngine:
                 for j in others
             )
             own = f"'{actions[i].label}'" if actions[i].label else "no valid action"
+            earned, total = format_points(payoffs[i]), format_points(sum(p.payoffs))
             p.messages.append(Message(
                 role="user",
-                content=f"Round {round_no} results: you chose {own} and earned {payoffs[i]:g} points "
-                        f"(total {sum(p.payoffs):g}). {desc}.",
+                content=f"Round {round_no} results: you chose {own} and earned {earned} points "
+                        f"(total {total}). {desc}.",
                 meta={
                     "kind": P.OBSERVATION, "round": round_no, "own": actions[i].action,
                     "others_cooperated": sum(actions[j].action == "cooperate" for j in others),

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from contagion.backends.base import GenerationConfig
 from contagion.messages import Message
@@ -30,7 +30,9 @@ class PlayerSpec(BaseModel):
     def parse(cls, text: str, *, focal: bool = True) -> PlayerSpec:
         text = text.strip()
         persona, eq, backend = text.partition("=")
-        if not eq:
+        # a persona is a plain name; an '=' after ':' or '?' belongs to the backend spec's parameters
+        # (scripted:random?seed=3, sim:planted?contagion=0.3)
+        if not eq or any(c in persona for c in ":?@/"):
             persona, backend = "default", text
         if not backend or not persona:
             from contagion.errors import UserError
@@ -126,8 +128,10 @@ class PlayerRecord(BaseModel):
     completion_tokens: int = 0
     model_seconds: float = 0.0
 
+    @computed_field  # type: ignore[prop-decorator]  # serialised: the JSON record states it too
     @property
     def invalid_rate(self) -> float:
+        """Share of this player's actions that were invalid (unparseable; never counted as cooperation)."""
         return sum(a.action == "invalid" for a in self.actions) / len(self.actions) if self.actions else 0.0
 
 
@@ -153,8 +157,10 @@ class GameRecord(BaseModel):
         description="Condition labels set by the experiment (model, composition, intervention, ...); not hashed.",
     )
 
+    @computed_field  # type: ignore[prop-decorator]  # serialised: the JSON record states it too
     @property
     def invalid_rate(self) -> float:
+        """Share of all actions in the game that were invalid."""
         acts = [a for r in self.rounds for a in r.actions]
         return sum(a == "invalid" for a in acts) / len(acts) if acts else 0.0
 

@@ -56,7 +56,9 @@ class SitParams(_Params):
     n: int = Field(3, ge=1, le=20, description="Reminders per injection.")
     source: Literal["items", "summary"] = Field("items", description="Item statements or per-trait sentences.")
     pool: int = Field(12, ge=1, description="How many of the strongest statements to rotate through.")
-    min_support: float = Field(0.5, ge=0.0, lt=1.0, description="Minimum p(pro-social answer) to use a statement.")
+    # at least 0.5: below it a "reminder" would restate an anti-social answer (e.g. "I would not say
+    # this about myself: I care about others"), the opposite of what SIT is for
+    min_support: float = Field(0.5, ge=0.5, lt=1.0, description="Minimum p(pro-social answer) to use a statement.")
     position: Literal["turn", "act"] = "turn"
     role: Literal["system", "user"] = "system"
 

@@ -25,7 +25,9 @@ class AssessmentSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     inventory: str = Field("builtin", description="'builtin', 'hub', or a path to persona JSONL / YAML.")
-    traits: tuple[str, ...] | None = Field(None, description="Traits to measure (None = all in the inventory).")
+    traits: tuple[str, ...] | None = Field(
+        None, description="Traits to measure (None = all in the inventory)."
+    )
     items: int | None = Field(10, ge=1, description="Items per trait, sampled with the seed (None = all).")
     debias: bool = Field(False, description="Ask with the answers in both orders and average.")
     seed: int = Field(0, description="Item sampling and bootstrap seed.")
@@ -60,11 +62,21 @@ def _sample(source: str, traits: tuple[str, ...] | None, items: int | None, seed
 
 
 async def measure(
-    backend: Backend, context: Sequence[Message], settings: AssessmentSettings, *, context_kind: str,
+    backend: Backend,
+    context: Sequence[Message],
+    settings: AssessmentSettings,
+    *,
+    context_kind: str,
     inventory: Inventory | None = None,
 ) -> Profile:
     """Measure a profile after ``context`` with these settings (``inventory`` overrides the sample)."""
     return await assess(
-        backend, context, inventory or settings.inventory_sample(), trait_sets=settings.trait_sets(),
-        debias=settings.debias, context_kind=context_kind, seed=settings.seed, bootstrap=settings.bootstrap,
+        backend,
+        context,
+        inventory or settings.inventory_sample(),
+        trait_sets=settings.trait_sets(),
+        debias=settings.debias,
+        context_kind=context_kind,
+        seed=settings.seed,
+        bootstrap=settings.bootstrap,
     )

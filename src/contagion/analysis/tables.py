@@ -1,0 +1,407 @@
+"""Tidy tables from a run's store, built by streaming the records one at a time.
+
+Every analysis, figure and statistic of the report starts from these tables; they are plain pandas
+data frames with one row per observation, so they can also be used directly in a notebook:
+
+* :attr:`RunTables.drift` — one row per **focal agent and trait** (a focal agent is a player with
+  both a pre-play and a post-play profile): the condition (model, game, composition, intervention,
+  chat turns, rep, seed), the player, ``pre``, ``post`` and ``drift = post − pre``. Pre and post are
+  trait means over the items both profiles scored (paired, as :func:`contagion.traits.profile.drift`
+  does). Each agent also has one row with ``trait == PROSOCIAL`` for the pro-social index (mean of
+  the pro-social trait means minus mean of the anti-social ones; ``polarity == "index"``).
+  ``cluster`` identifies what was played (:func:`history_key`): games with identical transcripts
+  share it, and the statistics treat them as one game.
+* :attr:`RunTables.actions` — one row per game, round and player: action and payoff.
+* :attr:`RunTables.players` — one row per game and player: total payoff, cooperation rate, invalid
+  rate, injections received.
+* :attr:`RunTables.games` — one row per game (failed ones too): status, error, cooperation, invalid
+  rate, injections, the winner.
+
+Memory holds the tidy rows and nothing else: records are decoded one at a time and dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from contagion.experiment.store import Store
+from contagion.games.record import GameRecord, PlayerRecord
+
+PROSOCIAL = "prosocial-index"
+"""The ``trait`` value of the pro-social index rows in :attr:`RunTables.drift`."""
+
+CONDITION = ("model", "game", "composition", "intervention", "chat_turns")
+"""The columns that name a condition cell (a rep is one game of a cell)."""
+
+ALL_DEFAULT = "all-default"
+MALICIOUS_LM = "malicious-lm"
+SCRIPTED_DEFECTOR = "scripted-defector"
+SCRIPTED_OTHER = "scripted-other"
+BENEVOLENT = "benevolent"
+OTHER = "other"
+
+
+def composition_kind(personas: Iterable[str], backends: Iterable[str]) -> str:
+    """What a seating is, whatever the user named it.
+
+    ``malicious-lm`` (a language model with the malicious persona sits at the table),
+    ``scripted-defector`` (a ``scripted:always-defect`` player), ``scripted-other`` (another scripted
+    player), ``all-default`` (every player a default-persona LM), ``benevolent`` or ``other``.
+    """
+    seats = list(zip(personas, backends, strict=True))
+    lm = [(p, b) for p, b in seats if not b.startswith("scripted:")]
+    scripted = [b for _, b in seats if b.startswith("scripted:")]
+    if any(p == "malicious" for p, _ in lm):
+        return MALICIOUS_LM
+    if any(b.split("?")[0] == "scripted:always-defect" for b in scripted):
+        return SCRIPTED_DEFECTOR
+    if scripted:
+        return SCRIPTED_OTHER
+    if all(p == "default" for p, _ in lm):
+        return ALL_DEFAULT
+    if any(p == "benevolent" for p, _ in lm):
+        return BENEVOLENT
+    return OTHER
+
+
+@dataclass
+class RunInfo:
+    """Facts about a run that the methods section states (collected while streaming)."""
+
+    run_dir: str | None = None
+    config: dict[str, Any] | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    methods: Counter[str] = field(default_factory=Counter)
+    debiased: Counter[bool] = field(default_factory=Counter)
+    inventories: Counter[str] = field(default_factory=Counter)
+    items_per_trait: dict[str, int] = field(default_factory=dict)
+    bootstrap: set[int] = field(default_factory=set)
+    question_formats: set[int] = field(default_factory=set)
+    seeds: set[int] = field(default_factory=set)
+    action_methods: Counter[str] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
+    compositions: dict[str, str] = field(default_factory=dict)
+    """composition name -> composition kind."""
+    composition_seats: dict[str, list[str]] = field(default_factory=dict)
+    """composition name -> seat labels as played (``persona=backend``)."""
+
+
+@dataclass
+class RunTables:
+    """The tidy tables of one run (see the module docstring) and its :class:`RunInfo`."""
+
+    drift: pd.DataFrame
+    actions: pd.DataFrame
+    players: pd.DataFrame
+    games: pd.DataFrame
+    info: RunInfo
+
+    @property
+    def agents(self) -> pd.DataFrame:
+        """One row per focal agent: its pro-social index pre, post and drift."""
+        return self.drift[self.drift["trait"] == PROSOCIAL].reset_index(drop=True)
+
+    @property
+    def traits(self) -> list[str]:
+        """The measured traits (without the index), in the order first seen."""
+        return [t for t in pd.unique(self.drift["trait"]) if t != PROSOCIAL] if len(self.drift) else []
+
+    @property
+    def ok_games(self) -> pd.DataFrame:
+        return self.games[self.games["status"] == "ok"]
+
+    @functools.cached_property
+    def default_agents(self) -> pd.DataFrame:
+        """Drift rows of default-persona agents, one per distinct agent (see :func:`distinct_agents`)."""
+        if self.drift.empty:
+            return self.drift
+        return distinct_agents(self.drift[self.drift["persona"].astype(str) == "default"])
+
+
+def distinct_agents(drift: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct agent: replayed games (same transcript, same condition) are averaged into one."""
+    if drift.empty:
+        return drift
+    keys = ["model", "game", "composition", "composition_kind", "intervention", "intervention_kind",
+            "chat_turns", "cluster", "player", "persona", "pre_key", "trait", "polarity"]
+    dup = drift.duplicated(subset=keys, keep=False)
+    if not dup.any():
+        return drift
+    first = drift.groupby(keys, observed=True, sort=False, as_index=False).agg(
+        game_id=("game_id", "first"), rep=("rep", "first"), seed=("seed", "first"), pre=("pre", "mean"),
+        post=("post", "mean"), drift=("drift", "mean"), n_items=("n_items", "first"), records=("game_id", "size"))
+    return first
+
+
+# -- building ---------------------------------------------------------------------------------------
+
+_COND_COLS = ("game_id", "cluster", "model", "game", "composition", "composition_kind", "intervention",
+              "intervention_kind", "chat_turns", "rep", "seed")
+_DRIFT_COLS = (*_COND_COLS, "player", "persona", "pre_key", "trait", "polarity", "pre", "post", "drift", "n_items")
+_ACTION_COLS = (*_COND_COLS, "round", "player", "persona", "focal", "lm", "action", "payoff")
+_PLAYER_COLS = (*_COND_COLS, "player", "index", "persona", "backend", "focal", "lm", "total", "cooperation",
+                "invalid_rate", "injections", "tokens")
+_GAME_COLS = (*_COND_COLS, "status", "error", "players", "rounds", "cooperation", "invalid_rate", "injections",
+              "winner", "wall_seconds")
+
+
+class _Columns:
+    """Rows appended column-wise (lists of scalars: the cheapest way to hold tidy rows)."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.data: dict[str, list[Any]] = {n: [] for n in names}
+
+    def add(self, values: tuple[Any, ...]) -> None:
+        for name, value in zip(self.names, values, strict=True):
+            self.data[name].append(value)
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.data, columns=list(self.names))
+        for name in ("model", "game", "composition", "composition_kind", "intervention", "intervention_kind",
+                     "trait", "polarity", "persona", "player", "action", "status", "backend"):
+            if name in df.columns:
+                df[name] = df[name].astype("category")
+        return df
+
+
+def paired_trait_means(pre: dict[str, Any], post: dict[str, Any]) -> dict[str, tuple[str, float, float, int]]:
+    """trait -> (polarity, pre mean, post mean, items) over the items both profiles scored."""
+    before = {(it["trait"], it["item_id"]): float(it["score"]) for it in pre.get("items", [])}
+    sums: dict[str, list[float]] = {}
+    for it in post.get("items", []):
+        key = (it["trait"], it["item_id"])
+        if key in before:
+            acc = sums.setdefault(it["trait"], [0.0, 0.0, 0.0])
+            acc[0] += before[key]
+            acc[1] += float(it["score"])
+            acc[2] += 1
+    out: dict[str, tuple[str, float, float, int]] = {}
+    polarity = {t: s.get("polarity", "neutral") for t, s in {**pre.get("traits", {}),
+                                                             **post.get("traits", {})}.items()}
+    for trait, (a, b, n) in sums.items():
+        out[trait] = (str(polarity.get(trait, "neutral")), a / n, b / n, int(n))
+    return out
+
+
+def prosocial_index(means: dict[str, tuple[str, float, float, int]], which: int) -> float | None:
+    """The pro-social index of :func:`paired_trait_means` output: ``which`` = 1 for pre, 2 for post."""
+    pro = [float(v[which]) for v in means.values() if v[0] == "pro"]
+    anti = [float(v[which]) for v in means.values() if v[0] == "anti"]
+    if not pro or not anti:
+        return None
+    return float(sum(pro) / len(pro) - sum(anti) / len(anti))
+
+
+def _pre_key(profile: dict[str, Any]) -> str:
+    """An id of one pre-play measurement (agents sharing it share their baseline's measurement error)."""
+    payload = json.dumps([(it["item_id"], round(float(it["score"]), 12)) for it in profile.get("items", [])])
+    return hashlib.blake2b(f"{profile.get('backend')}|{payload}".encode(), digest_size=6).hexdigest()
+
+
+def history_key(record: GameRecord) -> str:
+    """An id of what was played: games with identical transcripts (and models) share it.
+
+    A deterministic model without chat replays the very same game for every seed; such replays are
+    one observation, not several, so the statistics cluster on this key rather than on the record.
+    Failed games keep their own id.
+    """
+    if record.error or not record.players:
+        return record.spec_hash
+    h = hashlib.blake2b(digest_size=8)
+    for p in record.players:
+        h.update(f"\x00{p.backend}\x00{p.persona}\x00".encode())
+        for m in p.messages:
+            h.update(m.role.encode())
+            h.update(b"\x01")
+            h.update(m.content.encode())
+            h.update(b"\x02")
+    return h.hexdigest()
+
+
+def _winner(players: list[PlayerRecord]) -> str:
+    if not players:
+        return ""
+    best = max(p.total for p in players)
+    top = [p.name for p in players if p.total == best]
+    return top[0] if len(top) == 1 else "tie"
+
+
+class TableBuilder:
+    """Accumulates tidy rows record by record; :meth:`build` returns the :class:`RunTables`."""
+
+    def __init__(self, info: RunInfo | None = None) -> None:
+        self.info = info or RunInfo()
+        self._drift = _Columns(_DRIFT_COLS)
+        self._actions = _Columns(_ACTION_COLS)
+        self._players = _Columns(_PLAYER_COLS)
+        self._games = _Columns(_GAME_COLS)
+
+    def add(self, record: GameRecord) -> None:
+        """Add one game's rows (the record can be dropped afterwards)."""
+        labels = record.labels
+        players = record.players
+        kind = composition_kind([p.persona for p in players], [p.backend for p in players]) if players else ""
+        if not players and record.spec.players:
+            kind = composition_kind([p.persona for p in record.spec.players],
+                                    [p.backend for p in record.spec.players])
+        composition = str(labels.get("composition", ""))
+        if composition and composition not in self.info.compositions and (players or record.spec.players):
+            self.info.compositions[composition] = kind
+            self.info.composition_seats[composition] = [p.label() for p in record.spec.players]
+        cond = (
+            record.spec_hash, history_key(record), str(labels.get("model", players[0].backend if players else "")),
+            str(labels.get("game", record.spec.game)), composition, kind,
+            str(labels.get("intervention", record.spec.intervention.label())), record.spec.intervention.name,
+            int(labels.get("chat_turns", record.spec.chat_turns)), int(labels.get("rep", 0)), record.spec.seed,
+        )
+        self.info.seeds.add(record.spec.seed)
+        if record.contagion_version:
+            self.info.versions[record.contagion_version] += 1
+        if record.error:
+            self.info.counts["failed"] = self.info.counts.get("failed", 0) + 1
+            self._games.add((*cond, "failed", record.error, len(record.spec.players), len(record.rounds),
+                             None, None, None, "", record.wall_seconds))
+            return
+        self.info.counts["ok"] = self.info.counts.get("ok", 0) + 1
+        lm = [not p.backend.startswith("scripted:") for p in players]
+        for rnd in record.rounds:
+            for i, p in enumerate(players):
+                self._actions.add((*cond, rnd.round, p.name, p.persona, p.focal, lm[i], rnd.actions[i],
+                                   rnd.payoffs[i]))
+        n_inj = 0
+        for i, p in enumerate(players):
+            acts = [a.action for a in p.actions]
+            for a in p.actions:
+                self.info.action_methods[a.method.split(":")[0] if a.method else "?"] += 1
+            coop = sum(a == "cooperate" for a in acts) / len(acts) if acts else None
+            n_inj += len(p.injections)
+            self._players.add((*cond, p.name, p.index, p.persona, p.backend, p.focal, lm[i], p.total, coop,
+                               p.invalid_rate, len(p.injections),
+                               p.prompt_tokens + p.completion_tokens))
+            if p.pre_profile and p.post_profile:
+                self._add_agent(cond, p)
+        all_acts = [a for r in record.rounds for a in r.actions]
+        coop_all = sum(a == "cooperate" for a in all_acts) / len(all_acts) if all_acts else None
+        self._games.add((*cond, "ok", None, len(players), len(record.rounds), coop_all, record.invalid_rate,
+                         n_inj, _winner(players), record.wall_seconds))
+
+    def _add_agent(self, cond: tuple[Any, ...], p: PlayerRecord) -> None:
+        pre, post = p.pre_profile or {}, p.post_profile or {}
+        info = self.info
+        for prof in (pre, post):
+            info.methods[str(prof.get("method", "?"))] += 1
+            info.debiased[bool(prof.get("debiased", False))] += 1
+            info.inventories[str(prof.get("inventory", "?"))] += 1
+            if "bootstrap" in prof:
+                info.bootstrap.add(int(prof["bootstrap"]))
+            if "question_format_version" in prof:
+                info.question_formats.add(int(prof["question_format_version"]))
+        means = paired_trait_means(pre, post)
+        key = _pre_key(pre)
+        for trait, (polarity, a, b, n) in means.items():
+            info.items_per_trait[trait] = max(info.items_per_trait.get(trait, 0), n)
+            self._drift.add((*cond, p.name, p.persona, key, trait, polarity, a, b, b - a, n))
+        pre_i, post_i = prosocial_index(means, 1), prosocial_index(means, 2)
+        if pre_i is not None and post_i is not None:
+            self._drift.add((*cond, p.name, p.persona, key, PROSOCIAL, "index", pre_i, post_i, post_i - pre_i,
+                             sum(v[3] for v in means.values() if v[0] != "neutral")))
+
+    def build(self) -> RunTables:
+        return RunTables(drift=self._drift.frame(), actions=self._actions.frame(), players=self._players.frame(),
+                         games=self._games.frame(), info=self.info)
+
+
+def tables_from_records(records: Iterable[GameRecord], info: RunInfo | None = None) -> RunTables:
+    """Tidy tables from any stream of records (e.g. games played in-process)."""
+    builder = TableBuilder(info)
+    for record in records:
+        builder.add(record)
+    return builder.build()
+
+
+def load_tables(run_dir: Path) -> RunTables:
+    """Tidy tables of the run in ``run_dir``, streamed from its store (failed games included in ``games``)."""
+    with Store.open_existing(run_dir) as store:
+        info = RunInfo(run_dir=str(run_dir), config=store.config(), failures=store.failures())
+        tables = tables_from_records(store.iter_records(status=None), info)
+    return tables
+
+
+# -- derived tables ---------------------------------------------------------------------------------
+
+
+def cooperation_by_round(tables: RunTables, by: tuple[str, ...] = ("composition",), *,
+                         who: str = "focal") -> pd.DataFrame:
+    """Cooperation rate per round by condition: ``who`` = ``focal`` (measured agents), ``lm`` or ``all``.
+
+    Columns: the ``by`` columns, ``round``, ``rate`` (share of actions that were cooperate; invalid
+    actions count as not cooperating), ``invalid`` (share invalid), ``n`` (actions), ``games``.
+    """
+    df = tables.actions
+    if who == "focal":
+        df = df[df["focal"]]
+    elif who == "lm":
+        df = df[df["lm"]]
+    if df.empty:
+        return pd.DataFrame(columns=[*by, "round", "rate", "invalid", "n", "games"])
+    df = df.assign(coop=(df["action"] == "cooperate").astype(float), inv=(df["action"] == "invalid").astype(float))
+    out = (df.groupby([*by, "round"], observed=True)
+           .agg(rate=("coop", "mean"), invalid=("inv", "mean"), n=("coop", "size"), games=("game_id", "nunique"))
+           .reset_index())
+    return out
+
+
+def payoffs_by_condition(tables: RunTables, by: tuple[str, ...] = ("game", "composition", "intervention"),
+                         ) -> pd.DataFrame:
+    """Mean total payoff per player, by condition and persona (scripted players are their own persona)."""
+    df = tables.players
+    if df.empty:
+        return pd.DataFrame(columns=[*by, "seat", "payoff", "cooperation", "players"])
+    seat = df["persona"].astype(str).where(df["lm"], df["backend"].astype(str))
+    df = df.assign(seat=seat)
+    return (df.groupby([*by, "seat"], observed=True)
+            .agg(payoff=("total", "mean"), cooperation=("cooperation", "mean"), players=("total", "size"))
+            .reset_index())
+
+
+def invalid_rates(tables: RunTables, by: tuple[str, ...] = ("model", "game", "composition", "intervention")
+                  ) -> pd.DataFrame:
+    """Invalid-action rate of language-model players, by condition."""
+    df = tables.actions
+    df = df[df["lm"]]
+    if df.empty:
+        return pd.DataFrame(columns=[*by, "invalid", "actions", "games"])
+    df = df.assign(inv=(df["action"] == "invalid").astype(float))
+    return (df.groupby(list(by), observed=True)
+            .agg(invalid=("inv", "mean"), actions=("inv", "size"), games=("game_id", "nunique")).reset_index())
+
+
+def injections_by_condition(tables: RunTables, by: tuple[str, ...] = ("intervention", "chat_turns")
+                            ) -> pd.DataFrame:
+    """Injected steering messages per game (all players), by condition."""
+    df = tables.ok_games
+    if df.empty:
+        return pd.DataFrame(columns=[*by, "injections", "games"])
+    return (df.groupby(list(by), observed=True)
+            .agg(injections=("injections", "mean"), games=("game_id", "size")).reset_index())
+
+
+def games_per_cell(tables: RunTables) -> pd.DataFrame:
+    """Finished and failed games per condition cell."""
+    df = tables.games
+    if df.empty:
+        return pd.DataFrame(columns=[*CONDITION, "ok", "failed"])
+    counts = (df.assign(ok=(df["status"] == "ok").astype(int), failed=(df["status"] == "failed").astype(int))
+              .groupby(list(CONDITION), observed=True)[["ok", "failed"]].sum().reset_index())
+    return counts
