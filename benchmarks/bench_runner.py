@@ -65,7 +65,7 @@ OVERHEAD_GRID: dict[str, Any] = {
     "interventions": ["none", "sit:k=2,n=2"],
     "rounds": 2,
     "chat_turns": [1],
-    "assessment": {"items": 2},
+    "assessment": {"items": 2, "traits": ["agreeableness", "honesty", "machiavellianism", "narcissism"]},
     "generation": {"max_tokens": 24, "temperature": 0.0},
 }
 
@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--skip", action="append", default=[], choices=["grid", "memory", "overhead"])
     parser.add_argument("--grid-repetitions", type=int, default=18, help="18 = the full 3,456-game grid")
-    parser.add_argument("--overhead-repetitions", type=int, default=2, help="games per cell of the overhead grid")
+    parser.add_argument("--overhead-repetitions", type=int, default=1, help="games per cell of the overhead grid")
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child

@@ -159,7 +159,7 @@ class FakeWhiteBox:
         total = sum(counts.values())
         shares = {label: 0.8 * n / total for label, n in counts.items()} | {TEMPLATE: 0.2}
         return AttentionShares(labels=[*counts, TEMPLATE], per_layer=[shares, shares],
-                               tokens=sum(len(m.content) for m in messages))
+                               tokens=sum(len(m.content) for m in messages) + self.calls)
 
 
 @pytest.fixture
@@ -187,6 +187,20 @@ def test_games_limit_and_explicit_out(fake: FakeWhiteBox, run_dir: Path, record:
     assert result.exit_code == 0, result.output
     assert {r["game"] for r in read_csv(out / "attention.csv")} == {"0" * 16}
     assert not (run_dir / "attention").exists()
+
+
+def test_several_games_and_interventions(fake: FakeWhiteBox, run_dir: Path, record: GameRecord) -> None:
+    with Store.open(run_dir) as store:
+        for name in ("none", "sit:k=1,n=2"):
+            spec = record.spec.model_copy(update={"intervention": parse_intervention(name)})
+            store.put(record.model_copy(update={"spec": spec, "spec_hash": spec.stable_hash()}))
+    result = invoke(str(run_dir), "--model", "hf:embedded", "--players", "all")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(run_dir / "attention" / "attention.csv")
+    assert {r["intervention"] for r in rows} == {"none", "repeat-system:k=2", "sit:k=1,n=2"}
+    assert len({r["game"] for r in rows}) == 3 and len({r["tokens_so_far"] for r in rows}) > 12  # binned plot
+    assert (run_dir / "attention" / "attention.png").stat().st_size > 0
+    assert "3 game(s), 6 player(s)" in result.output
 
 
 def test_a_failure_midway_writes_nothing(monkeypatch: pytest.MonkeyPatch, game_json: Path, tmp_path: Path) -> None:
@@ -311,3 +325,20 @@ def test_out_is_a_file(fake: FakeWhiteBox, game_json: Path) -> None:
     expect_error(invoke(str(game_json), "--model", "hf:embedded", "--out", str(game_json)),
                  "is a file; give a directory")
     assert fake.calls == 0
+
+
+def test_system_share_by_length_bins_every_turn() -> None:
+    import pandas as pd
+
+    from contagion.analysis.attention import system_share_by_length
+
+    lengths = [100 + 37 * k for k in range(30)]
+    turns = pd.DataFrame({"intervention": ["none", "sit"] * 15, "tokens_so_far": lengths,
+                          "share_system": [1.0 / (1 + k) for k in range(30)]})
+    binned = system_share_by_length(turns)
+    assert binned["n"].sum() == 30  # the shortest and the longest context are in a bin too
+    assert binned["tokens"].between(min(lengths), max(lengths)).all()
+    assert binned["tokens"].nunique() <= 10 and not binned.isna().any().any()
+    exact = system_share_by_length(turns.head(12))
+    assert sorted(exact["tokens"]) == sorted(float(x) for x in lengths[:12])
+    assert (exact["se"] == 0).all() and (exact["n"] == 1).all()

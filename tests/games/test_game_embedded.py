@@ -1,5 +1,6 @@
 """A real three-player game on the embedded model (SmolLM2-135M through llama.cpp), kept small: 2 rounds,
-1 chat turn, short messages. Played twice, on two freshly loaded models, to prove determinism."""
+1 chat turn, short messages; and a smaller game played twice, on two freshly loaded models, to prove that
+the same seed gives the same record at temperature 0."""
 
 from __future__ import annotations
 
@@ -8,32 +9,39 @@ from game_helpers import make_spec, without_timing
 
 from contagion.backends import protocol as P
 from contagion.backends.base import GenerationConfig, run_sync
-from contagion.backends.registry import build
+from contagion.backends.registry import build, resolve
+from contagion.games.engine import play_game
 from contagion.games.record import GameRecord, GameSpec
 
 pytestmark = pytest.mark.slow
 
+MAX_TOKENS = 16
 SPEC: GameSpec = make_spec(
     "embedded", "embedded", "malicious=embedded",
     game="chicken", rounds=2, chat_turns=1, seed=7,
-    generation=GenerationConfig(max_tokens=24, temperature=0.0, seed=7),
+    generation=GenerationConfig(max_tokens=MAX_TOKENS, temperature=0.0, seed=7),
+)
+# smaller, for the determinism check (it is played twice)
+SMALL: GameSpec = make_spec(
+    "embedded", "malicious=embedded", "scripted:tit-for-tat",
+    rounds=1, chat_turns=1, seed=3,
+    generation=GenerationConfig(max_tokens=8, temperature=0.0, seed=3),
 )
 
 
-def play_on_a_fresh_model() -> GameRecord:
-    """One game on a newly loaded embedded model (empty prefix cache), shared by the three players."""
-    from contagion.games.engine import play_game
-
+def play_on_a_fresh_model(spec: GameSpec) -> GameRecord:
+    """One game on a newly loaded embedded model (empty prefix cache) shared by its language-model players."""
     backend = build("embedded")
     try:
-        return run_sync(play_game(SPEC, backends=[backend] * 3))
+        backends = [build(p.backend) if p.backend.startswith("scripted:") else backend for p in spec.players]
+        return run_sync(play_game(spec, backends=backends))
     finally:
         run_sync(backend.aclose())
 
 
 @pytest.fixture(scope="module")
 def game() -> GameRecord:
-    return play_on_a_fresh_model()
+    return run_sync(play_game(SPEC, backends=[resolve("embedded")] * 3))
 
 
 def test_a_real_three_player_game_completes_with_valid_actions(game: GameRecord) -> None:
@@ -56,8 +64,8 @@ def test_a_real_three_player_game_completes_with_valid_actions(game: GameRecord)
         assert sum(m.meta.get("kind") == P.TALK for m in p.messages) == 4
         assert all(m.content.strip() for m in p.messages if m.meta.get("kind") == "own_talk")
         # token counts and model time are recorded per player
-        assert p.prompt_tokens > 500 and 0 < p.prompt_tokens_encoded <= p.prompt_tokens
-        assert 0 < p.completion_tokens <= 2 * 24
+        assert p.prompt_tokens > 500 and p.prompt_tokens_encoded > 0
+        assert 0 < p.completion_tokens <= 2 * MAX_TOKENS
         assert p.model_seconds > 0
     d = game.game
     for r in game.rounds:
@@ -69,6 +77,9 @@ def test_a_real_three_player_game_completes_with_valid_actions(game: GameRecord)
     assert game.players[2].persona == "malicious" and "Lie to them" in game.players[2].system_prompt
 
 
-def test_same_seed_on_a_fresh_model_gives_an_identical_record(game: GameRecord) -> None:
-    again = play_on_a_fresh_model()
-    assert without_timing(again) == without_timing(game)
+def test_same_seed_on_a_fresh_model_gives_an_identical_record() -> None:
+    first = play_on_a_fresh_model(SMALL)
+    again = play_on_a_fresh_model(SMALL)
+    assert first.error is None and first.players[0].completion_tokens > 0
+    # identical except the timing fields: actions, log-probs, chat text, token counts, everything
+    assert without_timing(again) == without_timing(first)

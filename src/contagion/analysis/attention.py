@@ -609,15 +609,17 @@ def system_share_by_length(turn_means: pd.DataFrame, *, max_exact: int = 12, bin
     ``intervention``, ``tokens``, ``share_system``, ``se`` (standard error over turns; 0 for one
     turn) and ``n`` (turns).
     """
-    import pandas as pd
+    import numpy as np
 
     df = turn_means.copy()
-    tokens = df["tokens_so_far"].astype(float)
-    if tokens.nunique() <= max_exact:
+    tokens = df["tokens_so_far"].to_numpy(dtype=float)
+    if len(np.unique(tokens)) <= max_exact:
         df["tokens"] = tokens
     else:
-        edges = pd.interval_range(start=float(tokens.min()), end=float(tokens.max()) + 1e-9, periods=bins)
-        df["tokens"] = pd.cut(tokens, edges, include_lowest=True).map(lambda iv: iv.mid).astype(float)
+        edges = np.linspace(tokens.min(), tokens.max(), bins + 1)
+        # bins are closed on the left, the last one on both sides: every length falls in one
+        index = np.clip(np.searchsorted(edges, tokens, side="right") - 1, 0, bins - 1)
+        df["tokens"] = (edges[index] + edges[index + 1]) / 2
     out = (
         df.groupby(["intervention", "tokens"], observed=True)
         .agg(share_system=("share_system", "mean"), sd=("share_system", "std"), n=("share_system", "size"))

@@ -204,15 +204,20 @@ def methods_section(tables: RunTables) -> list[str]:
                info.debiased.get(False, 0) else "answers asked in one order only (position bias not cancelled)"
                if not debiased else "mixed: some profiles debiased, some not")
     items = sorted(set(info.items_per_trait.values()))
-    paras.append(
-        f"Traits: measured for {'default-persona' if cfg.get('focal', 'default') == 'default' else 'every LM'} "
-        f"players before play (context: the system prompt) and after play (context: the player's whole game "
-        f"history), with yes/no persona statements from the {_join(list(info.inventories)) or '?'} inventory "
-        f"({_join([str(i) for i in items]) or '?'} item(s) per trait, item seed {assess.get('seed', '?')}). "
-        f"Traits (polarity): {trait_txt}. The pro-social index is the mean of the pro-social trait means minus "
-        f"the mean of the anti-social ones. Scoring method: {methods}; {deb_txt}; "
-        f"{_join([str(b) for b in sorted(info.bootstrap)]) or '?'} bootstrap resamples for per-profile CIs."
-    )
+    if not cfg.get("measure_traits", True) or tables.drift.empty:
+        paras.append("Traits: not measured in this run"
+                     + (" (measure_traits: false)." if not cfg.get("measure_traits", True) else
+                        " (no default-persona language-model player has both profiles)."))
+    else:
+        paras.append(
+            f"Traits: measured for {'default-persona' if cfg.get('focal', 'default') == 'default' else 'every LM'} "
+            f"players before play (context: the system prompt) and after play (context: the player's whole game "
+            f"history), with yes/no persona statements from the {_join(list(info.inventories)) or '?'} inventory "
+            f"({_join([str(i) for i in items]) or '?'} item(s) per trait, item seed {assess.get('seed', '?')}). "
+            f"Traits (polarity): {trait_txt}. The pro-social index is the mean of the pro-social trait means minus "
+            f"the mean of the anti-social ones. Scoring method: {methods}; {deb_txt}; "
+            f"{_join([str(b) for b in sorted(info.bootstrap)]) or '?'} bootstrap resamples for per-profile CIs."
+        )
     dup = _duplicates(tables)
     paras.append(
         "Statistics. Drift = post − pre per trait, paired over the items both profiles scored. Games are the "

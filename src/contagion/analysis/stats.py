@@ -127,10 +127,9 @@ def _codes(values: Any) -> tuple[np.ndarray, int]:
 
 
 def _t_p(estimate: float, se: float, df: int) -> float:
-    if df < 1 or not np.isfinite(se):
+    # no variation between games (or a single game) leaves nothing to test against: no p-value
+    if df < 1 or not np.isfinite(se) or se <= 0:
         return math.nan
-    if se <= 0:
-        return 0.0 if estimate != 0 else 1.0
     return float(2 * sps.t.sf(abs(estimate / se), df))
 
 
@@ -143,16 +142,37 @@ def _percentile_ci(replicates: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+_COUNTS_CACHE: dict[tuple[Any, ...], tuple[np.ndarray, dict[str, Any]]] = {}
+
+
 def _multiplicities(groups: list[np.ndarray], n_clusters: int, resamples: int,
                     rng: np.random.Generator) -> np.ndarray:
-    """(resamples × clusters) counts: each group of clusters resampled with replacement within itself."""
+    """(resamples × clusters) counts: each group of clusters resampled with replacement within itself.
+
+    The draws depend only on the groups and the generator's state, so the traits of one comparison
+    (same games) reuse one draw instead of redrawing it (the generator advances the same way).
+    """
+    key = (n_clusters, resamples, tuple(m.tobytes() for m in groups), str(rng.bit_generator.state))
+    hit = _COUNTS_CACHE.get(key)
+    if hit is not None:
+        rng.bit_generator.state = hit[1]
+        return hit[0]
+    counts = _draw_multiplicities(groups, n_clusters, resamples, rng)
+    _COUNTS_CACHE.clear()  # keep one: a comparison's traits come one after another
+    _COUNTS_CACHE[key] = (counts, rng.bit_generator.state)
+    return counts
+
+
+def _draw_multiplicities(groups: list[np.ndarray], n_clusters: int, resamples: int,
+                         rng: np.random.Generator) -> np.ndarray:
     counts = np.zeros((resamples, n_clusters))
+    rows = np.arange(resamples)[:, None] * n_clusters
     for members in groups:
         if members.size == 0:
             continue
-        draws = rng.integers(0, members.size, size=(resamples, members.size))
-        for j in range(members.size):
-            np.add.at(counts, (np.arange(resamples), members[draws[:, j]]), 1.0)
+        draws = members[rng.integers(0, members.size, size=(resamples, members.size))]
+        counts += np.bincount((rows + draws).ravel(), minlength=resamples * n_clusters).reshape(
+            resamples, n_clusters)
     return counts
 
 
@@ -303,20 +323,18 @@ def two_sample(values: np.ndarray, arm: np.ndarray, clusters: Any, *, baselines:
         cluster_arm = np.zeros(g, dtype=bool)
         cluster_arm[codes[a]] = True
         counts = _multiplicities([np.flatnonzero(cluster_arm), np.flatnonzero(~cluster_arm)], g, resamples, rng)
-        w = counts[:, codes]  # resamples × n weights
-        x = a.astype(float)
-        num = np.zeros(resamples)
-        den = np.zeros(resamples)
-        for s in range(k):
-            m = strata == s
-            ws = w[:, m]
-            sw = ws.sum(axis=1)
-            swx = ws @ x[m]
-            swy = ws @ y[m]
-            safe = np.where(sw > 0, sw, 1.0)
-            num += ws @ (x[m] * y[m]) - np.where(sw > 0, swx * swy / safe, 0.0)
-            den += ws @ (x[m] * x[m]) - np.where(sw > 0, swx * swx / safe, 0.0)
+        # per (game, stratum) cell sums: a replicate's within-stratum slope needs only these
+        x = cluster_arm.astype(float)[:, None]
+        n_gs = np.zeros((g, k))
+        y_gs = np.zeros((g, k))
+        np.add.at(n_gs, (codes, strata), 1.0)
+        np.add.at(y_gs, (codes, strata), y)
+        sw, swy = counts @ n_gs, counts @ y_gs
+        swx, swxy = counts @ (x * n_gs), counts @ (x * y_gs)
         with np.errstate(invalid="ignore", divide="ignore"):
+            safe = np.where(sw > 0, sw, 1.0)
+            num = np.sum(np.where(sw > 0, swxy - swx * swy / safe, 0.0), axis=1)
+            den = np.sum(np.where(sw > 0, swx - swx * swx / safe, 0.0), axis=1)
             reps = np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), np.nan)
         if extra_var > 0:
             reps = reps + rng.normal(0.0, math.sqrt(extra_var), size=resamples)
