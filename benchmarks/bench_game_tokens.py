@@ -40,6 +40,16 @@ from contagion.games.record import GameRecord, GameSpec, PlayerSpec
 GOAL = 1.2
 
 
+@dataclass
+class Row:
+    encoded: int
+    scratch: int
+    minimum: int
+    wall: float
+    model: float
+    prompts: list[list[int]]
+
+
 def minimum_tokens(backend: LlamaCppBackend, record: GameRecord) -> int:
     """Each player's final history, chat-templated and tokenised once."""
     return sum(len(backend.tokenize(backend.render(p.messages, add_generation_prompt=False))) for p in record.players)
@@ -128,7 +138,7 @@ def main() -> None:
     header = f"{'game':>4} {'encoded':>8} {'scratch':>8} {'minimum':>8} {'ratio':>6} {'wall s':>8} {'model s':>8}"
     print(header)
     print("-" * len(header))
-    rows = []
+    rows: list[Row] = []
     for g in range(args.games):
         spec = GameSpec(players=tuple(PlayerSpec(backend=args.spec) for _ in range(args.players)),
                         rounds=args.rounds, chat_turns=args.chat_turns, seed=args.seed + g,
@@ -144,27 +154,27 @@ def main() -> None:
         minimum = minimum_tokens(backend, record)
         model = sum(p.model_seconds for p in record.players)
         game_prompts = prompts[start:]
-        rows.append((encoded, scratch, minimum, wall, model, game_prompts))
+        rows.append(Row(encoded, scratch, minimum, wall, model, game_prompts))
         print(f"{g + 1:>4} {encoded:>8} {scratch:>8} {minimum:>8} {encoded / minimum:>6.2f} {wall:>8.1f} {model:>8.1f}")
-    enc, scr, mn = (sum(r[i] for r in rows) for i in range(3))
+    enc, scr, mn = (sum(r.encoded for r in rows), sum(r.scratch for r in rows), sum(r.minimum for r in rows))
     print("-" * len(header))
-    print(f"{'all':>4} {enc:>8} {scr:>8} {mn:>8} {enc / mn:>6.2f} {statistics.mean(r[3] for r in rows):>8.1f} "
-          f"{statistics.mean(r[4] for r in rows):>8.1f}   (wall and model seconds: mean per game)")
+    print(f"{'all':>4} {enc:>8} {scr:>8} {mn:>8} {enc / mn:>6.2f} {statistics.mean(r.wall for r in rows):>8.1f} "
+          f"{statistics.mean(r.model for r in rows):>8.1f}   (wall and model seconds: mean per game)")
     verdict = "meets" if enc / mn <= GOAL else "MISSES"
     print(f"\nratio {enc / mn:.2f} {verdict} the goal of <= {GOAL} x the minimum")
 
     # where the re-encoding comes from: the slot pool replayed on the same prompts (the first game
     # starts from an empty pool, so replay it alone; later games start warm in the real run)
-    first = rows[0][5]
+    first = rows[0].prompts
     decoded_first = sum(len(p) for p in first)
     print(f"\nslot pool replayed on game 1's {len(first)} prompt decodes ({decoded_first} prompt tokens requested):")
     current = replay(first, backend.n_slots, aligned_choice=False)
     print(f"  backend's rule (raw common prefix), {backend.n_slots} slots: {current:>6} tokens decoded "
-          f"(ratio {current / rows[0][2]:.2f})")
+          f"(ratio {current / rows[0].minimum:.2f})")
     for n_slots in sorted({backend.n_slots, args.players + 1}):
         fixed = replay(first, n_slots, aligned_choice=True)
         print(f"  block-aligned choice,               {n_slots} slots: {fixed:>6} tokens decoded "
-              f"(ratio {fixed / rows[0][2]:.2f})")
+              f"(ratio {fixed / rows[0].minimum:.2f})")
     print(f"  block-aligned choice,       unlimited slots: {replay(first, 10**6, aligned_choice=True):>6} tokens "
           f"decoded")
     print(f"  slots the backend opened: {len(backend._slots)} (one of them by render() before any request)")

@@ -59,7 +59,8 @@ def load_personas(path: Path) -> dict[str, Persona]:
             persona = Persona.model_validate(item)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise UserError(f"persona file {path}, entry {i}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            where = ".".join(map(str, first["loc"]))
+            raise UserError(f"persona file {path}, entry {i}: {where}: {first['msg']}") from None
         out[persona.name] = persona
     return out
 

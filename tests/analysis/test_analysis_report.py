@@ -156,3 +156,15 @@ def test_report_command_writes_the_file(cli: CliRunner, sim_run_dir: Path, tmp_p
     code, out = _report(cli, str(sim_run_dir), "--out", str(target))
     assert code == 0, out
     assert target.exists() and "Report:" in out
+
+
+def test_figure_text_is_escaped_and_never_parsed_as_math() -> None:
+    import pandas as pd
+
+    from contagion.analysis import figures
+
+    data = pd.DataFrame({"x": ["<img src=x onerror=alert(1)>", "a$b$c & d"], "s": ["s", "s"],
+                         "estimate": [0.1, 0.2], "ci_low": [0.0, 0.1], "ci_high": [0.2, 0.3], "warning": ["", ""]})
+    svg = figures.points_with_ci(data, x="x", series="s", title="t <script>", ylabel="y")
+    assert svg.startswith("<svg") and "<img" not in svg and "<script" not in svg
+    assert "&lt;img" in svg and "a$b$c &amp; d" in svg

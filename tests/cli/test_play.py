@@ -228,8 +228,8 @@ def test_the_module_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     src = str(Path(contagion.__file__).resolve().parents[1])
     out = tmp_path / "game.json"
     proc = subprocess.run([sys.executable, "-m", "contagion", "play", "-p", "embedded", "--rounds", "-1",
-                           "--out", str(out)], capture_output=True, text=True, env={"PYTHONPATH": src, "COLUMNS": "200"},
-                          timeout=120)
+                           "--out", str(out)], capture_output=True, text=True,
+                          env={"PYTHONPATH": src, "COLUMNS": "200"}, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "Error: a game needs at least 2 players: repeat --player"
     assert not out.exists()

@@ -13,8 +13,8 @@ from contagion.backends.base import (
     ChoiceScore,
     Completion,
     GenerationConfig,
-    Scores,
     ScoreMethod,
+    Scores,
 )
 from contagion.games.record import GameRecord, GameSpec, PlayerSpec
 from contagion.messages import Message

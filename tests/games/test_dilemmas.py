@@ -116,7 +116,7 @@ def valid_anchors(draw: st.DrawFn, kind: str) -> dict[str, float]:
 @given(data=st.data(), n=players, kind=st.sampled_from(sorted(CHECKS)))
 def test_any_valid_anchors_keep_the_ordering_for_every_n(data: st.DataObject, n: int, kind: str) -> None:
     anchors = data.draw(valid_anchors(kind))
-    d = Dilemma(name="g", title="G", kind=kind, cooperate="coop", defect="other", **anchors)  # type: ignore[arg-type]
+    d = Dilemma(name="g", title="G", kind=kind, cooperate="coop", defect="other", **anchors)
     CHECKS[kind](d, n)
 
 
@@ -133,10 +133,10 @@ def test_anchors_violating_the_ordering_are_rejected_with_the_reason(
     kwargs = {"name": "g", "title": "G", "kind": kind, "cooperate": "a", "defect": "b", "T": T, "R": R, "P": P,
               "S": S}
     if ok:
-        Dilemma(**kwargs)  # type: ignore[arg-type]
+        Dilemma(**kwargs)
         return
     with pytest.raises(ValueError, match=f"payoffs are not a valid {kind}: needs"):
-        Dilemma(**kwargs)  # type: ignore[arg-type]
+        Dilemma(**kwargs)
 
 
 def test_a_custom_game_imposes_no_ordering() -> None:
@@ -183,7 +183,8 @@ def test_a_valid_yaml_game_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "needle"),
     [
-        ({"T": 2, "R": 3}, "payoffs are not a valid prisoners-dilemma: needs T > R > P > S, got T=2.0, R=3.0"),  # temptation below reward
+        # temptation below reward
+        ({"T": 2, "R": 3}, "payoffs are not a valid prisoners-dilemma: needs T > R > P > S, got T=2.0, R=3.0"),
         ({"T": 9}, "needs 2R > T + S"),  # taking turns beats mutual cooperation
         ({"kind": "chicken"}, "needs T > R > S > P"),  # PD numbers are not chicken
         ({"kind": "stag-hunt"}, "needs R > T >= P > S"),
@@ -237,7 +238,8 @@ def test_aliases() -> None:
 # -- the rules text states exactly what is paid ---------------------------------------------------
 
 ROW = re.compile(
-    r"^- (\d+) other\(s\) choose '(\w+)': you get (-?[\d.]+) if you choose '(\w+)', (-?[\d.]+) if you choose '(\w+)'\.$"
+    r"^- (\d+) other\(s\) choose '(\w+)': you get (-?[\d.]+) if you choose '(\w+)', "
+    r"(-?[\d.]+) if you choose '(\w+)'\.$"
 )
 
 
@@ -268,7 +270,7 @@ def test_rules_text_lists_exactly_the_payoffs_paid(n: int, name: str) -> None:
 @given(data=st.data(), n=players, kind=st.sampled_from(sorted(CHECKS)))
 def test_rules_text_matches_payoffs_of_any_valid_game(data: st.DataObject, n: int, kind: str) -> None:
     anchors = data.draw(valid_anchors(kind))
-    d = Dilemma(name="g", title="G", kind=kind, cooperate="coop", defect="other", **anchors)  # type: ignore[arg-type]
+    d = Dilemma(name="g", title="G", kind=kind, cooperate="coop", defect="other", **anchors)
     for k, (pc, pd) in rules_rows(d, n).items():
         assert float(pc) == d.payoff(True, k, n) and float(pd) == d.payoff(False, k, n)
 

@@ -70,7 +70,7 @@ def test_a_real_three_player_game_completes_with_valid_actions(game: GameRecord)
     d = game.game
     for r in game.rounds:
         coop = [a == "cooperate" for a in r.actions]
-        for i, a in enumerate(r.actions):
+        for i in range(len(r.actions)):
             others = sum(coop) - coop[i]
             expected = d["S"] + (d["R"] - d["S"]) * others / 2 if coop[i] else d["P"] + (d["T"] - d["P"]) * others / 2
             assert r.payoffs[i] == pytest.approx(expected)

@@ -60,10 +60,12 @@ def assert_no_action_of_this_round(seen: list[Message], round_no: int, names: li
     for m in seen:
         assert not (m.meta.get("kind") == P.OBSERVATION and m.meta.get("round") == round_no), m
         assert f"Round {round_no} results" not in m.content, m
-        if m.meta.get("round") == round_no:
-            for name in names:
-                assert f"{name} chose" not in m.content, m
-                assert f"{name} gave no valid action" not in m.content, m
+    # everything the player was shown since the previous round's results: no "<name> chose" at all
+    previous = [i for i, m in enumerate(seen) if m.meta.get("kind") == P.OBSERVATION]
+    for m in seen[previous[-1] + 1 if previous else 1:]:
+        for name in names:
+            assert f"{name} chose" not in m.content, m
+            assert f"{name} gave no valid action" not in m.content, m
 
 
 @pytest.mark.parametrize("chat_turns", [0, 2])
@@ -129,7 +131,8 @@ async def test_mixed_scripted_groups_earn_what_the_game_data_implies(game: str, 
     d = BUILTIN[game]
     seats = ["scripted:always-cooperate"] * cooperators + ["scripted:always-defect"] * (n - cooperators)
     record = await play_game(make_spec(*seats, game=game, rounds=2, chat_turns=0))
-    expected = [d.payoff(True, cooperators - 1, n)] * cooperators + [d.payoff(False, cooperators, n)] * (n - cooperators)
+    defectors = n - cooperators
+    expected = [d.payoff(True, cooperators - 1, n)] * cooperators + [d.payoff(False, cooperators, n)] * defectors
     assert all(r.payoffs == expected for r in record.rounds)
     obs = P.last_of_kind(record.players[-1].messages, P.OBSERVATION)
     assert obs is not None and obs.meta["others_cooperated"] == cooperators

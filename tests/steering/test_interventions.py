@@ -3,8 +3,9 @@ adaptive SIT's probes and decisions, and clear errors for bad parameters."""
 
 from __future__ import annotations
 
+import itertools
 import re
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -28,6 +29,7 @@ from contagion.steering.interventions import (
 )
 from contagion.traits.inventory import DEFAULT_TRAIT_SETS
 from contagion.traits.profile import ItemScore, Profile, build_profile
+from contagion.traits.settings import AssessmentSettings
 
 ASSESS = {"items": 2, "bootstrap": 100}
 
@@ -139,7 +141,7 @@ POLARITY = {t: DEFAULT_TRAIT_SETS.polarity(t) for t in
 
 def hand_profile(scores: list[tuple[str, str, str, float]]) -> Profile:
     """A pre-play profile from (trait, statement, matching answer, p(matching answer)) rows."""
-    items = [ItemScore(item_id=f"{t}-{i}", trait=t, statement=s, matching=m, score=p)  # type: ignore[arg-type]
+    items = [ItemScore(item_id=f"{t}-{i}", trait=t, statement=s, matching=m, score=p)
              for i, (t, s, m, p) in enumerate(scores)]
     return build_profile(items, {t: POLARITY[t] for t, *_ in scores}, context_kind="pre", backend="hand",
                          method="test", debiased=False, question_format_version=1, inventory="hand", seed=0,
@@ -248,8 +250,8 @@ def test_min_support_below_one_half_is_refused() -> None:
         parse_intervention("sit:min_support=0.3")
 
 
-def ctx(round_no: int, phase: str = "act", turn: int = 0) -> TurnContext:
-    return TurnContext(player=0, name="Avery", round=round_no, phase=phase, turn=turn,  # type: ignore[arg-type]
+def ctx(round_no: int, phase: Literal["talk", "act"] = "act", turn: int = 0) -> TurnContext:
+    return TurnContext(player=0, name="Avery", round=round_no, phase=phase, turn=turn,
                        messages=(Message(role="system", content="rules"),), system_prompt="rules", pre_profile=None,
                        backend=build("sim:null"), seed=0)
 
@@ -266,7 +268,7 @@ async def test_sit_rotates_so_no_sentence_repeats_in_consecutive_injections(pool
     for r in range(1, 2 * pool + 1):
         (inj,) = await sit.before_turn(ctx(r))
         told.append([line[2:] for line in inj.message.content.splitlines()[1:]])
-    for a, b in zip(told, told[1:], strict=False):
+    for a, b in itertools.pairwise(told):
         assert len(a) == n and not set(a) & set(b)
     used = [s for t in told for s in t]
     assert set(used) == set(sit.reminders)  # every selected statement gets its turn
@@ -356,13 +358,13 @@ def test_adaptive_probe_set_is_a_seeded_sample_of_the_pre_play_items() -> None:
     profile = hand_profile([(t, f"{t} statement {i}", "Yes", 0.7) for t in ("agreeableness", "narcissism",
                                                                              "openness") for i in range(5)])
     params = AdaptiveParams(probe_items=2)
-    a = SitAdaptive(params, chat=False, profile=profile, seed=1, settings=None)  # type: ignore[arg-type]
-    b = SitAdaptive(params, chat=False, profile=profile, seed=1, settings=None)  # type: ignore[arg-type]
+    a = SitAdaptive(params, chat=False, profile=profile, seed=1, settings=AssessmentSettings())
+    b = SitAdaptive(params, chat=False, profile=profile, seed=1, settings=AssessmentSettings())
     ids = [i.id for i in a.probe.items]
     assert ids == [i.id for i in b.probe.items]
     assert len(ids) == 4 and not any(i.startswith("openness") for i in ids)  # neutral traits are not probed
     others = {tuple(i.id for i in SitAdaptive(params, chat=False, profile=profile, seed=s,
-                                              settings=None).probe.items) for s in range(8)}  # type: ignore[arg-type]
+                                              settings=AssessmentSettings()).probe.items) for s in range(8)}
     assert len(others) > 1
 
 

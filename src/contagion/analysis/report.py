@@ -498,6 +498,16 @@ def _heatmap_figure(tables: RunTables) -> Figure | None:
     means, counts = trait_matrix(tables.drift)
     if means.empty:
         return None
+    # columns: compositions in order, and within each the interventions as the study orders them
+    kinds = tables.drift.groupby("intervention", observed=True)["intervention_kind"].first().astype(str).to_dict()
+    rank = {k: i for i, k in enumerate(("none", "repeat-system", "sit", "sit-adaptive"))}
+
+    def column_key(col: str) -> tuple[str, int, str]:
+        comp, _, iv = col.partition(" · ")
+        return comp, rank.get(kinds.get(iv, ""), 9), iv
+
+    order = sorted(means.columns, key=column_key)
+    means, counts = means[order], counts[order]
     labels = tables.drift.drop_duplicates("trait").set_index("trait")["polarity"].astype(str).to_dict()
     shown = means.copy()
     shown.index = [f"{t} ({labels.get(t, '')})" if t != PROSOCIAL else "pro-social index" for t in means.index]

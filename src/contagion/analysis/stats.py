@@ -142,7 +142,7 @@ def _percentile_ci(replicates: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-_COUNTS_CACHE: dict[tuple[Any, ...], tuple[np.ndarray, dict[str, Any]]] = {}
+_COUNTS_CACHE: dict[tuple[Any, ...], tuple[np.ndarray, Any]] = {}
 
 
 def _multiplicities(groups: list[np.ndarray], n_clusters: int, resamples: int,
@@ -415,9 +415,11 @@ class Contrast:
 
     @property
     def available(self) -> bool:
+        """Whether this run holds the conditions the contrast compares."""
         return self.status == "ok"
 
     def index_rows(self) -> pd.DataFrame:
+        """The pro-social index rows (the primary outcome)."""
         return self.rows[self.rows["trait"] == PROSOCIAL]
 
 

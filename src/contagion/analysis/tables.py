@@ -118,6 +118,7 @@ class RunTables:
 
     @property
     def ok_games(self) -> pd.DataFrame:
+        """The finished games (failed ones are in :attr:`games` with their error)."""
         return self.games[self.games["status"] == "ok"]
 
     @functools.cached_property
@@ -318,6 +319,7 @@ class TableBuilder:
                              sum(v[3] for v in means.values() if v[0] != "neutral")))
 
     def build(self) -> RunTables:
+        """The tables of every record added so far."""
         return RunTables(drift=self._drift.frame(), actions=self._actions.frame(), players=self._players.frame(),
                          games=self._games.frame(), info=self.info)
 

@@ -61,6 +61,7 @@ class ValidationGrid:
     items: int = 5
 
     def config(self, model: str) -> dict[str, Any]:
+        """The experiment config of one run on ``model``."""
         return {
             "name": "validation", "models": [model], "games": [self.game],
             "compositions": {"all-default": ["default", "default", "default"],
@@ -104,13 +105,16 @@ class ValidationResult:
 
     @property
     def passed(self) -> bool:
+        """Whether every contrast met both targets (power ≥ 0.8, false positives ≤ 5 %)."""
         return all(self.power[c] >= POWER_TARGET for c in self.power) and all(
             self.false_positives[c] <= FP_TARGET * self.runs for c in self.false_positives)
 
     def fp_rate(self, contrast: str) -> float:
+        """Share of null runs with a false positive for ``contrast``."""
         return self.false_positives[contrast] / self.runs if self.runs else math.nan
 
     def summary_lines(self) -> list[str]:
+        """One sentence per contrast: power and false positives with Wilson 95 % intervals."""
         lines = []
         for c in self.power:
             lo, hi = wilson(self.detected[c], self.runs)
@@ -244,6 +248,7 @@ def run_validation(runs: int = 100, *, planted_size: float = PLANTED_CONTAGION, 
 
 
 def save_validation(result: ValidationResult, path: Path) -> Path:
+    """Write the figures as JSON (atomically) and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = asdict(result)
     data["passed"] = result.passed

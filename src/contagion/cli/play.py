@@ -80,7 +80,8 @@ def play(
     ),
     persona_file: Path | None = typer.Option(None, "--personas", help="YAML file of extra personas (name, text)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the game record (JSON) here."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide the chat messages (round tables and the result still print)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="Hide the chat messages (round tables and the result still print)."),
 ) -> None:
     """Play one conversational social dilemma and print it as it happens.
 

@@ -10,6 +10,8 @@ import typer
 from contagion.cli.app import app, console, err_console, user_errors
 from contagion.errors import UserError
 
+LARGE_VIEWER_BYTES = 80_000_000
+
 
 def _check_out(out: Path | None) -> None:
     if out is None:
@@ -69,7 +71,10 @@ def view(
         return
     _check_out(out)
     path = write_viewer(run_dir, out)
-    console.print(f"Viewer: {path.resolve()}")
+    size = path.stat().st_size
+    console.print(f"Viewer: {path.resolve()}  ({size / 1e6:.1f} MB)")
+    if size > LARGE_VIEWER_BYTES:
+        console.print(f"That is a large page for a browser; `contagion view {run_dir} --serve` loads games on demand.")
 
 
 @app.command()

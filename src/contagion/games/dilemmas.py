@@ -86,9 +86,8 @@ def ordering_problem(kind: str, T: float, R: float, P: float, S: float) -> str |
     elif kind == "chicken":
         if not (T > R > S > P):
             return f"needs T > R > S > P, got T={T}, R={R}, S={S}, P={P}"
-    elif kind == "stag-hunt":
-        if not (R > T >= P > S):
-            return f"needs R > T >= P > S, got R={R}, T={T}, P={P}, S={S}"
+    elif kind == "stag-hunt" and not (R > T >= P > S):
+        return f"needs R > T >= P > S, got R={R}, T={T}, P={P}, S={S}"
     return None
 
 

@@ -93,7 +93,8 @@ async def build_hooks(
         if profiles[i] is None and needs_profile(spec.intervention):
             prof = await measure(backend, pre_play_context(player.messages[0]), settings, context_kind="pre")
             profiles[i] = prof.to_record()
-        profile = Profile.from_record(profiles[i]) if profiles[i] is not None else None
+        record = profiles[i]
+        profile = Profile.from_record(record) if record is not None else None
         hooks.append(make_intervention(spec.intervention, chat=spec.chat_turns > 0, profile=profile,
                                        seed=spec.seed * 1000 + i, settings=settings))
     return hooks, profiles

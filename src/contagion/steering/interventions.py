@@ -169,7 +169,7 @@ def select_reminders(profile: Profile, params: SitParams, seed: int) -> list[str
 def reminder_message(sentences: list[str], role: str) -> Message:
     body = "\n".join(f"- {s}" for s in sentences)
     text = f"A reminder of who I am, from my own answers before this game began:\n{body}"
-    return Message(role=role, content=text)  # type: ignore[arg-type]
+    return Message(role=role, content=text)
 
 
 class Sit(Intervention):
