@@ -91,13 +91,14 @@ def test_model_written_text_is_escaped(payload_run_dir: tuple[Path, str], tmp_pa
     assert "1 game(s) failed" in text
 
 
-def test_attention_section_when_the_white_box_analysis_ran(sim_run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("turns", [8, 30])  # 30 distinct lengths: binned, shortest included
+def test_attention_section_when_the_white_box_analysis_ran(sim_run_dir: Path, tmp_path: Path, turns: int) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "attention").mkdir(parents=True)
     (run_dir / "store.sqlite").write_bytes((sim_run_dir / "store.sqlite").read_bytes())
     lines = ["game,player,round,turn,tokens_so_far,layer,share_system,share_injection,share_others,intervention"]
     for iv in ("none", "sit"):
-        for turn in range(8):
+        for turn in range(turns):
             for layer in range(3):
                 share = 0.6 / (1 + turn) + (0.1 if iv == "sit" else 0)
                 lines.append(f"g1,Avery,{turn // 2 + 1},{turn},{100 + 80 * turn},{layer},{share},0.05,0.2,{iv}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
@@ -381,9 +382,10 @@ def _attention(run_dir: Path) -> tuple[Figure | None, str]:
     if len(distinct) <= 12:
         df["tokens"] = tokens
     else:
-        edges = pd.interval_range(start=float(tokens.min()), end=float(tokens.max()) + 1e-9, periods=10)
-        binned = pd.cut(tokens, edges, include_lowest=True)
-        df["tokens"] = binned.map(lambda iv: iv.mid).astype(float)
+        # ten equal-width bins closed on the left (the last on both sides): every length lands in one
+        edges = np.linspace(float(tokens.min()), float(tokens.max()), 11)
+        index = np.clip(np.searchsorted(edges, tokens.to_numpy(), side="right") - 1, 0, 9)
+        df["tokens"] = (edges[index] + edges[index + 1]) / 2
     agg: dict[str, Any] = {"share_system": ("share_system", "mean"), "sd": ("share_system", "std"),
                            "n": ("share_system", "size")}
     if "share_injection" in df.columns:
