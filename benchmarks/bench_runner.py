@@ -111,7 +111,7 @@ def child_stream(out: str) -> dict[str, Any]:
     with Store.open_existing(Path(out)) as store:
         for record in store.iter_records():
             n += 1
-            acts = [a.action for r in record.rounds for a in r.actions]
+            acts = [a for r in record.rounds for a in r.actions]
             cooperation += sum(a == "cooperate" for a in acts) / max(1, len(acts))
     return {"records": n, "maxrss_mib": _maxrss_mib(), "baseline_mib": baseline, "mean_cooperation": cooperation / n}
 

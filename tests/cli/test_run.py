@@ -22,7 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 import contagion
-import contagion.cli  # noqa: F401  (registers the commands)
+import contagion.cli
 from contagion.cli.app import app
 from contagion.cli.run import demo_config
 from contagion.experiment.store import Store
@@ -35,7 +35,10 @@ SRC = Path(contagion.__file__).resolve().parents[1]
 GRID: dict[str, Any] = {
     "models": ["sim:planted", "sim:null"],
     "games": ["prisoners-dilemma", "chicken", "stag-hunt"],
-    "compositions": {"all-default": ["default"] * 3, "scripted-defector": ["default", "default", "scripted:always-defect"]},
+    "compositions": {
+        "all-default": ["default"] * 3,
+        "scripted-defector": ["default", "default", "scripted:always-defect"],
+    },
     "interventions": ["none", "sit:k=2,n=2"],
     "rounds": 3,
     "chat_turns": [0, 1],
@@ -171,8 +174,9 @@ def _refuse_chicken(body: dict[str, Any]) -> Any:
 @pytest.mark.parametrize(("max_rate", "code"), [(0.05, 1), (0.5, 0)])
 def test_exit_code_follows_max_failure_rate(tmp_path: Path, max_rate: float, code: int) -> None:
     with LoopbackServer(_refuse_chicken) as server:
-        grid = {**GRID, "models": [f"openai:loopback@{server.base_url}"], "compositions": {"all-default": ["default"] * 3},
-                "interventions": ["none"], "chat_turns": [0], "rounds": 1, "repetitions": 1,
+        grid = {**GRID, "models": [f"openai:loopback@{server.base_url}"],
+                "compositions": {"all-default": ["default"] * 3}, "interventions": ["none"], "chat_turns": [0],
+                "rounds": 1, "repetitions": 1,
                 "assessment": {"items": 1, "traits": ["agreeableness"], "bootstrap": 100},
                 "max_failure_rate": max_rate}
         cfg = _config(tmp_path / "grid.yaml", grid)

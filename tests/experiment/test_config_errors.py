@@ -12,7 +12,7 @@ import yaml
 from experiment_helpers import SMALL, run_cli, squash, write_config
 from typer.testing import CliRunner
 
-import contagion.cli  # noqa: F401  (registers the commands on app)
+import contagion.cli
 from contagion.cli.app import app
 from contagion.errors import UserError
 from contagion.experiment.config import ExperimentConfig, load_config, parse_config

@@ -131,7 +131,7 @@ class ExperimentConfig(BaseModel):
             if len(seats) < 2:
                 raise ValueError(f"{where}: composition {name!r} needs at least 2 seats")
             for seat in seats:
-                persona, eq, backend = seat.partition("=")
+                persona, eq, _ = seat.partition("=")
                 if eq:
                     if persona not in known:
                         raise ValueError(f"{where}: unknown persona {persona!r}; known: {sorted(known)}")
@@ -193,7 +193,7 @@ class ExperimentConfig(BaseModel):
         out = {m: "models" for m in self.models}
         for name, seats in self.compositions.items():
             for seat in seats:
-                persona, eq, backend = seat.partition("=")
+                _, eq, backend = seat.partition("=")
                 if eq:
                     out.setdefault(backend, f"compositions.{name}")
                 elif ":" in seat:

@@ -45,15 +45,20 @@ class RayExecutor:
         limit = max(1, int(self.ray.cluster_resources().get("CPU", 1)) * 2)
         queue = list(reversed(jobs))
         pending: list[Any] = []
-        while queue or pending:
-            while queue and len(pending) < limit and not stopping():
-                spec, labels = queue.pop()
-                pending.append(self.remote.remote(spec.model_dump_json(), labels, persona_list, pre_for(spec)))
-            if not pending:
-                break
-            ready, pending = await asyncio.to_thread(self.ray.wait, pending, num_returns=1, timeout=1.0)
-            for ref in ready:
-                finished(GameRecord.model_validate_json(self.ray.get(ref)))
+        try:
+            while queue or pending:
+                while queue and len(pending) < limit and not stopping():
+                    spec, labels = queue.pop()
+                    pending.append(self.remote.remote(spec.model_dump_json(), labels, persona_list, pre_for(spec)))
+                if not pending:
+                    break
+                ready, pending = await asyncio.to_thread(self.ray.wait, pending, num_returns=1, timeout=1.0)
+                for ref in ready:
+                    finished(GameRecord.model_validate_json(self.ray.get(ref)))
+        except asyncio.CancelledError:  # stop now: the games in flight are abandoned, not stored
+            for ref in pending:
+                self.ray.cancel(ref, force=True)
+            raise
 
     def shutdown(self) -> None:
         if self.started_here:

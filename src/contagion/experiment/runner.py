@@ -264,7 +264,7 @@ class Runner:
         limit = default_concurrency(self.config)
         queue = list(reversed(jobs))
         running: set[asyncio.Task[GameRecord]] = set()
-        interrupt.tasks = running  # type: ignore[assignment]
+        interrupt.tasks = running
         try:
             while queue or running:
                 while queue and len(running) < limit and not interrupt.stopping:
@@ -290,7 +290,13 @@ class Runner:
 
         executor = RayExecutor(self.address)
         try:
-            await executor.run(jobs, self.personas, lambda spec: self._pre_for(spec, cache), finished,
-                               lambda: interrupt.stopping)
+            # a task the second Ctrl-C can cancel (the executor then cancels the Ray tasks in flight)
+            task = asyncio.create_task(executor.run(jobs, self.personas, lambda spec: self._pre_for(spec, cache),
+                                                    finished, lambda: interrupt.stopping))
+            interrupt.tasks = {task}
+            try:
+                await task
+            except asyncio.CancelledError:
+                interrupt.stopping = True
         finally:
             executor.shutdown()
