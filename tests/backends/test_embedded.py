@@ -99,8 +99,9 @@ def test_prefix_reuse_gives_identical_scores(backend: LlamaCppBackend, turns: in
     # and reuse really skipped the shared history for the later items
     assert all(s.prompt_tokens_encoded == s.prompt_tokens for s in without)
     assert all(s.prompt_tokens_encoded < s.prompt_tokens for s in with_reuse[1:])
-    assert all(s.prompt_tokens - s.prompt_tokens_encoded >= len(backend.tokenize(backend.render(hist))) - 2 * BLOCK
-               for s in with_reuse[1:])
+    # exactly the shared history is skipped: each item decodes only its own question and answer prompt
+    n_hist = len(backend.tokenize(backend.render(hist, add_generation_prompt=False)))
+    assert all(s.prompt_tokens - s.prompt_tokens_encoded == n_hist for s in with_reuse[1:])
 
 
 def test_growing_history_is_encoded_incrementally(backend: LlamaCppBackend) -> None:
@@ -110,7 +111,10 @@ def test_growing_history_is_encoded_incrementally(backend: LlamaCppBackend) -> N
     hist2 = [*hist, assistant(first.text), user("Round 7: what do you do?")]
     second = run_sync(backend.generate(hist2, GenerationConfig(max_tokens=5)))
     assert second.prompt_tokens > first.prompt_tokens
-    assert second.prompt_tokens_encoded < second.prompt_tokens - first.prompt_tokens + 2 * BLOCK
+    # only the new messages are decoded: the reply, the new prompt and the generation prompt
+    assert second.prompt_tokens_encoded < second.prompt_tokens - first.prompt_tokens + BLOCK
+    n_old = len(backend.tokenize(backend.render(hist, add_generation_prompt=False)))
+    assert second.prompt_tokens - second.prompt_tokens_encoded == n_old
 
 
 def test_missing_gguf_path_is_a_clear_error(tmp_path) -> None:

@@ -10,10 +10,13 @@ prefix are decoded. So a player's history — which only grows — is encoded on
 many trait items asked after the same long history pay for the history once.
 
 Scores are *bit-identical* with and without reuse. llama.cpp's numbers depend slightly on how tokens
-are grouped into decode calls (a batched and a single-token matrix product round differently), so
-prompts are always decoded in fixed blocks of ``BLOCK`` tokens aligned to position 0, and only whole
-blocks are reused: a request re-decodes at most ``BLOCK − 1`` shared tokens, and every logit it reads
-was computed exactly as a from-scratch encoding would compute it.
+are grouped into decode calls (a batched and a single-token matrix product round differently), so a
+prompt is always decoded in the same **chunks**: each chat message's tokens (as the chat template
+renders that message) form their own chunks of at most ``BLOCK`` tokens, and the generation prompt
+with any answer prefix is the last chunk. A slot reuses exactly the chunks it decoded that the new
+prompt shares, so every logit a request reads was computed as a from-scratch encoding would compute
+it — and a request after a shared history (a trait item, the next game turn) decodes only its own
+new messages.
 
 Calls run in a worker thread, one at a time per backend: the CPU-bound model uses every core for
 one call rather than oversubscribing them with several.
@@ -62,7 +65,7 @@ class _Slot:
     llm: Any
     last_used: float = 0.0
     tokens: list[int] = field(default_factory=list)  # what the KV cache holds, in order
-    canonical: int = 0  # leading tokens whose KV was computed block by block (safe to reuse)
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # decoded prompt chunks (start, end), in order
 
 
 class LlamaCppBackend(Backend):
@@ -85,6 +88,7 @@ class LlamaCppBackend(Backend):
         self._template: Any = None
         self._special: dict[str, str] = {}
         self.reuse = True  # set False to re-encode every prompt from scratch (benchmarks, tests)
+        self._token_cache: dict[str, list[int]] = {}
 
     # -- loading --------------------------------------------------------------------------------
     def _new_llm(self) -> Any:
@@ -115,28 +119,40 @@ class LlamaCppBackend(Backend):
             "eos_token": vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else "",
         }
 
-    def _slot_for(self, tokens: list[int]) -> tuple[_Slot, int]:
-        """The slot sharing the longest prefix with ``tokens`` (a new slot while the pool has room)."""
+    def _reusable(self, slot: _Slot, tokens: list[int], chunks: list[tuple[int, int]]) -> int:
+        """How many leading tokens of the new prompt this slot holds in exactly the same chunks."""
+        if not self.reuse:
+            return 0
+        lcp = _common_prefix(slot.tokens, tokens)
+        keep = 0
+        for mine, theirs in zip(chunks, slot.chunks, strict=False):
+            if mine != theirs or mine[1] > lcp:
+                break
+            keep = mine[1]
+        return keep
+
+    def _slot_for(self, tokens: list[int], chunks: list[tuple[int, int]]) -> tuple[_Slot, int]:
+        """The slot holding the longest reusable prefix of ``tokens`` (a new slot while the pool has room)."""
         best: _Slot | None = None
-        best_lcp = -1
+        best_keep = -1
         for slot in self._slots:
-            lcp = min(_common_prefix(slot.tokens, tokens), slot.canonical) if self.reuse else 0
-            if lcp > best_lcp or (lcp == best_lcp and best is not None and slot.last_used < best.last_used):
-                best, best_lcp = slot, lcp
-        if (best is None or best_lcp == 0) and len(self._slots) < self.n_slots:
+            keep = self._reusable(slot, tokens, chunks)
+            if keep > best_keep or (keep == best_keep and best is not None and slot.last_used < best.last_used):
+                best, best_keep = slot, keep
+        if (best is None or best_keep == 0) and len(self._slots) < self.n_slots:
             best = _Slot(llm=self._new_llm())
             self._slots.append(best)
-            best_lcp = 0
+            best_keep = 0
         assert best is not None
         best.last_used = time.monotonic()
-        return best, max(best_lcp, 0)
+        return best, max(best_keep, 0)
 
     def clear_cache(self) -> None:
         """Forget every slot's cached tokens (the next prompt is encoded from scratch)."""
         with self._lock:
             for slot in self._slots:
                 slot.tokens = []
-                slot.canonical = 0
+                slot.chunks = []
                 slot.llm.reset()
 
     # -- token plumbing -------------------------------------------------------------------------
@@ -154,6 +170,44 @@ class LlamaCppBackend(Backend):
             if not self._slots:
                 self._slots.append(_Slot(llm=self._new_llm()))
             return list(self._slots[0].llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _segment_tokens(self, text: str) -> list[int]:
+        cached = self._token_cache.get(text)
+        if cached is None:
+            cached = self.tokenize(text)
+            if len(self._token_cache) > 4096:
+                self._token_cache.clear()
+            self._token_cache[text] = cached
+        return cached
+
+    def prompt_tokens(self, messages: Sequence[Message], head: str = "") -> tuple[list[int], list[tuple[int, int]]]:
+        """The prompt's tokens (messages, generation prompt, ``head``) and its decode chunks.
+
+        Each message's rendered text is tokenised on its own (chat templates start every message with a
+        special token, so this equals tokenising the whole text) and split into chunks of ``BLOCK``.
+        """
+        texts: list[str] = []
+        previous = ""
+        for i in range(1, len(messages) + 1):
+            rendered = self.render(messages[:i], add_generation_prompt=False)
+            if not rendered.startswith(previous):  # a template that is not concatenative: one segment
+                texts = [self.render(messages, add_generation_prompt=False)]
+                previous = texts[0]
+                break
+            texts.append(rendered[len(previous):])
+            previous = rendered
+        full = self.render(messages, add_generation_prompt=True)
+        texts.append(full[len(previous):] + head if full.startswith(previous) else full + head)
+        tokens: list[int] = []
+        chunks: list[tuple[int, int]] = []
+        for text in texts:
+            if not text:
+                continue
+            seg = self._segment_tokens(text)
+            for i in range(0, len(seg), BLOCK):
+                chunks.append((len(tokens) + i, len(tokens) + min(len(seg), i + BLOCK)))
+            tokens.extend(seg)
+        return tokens, chunks
 
     def _check_length(self, n: int) -> None:
         if n >= self.n_ctx:
@@ -174,7 +228,7 @@ class LlamaCppBackend(Backend):
         llm.n_tokens = keep
         llm._ctx.kv_cache_seq_rm(-1, keep, -1)
         slot.tokens = slot.tokens[:keep]
-        slot.canonical = min(slot.canonical, keep)
+        slot.chunks = [c for c in slot.chunks if c[1] <= keep]
         rows: list[np.ndarray] = []
         last: np.ndarray | None = None
         for i in range(0, len(tokens), llm.n_batch):
@@ -195,32 +249,45 @@ class LlamaCppBackend(Backend):
         assert last is not None
         return last
 
-    def _prompt_logits(self, prompt: list[int]) -> tuple[_Slot, np.ndarray, int]:
-        """Decode the prompt on the best slot; returns the slot, next-token logits, tokens encoded."""
-        slot, lcp = self._slot_for(prompt)
-        keep = min(lcp, len(prompt) - 1)  # re-decode at least the last token to get fresh logits
-        keep -= keep % BLOCK  # reuse whole blocks only (see the module docstring)
-        logits = self._decode(slot, prompt[keep:], keep)
-        slot.canonical = len(prompt) - len(prompt) % BLOCK
+    def _prompt_logits(self, prompt: list[int], chunks: list[tuple[int, int]]) -> tuple[_Slot, np.ndarray, int]:
+        """Decode the prompt chunk by chunk on the best slot; returns the slot, next-token logits, tokens encoded."""
+        slot, keep = self._slot_for(prompt, chunks)
+        if keep >= len(prompt):  # all cached: re-decode the last chunk to get its logits afresh
+            keep = max((c[0] for c in chunks if c[0] < len(prompt)), default=0)
+        logits: np.ndarray | None = None
+        for start, end in chunks:
+            if start < keep:
+                continue
+            logits = self._decode(slot, prompt[start:end], start)
+            slot.chunks.append((start, end))
+        assert logits is not None
         return slot, logits, len(prompt) - keep
 
     # -- the Backend interface ------------------------------------------------------------------
     def _score_sync(self, messages: Sequence[Message], choices: Sequence[str], prefix: str) -> Scores:
         started = time.perf_counter()
         head, conts = split_prefix(prefix, choices)
-        text = self.render(messages) + head
-        prompt = self.tokenize(text)
+        prompt, chunks = self.prompt_tokens(messages, head)
+        last_start = chunks[-1][0]
         with self._lock:
             self._check_length(len(prompt) + 64)
-            slot, first_logits, encoded = self._prompt_logits(prompt)
+            slot, first_logits, encoded = self._prompt_logits(prompt, chunks)
             first_lp = _log_softmax(first_logits)
             out: list[ChoiceScore] = []
             for cont in conts:
-                full = list(slot.llm.tokenize((text + cont).encode("utf-8"), add_bos=False, special=True))
-                # the continuation's own tokens, robust to merges at the boundary
+                # the continuation's own tokens: tokenise the last chunk's text with it, robust to merges
+                tail = prompt[last_start:]
+                tail_text = slot.llm.detokenize(tail, special=True).decode("utf-8", errors="ignore")
+                joined = list(slot.llm.tokenize((tail_text + cont).encode("utf-8"), add_bos=False, special=True))
+                full = prompt[:last_start] + joined
                 k = _common_prefix(prompt, full)
-                if k < len(prompt):  # boundary merge: score the merged span from the shared part
-                    slot2, logits2, enc2 = self._prompt_logits(full[:k]) if k > 0 else (slot, first_logits, 0)
+                if k < len(prompt):  # the continuation merges with the prompt's last tokens
+                    sub_chunks = [c for c in chunks if c[1] <= k]
+                    if k > (sub_chunks[-1][1] if sub_chunks else 0):
+                        sub_chunks.append((sub_chunks[-1][1] if sub_chunks else 0, k))
+                    if k == 0:
+                        raise BackendError(f"choice {cont!r} cannot be scored after an empty prompt", transient=False)
+                    slot2, logits2, enc2 = self._prompt_logits(full[:k], sub_chunks)
                     encoded += enc2
                     lp0, cont_tokens, base = _log_softmax(logits2), full[k:], k
                     slot = slot2
@@ -240,15 +307,16 @@ class LlamaCppBackend(Backend):
                 slot.llm.n_tokens = len(prompt)
                 slot.llm._ctx.kv_cache_seq_rm(-1, len(prompt), -1)
                 slot.tokens = slot.tokens[: len(prompt)]
+                slot.chunks = [c for c in slot.chunks if c[1] <= len(prompt)]
         return Scores(choices=out, method=ScoreMethod.FULL, prompt_tokens=len(prompt),
                       prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started)
 
     def _generate_sync(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
         started = time.perf_counter()
-        prompt = self.tokenize(self.render(messages))
+        prompt, chunks = self.prompt_tokens(messages)
         with self._lock:
             self._check_length(len(prompt) + config.max_tokens)
-            slot, logits, encoded = self._prompt_logits(prompt)
+            slot, logits, encoded = self._prompt_logits(prompt, chunks)
             llm = slot.llm
             rng = np.random.default_rng(config.seed if config.seed is not None else None)
             eos = {llm.token_eos()}

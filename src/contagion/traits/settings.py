@@ -52,13 +52,14 @@ class AssessmentSettings(BaseModel):
 
 
 @functools.lru_cache(maxsize=32)
-def _load(source: str) -> Inventory:
-    return load_inventory(source)
+def _load(source: str, traits: tuple[str, ...] | None) -> Inventory:
+    # the hub and directories load only the traits asked for (and the hub defaults to a short list)
+    return load_inventory(source, traits=traits)
 
 
 @functools.lru_cache(maxsize=128)
 def _sample(source: str, traits: tuple[str, ...] | None, items: int | None, seed: int) -> Inventory:
-    return _load(source).sample(traits, items, seed)
+    return _load(source, traits).sample(traits, items, seed)
 
 
 async def measure(
