@@ -25,7 +25,9 @@ one call rather than oversubscribing them with several.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import weakref
 import threading
 import time
 from collections.abc import Sequence
@@ -52,6 +54,16 @@ from contagion.messages import Message
 __all__ = ["BLOCK", "LlamaCppBackend", "embedded_model_path"]
 
 BLOCK = 64
+
+
+_LIVE: weakref.WeakSet[LlamaCppBackend] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free llama.cpp contexts before interpreter teardown (avoids noise from ``Llama.__del__``)."""
+    for backend in list(_LIVE):
+        backend.close()
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -87,6 +99,7 @@ class LlamaCppBackend(Backend):
         self._lock = threading.Lock()
         self._template: Any = None
         self._special: dict[str, str] = {}
+        _LIVE.add(self)
         self.reuse = True  # set False to re-encode every prompt from scratch (benchmarks, tests)
         self._token_cache: dict[str, list[int]] = {}
 
@@ -146,6 +159,19 @@ class LlamaCppBackend(Backend):
         assert best is not None
         best.last_used = time.monotonic()
         return best, max(best_keep, 0)
+
+    def close(self) -> None:
+        """Free every slot's model and context."""
+        with self._lock:
+            for slot in self._slots:
+                try:
+                    slot.llm.close()
+                except Exception:  # noqa: BLE001 - best effort at shutdown
+                    pass
+            self._slots.clear()
+
+    async def aclose(self) -> None:
+        self.close()
 
     def clear_cache(self) -> None:
         """Forget every slot's cached tokens (the next prompt is encoded from scratch)."""
