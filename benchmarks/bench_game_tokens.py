@@ -11,9 +11,10 @@ model shared by every player, as ``contagion play`` does, and prints per game:
   messages (``LlamaCppBackend.tokenize(render(messages))``), summed over players;
 * **ratio** = encoded / minimum (goal ≤ 1.2), wall seconds per game and model seconds per game.
 
-It then replays the sequence of prompts the backend decoded through a model of its slot pool, to say
-where re-encoding comes from: the backend's own slot choice (which must reproduce the measured count),
-the same pool choosing by *block-aligned* (actually reusable) prefix, and an unlimited pool. Run::
+It then replays game 1's prompt decodes through a model of the backend's slot pool (chunk-aligned
+prefix reuse, least-recently-used slots) with the backend's pool size, one slot per player, and an
+unlimited pool, to say where any re-encoding comes from: evicted histories (more players than slots) or
+the chunks every request must decode anew. Run::
 
     PYTHONPATH=src python benchmarks/bench_game_tokens.py [--games 2] [--players 3] [--rounds 4]
         [--chat-turns 1] [--max-tokens 30] [--spec embedded]
@@ -47,7 +48,7 @@ class Row:
     minimum: int
     wall: float
     model: float
-    prompts: list[list[int]]
+    prompts: list[Request]
 
 
 def minimum_tokens(backend: LlamaCppBackend, record: GameRecord) -> int:
@@ -61,7 +62,7 @@ def minimum_tokens(backend: LlamaCppBackend, record: GameRecord) -> int:
 @dataclass
 class _SimSlot:
     tokens: list[int] = field(default_factory=list)
-    canonical: int = 0
+    chunks: list[tuple[int, int]] = field(default_factory=list)
     last_used: int = 0
 
 
@@ -73,46 +74,58 @@ def _common(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def replay(prompts: list[list[int]], n_slots: int, *, aligned_choice: bool) -> int:
-    """Prompt tokens decoded when ``prompts`` go through a pool of ``n_slots`` slots.
+def _reusable(slot: _SimSlot, tokens: list[int], chunks: list[tuple[int, int]]) -> int:
+    lcp = _common(slot.tokens, tokens)
+    keep = 0
+    for mine, theirs in zip(chunks, slot.chunks, strict=False):
+        if mine != theirs or mine[1] > lcp:
+            break
+        keep = mine[1]
+    return keep
 
-    ``aligned_choice=False`` is the backend's rule (``LlamaCppBackend._slot_for``): pick the slot with the
-    longest raw common prefix and open a new slot only when that prefix is 0 tokens. ``True`` picks by the
-    prefix that can actually be reused (rounded down to whole ``BLOCK``s) and opens a new slot when that
-    is 0. Either way only whole blocks are reused, as ``_prompt_logits`` does.
+
+Request = tuple[list[int], list[tuple[int, int]]]
+
+
+def replay(requests: list[Request], n_slots: int) -> int:
+    """Prompt tokens decoded when ``requests`` go through a pool of ``n_slots`` slots.
+
+    A model of ``LlamaCppBackend._slot_for`` / ``_prompt_logits``: a request goes to the slot holding the
+    longest prefix of it in identical chunks (least recently used on ties; a new slot while the pool has
+    room and nothing is reusable) and decodes the chunks after that prefix. Tokens generated after a
+    prompt are not chunks, so they never count as reusable and are left out.
     """
-    slots = [_SimSlot()]  # render() creates the first slot before any request
+    slots = [_SimSlot()]  # render() opens the first slot before any request
     total = 0
-    for t, prompt in enumerate(prompts, 1):
+    for t, (prompt, chunks) in enumerate(requests, 1):
         best: _SimSlot | None = None
-        best_lcp = -1
+        best_keep = -1
         for slot in slots:
-            lcp = min(_common(slot.tokens, prompt), slot.canonical)
-            if aligned_choice:
-                lcp -= lcp % BLOCK
-            if lcp > best_lcp or (lcp == best_lcp and best is not None and slot.last_used < best.last_used):
-                best, best_lcp = slot, lcp
-        if (best is None or best_lcp == 0) and len(slots) < n_slots:
-            best, best_lcp = _SimSlot(), 0
+            keep = _reusable(slot, prompt, chunks)
+            if keep > best_keep or (keep == best_keep and best is not None and slot.last_used < best.last_used):
+                best, best_keep = slot, keep
+        if (best is None or best_keep == 0) and len(slots) < n_slots:
+            best, best_keep = _SimSlot(), 0
             slots.append(best)
         assert best is not None
-        keep = min(best_lcp, len(prompt) - 1)
-        keep -= keep % BLOCK
+        keep = best_keep
+        if keep >= len(prompt):
+            keep = max((c[0] for c in chunks if c[0] < len(prompt)), default=0)
         total += len(prompt) - keep
+        best.chunks = [c for c in best.chunks if c[1] <= keep] + [c for c in chunks if c[0] >= keep]
         best.tokens = list(prompt)
-        best.canonical = len(prompt) - len(prompt) % BLOCK
         best.last_used = t
     return total
 
 
-def record_prompts(backend: LlamaCppBackend) -> list[list[int]]:
-    """Capture every prompt the backend decodes (read-only instrumentation of one instance)."""
-    seen: list[list[int]] = []
+def record_requests(backend: LlamaCppBackend) -> list[Request]:
+    """Capture every prompt the backend decodes, with its chunks (read-only instrumentation of one instance)."""
+    seen: list[Request] = []
     original = backend._prompt_logits
 
-    def spy(prompt: list[int]) -> Any:
-        seen.append(list(prompt))
-        return original(prompt)
+    def spy(prompt: list[int], chunks: list[tuple[int, int]]) -> Any:
+        seen.append((list(prompt), list(chunks)))
+        return original(prompt, chunks)
 
     backend._prompt_logits = spy  # type: ignore[method-assign]
     return seen
@@ -131,7 +144,7 @@ def main() -> None:
 
     backend = build(args.spec)
     assert isinstance(backend, LlamaCppBackend), "the benchmark needs a llama.cpp backend (embedded or gguf:PATH)"
-    prompts = record_prompts(backend)
+    prompts = record_requests(backend)
     print(f"{args.games} game(s) of {args.players} players x {args.rounds} rounds x {args.chat_turns} chat turn(s), "
           f"max {args.max_tokens} tokens per message, backend {args.spec} ({backend.n_slots} slots, "
           f"{backend.n_threads} threads, block {BLOCK})\n")
@@ -163,22 +176,19 @@ def main() -> None:
     verdict = "meets" if enc / mn <= GOAL else "MISSES"
     print(f"\nratio {enc / mn:.2f} {verdict} the goal of <= {GOAL} x the minimum")
 
-    # where the re-encoding comes from: the slot pool replayed on the same prompts (the first game
-    # starts from an empty pool, so replay it alone; later games start warm in the real run)
-    first = rows[0].prompts
-    decoded_first = sum(len(p) for p in first)
-    print(f"\nslot pool replayed on game 1's {len(first)} prompt decodes ({decoded_first} prompt tokens requested):")
-    current = replay(first, backend.n_slots, aligned_choice=False)
-    print(f"  backend's rule (raw common prefix), {backend.n_slots} slots: {current:>6} tokens decoded "
-          f"(ratio {current / rows[0].minimum:.2f})")
+    # where any re-encoding comes from: the slot pool replayed on game 1's requests (it starts from an
+    # empty pool, as the replay does)
+    first = rows[0]
+    requested = sum(len(p) for p, _ in first.prompts)
+    print(f"\nslot pool replayed on game 1's {len(first.prompts)} prompt decodes ({requested} prompt tokens "
+          f"requested, minimum {first.minimum}):")
     for n_slots in sorted({backend.n_slots, args.players + 1}):
-        fixed = replay(first, n_slots, aligned_choice=True)
-        print(f"  block-aligned choice,               {n_slots} slots: {fixed:>6} tokens decoded "
-              f"(ratio {fixed / rows[0].minimum:.2f})")
-    print(f"  block-aligned choice,       unlimited slots: {replay(first, 10**6, aligned_choice=True):>6} tokens "
-          f"decoded")
+        decoded = replay(first.prompts, n_slots)
+        print(f"  {n_slots:>3} slots: {decoded:>6} tokens decoded (ratio {decoded / first.minimum:.2f})")
+    decoded = replay(first.prompts, 10**6)
+    print(f"  unlimited: {decoded:>6} tokens decoded (ratio {decoded / first.minimum:.2f})")
+    print(f"  measured game 1 (prompt decodes plus scored continuation tokens): {first.encoded}")
     print(f"  slots the backend opened: {len(backend._slots)} (one of them by render() before any request)")
-
 
 if __name__ == "__main__":
     main()

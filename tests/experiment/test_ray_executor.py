@@ -63,3 +63,32 @@ def test_remote_backends_keep_their_own_request_timeout() -> None:
     slow = backend_for("openai:big-model@http://127.0.0.1:9/v1?timeout=600")
     assert slow.timeout is None and slow.inner.timeout == 600  # type: ignore[attr-defined]
     assert backend_for("sim:planted") is not None
+
+
+def test_a_task_ray_could_not_run_becomes_a_failed_record() -> None:
+    from contagion.errors import UserError
+    from contagion.experiment.ray_executor import RayExecutor
+
+    class WorkerDied(Exception):
+        cause = None
+
+    class UserProblem(Exception):
+        cause = UserError("cannot connect to the server")
+
+    class FakeRay:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def get(self, ref: object) -> str:
+            raise self.exc
+
+    spec, labels = next(parse_config(GRID).expand())
+    executor = RayExecutor.__new__(RayExecutor)
+    executor.ray = FakeRay(WorkerDied("the worker process died"))
+    record = executor._result(object(), spec, labels)
+    assert record.error is not None and record.error.startswith("ray: ")
+    assert record.error.endswith("WorkerDied: the worker process died")
+    assert record.spec_hash == spec.stable_hash() and record.labels == labels
+    executor.ray = FakeRay(UserProblem("wrapped"))
+    with pytest.raises(UserError, match="cannot connect"):
+        executor._result(object(), spec, labels)

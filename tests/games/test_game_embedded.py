@@ -1,6 +1,6 @@
 """A real three-player game on the embedded model (SmolLM2-135M through llama.cpp), kept small: 2 rounds,
-1 chat turn, short messages; and a smaller game played twice, on two freshly loaded models, to prove that
-the same seed gives the same record at temperature 0."""
+1 chat turn, short messages. Played again on two freshly loaded models to prove that the same seed gives
+the same record at temperature 0, whatever the state of the prefix cache."""
 
 from __future__ import annotations
 
@@ -9,23 +9,18 @@ from game_helpers import make_spec, without_timing
 
 from contagion.backends import protocol as P
 from contagion.backends.base import GenerationConfig, run_sync
+from contagion.backends.embedded import LlamaCppBackend
 from contagion.backends.registry import build, resolve
 from contagion.games.engine import play_game
 from contagion.games.record import GameRecord, GameSpec
 
 pytestmark = pytest.mark.slow
 
-MAX_TOKENS = 16
+MAX_TOKENS = 30
 SPEC: GameSpec = make_spec(
     "embedded", "embedded", "malicious=embedded",
     game="chicken", rounds=2, chat_turns=1, seed=7,
     generation=GenerationConfig(max_tokens=MAX_TOKENS, temperature=0.0, seed=7),
-)
-# smaller, for the determinism check (it is played twice)
-SMALL: GameSpec = make_spec(
-    "embedded", "malicious=embedded", "scripted:tit-for-tat",
-    rounds=1, chat_turns=1, seed=3,
-    generation=GenerationConfig(max_tokens=8, temperature=0.0, seed=3),
 )
 
 
@@ -77,9 +72,26 @@ def test_a_real_three_player_game_completes_with_valid_actions(game: GameRecord)
     assert game.players[2].persona == "malicious" and "Lie to them" in game.players[2].system_prompt
 
 
-def test_same_seed_on_a_fresh_model_gives_an_identical_record() -> None:
-    first = play_on_a_fresh_model(SMALL)
-    again = play_on_a_fresh_model(SMALL)
-    assert first.error is None and first.players[0].completion_tokens > 0
+def test_same_seed_on_a_fresh_model_gives_an_identical_record(game: GameRecord) -> None:
+    first = play_on_a_fresh_model(SPEC)
+    again = play_on_a_fresh_model(SPEC)
     # identical except the timing fields: actions, log-probs, chat text, token counts, everything
     assert without_timing(again) == without_timing(first)
+    # the shared model (its cache warmed by other tests, or not) gives the same game too; only the number
+    # of prompt tokens it had to encode depends on what its cache held
+    warm, fresh = without_timing(game), without_timing(first)
+    for data in (warm, fresh):
+        for p in data["players"]:
+            p.pop("prompt_tokens_encoded")
+    assert warm == fresh
+
+
+def test_each_history_is_encoded_about_once(game: GameRecord) -> None:
+    """Prefix reuse across a player's turns: the prompt tokens encoded over the game stay within 1.2 x
+    the minimum (each player's final history, chat-templated, encoded once) — not the sum of all prompts."""
+    backend = resolve("embedded")
+    assert isinstance(backend, LlamaCppBackend)
+    minimum = sum(len(backend.tokenize(backend.render(p.messages, add_generation_prompt=False))) for p in game.players)
+    encoded = sum(p.prompt_tokens_encoded for p in game.players)
+    from_scratch = sum(p.prompt_tokens for p in game.players)
+    assert encoded <= 1.2 * minimum < from_scratch

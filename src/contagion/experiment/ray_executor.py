@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Callable
 from typing import Any
 
-from contagion.errors import MissingExtraError
+from contagion.errors import MissingExtraError, UserError
 from contagion.games.record import GameRecord, GameSpec
 from contagion.personas import Persona
 
@@ -45,20 +46,37 @@ class RayExecutor:
         limit = max(1, int(self.ray.cluster_resources().get("CPU", 1)) * 2)
         queue = list(reversed(jobs))
         pending: list[Any] = []
+        submitted: dict[Any, tuple[GameSpec, dict[str, Any]]] = {}
         try:
             while queue or pending:
                 while queue and len(pending) < limit and not stopping():
                     spec, labels = queue.pop()
-                    pending.append(self.remote.remote(spec.model_dump_json(), labels, persona_list, pre_for(spec)))
+                    ref = self.remote.remote(spec.model_dump_json(), labels, persona_list, pre_for(spec))
+                    pending.append(ref)
+                    submitted[ref] = (spec, labels)
                 if not pending:
                     break
                 ready, pending = await asyncio.to_thread(self.ray.wait, pending, num_returns=1, timeout=1.0)
                 for ref in ready:
-                    finished(GameRecord.model_validate_json(self.ray.get(ref)))
+                    spec, labels = submitted.pop(ref)
+                    finished(self._result(ref, spec, labels))
         except asyncio.CancelledError:  # stop now: the games in flight are abandoned, not stored
             for ref in pending:
                 self.ray.cancel(ref, force=True)
             raise
+
+    def _result(self, ref: Any, spec: GameSpec, labels: dict[str, Any]) -> GameRecord:
+        """The game's record; a task Ray could not run (a worker died, ...) becomes a failed record."""
+        try:
+            return GameRecord.model_validate_json(self.ray.get(ref))
+        except Exception as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, UserError):  # the user's problem, as in the local executor
+                raise cause from None
+            from contagion.experiment.execute import failed_record
+
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return failed_record(spec, labels, f"ray: {detail}", 0.0)
 
     def shutdown(self) -> None:
         if self.started_here:
