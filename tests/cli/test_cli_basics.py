@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import contagion.cli  # registers the commands
 from contagion import __version__
 from contagion.cli.app import app
 

@@ -107,9 +107,12 @@ def test_intervention_parameters_land_in_the_record(runner: CliRunner, tmp_path:
     record = load(out)
     assert record.spec.intervention.name == "repeat-system"
     assert record.spec.intervention.params == {"k": 1, "position": "act"}
-    for p in record.players[:2]:
-        assert [(e.round, e.phase) for e in p.injections] == [(1, "act"), (2, "act")]
-        assert [m.meta["round"] for m in p.messages if m.meta.get("kind") == P.INJECTION] == [1, 2]
+    avery = record.players[0]
+    assert avery.focal
+    assert [(e.round, e.phase) for e in avery.injections] == [(1, "act"), (2, "act")]
+    assert [m.meta["round"] for m in avery.messages if m.meta.get("kind") == P.INJECTION] == [1, 2]
+    # co-players are never steered: not the malicious one, not the scripted bot
+    assert not record.players[1].focal and record.players[1].injections == []
     assert record.players[2].injections == []
 
 

@@ -3,11 +3,12 @@
 Scoring is full-continuation log-likelihood: the chat-templated prompt (plus an optional assistant
 prefix) is decoded once and each candidate continuation's tokens are scored one after another.
 
-**Prefix reuse.** The backend keeps a small pool of llama.cpp contexts ("slots", default 4). Each slot
-remembers the tokens in its KV cache. A request goes to the slot whose cached tokens share the longest
-prefix with the request's prompt (least recently used on ties), and only the tokens after that shared
-prefix are decoded. So a player's history — which only grows — is encoded once across its turns, and
-many trait items asked after the same long history pay for the history once.
+**Prefix reuse.** The backend keeps a small pool of llama.cpp contexts ("slots", default 6, opened
+on demand). Each slot remembers the tokens in its KV cache. A request goes to the slot holding the
+longest reusable prefix of its prompt (least recently used on ties; a new slot while the pool has
+room), and only the tokens after that prefix are decoded. So a player's history — which only grows —
+is encoded once across its turns, and many trait items asked after the same long history pay for
+the history once.
 
 Scores are *bit-identical* with and without reuse. llama.cpp's numbers depend slightly on how tokens
 are grouped into decode calls (a batched and a single-token matrix product round differently), so a
@@ -27,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-import weakref
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,7 @@ class LlamaCppBackend(Backend):
     """A GGUF model through llama.cpp, with per-slot prefix reuse."""
 
     def __init__(self, path: str | Path, *, spec: str | None = None, n_ctx: int = 8192, n_threads: int = 0,
-                 n_slots: int = 4) -> None:
+                 n_slots: int = 6) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise BackendUnavailableError(f"GGUF file {self.path} does not exist; give an existing path as gguf:PATH")
@@ -166,7 +167,7 @@ class LlamaCppBackend(Backend):
             for slot in self._slots:
                 try:
                     slot.llm.close()
-                except Exception:  # noqa: BLE001 - best effort at shutdown
+                except Exception:
                     pass
             self._slots.clear()
 

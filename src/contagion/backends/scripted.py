@@ -6,7 +6,8 @@ chat messages are fixed sentences. Its scores carry the method ``scripted``: log
 action and -inf for the other.
 
 Strategies: ``always-cooperate``, ``always-defect``, ``tit-for-tat`` (cooperate first, then cooperate
-iff a majority of the others cooperated last round; with one other player this is classic TFT),
+when at least as many others cooperated as defected last round; with one other player this is
+classic TFT),
 ``grim-trigger`` (cooperate until any other player defects once, then defect forever) and ``random``
 (cooperate with probability ``p``, default 0.5, from a seeded generator keyed on the round:
 ``scripted:random?seed=3&p=0.3``).
@@ -90,6 +91,13 @@ class ScriptedBackend(Backend):
             )
         self.strategy = strategy
         self.params = dict(params or {})
+        allowed = {"seed", "p"} if strategy == "random" else set()
+        unknown = sorted(set(self.params) - allowed)
+        if unknown:
+            raise BackendSpecError(
+                f"unknown option(s) {unknown} for scripted:{strategy}; "
+                + (f"valid: {sorted(allowed)}" if allowed else "it takes none")
+            )
         query = "&".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         self.spec = f"scripted:{strategy}" + (f"?{query}" if query else "")
         self.capabilities = Capabilities(

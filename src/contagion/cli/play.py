@@ -75,7 +75,8 @@ def play(
     max_tokens: int = typer.Option(60, "--max-tokens", help="Upper bound on each chat message's tokens."),
     intervention: str = typer.Option(
         "none", "--intervention", "-i",
-        help="Steering: none, repeat-system[:k=2], sit[:k=2,n=3], sit-adaptive[:m=1,threshold=0.05]. "
+        help="Steering of the default-persona players (of every LM player when none is default): "
+             "none, repeat-system[:k=2], sit[:k=2,n=3], sit-adaptive[:m=1,threshold=0.05]. "
              "SIT measures each agent's pre-play traits first.",
     ),
     persona_file: Path | None = typer.Option(None, "--personas", help="YAML file of extra personas (name, text)."),
@@ -99,6 +100,13 @@ def play(
     extra: dict[str, Persona] = load_personas(persona_file) if persona_file else {}
     dilemma = load_dilemma(game)
     seats = [PlayerSpec.parse(p) for p in player]
+    # the agents under study (steered by the intervention) are the default-persona language models;
+    # with none at the table, every language-model player is
+    lm = [not s.backend.startswith("scripted:") for s in seats]
+    focal = [is_lm and s.persona == "default" for s, is_lm in zip(seats, lm, strict=True)]
+    if not any(focal):
+        focal = lm
+    seats = [s.model_copy(update={"focal": f}) for s, f in zip(seats, focal, strict=True)]
     for s in seats:
         resolve_persona(s.persona, extra)
     try:

@@ -22,7 +22,7 @@ from contagion.games.engine import play_game, player_name, system_prompt_for
 from contagion.games.record import GameRecord, GameSpec
 from contagion.messages import Message
 from contagion.personas import Persona, resolve_persona
-from contagion.steering import build_hooks, needs_profile
+from contagion.steering import build_hooks
 from contagion.traits.assess import QUESTION_FORMAT_VERSION, post_play_context, pre_play_context
 from contagion.traits.settings import AssessmentSettings, measure
 
@@ -71,7 +71,7 @@ def needed_profiles(spec: GameSpec, personas: dict[str, Persona]) -> list[tuple[
     for i, p in enumerate(spec.players):
         if p.backend.startswith("scripted:"):
             continue
-        if p.focal or needs_profile(spec.intervention):
+        if p.focal:  # measured before and after play, and the only players an intervention steers
             system = system_message(spec, i, personas)
             out.append((i, profile_key(p.backend, system, settings), system))
     return out

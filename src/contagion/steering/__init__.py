@@ -76,6 +76,10 @@ async def build_hooks(
 ) -> tuple[list[TurnHook | None], list[dict[str, Any] | None]]:
     """Each player's intervention hook, and pre-play profiles where the intervention needs them.
 
+    Interventions guard the focal players (the agents under study, ``PlayerSpec.focal``); co-players
+    such as a malicious one or a scripted bot are never steered, so a mitigation is not confounded
+    with reforming the opponent.
+
     ``pre_profiles`` given by the caller (e.g. the runner's cache) are used as they are; missing ones
     are measured here for language-model players when the intervention needs them.
     """
@@ -87,8 +91,8 @@ async def build_hooks(
     engine = GameEngine(spec, backends=backends, personas=personas)
     for i, backend in enumerate(backends):
         player = engine.players[i]
-        if not backend.capabilities.language_model:
-            hooks.append(None)
+        if not backend.capabilities.language_model or not spec.players[i].focal:
+            hooks.append(None)  # interventions guard the agents under study, not their co-players
             continue
         if profiles[i] is None and needs_profile(spec.intervention):
             prof = await measure(backend, pre_play_context(player.messages[0]), settings, context_kind="pre")
