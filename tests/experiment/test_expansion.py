@@ -155,11 +155,11 @@ def test_pre_play_profiles_are_measured_once_and_reused(tmp_path: Path, monkeypa
     summary = Runner(cfg, out, progress=False).run()
     assert summary.finished == cfg.size() == 2 * 3 * 2 * 2 * 2
 
-    # distinct (model, persona, system prompt): 3 seats per game (all-default, and the malicious seat that
-    # SIT steers with its own profile); the default seats of every composition share their prompts
-    assert len(calls) == len(set(calls)) == 2 * 4
+    # distinct (model, persona, system prompt): the 3 default seats per game; the default seats of every
+    # composition share their prompts, and co-players (malicious, scripted) are neither measured nor steered
+    assert len(calls) == len(set(calls)) == 2 * 3
     with Store.open_existing(out) as store:
-        assert store.conn.execute("SELECT COUNT(*) FROM profiles").fetchone()[0] == 8
+        assert store.conn.execute("SELECT COUNT(*) FROM profiles").fetchone()[0] == 6
         personas = cfg.persona_map()
         used: dict[str, set[str]] = {}
         for record in store.iter_records():
@@ -167,12 +167,12 @@ def test_pre_play_profiles_are_measured_once_and_reused(tmp_path: Path, monkeypa
                 stored = store.get_profile(key)
                 assert record.players[i].pre_profile == stored  # the very profile measured once
                 used.setdefault(key, set()).add(record.spec_hash)
-        assert len(used) == 8
+        assert len(used) == 6
         assert all(len(games) >= 4 for games in used.values())  # each reused across games (reps, chat, ...)
         malicious = [r for r in store.iter_records() if r.labels["composition"] == "one-malicious"]
         for record in malicious:
-            sit = record.spec.intervention.name == "sit"
-            assert (record.players[2].pre_profile is not None) == sit  # measured only where SIT needs it
+            assert record.players[2].pre_profile is None  # never measured, never steered
+            assert record.players[2].injections == []
             assert not record.players[2].focal
 
     # a rerun with a wider grid measures nothing again and runs only the new games
@@ -188,7 +188,7 @@ def test_profile_cache_key_separates_what_matters(tmp_path: Path) -> None:
     cfg = parse_config({**PROFILE_GRID, "models": ["sim:planted", "sim:null"]})
     personas = cfg.persona_map()
     keys = {key for spec, _ in cfg.expand() for _, key, _ in needed_profiles(spec, personas)}
-    assert len(keys) == 2 * 2 * 4
+    assert len(keys) == 2 * 2 * 3
     other = parse_config({**PROFILE_GRID, "assessment": {"items": 3, "bootstrap": 100}})
     other_keys = {key for spec, _ in other.expand() for _, key, _ in needed_profiles(spec, personas)}
     assert not keys & other_keys
