@@ -103,6 +103,7 @@ class LlamaCppBackend(Backend):
         _LIVE.add(self)
         self.reuse = True  # set False to re-encode every prompt from scratch (benchmarks, tests)
         self._token_cache: dict[str, list[int]] = {}
+        self._segment_text: dict[tuple[object, ...], str] = {}
 
     # -- loading --------------------------------------------------------------------------------
     def _new_llm(self) -> Any:
@@ -215,14 +216,23 @@ class LlamaCppBackend(Backend):
         """
         texts: list[str] = []
         previous = ""
+        key: tuple[object, ...] = ()
         for i in range(1, len(messages) + 1):
-            rendered = self.render(messages[:i], add_generation_prompt=False)
-            if not rendered.startswith(previous):  # a template that is not concatenative: one segment
-                texts = [self.render(messages, add_generation_prompt=False)]
-                previous = texts[0]
-                break
-            texts.append(rendered[len(previous):])
-            previous = rendered
+            m = messages[i - 1]
+            key = (hash(key), m.role, m.content)
+            seg = self._segment_text.get(key)  # histories repeat: render each prefix once
+            if seg is None:
+                rendered = self.render(messages[:i], add_generation_prompt=False)
+                if not rendered.startswith(previous):  # a template that is not concatenative: one segment
+                    texts = [self.render(messages, add_generation_prompt=False)]
+                    previous = texts[0]
+                    break
+                seg = rendered[len(previous):]
+                if len(self._segment_text) > 65536:
+                    self._segment_text.clear()
+                self._segment_text[key] = seg
+            texts.append(seg)
+            previous += seg
         full = self.render(messages, add_generation_prompt=True)
         texts.append(full[len(previous):] + head if full.startswith(previous) else full + head)
         tokens: list[int] = []

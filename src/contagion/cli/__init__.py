@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -25,6 +26,8 @@ for _mod in ("run", "report", "attention"):
 
 def main() -> None:
     """Entry point: user errors print one clear sentence and exit 2, without a traceback."""
+    # llama-cpp-python leaves /dev/null handles to the garbage collector at exit; not the user's concern
+    warnings.filterwarnings("ignore", category=ResourceWarning)
     try:
         app()
     except UserError as exc:  # raised outside typer's own handling (e.g. at import time)
