@@ -30,6 +30,7 @@ import atexit
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ _LIVE: weakref.WeakSet[LlamaCppBackend] = weakref.WeakSet()
 @atexit.register
 def _close_all() -> None:
     """Free llama.cpp contexts before interpreter teardown (avoids noise from ``Llama.__del__``)."""
+    # llama-cpp-python leaves /dev/null handles for the garbage collector; not the user's concern
+    warnings.filterwarnings("ignore", category=ResourceWarning)
     for backend in list(_LIVE):
         backend.close()
 
