@@ -61,39 +61,26 @@ BOOT_CI = "cluster bootstrap 95% CI (games resampled)"
 # -- multiple comparisons ---------------------------------------------------------------------------
 
 
-def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:
-    """Holm–Bonferroni adjusted p-values (family-wise error). NaN entries stay NaN and do not count."""
+def _adjust(pvalues: np.ndarray | list[float], method: str) -> np.ndarray:
+    """statsmodels' adjusted p-values over the non-NaN entries; NaN entries stay NaN and do not count."""
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(pvalues, dtype=float)
     out = np.full_like(p, np.nan)
     ok = ~np.isnan(p)
-    m = int(ok.sum())
-    if m == 0:
-        return out
-    idx = np.flatnonzero(ok)
-    order = idx[np.argsort(p[idx], kind="stable")]
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
+    if ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
     return out
+
+
+def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (family-wise error). NaN entries stay NaN and do not count."""
+    return _adjust(pvalues, "holm")
 
 
 def benjamini_hochberg(pvalues: np.ndarray | list[float]) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values (false discovery rate). NaN entries stay NaN."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    m = int(ok.sum())
-    if m == 0:
-        return out
-    idx = np.flatnonzero(ok)
-    order = idx[np.argsort(p[idx], kind="stable")][::-1]
-    running = 1.0
-    for k, i in enumerate(order):
-        rank = m - k
-        running = min(running, p[i] * m / rank)
-        out[i] = min(1.0, running)
-    return out
+    return _adjust(pvalues, "fdr_bh")
 
 
 CORRECTIONS = {"holm": (holm, "Holm"), "bh": (benjamini_hochberg, "Benjamini–Hochberg")}

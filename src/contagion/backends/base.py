@@ -121,6 +121,15 @@ def split_prefix(prefix: str, choices: Sequence[str]) -> tuple[str, list[str]]:
     return stripped, [moved + c for c in choices]
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest shared prefix of two token sequences (prefix-cache reuse)."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 class Backend(ABC):
     """A model. Subclasses implement the two async calls and declare their capabilities."""
 

@@ -47,6 +47,7 @@ from contagion.backends.base import (
     GenerationConfig,
     ScoreMethod,
     Scores,
+    common_prefix,
     split_prefix,
 )
 from contagion.backends.paths import embedded_model_path
@@ -141,7 +142,7 @@ class LlamaCppBackend(Backend):
         """How many leading tokens of the new prompt this slot holds in exactly the same chunks."""
         if not self.reuse:
             return 0
-        lcp = _common_prefix(slot.tokens, tokens)
+        lcp = common_prefix(slot.tokens, tokens)
         keep = 0
         for mine, theirs in zip(chunks, slot.chunks, strict=False):
             if mine != theirs or mine[1] > lcp:
@@ -243,10 +244,10 @@ class LlamaCppBackend(Backend):
         for text in texts:
             if not text:
                 continue
-            seg = self._segment_tokens(text)
-            for i in range(0, len(seg), BLOCK):
-                chunks.append((len(tokens) + i, len(tokens) + min(len(seg), i + BLOCK)))
-            tokens.extend(seg)
+            seg_tokens = self._segment_tokens(text)
+            for i in range(0, len(seg_tokens), BLOCK):
+                chunks.append((len(tokens) + i, len(tokens) + min(len(seg_tokens), i + BLOCK)))
+            tokens.extend(seg_tokens)
         return tokens, chunks
 
     def _check_length(self, n: int) -> None:
@@ -320,7 +321,7 @@ class LlamaCppBackend(Backend):
                 tail_text = slot.llm.detokenize(tail, special=True).decode("utf-8", errors="ignore")
                 joined = list(slot.llm.tokenize((tail_text + cont).encode("utf-8"), add_bos=False, special=True))
                 full = prompt[:last_start] + joined
-                k = _common_prefix(prompt, full)
+                k = common_prefix(prompt, full)
                 if k < len(prompt):  # the continuation merges with the prompt's last tokens
                     sub_chunks = [c for c in chunks if c[1] <= k]
                     if k > (sub_chunks[-1][1] if sub_chunks else 0):
@@ -389,14 +390,6 @@ class LlamaCppBackend(Backend):
         if not choices:
             raise ValueError("score_choices needs at least one choice")
         return await asyncio.to_thread(self._score_sync, list(messages), list(choices), prefix)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _sample(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generator) -> int:

@@ -41,6 +41,7 @@ from contagion.backends.base import (
     GenerationConfig,
     ScoreMethod,
     Scores,
+    common_prefix,
     split_prefix,
 )
 from contagion.backends.paths import embedded_model_path
@@ -134,12 +135,6 @@ def _flag(value: str, name: str) -> bool:
     raise BackendSpecError(f"option {name}={value!r} of the hf backend must be 1 or 0")
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class HFBackend(Backend):
@@ -352,7 +347,7 @@ class HFBackend(Backend):
         (which bounds the eager attention matrices to heads x chunk x length).
         """
         pc = self._prompt_cache if self.prefix_reuse else _PromptCache()
-        keep = min(_common_prefix(pc.ids, ids), len(ids) - keep_new) if pc.cache is not None else 0
+        keep = min(common_prefix(pc.ids, ids), len(ids) - keep_new) if pc.cache is not None else 0
         if keep <= 0:
             pc.cache, pc.ids, keep = self._new_cache(state), [], 0
         else:
