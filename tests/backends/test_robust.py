@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 
 from contagion.backends.base import (
@@ -115,10 +115,12 @@ def robust(inner: Backend, **kwargs: object) -> RobustBackend:
         (BackendError("bad request", transient=False, status=400), False),
         (TimeoutError(), True),
         (TimeoutError(), True),
-        (httpx.ReadTimeout("slow"), True),
-        (httpx.ConnectError("refused"), True),
-        (httpx.RemoteProtocolError("dropped"), True),
-        (httpx.UnsupportedProtocol("ftp"), False),
+        (aiohttp.ServerTimeoutError("slow"), True),
+        (aiohttp.ServerDisconnectedError(), True),
+        (aiohttp.ClientPayloadError("truncated body"), True),
+        (aiohttp.ClientOSError(104, "reset"), True),
+        (ConnectionResetError(104, "reset"), True),
+        (aiohttp.InvalidURL("ftp://x"), False),
         (BackendUnavailableError("server down"), False),
         (UserError("fix your config"), False),
         (ValueError("bug"), False),
@@ -136,7 +138,7 @@ def test_should_retry(exc: BaseException, expected: bool) -> None:
 
 async def test_transient_failures_are_retried_until_success() -> None:
     inner = FakeBackend(
-        [BackendError("busy", transient=True, status=503), TimeoutError(), httpx.ReadError("reset")]
+        [BackendError("busy", transient=True, status=503), TimeoutError(), aiohttp.ServerDisconnectedError()]
     )
     backend = robust(inner)
     completion = await backend.generate(MESSAGES, GREEDY)

@@ -9,7 +9,7 @@ Backends stay small; the shared hard parts live here once (as Inspect AI's ``Mod
 - **Timeouts**: each attempt gets ``timeout`` seconds (``asyncio.wait_for``); running out is a
   transient :class:`~contagion.errors.BackendError`. Time queued for a concurrency slot does not count.
 - **Retries**: :func:`should_retry` decides, nothing else: transient ``BackendError``\\s, timeouts and
-  httpx transport failures are retried with exponential backoff and jitter (tenacity); bad requests,
+  HTTP transport failures are retried with exponential backoff and jitter (tenacity); bad requests,
   ``UserError``\\s and programming errors (``ValueError``, ``TypeError``, ...) are raised at once. After
   the last attempt the last error is raised, with a note saying how many attempts were made.
 - **Concurrency**: at most ``concurrency`` calls in flight per event loop (a semaphore per loop, since
@@ -36,7 +36,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 from pydantic import BaseModel, Field
 from tenacity import (
     AsyncRetrying,
@@ -55,14 +55,15 @@ CACHE_KEY_VERSION = 1
 """Bumped when what goes into a cache key changes, so old entries are never misread."""
 
 _jitter = random.Random()
-_RETRYABLE_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
+_RETRYABLE_TRANSPORT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
 
 
 def should_retry(exc: BaseException) -> bool:
     """Whether retrying the call that raised ``exc`` may help.
 
-    Yes for ``BackendError(transient=True)``, timeouts (``asyncio.TimeoutError``) and httpx transport
-    failures (timeouts, network errors, dropped connections, proxy errors). No for everything else:
+    Yes for ``BackendError(transient=True)``, timeouts (``TimeoutError``, which aiohttp's timeouts are)
+    and transport failures (aiohttp connection and payload errors, ``ConnectionError``: refused, reset or
+    dropped connections, truncated bodies). No for everything else:
     ``UserError`` (including an unreachable server at first contact), non-transient ``BackendError``,
     cancellation and programming errors.
     """
@@ -70,7 +71,7 @@ def should_retry(exc: BaseException) -> bool:
         return False
     if isinstance(exc, BackendError):
         return exc.transient
-    return isinstance(exc, (TimeoutError, *_RETRYABLE_HTTPX))
+    return isinstance(exc, (TimeoutError, *_RETRYABLE_TRANSPORT))
 
 
 class Usage(BaseModel):

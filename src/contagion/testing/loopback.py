@@ -16,8 +16,8 @@ return a :class:`RawResponse` to send any status and body (error replies, odd sh
 :func:`default_responder`, is deterministic: see its docstring.
 
 Faults (:class:`FaultPlan`) are drawn per request from a seeded generator keyed on the request's arrival
-index, so a plan is reproducible for a given request order. Sleeps (hangs, slow replies, ``latency``)
-wait on an event that is set when the server stops, so leaving the ``with`` block never waits for them.
+index, so a plan is reproducible for a given request order. Waits (hangs, slow replies, ``latency``)
+end when the server stops, so leaving the ``with`` block never waits for them.
 
 Token counts are whitespace words (plus 4 per message for the prompt): stable numbers to assert on,
 not a real tokenizer. Only one choice is returned per request (``n`` is ignored).
@@ -25,6 +25,8 @@ not a real tokenizer. Only one choice is returned per request (``n`` is ignored)
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -36,9 +38,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
+
+from aiohttp import web
 
 FAULT_KINDS: tuple[str, ...] = ("500", "503", "429", "timeout", "slow", "malformed", "reset")
 """Every fault a plan may draw: HTTP 500/503/429 replies, a hang past the client's timeout, a slow but
@@ -154,161 +157,29 @@ def default_responder(body: dict[str, Any]) -> tuple[str, TopLogprobs]:
     return " ".join(words[:max_tokens]), top
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    owner: LoopbackServer
+def _json_response(status: int, body: bytes | str, content_type: str = "application/json",
+                   headers: dict[str, str] | None = None) -> web.Response:
+    data = body.encode() if isinstance(body, str) else body
+    response = web.Response(status=status, body=data, headers=headers or {})
+    response.content_type = content_type
+    return response
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as real servers; every reply sends Content-Length
-    disable_nagle_algorithm = True  # headers and body go out separately: without this each reply waits ~40 ms
-    timeout = 10  # an idle keep-alive connection is dropped after this many seconds
-
-    @property
-    def owner(self) -> LoopbackServer:
-        return cast(_HTTPServer, self.server).owner
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read ``LoopbackServer.requests`` instead of a log."""
-
-    def setup(self) -> None:
-        super().setup()
-        self.owner._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.owner._track(self.connection, add=False)
-
-    def _send(self, status: int, body: bytes | str, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
-        data = body.encode() if isinstance(body, str) else body
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
-        except OSError:  # the client gave up (timed out) while we were sleeping
-            self.close_connection = True
-
-    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        payload = {"error": {"message": message, "type": "loopback_error", "code": status}}
-        self._send(status, json.dumps(payload), headers=headers)
-
-    def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
-            model = {"id": self.owner.model, "object": "model", "owned_by": "contagion-loopback"}
-            self._send(200, json.dumps({"object": "list", "data": [model]}))
-        else:
-            self._error(404, f"no route GET {self.path}")
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            self._error(404, f"no route POST {self.path}")
-            return
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            self._error(400, "request body is not valid JSON")
-            return
-        if not isinstance(body, dict):
-            self._error(400, "request body must be a JSON object")
-            return
-        owner = self.owner
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        fault = owner._admit(body, headers)
-        if owner.api_key is not None and headers.get("authorization") != f"Bearer {owner.api_key}":
-            self._error(401, "missing or wrong API key")
-            return
-        if owner.latency:
-            owner._sleep(owner.latency)
-        if fault is not None and self._fault(fault):
-            return
-        self._answer(body)
-
-    def _fault(self, kind: str) -> bool:
-        """Apply a fault; True when the reply has been sent (or deliberately not sent)."""
-        plan = self.owner.faults
-        assert plan is not None
-        if kind in ("500", "503", "429"):
-            extra = {"Retry-After": "0"} if kind == "429" else None
-            self._error(int(kind), f"planned fault {kind}", headers=extra)
-            return True
-        if kind == "malformed":
-            self._send(200, '{"id": "chatcmpl-loopback", "choices": [{"message": {"content": "cut o')
-            return True
-        if kind == "reset":
-            # SO_LINGER 0 makes close() send a TCP reset instead of a clean end: a dropped connection.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.close_connection = True
-            return True
-        if kind == "timeout":
-            self.owner._sleep(plan.hang_seconds)
-        elif kind == "slow":
-            self.owner._sleep(plan.slow_seconds)
-        return False
-
-    def _answer(self, body: dict[str, Any]) -> None:
-        owner = self.owner
-        try:
-            result = owner.responder(body)
-        except Exception as exc:  # a broken responder must show up in the test, not hang it
-            owner.errors.append(exc)
-            self._error(500, f"responder raised {type(exc).__name__}: {exc}")
-            return
-        if isinstance(result, RawResponse):
-            self._send(result.status, result.body, result.content_type, result.headers)
-            return
-        text, top = result
-        logprobs: dict[str, Any] | None = None
-        if body.get("logprobs") and owner.logprobs and top:
-            k = int(body.get("top_logprobs") or 0)
-            chosen = next((t for t in top if t["token"] == text), top[0])
-            first = {
-                "token": chosen["token"],
-                "logprob": chosen["logprob"],
-                "bytes": list(str(chosen["token"]).encode()),
-                "top_logprobs": [dict(t, bytes=list(str(t["token"]).encode())) for t in top[:k]],
-            }
-            logprobs = {"content": [first]}
-        prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in body.get("messages", []))
-        completion_tokens = len(text.split())
-        reply = {
-            "id": f"chatcmpl-loopback-{len(owner.requests)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", owner.model),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": logprobs,
-                    "finish_reason": "length" if completion_tokens >= int(body.get("max_tokens") or 1 << 30)
-                    else "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        self._send(200, json.dumps(reply))
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    payload = {"error": {"message": message, "type": "loopback_error", "code": status}}
+    return _json_response(status, json.dumps(payload), headers=headers)
 
 
 class LoopbackServer:
     """An OpenAI-compatible chat server on 127.0.0.1 in a background thread; use it as a context manager.
 
+    It is an :mod:`aiohttp` server on its own event loop, so a thousand open keep-alive connections cost
+    no threads, and a request that waits (``latency``, a slow or hanging fault) costs no CPU: the server
+    answers hundreds of requests per second and is not what a client benchmark measures.
+
     Args:
         responder: builds each reply (see the module docstring); default :func:`default_responder`.
+            It is called on the server's event loop, so it should be quick.
         faults: planned failures (:class:`FaultPlan`); none by default.
         latency: seconds every request waits before being answered (benchmarks of HTTP overhead).
         logprobs: whether the server returns logprobs when asked; ``False`` imitates servers without.
@@ -351,48 +222,75 @@ class LoopbackServer:
         self.fault_log: list[tuple[int, str]] = []
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._connections: set[socket.socket] = set()
-        self._httpd: _HTTPServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
+        self._bound_port: int | None = None
 
     @property
     def base_url(self) -> str:
         """The URL to give a client, ending in ``/v1``."""
-        if self._httpd is None:
+        if self._bound_port is None:
             raise RuntimeError("the loopback server is not running; use it in a 'with' block or call start()")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self._bound_port}/v1"
 
     def start(self) -> LoopbackServer:
-        """Bind and serve in a daemon thread. Returns self."""
-        if self._httpd is not None:
+        """Bind and serve on an event loop in a daemon thread. Returns self once the port is bound."""
+        if self._thread is not None:
             raise RuntimeError("the loopback server is already running")
-        self._stop.clear()
-        httpd = _HTTPServer(("127.0.0.1", self.port), _Handler)
-        httpd.owner = self
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="contagion-loopback"
-        )
+        loop = asyncio.new_event_loop()
+        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._loop = loop
+        self._thread = threading.Thread(target=self._serve, args=(loop, ready), daemon=True,
+                                        name="contagion-loopback")
         self._thread.start()
+        try:
+            self._bound_port = ready.result(self._JOIN_SECONDS)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
-    def stop(self) -> None:
-        """Stop serving: wake sleeping handlers, drop open connections, close the socket."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
+    def _serve(self, loop: asyncio.AbstractEventLoop, ready: concurrent.futures.Future[int]) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._open(ready))
+        except BaseException as exc:  # e.g. the port is taken: report it to start()
+            if not ready.done():
+                ready.set_exception(exc)
+            loop.close()
             return
-        self._stop.set()
-        httpd.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(self._JOIN_SECONDS)
-            self._thread = None
+        loop.run_forever()
+        loop.run_until_complete(self._close())
+        loop.close()
+
+    async def _open(self, ready: concurrent.futures.Future[int]) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/{path:.*}", self._get)
+        app.router.add_post("/{path:.*}", self._post)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=10,
+                               shutdown_timeout=0.01)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True, backlog=1024)
+        await site.start()
+        self._runner = runner
+        ready.set_result(int(runner.addresses[0][1]))  # the port picked when port=0
+
+    async def _close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def stop(self) -> None:
+        """Stop serving: cancel waiting requests, drop open connections, close the socket."""
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        self._bound_port = None
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop already ended (start failed)
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(self._JOIN_SECONDS)
 
     def __enter__(self) -> LoopbackServer:
         return self.start()
@@ -402,7 +300,108 @@ class LoopbackServer:
     ) -> None:
         self.stop()
 
-    # -- used by the handler threads -------------------------------------------------------------
+    # -- request handling (on the server's loop) --------------------------------------------------
+    @staticmethod
+    async def _sleep(seconds: float) -> None:
+        """Wait; a request still waiting when the server stops is cancelled by :meth:`stop`."""
+        await asyncio.sleep(seconds)
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        if request.path.rstrip("/").endswith("/models"):
+            model = {"id": self.model, "object": "model", "owned_by": "contagion-loopback"}
+            return _json_response(200, json.dumps({"object": "list", "data": [model]}))
+        return _error(404, f"no route GET {request.path}")
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        if not request.path.rstrip("/").endswith("/chat/completions"):
+            return _error(404, f"no route POST {request.path}")
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            return _error(400, "request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        fault = self._admit(body, headers)
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "missing or wrong API key")
+        if self.latency:
+            await self._sleep(self.latency)
+        if fault is not None:
+            faulted = await self._fault(fault, request)
+            if faulted is not None:
+                return faulted
+        return self._answer(body)
+
+    async def _fault(self, kind: str, request: web.Request) -> web.StreamResponse | None:
+        """Apply a fault: the reply to send, or None to go on and answer normally."""
+        plan = self.faults
+        assert plan is not None
+        if kind in ("500", "503", "429"):
+            extra = {"Retry-After": "0"} if kind == "429" else None
+            return _error(int(kind), f"planned fault {kind}", headers=extra)
+        if kind == "malformed":
+            return _json_response(200, '{"id": "chatcmpl-loopback", "choices": [{"message": {"content": "cut o')
+        if kind == "reset":
+            # SO_LINGER 0 makes close() send a TCP reset instead of a clean end: a dropped connection.
+            transport = request.transport
+            if transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            raise asyncio.CancelledError  # nothing is sent: the handler ends with the connection
+        if kind == "timeout":
+            await self._sleep(plan.hang_seconds)
+        elif kind == "slow":
+            await self._sleep(plan.slow_seconds)
+        return None
+
+    def _answer(self, body: dict[str, Any]) -> web.Response:
+        try:
+            result = self.responder(body)
+        except Exception as exc:  # a broken responder must show up in the test, not hang it
+            self.errors.append(exc)
+            return _error(500, f"responder raised {type(exc).__name__}: {exc}")
+        if isinstance(result, RawResponse):
+            return _json_response(result.status, result.body, result.content_type, result.headers)
+        text, top = result
+        logprobs: dict[str, Any] | None = None
+        if body.get("logprobs") and self.logprobs and top:
+            k = int(body.get("top_logprobs") or 0)
+            chosen = next((t for t in top if t["token"] == text), top[0])
+            first = {
+                "token": chosen["token"],
+                "logprob": chosen["logprob"],
+                "bytes": list(str(chosen["token"]).encode()),
+                "top_logprobs": [dict(t, bytes=list(str(t["token"]).encode())) for t in top[:k]],
+            }
+            logprobs = {"content": [first]}
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in body.get("messages", []))
+        completion_tokens = len(text.split())
+        reply = {
+            "id": f"chatcmpl-loopback-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", self.model),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": logprobs,
+                    "finish_reason": "length" if completion_tokens >= int(body.get("max_tokens") or 1 << 30)
+                    else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return _json_response(200, json.dumps(reply))
+
     def _admit(self, body: dict[str, Any], headers: dict[str, str]) -> str | None:
         with self._lock:
             index = len(self.requests)
@@ -412,13 +411,3 @@ class LoopbackServer:
             if fault is not None:
                 self.fault_log.append((index, fault))
         return fault
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
-    def _sleep(self, seconds: float) -> None:
-        self._stop.wait(seconds)
