@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -99,9 +100,39 @@ def test_prefix_reuse_gives_identical_scores(backend: LlamaCppBackend, turns: in
     # and reuse really skipped the shared history for the later items
     assert all(s.prompt_tokens_encoded == s.prompt_tokens for s in without)
     assert all(s.prompt_tokens_encoded < s.prompt_tokens for s in with_reuse[1:])
-    # exactly the shared history is skipped: each item decodes only its own question and answer prompt
+    # exactly the shared part is skipped: the history and the question's opening line (its own chunk);
+    # each item decodes only its statement, the rest of its question and the answer prompt
     n_hist = len(backend.tokenize(backend.render(hist, add_generation_prompt=False)))
-    assert all(s.prompt_tokens - s.prompt_tokens_encoded == n_hist for s in with_reuse[1:])
+    n_open = len(backend.tokenize("<|im_start|>user\nIs the following statement something you would say?\n"))
+    assert all(s.prompt_tokens - s.prompt_tokens_encoded == n_hist + n_open for s in with_reuse[1:])
+
+
+def test_decode_chunks_follow_messages_and_first_content_lines(backend: LlamaCppBackend) -> None:
+    one_line = [system("You are Avery."), user("Round 1: choose."), assistant("cooperate")]
+    tokens, chunks = backend.prompt_tokens(one_line, "Answer:")
+    # chunks tile the prompt in order
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(tokens)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
+    # one chunk per single-line message, plus the generation prompt with the answer prefix
+    assert len(chunks) == 4
+    bounds = {c[1] for c in chunks}
+    for i in range(1, len(one_line) + 1):
+        assert len(backend.tokenize(backend.render(one_line[:i], add_generation_prompt=False))) in bounds
+    # a multi-line message is cut once, after the first line of its content
+    multi = [system("You are Avery."), user(QUESTION)]
+    tokens, chunks = backend.prompt_tokens(multi)
+    n_sys = len(backend.tokenize(backend.render(multi[:1], add_generation_prompt=False)))
+    n_open = len(backend.tokenize("<|im_start|>user\nIs the following statement something you would say?\n"))
+    assert [c[1] for c in chunks] == [
+        n_sys,
+        n_sys + n_open,
+        len(backend.tokenize(backend.render(multi, add_generation_prompt=False))),
+        len(tokens),
+    ]
+    # long messages are still split into chunks of at most BLOCK tokens
+    long = [user("word " * 3 * BLOCK)]
+    _, chunks = backend.prompt_tokens(long)
+    assert max(b - a for a, b in chunks) <= BLOCK and len(chunks) >= 4
 
 
 def test_growing_history_is_encoded_incrementally(backend: LlamaCppBackend) -> None:

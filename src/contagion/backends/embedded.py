@@ -14,10 +14,13 @@ Scores are *bit-identical* with and without reuse. llama.cpp's numbers depend sl
 are grouped into decode calls (a batched and a single-token matrix product round differently), so a
 prompt is always decoded in the same **chunks**: each chat message's tokens (as the chat template
 renders that message) form their own chunks of at most ``BLOCK`` tokens, and the generation prompt
-with any answer prefix is the last chunk. A slot reuses exactly the chunks it decoded that the new
-prompt shares, so every logit a request reads was computed as a from-scratch encoding would compute
-it — and a request after a shared history (a trait item, the next game turn) decodes only its own
-new messages.
+with any answer prefix is the last chunk. A message whose content has more than one line is cut once
+more, after the first line of its content (the token holding the message's second line break, the first
+being the template's header): prompts that differ only after a shared opening line — every trait
+question starts "Is the following statement something you would say?" — then reuse that line too.
+A slot reuses exactly the chunks it decoded that the new prompt shares, so every logit a request
+reads was computed as a from-scratch encoding would compute it — and a request after a shared history
+(a trait item, the next game turn) decodes only its own new messages.
 
 Calls run in a worker thread, one at a time per backend: the CPU-bound model uses every core for
 one call rather than oversubscribing them with several.
@@ -108,6 +111,7 @@ class LlamaCppBackend(Backend):
         self.reuse = True  # set False to re-encode every prompt from scratch (benchmarks, tests)
         self._token_cache: dict[str, list[int]] = {}
         self._segment_text: dict[tuple[object, ...], str] = {}
+        self._newline_tokens: dict[int, bool] = {}
 
     # -- loading --------------------------------------------------------------------------------
     def _new_llm(self) -> Any:
@@ -241,14 +245,37 @@ class LlamaCppBackend(Backend):
         texts.append(full[len(previous):] + head if full.startswith(previous) else full + head)
         tokens: list[int] = []
         chunks: list[tuple[int, int]] = []
-        for text in texts:
+        for n, text in enumerate(texts):
             if not text:
                 continue
             seg_tokens = self._segment_tokens(text)
-            for i in range(0, len(seg_tokens), BLOCK):
-                chunks.append((len(tokens) + i, len(tokens) + min(len(seg_tokens), i + BLOCK)))
+            cut = self._first_line_end(seg_tokens) if n < len(texts) - 1 else None
+            pieces = [(0, len(seg_tokens))] if cut is None else [(0, cut), (cut, len(seg_tokens))]
+            for lo, hi in pieces:
+                for i in range(lo, hi, BLOCK):
+                    chunks.append((len(tokens) + i, len(tokens) + min(hi, i + BLOCK)))
             tokens.extend(seg_tokens)
         return tokens, chunks
+
+    def _first_line_end(self, seg_tokens: list[int]) -> int | None:
+        """Where a message's first content line ends: after its second newline-holding token, if inside."""
+        seen = 0
+        for i, token in enumerate(seg_tokens):
+            if self._has_newline(token):
+                seen += 1
+                if seen == 2:
+                    return i + 1 if i + 1 < len(seg_tokens) - 1 else None
+        return None
+
+    def _has_newline(self, token: int) -> bool:
+        known = self._newline_tokens.get(token)
+        if known is None:
+            with self._lock:
+                if not self._slots:
+                    self._slots.append(_Slot(llm=self._new_llm()))
+                piece = self._slots[0].llm.detokenize([token], special=True)
+            known = self._newline_tokens[token] = b"\n" in piece
+        return known
 
     def _check_length(self, n: int) -> None:
         if n >= self.n_ctx:
