@@ -14,8 +14,11 @@ Client and server always run in different processes, as in real use (the backend
 the server in a child; the run measurement runs ``contagion run`` in a child). The loopback server is
 an asyncio (aiohttp) server that waits without using CPU, as a model server waiting on its GPU. Run::
 
-    PYTHONPATH=src python benchmarks/bench_http.py [--latency 0.05] [--concurrency 8 16 32]
+    PYTHONPATH=src python benchmarks/bench_http.py [--latency 0.05 0.2] [--concurrency 8 16 32]
         [--run-concurrency 16]
+
+Both latencies by default: 50 ms is a stress test (a tiny model on a fast GPU), 200 ms is closer to a
+short chat reply from a real model server.
 
 Numbers depend on the machine and its load (the server and client are Python on the same cores); the
 output prints the CPU count and load. What keeps a run below the bound is time between requests, not
@@ -186,7 +189,8 @@ def bench_run(latency: float, concurrency: int, repetitions: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--latency", type=float, default=0.05, help="server seconds per request")
+    parser.add_argument("--latency", type=float, nargs="+", default=[0.05, 0.2],
+                        help="server seconds per request; each value is measured in turn")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--seconds", type=float, default=3.0, help="target duration of each backend measurement")
     parser.add_argument("--run-concurrency", type=int, default=16)
@@ -194,9 +198,10 @@ def main() -> None:
     parser.add_argument("--skip-run", action="store_true")
     args = parser.parse_args()
     print(f"machine: {_machine()}")
-    bench_backend(args.latency, args.concurrency, args.seconds)
-    if not args.skip_run:
-        bench_run(args.latency, args.run_concurrency, args.run_repetitions)
+    for latency in args.latency:
+        bench_backend(latency, args.concurrency, args.seconds)
+        if not args.skip_run:
+            bench_run(latency, args.run_concurrency, args.run_repetitions)
     print(f"machine after: {_machine()}")
 
 
