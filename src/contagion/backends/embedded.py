@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import sys
 import threading
 import time
 import warnings
@@ -72,6 +73,14 @@ def _close_all() -> None:
     warnings.filterwarnings("ignore", category=ResourceWarning)
     for backend in list(_LIVE):
         backend.close()
+    # llama_cpp._utils opens two /dev/null files at import (to silence model loading) and never closes
+    # them; at interpreter teardown, whether the ResourceWarning is filtered depends on the order modules
+    # are torn down. They are used only while a model loads, and none loads after exit, so close them.
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None and hasattr(handle, "close"):
+            handle.close()
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
