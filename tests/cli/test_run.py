@@ -254,6 +254,28 @@ def test_run_prints_summary_and_next_step(tmp_path: Path) -> None:
         assert store.config()["games"] == ["stag-hunt"]
 
 
+def test_run_says_when_repetitions_replay_the_same_game(tmp_path: Path) -> None:
+    # Without chat, the simulated model's actions and answers depend on its context only: the three
+    # repetitions of each no-chat cell are one game played three times. With chat, the talk order and
+    # the chat vary with the seed, so repetitions differ.
+    grid = {**GRID, "models": ["sim:planted"], "games": ["prisoners-dilemma"], "interventions": ["none"]}
+    no_chat = _config(tmp_path / "no-chat.yaml", {**grid, "chat_turns": [0, 1]})
+    result = CliRunner().invoke(app, ["run", str(no_chat), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert _summary_row(result.output, "finished now") == 12
+    assert "Note: 4 of the 12 games finished now replayed another one exactly" in text
+    assert "the report counts each distinct game once" in text
+    with Store.open_existing(tmp_path / "a") as store:
+        keys = [(r.spec.chat_turns, r.transcript_key()) for r in store.iter_records()]
+    assert len({k for c, k in keys if c == 0}) == 2 and len({k for c, k in keys if c == 1}) == 6
+
+    chat = _config(tmp_path / "chat.yaml", {**grid, "chat_turns": [1]})
+    result = CliRunner().invoke(app, ["run", str(chat), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "replayed" not in result.output
+
+
 def test_run_help_documents_the_command() -> None:
     result = CliRunner().invoke(app, ["run", "--help"])
     assert result.exit_code == 0

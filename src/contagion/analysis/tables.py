@@ -211,23 +211,13 @@ def _pre_key(profile: dict[str, Any]) -> str:
 
 
 def history_key(record: GameRecord) -> str:
-    """An id of what was played: games with identical transcripts (and models) share it.
+    """An id of what was played (:meth:`GameRecord.transcript_key`): games with identical transcripts share it.
 
     A deterministic model without chat replays the very same game for every seed; such replays are
     one observation, not several, so the statistics cluster on this key rather than on the record.
     Failed games keep their own id.
     """
-    if record.error or not record.players:
-        return record.spec_hash
-    h = hashlib.blake2b(digest_size=8)
-    for p in record.players:
-        h.update(f"\x00{p.backend}\x00{p.persona}\x00".encode())
-        for m in p.messages:
-            h.update(m.role.encode())
-            h.update(b"\x01")
-            h.update(m.content.encode())
-            h.update(b"\x02")
-    return h.hexdigest()
+    return record.transcript_key()
 
 
 def _winner(players: list[PlayerRecord]) -> str:

@@ -35,6 +35,14 @@ def _print_summary(summary: RunSummary, run_dir: Path, resume: str) -> None:
     table.add_row("not started (interrupted)",
                   str(summary.planned - summary.finished - summary.failed) if summary.interrupted else "0")
     console.print(table)
+    if summary.replays:
+        console.print(
+            f"Note: {summary.replays} of the {summary.finished} games finished now replayed another one exactly "
+            "(the same transcript). Without chat, actions chosen by comparing log-probabilities do not depend "
+            "on the seed, so repetitions of such cells add compute but no information; the report counts each "
+            "distinct game once. Give such conditions chat turns, or run them from a config with repetitions: 1.",
+            style="yellow", highlight=False, markup=False,
+        )
     if summary.failures:
         err_console.print(f"{len(summary.failures)} game(s) failed; first errors:")
         for line in summary.failures[:5]:

@@ -49,6 +49,8 @@ class RunSummary:
     seconds: float = 0.0
     tokens: int = 0
     failures: list[str] = field(default_factory=list)
+    replays: int = 0
+    """Games finished now whose transcript equals another one finished now (see ``GameRecord.transcript_key``)."""
 
     @property
     def failure_rate(self) -> float:
@@ -229,6 +231,8 @@ class Runner:
                             completed=progress.tasks[pre_task].completed or 1)
             games = progress.add_task("games", total=len(jobs), failed=0, tps="-")
 
+            transcripts: set[str] = set()
+
             def finished(record: GameRecord) -> None:
                 store.put(record)
                 if record.error:
@@ -236,6 +240,9 @@ class Runner:
                     summary.failures.append(f"{record.spec_hash}: {record.error}")
                 else:
                     summary.finished += 1
+                    key = record.transcript_key()
+                    summary.replays += key in transcripts
+                    transcripts.add(key)
                 summary.tokens += sum(p.prompt_tokens_encoded + p.completion_tokens for p in record.players)
                 elapsed = max(1e-9, time.perf_counter() - started)
                 progress.update(games, advance=1, failed=summary.failed, tps=f"{summary.tokens / elapsed:,.0f}")

@@ -164,5 +164,25 @@ class GameRecord(BaseModel):
         acts = [a for r in self.rounds for a in r.actions]
         return sum(a == "invalid" for a in acts) / len(acts) if acts else 0.0
 
+    def transcript_key(self) -> str:
+        """An id of what was played: games with identical transcripts (and models) share it.
+
+        Every player's backend, persona and messages (role and content, in order) are hashed; seeds and
+        labels are not. Without chat, actions chosen by comparing log-probabilities do not depend on the
+        seed, so a deterministic model replays the very same game for every repetition: such replays
+        share this key. A failed game keeps its own id (its ``spec_hash``).
+        """
+        if self.error or not self.players:
+            return self.spec_hash
+        h = hashlib.blake2b(digest_size=8)
+        for p in self.players:
+            h.update(f"\x00{p.backend}\x00{p.persona}\x00".encode())
+            for m in p.messages:
+                h.update(m.role.encode())
+                h.update(b"\x01")
+                h.update(m.content.encode())
+                h.update(b"\x02")
+        return h.hexdigest()
+
     def to_json(self) -> str:
         return self.model_dump_json()
