@@ -87,3 +87,15 @@ def test_sit_adaptive_on_the_embedded_model() -> None:
     assert [e.round for e in lm.injections] in ([], [2])
     if lm.injections:
         assert probe["inject"]
+
+
+def test_sit_adaptive_probes_count_in_the_players_totals() -> None:
+    # An unreachable threshold: the probe runs but never injects, so the game is the one played with
+    # no intervention, and the player's totals differ from it by exactly the probe's model work.
+    plain = play("none").players[0]
+    lm = play("sit-adaptive:m=1,threshold=2,probe_items=1").players[0]
+    assert lm.injections == [] and [m.content for m in lm.messages] == [m.content for m in plain.messages]
+    (probe,) = [e for e in lm.intervention_log if e["event"] == "probe"]
+    assert probe["calls"] == 2 and probe["prompt_tokens"] > 0  # 1 item for each of 2 traits
+    assert lm.prompt_tokens == plain.prompt_tokens + probe["prompt_tokens"]
+    assert lm.completion_tokens == plain.completion_tokens

@@ -73,6 +73,9 @@ class TurnContext:
     pre_profile: dict[str, Any] | None
     backend: Backend
     seed: int
+    account: Callable[[Any], None] | None = None
+    """Adds a hook's own model work (anything with ``prompt_tokens``, ``prompt_tokens_encoded``,
+    ``completion_tokens``, ``seconds``) to the player's totals in the record; ``None`` outside a game."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,7 @@ class GameEngine:
         ctx = TurnContext(
             player=p.index, name=p.name, round=round_no, phase=phase, turn=turn,
             messages=tuple(p.messages), system_prompt=p.system_prompt, pre_profile=p.pre_profile,
-            backend=p.backend, seed=self._seed("hook", p.index),
+            backend=p.backend, seed=self._seed("hook", p.index), account=p.account,
         )
         for inj in await p.hook.before_turn(ctx):
             meta = {**inj.message.meta, "kind": P.INJECTION, "intervention": inj.intervention, "round": round_no,

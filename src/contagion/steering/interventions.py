@@ -15,7 +15,8 @@
 * ``sit-adaptive`` — SIT that injects only when the agent drifts: every ``m`` rounds it measures a
   small seeded probe set of trait items on the agent's current history, compares the pro-social index
   of those items with their pre-play scores, and injects SIT reminders only when the index dropped by
-  more than ``threshold``. Every probe and decision is logged in the record.
+  more than ``threshold``. Every probe and decision is logged in the record, with the probe's calls
+  and prompt tokens; the probes' model work is included in the player's token and time totals.
 
 Schedule: an injection due in round ``r`` (``r % k == 0``) is placed before the agent's first turn of
 that round (``position=turn``, the talk turn, or the act turn when there is no chat) or right before
@@ -226,12 +227,15 @@ class SitAdaptive(Sit):
         if ctx.round > 1 and (ctx.round - 1) % p.m == 0:
             post = await measure(ctx.backend, post_play_context(ctx.messages), self.settings,
                                  context_kind="probe", inventory=self.probe)
+            if ctx.account is not None:  # the probe is model work on the agent's context: it counts
+                ctx.account(post.cost)
             index = _index(post.items, self.profile)
             drop = self.pre_index - index
             self.drifting = drop > p.threshold
             self._log.append({"round": ctx.round, "event": "probe", "index": round(index, 6),
                               "pre_index": round(self.pre_index, 6), "drop": round(drop, 6),
-                              "inject": self.drifting})
+                              "inject": self.drifting, "calls": post.cost.calls,
+                              "prompt_tokens": post.cost.prompt_tokens})
         if self.drifting and ctx.round % p.k == 0:
             return self._inject(ctx, f"pro-social index fell by more than {p.threshold} from pre-play")
         return []
