@@ -165,11 +165,14 @@ def bench_run(latency: float, concurrency: int, repetitions: int) -> None:
         env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         started = time.monotonic()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_before = resource.getrusage(resource.RUSAGE_SELF)  # only the server thread runs meanwhile
         proc = subprocess.run([sys.executable, "-m", "contagion", "run", str(path), "--out", str(Path(tmp) / "run"),
                                "--no-progress"], capture_output=True, text=True, env=env, check=False)
         wall = time.monotonic() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        server_cpu = (server_after.ru_utime + server_after.ru_stime) - (server_before.ru_utime + server_before.ru_stime)
         if proc.returncode != 0:
             raise SystemExit(f"contagion run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         times = sorted(clock.times)
@@ -184,7 +187,7 @@ def bench_run(latency: float, concurrency: int, repetitions: int) -> None:
           f"   goal >= 90 %: {'met' if rate >= 0.9 * bound else 'NOT met'}")
     print(f"          whole command incl. interpreter start-up {wall:.2f} s = {len(times) / wall:.1f} req/s "
           f"({100 * len(times) / wall / bound:.1f} % of bound); the run used {cpu:.1f} s CPU "
-          f"= {1000 * cpu / len(times):.2f} ms/request")
+          f"= {1000 * cpu / len(times):.2f} ms/request, the server {1000 * server_cpu / len(times):.2f} ms/request")
 
 
 def main() -> None:
