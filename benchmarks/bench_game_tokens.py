@@ -28,12 +28,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from contagion.backends.base import GenerationConfig, run_sync
-from contagion.backends.embedded import BLOCK, LlamaCppBackend
+from contagion.backends.embedded import BLOCK, LlamaCppBackend, reusable_prefix
 from contagion.backends.registry import build
 from contagion.games.engine import play_game
 from contagion.games.record import GameRecord, GameSpec, PlayerSpec
@@ -66,24 +65,6 @@ class _SimSlot:
     last_used: int = 0
 
 
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _reusable(slot: _SimSlot, tokens: list[int], chunks: list[tuple[int, int]]) -> int:
-    lcp = _common(slot.tokens, tokens)
-    keep = 0
-    for mine, theirs in zip(chunks, slot.chunks, strict=False):
-        if mine != theirs or mine[1] > lcp:
-            break
-        keep = mine[1]
-    return keep
-
-
 Request = tuple[list[int], list[tuple[int, int]]]
 
 
@@ -101,7 +82,7 @@ def replay(requests: list[Request], n_slots: int) -> int:
         best: _SimSlot | None = None
         best_keep = -1
         for slot in slots:
-            keep = _reusable(slot, prompt, chunks)
+            keep = reusable_prefix(slot.tokens, slot.chunks, prompt, chunks)
             if keep > best_keep or (keep == best_keep and best is not None and slot.last_used < best.last_used):
                 best, best_keep = slot, keep
         if (best is None or best_keep == 0) and len(slots) < n_slots:

@@ -57,24 +57,27 @@ ATTENTION_CSV = Path("attention") / "attention.csv"
 # -- formatting -------------------------------------------------------------------------------------
 
 
-def fnum(value: Any, digits: int = 3, signed: bool = False) -> str:
-    """A number for a table: '—' when missing."""
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is missing, not a number, NaN or infinite."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(v):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def fnum(value: Any, digits: int = 3, signed: bool = False) -> str:
+    """A number for a table: '—' when missing."""
+    v = _finite(value)
+    if v is None:
         return "—"
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
 def fp(value: Any) -> str:
     """A p-value: '< 0.001' below a thousandth."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(v):
+    v = _finite(value)
+    if v is None:
         return "—"
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
 
@@ -85,11 +88,9 @@ def fci(low: Any, high: Any) -> str:
 
 
 def fpct(value: Any) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    return "—" if not math.isfinite(v) else f"{v:.0%}"
+    """A share as a whole percentage: '—' when missing."""
+    v = _finite(value)
+    return "—" if v is None else f"{v:.0%}"
 
 
 SHORT_TESTS = {

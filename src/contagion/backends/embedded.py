@@ -58,7 +58,7 @@ from contagion.backends.paths import embedded_model_path
 from contagion.errors import BackendError, BackendUnavailableError
 from contagion.messages import Message
 
-__all__ = ["BLOCK", "LlamaCppBackend", "embedded_model_path"]
+__all__ = ["BLOCK", "LlamaCppBackend", "embedded_model_path", "reusable_prefix"]
 
 BLOCK = 64
 
@@ -81,6 +81,19 @@ def _close_all() -> None:
         handle = getattr(utils, name, None)
         if handle is not None and hasattr(handle, "close"):
             handle.close()
+
+
+def reusable_prefix(held: Sequence[int], held_chunks: Sequence[tuple[int, int]], tokens: Sequence[int],
+                    chunks: Sequence[tuple[int, int]]) -> int:
+    """How many leading tokens of a prompt (``tokens`` in ``chunks``) a cache holding ``held`` in
+    ``held_chunks`` can keep: the chunks both share, whole and identical, up to their common prefix."""
+    lcp = common_prefix(held, tokens)
+    keep = 0
+    for mine, theirs in zip(chunks, held_chunks, strict=False):
+        if mine != theirs or mine[1] > lcp:
+            break
+        keep = mine[1]
+    return keep
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -118,7 +131,7 @@ class LlamaCppBackend(Backend):
         self._special: dict[str, str] = {}
         _LIVE.add(self)
         self.reuse = True  # set False to re-encode every prompt from scratch (benchmarks, tests)
-        self._token_cache: dict[str, list[int]] = {}
+        self._token_cache: dict[str, tuple[list[int], int | None]] = {}
         self._segment_text: dict[tuple[object, ...], str] = {}
         self._newline_tokens: dict[int, bool] = {}
 
@@ -153,15 +166,7 @@ class LlamaCppBackend(Backend):
 
     def _reusable(self, slot: _Slot, tokens: list[int], chunks: list[tuple[int, int]]) -> int:
         """How many leading tokens of the new prompt this slot holds in exactly the same chunks."""
-        if not self.reuse:
-            return 0
-        lcp = common_prefix(slot.tokens, tokens)
-        keep = 0
-        for mine, theirs in zip(chunks, slot.chunks, strict=False):
-            if mine != theirs or mine[1] > lcp:
-                break
-            keep = mine[1]
-        return keep
+        return reusable_prefix(slot.tokens, slot.chunks, tokens, chunks) if self.reuse else 0
 
     def _slot_for(self, tokens: list[int], chunks: list[tuple[int, int]]) -> tuple[_Slot, int]:
         """The slot holding the longest reusable prefix of ``tokens`` (a new slot while the pool has room)."""
@@ -216,10 +221,12 @@ class LlamaCppBackend(Backend):
                 self._slots.append(_Slot(llm=self._new_llm()))
             return list(self._slots[0].llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def _segment_tokens(self, text: str) -> list[int]:
+    def _segment_tokens(self, text: str) -> tuple[list[int], int | None]:
+        """A rendered segment's tokens and where its first content line ends (:meth:`_first_line_end`)."""
         cached = self._token_cache.get(text)
         if cached is None:
-            cached = self.tokenize(text)
+            tokens = self.tokenize(text)
+            cached = (tokens, self._first_line_end(tokens))
             if len(self._token_cache) > 4096:
                 self._token_cache.clear()
             self._token_cache[text] = cached
@@ -257,8 +264,8 @@ class LlamaCppBackend(Backend):
         for n, text in enumerate(texts):
             if not text:
                 continue
-            seg_tokens = self._segment_tokens(text)
-            cut = self._first_line_end(seg_tokens) if n < len(texts) - 1 else None
+            seg_tokens, first_line_end = self._segment_tokens(text)
+            cut = first_line_end if n < len(texts) - 1 else None  # the generation prompt stays whole
             pieces = [(0, len(seg_tokens))] if cut is None else [(0, cut), (cut, len(seg_tokens))]
             for lo, hi in pieces:
                 for i in range(lo, hi, BLOCK):
