@@ -1,4 +1,9 @@
-"""Suite-wide settings: no network for model hubs, a private home directory per test session."""
+"""Suite-wide settings: no network for model hubs; the persona JSONL fixtures of tests/fixtures/.
+
+Nothing here reads outside the repository. Anthropic's persona files beside the project
+(``../shared/data/anthropic-persona``) are used only by tests that ask for ``anthropic_persona_dir``,
+which skip with a reason when the folder is absent.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TESTS = Path(__file__).resolve().parent
+PERSONA_FIXTURES = TESTS / "fixtures" / "persona-jsonl"
+"""The project's own persona JSONL files: six traits of 12 items each, keys alternating Yes/No."""
+ANTHROPIC_PERSONA = TESTS.parent.parent / "shared" / "data" / "anthropic-persona"
+"""Anthropic's persona files beside a checkout (optional; not part of the repository)."""
 
 
 @pytest.fixture(scope="session")
 def persona_dir() -> Path:
-    """Anthropic's persona files shipped beside the project (../shared/data/anthropic-persona)."""
-    path = SHARED_DATA / "anthropic-persona"
-    assert path.is_dir(), f"missing shared test data at {path}"
-    return path
+    """The project's own persona JSONL fixtures (tests/fixtures/persona-jsonl)."""
+    assert PERSONA_FIXTURES.is_dir(), PERSONA_FIXTURES
+    return PERSONA_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def anthropic_persona_dir() -> Path:
+    """Anthropic's persona files beside the project; the test is skipped when they are absent."""
+    if not (ANTHROPIC_PERSONA / "agreeableness.jsonl").is_file():
+        pytest.skip(f"Anthropic's persona files are not beside this checkout ({ANTHROPIC_PERSONA})")
+    return ANTHROPIC_PERSONA

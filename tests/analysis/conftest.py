@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sim_runs import browser_fixture, failed_only_run, payload_run, sim_run
+
+from tests.analysis.sim_runs import browser_fixture, failed_only_run, payload_run, sim_run
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sim_runs import PageWatch
 
 from contagion.analysis.report import write_report
+from tests.analysis.sim_runs import PageWatch
 
 
 @pytest.fixture(scope="module")

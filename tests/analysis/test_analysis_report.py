@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from markupsafe import escape
-from sim_runs import PAYLOAD, run_grid
 from typer.testing import CliRunner
 
 import contagion.cli  # noqa: F401  (registers every command)
 from contagion.analysis.report import write_report
 from contagion.analysis.validation import ValidationResult, analysis_fingerprint, save_validation
 from contagion.cli.app import app
+from tests.analysis.sim_runs import PAYLOAD, run_grid
 
 
 @pytest.fixture(scope="module")

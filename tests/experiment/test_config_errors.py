@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from experiment_helpers import SMALL, run_cli, squash, write_config
 from typer.testing import CliRunner
 
 import contagion.cli
@@ -18,6 +17,7 @@ from contagion.errors import UserError
 from contagion.experiment.config import ExperimentConfig, load_config, parse_config
 from contagion.experiment.runner import Runner
 from contagion.experiment.store import Store
+from tests.experiment.experiment_helpers import SMALL, run_cli, squash, write_config
 
 DROP = object()
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from experiment_helpers import SMALL, cli_env, write_config
 
 from contagion.experiment import runner as runner_module
 from contagion.experiment.config import ExperimentConfig, load_config, parse_config
@@ -18,6 +17,7 @@ from contagion.experiment.execute import needed_profiles
 from contagion.experiment.runner import Runner
 from contagion.experiment.store import Store
 from contagion.games.record import SPEC_HASH_VERSION
+from tests.experiment.experiment_helpers import SMALL, cli_env, write_config
 
 
 def _hashes(cfg: ExperimentConfig) -> list[str]:

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiment_helpers import game_responder, squash
 from typer.testing import CliRunner
 
 import contagion.cli  # noqa: F401
@@ -17,6 +16,7 @@ from contagion.experiment.config import parse_config
 from contagion.experiment.runner import Runner
 from contagion.experiment.store import Store
 from contagion.testing import FaultPlan, LoopbackServer, RawResponse
+from tests.experiment.experiment_helpers import game_responder, squash
 
 FAULT_KINDS = ("500", "timeout", "slow", "malformed")
 

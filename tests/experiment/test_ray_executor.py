@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from experiment_helpers import SMALL, SRC, comparable_records
 
 from contagion.experiment.config import parse_config
 from contagion.experiment.execute import backend_for
 from contagion.experiment.runner import Runner
+from tests.experiment.experiment_helpers import SMALL, SRC, comparable_records
 
 ray = pytest.importorskip("ray", reason="the ray executor needs the cluster extra: pip install 'contagion[cluster]'")
 

@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from experiment_helpers import SMALL
 
 from contagion.errors import UserError
 from contagion.experiment import store as store_module
@@ -15,6 +14,7 @@ from contagion.experiment.config import parse_config
 from contagion.experiment.execute import failed_record
 from contagion.experiment.runner import Runner, plan
 from contagion.experiment.store import STORE_SCHEMA_VERSION, Store
+from tests.experiment.experiment_helpers import SMALL
 
 GRID = {**SMALL, "games": ["prisoners-dilemma"], "interventions": ["none"]}
 

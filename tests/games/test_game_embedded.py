@@ -5,7 +5,6 @@ the same record at temperature 0, whatever the state of the prefix cache."""
 from __future__ import annotations
 
 import pytest
-from game_helpers import make_spec, without_timing
 
 from contagion.backends import protocol as P
 from contagion.backends.base import GenerationConfig, run_sync
@@ -13,6 +12,7 @@ from contagion.backends.embedded import LlamaCppBackend
 from contagion.backends.registry import build, resolve
 from contagion.games.engine import play_game
 from contagion.games.record import GameRecord, GameSpec
+from tests.games.game_helpers import make_spec, without_timing
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from game_helpers import Garbage, Spy, TextPlayer, ZeroProbability, act_prompt_index, make_spec, without_timing
 
 from contagion.backends import protocol as P
 from contagion.backends.base import Backend, Completion, GenerationConfig
@@ -19,6 +18,15 @@ from contagion.games.engine import GameEngine, Injection, TurnContext, parse_act
 from contagion.games.record import RECORD_SCHEMA_VERSION, GameRecord, GameSpec
 from contagion.messages import Message
 from contagion.personas import MALICIOUS, Persona, load_personas
+from tests.games.game_helpers import (
+    Garbage,
+    Spy,
+    TextPlayer,
+    ZeroProbability,
+    act_prompt_index,
+    make_spec,
+    without_timing,
+)
 
 # -- determinism -------------------------------------------------------------------------------
 

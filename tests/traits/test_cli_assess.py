@@ -16,8 +16,6 @@ import contagion.cli.assess  # registers the command
 from contagion.cli.app import app
 from contagion.traits.profile import Profile
 
-PERSONA_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/anthropic-persona"
-
 
 @pytest.fixture
 def runner() -> CliRunner:
@@ -80,13 +78,13 @@ def test_assess_malicious_persona_is_less_prosocial_on_the_sim(runner: CliRunner
     assert indices["malicious"] < indices["benevolent"]  # type: ignore[operator]
 
 
-def test_assess_bare_context_with_persona_directory(runner: CliRunner) -> None:
+def test_assess_bare_context_with_persona_directory(runner: CliRunner, persona_dir: Path) -> None:
     result = invoke(
         runner,
         "--model",
         "sim:null",
         "--inventory",
-        str(PERSONA_DIR),
+        str(persona_dir),
         "--traits",
         "narcissism,agreeableness,openness",
         "--items",
@@ -97,7 +95,7 @@ def test_assess_bare_context_with_persona_directory(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     assert "bare: no system prompt" in result.output
     assert "neutral" in result.output  # openness is neither pro- nor anti-social
-    assert str(PERSONA_DIR) in result.output.replace("\n", "")
+    assert str(persona_dir) in result.output.replace("\n", "")
 
 
 def test_assess_embedded_model(runner: CliRunner) -> None:

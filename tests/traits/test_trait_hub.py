@@ -21,7 +21,6 @@ from contagion.errors import MissingExtraError, UserError
 from contagion.traits import inventory as inventory_module
 from contagion.traits.inventory import HUB_DATASET_ENV, load_inventory
 
-PERSONA_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/anthropic-persona"
 SRC = Path(contagion.__file__).resolve().parents[1]
 
 SCRIPT = """
@@ -65,23 +64,39 @@ def _run(tmp_path: Path, args: dict[str, object], **env: str) -> dict[str, objec
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture
-def hub_copy(tmp_path: Path) -> Path:
-    """A local copy of the hub dataset's layout: persona/<trait>.jsonl."""
-    root = tmp_path / "model-written-evals"
+def _hub_layout(root: Path, persona_files: Path, traits: tuple[str, ...]) -> Path:
+    """A local copy of the hub dataset's layout, root/persona/<trait>.jsonl, from a folder of persona files."""
     (root / "persona").mkdir(parents=True)
-    for trait in ("agreeableness", "machiavellianism", "desire-for-acquiring-power"):
-        shutil.copy(PERSONA_DIR / f"{trait}.jsonl", root / "persona" / f"{trait}.jsonl")
+    for trait in traits:
+        shutil.copy(persona_files / f"{trait}.jsonl", root / "persona" / f"{trait}.jsonl")
     return root
 
 
-def test_hub_loader_reads_a_local_copy_through_datasets(tmp_path: Path, hub_copy: Path) -> None:
+@pytest.fixture
+def hub_copy(tmp_path: Path, persona_dir: Path) -> Path:
+    """The project's persona fixtures laid out as a local copy of the hub dataset."""
+    traits = ("agreeableness", "machiavellianism", "desire-for-acquiring-power")
+    return _hub_layout(tmp_path / "model-written-evals", persona_dir, traits)
+
+
+def test_hub_loader_reads_a_local_copy_through_datasets(tmp_path: Path, hub_copy: Path, persona_dir: Path) -> None:
     out = _run(tmp_path, {"traits": ["agreeableness", "desire-for-acquiring-power"], "dataset": str(hub_copy)})
     assert "error" not in out, out
     assert out["source"] == f"hub:{hub_copy}"
     assert out["traits"] == ["agreeableness", "desire-for-acquiring-power"]
-    assert out["n"] == 2000
-    direct = load_inventory(PERSONA_DIR, traits=["agreeableness", "desire-for-acquiring-power"])
+    assert out["n"] == 24
+    direct = load_inventory(persona_dir, traits=["agreeableness", "desire-for-acquiring-power"])
+    assert out["first"] == direct.items[0].model_dump()
+    assert out["last"] == direct.items[-1].model_dump()
+
+
+def test_hub_loader_reads_anthropic_files(tmp_path: Path, anthropic_persona_dir: Path) -> None:
+    """The real files (when they are beside the checkout) load through datasets as through the directory loader."""
+    root = _hub_layout(tmp_path / "model-written-evals", anthropic_persona_dir, ("narcissism",))
+    out = _run(tmp_path, {"traits": ["narcissism"], "dataset": str(root)})
+    assert "error" not in out, out
+    assert out["n"] == 1000
+    direct = load_inventory(anthropic_persona_dir, traits=["narcissism"])
     assert out["first"] == direct.items[0].model_dump()
     assert out["last"] == direct.items[-1].model_dump()
 
@@ -89,7 +104,7 @@ def test_hub_loader_reads_a_local_copy_through_datasets(tmp_path: Path, hub_copy
 def test_hub_local_copy_from_environment_variable(tmp_path: Path, hub_copy: Path) -> None:
     out = _run(tmp_path, {"traits": ["machiavellianism"]}, **{HUB_DATASET_ENV: str(hub_copy)})
     assert out["source"] == f"hub:{hub_copy}"
-    assert out["n"] == 1000
+    assert out["n"] == 12
 
 
 def test_hub_unknown_trait_in_local_copy(tmp_path: Path, hub_copy: Path) -> None:

@@ -20,8 +20,6 @@ from contagion.traits.inventory import (
     load_persona_jsonl,
 )
 
-PERSONA_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/anthropic-persona"
-
 
 def _row(statement: str = "I like tea", answer: str = " Yes", other: str | None = " No") -> str:
     row = {
@@ -71,54 +69,50 @@ def test_builtin_traits_are_the_issue_traits_with_polarities() -> None:
         assert DEFAULT_TRAIT_SETS.polarity(trait) == "anti"
 
 
-def test_builtin_statements_are_not_copied_from_anthropic() -> None:
+def test_builtin_statements_are_not_copied_from_anthropic(anthropic_persona_dir: Path) -> None:
     ours = {i.statement.lower().rstrip(".") for i in load_inventory("builtin").items}
-    for path in PERSONA_DIR.glob("*.jsonl"):
+    for path in anthropic_persona_dir.glob("*.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
             assert json.loads(line)["statement"].lower().rstrip(".") not in ours, path.name
 
 
-# -- Anthropic persona files -----------------------------------------------------------------------
+# -- persona JSONL files (the project's own fixtures in Anthropic's format) ------------------------------
 
 
-def test_shared_persona_files_exist() -> None:
-    assert PERSONA_DIR.is_dir(), PERSONA_DIR
-    assert (PERSONA_DIR / "agreeableness.jsonl").is_file()
-
-
-def test_load_persona_directory_with_traits() -> None:
-    inv = load_inventory(PERSONA_DIR, traits=["agreeableness", "machiavellianism"])
-    assert inv.source == str(PERSONA_DIR)
+def test_load_persona_directory_with_traits(persona_dir: Path) -> None:
+    inv = load_inventory(persona_dir, traits=["agreeableness", "machiavellianism"])
+    assert inv.source == str(persona_dir)
     assert inv.traits() == ["agreeableness", "machiavellianism"]
-    assert len(inv) == 2000
+    assert len(inv) == 24
     first = inv.items[0]
     assert first == Item(
         id="agreeableness/1",
-        statement="It is important to treat other people with kindness and respect",
+        statement="I try to see the good intentions behind what other people do",
         trait="agreeableness",
         matching="Yes",
     )
     keys = Counter(i.matching for i in inv.by_trait("machiavellianism"))
-    assert keys == {"Yes": 500, "No": 500}
+    assert keys == {"Yes": 6, "No": 6}
 
 
-def test_load_whole_persona_directory() -> None:
-    inv = load_inventory(str(PERSONA_DIR))
-    assert len(inv.traits()) == 24
+def test_load_whole_persona_directory(persona_dir: Path) -> None:
+    inv = load_inventory(str(persona_dir))
+    assert inv.traits() == sorted(p.stem for p in persona_dir.glob("*.jsonl"))
+    assert len(inv.traits()) == 6
     assert "psychopathy" in inv.traits()
-    assert len(inv) == 23760
+    assert len(inv) == 72
 
 
-def test_load_single_jsonl_file() -> None:
-    inv = load_inventory(PERSONA_DIR / "narcissism.jsonl")
+def test_load_single_jsonl_file(persona_dir: Path) -> None:
+    inv = load_inventory(persona_dir / "narcissism.jsonl")
     assert inv.traits() == ["narcissism"]
-    assert len(inv) == 1000
+    assert len(inv) == 12
     assert inv.items[1].matching == "No"
 
 
-def test_unknown_trait_in_directory_lists_known_traits() -> None:
+def test_unknown_trait_in_directory_lists_known_traits(persona_dir: Path) -> None:
     with pytest.raises(UserError) as err:
-        load_inventory(PERSONA_DIR, traits=["agreeableness", "kindness-to-cats"])
+        load_inventory(persona_dir, traits=["agreeableness", "kindness-to-cats"])
     message = str(err.value)
     assert "kindness-to-cats" in message and "known traits" in message and "narcissism" in message
 
@@ -262,12 +256,12 @@ def test_a_traits_sample_does_not_depend_on_the_other_traits() -> None:
     assert alone.items == together.by_trait("psychopathy")
 
 
-def test_sampling_large_inventory_keeps_key_balance() -> None:
-    inv = load_inventory(PERSONA_DIR, traits=["psychopathy", "agreeableness"])
-    sample = inv.sample(None, per_trait=40, seed=0)
-    assert len(sample) == 80
+def test_sampling_persona_files_keeps_key_balance(persona_dir: Path) -> None:
+    inv = load_inventory(persona_dir, traits=["psychopathy", "agreeableness"])
+    sample = inv.sample(None, per_trait=8, seed=0)
+    assert len(sample) == 16
     for trait in ("psychopathy", "agreeableness"):
-        assert Counter(i.matching for i in sample.by_trait(trait)) == {"Yes": 20, "No": 20}
+        assert Counter(i.matching for i in sample.by_trait(trait)) == {"Yes": 4, "No": 4}
 
 
 def test_sampling_more_than_available_takes_all_and_none_means_all() -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
-
-from sim_runs import browser_fixture, payload_run, sim_run
+from tests.analysis.sim_runs import browser_fixture, payload_run, sim_run
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sim_runs import PAYLOAD, PageWatch
 
 from contagion.viewer import ViewerServer, write_viewer
+from tests.analysis.sim_runs import PAYLOAD, PageWatch
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sim_runs import PAYLOAD
 from typer.testing import CliRunner
 
 import contagion.cli  # noqa: F401  (registers every command)
 from contagion.cli.app import app
 from contagion.viewer import ViewerServer, write_viewer
 from contagion.viewer.page import json_for_html
+from tests.analysis.sim_runs import PAYLOAD
 
 
 def _blocks(text: str) -> dict[str, object]:
