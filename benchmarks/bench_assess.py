@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.backends.base import Backend, GenerationConfig, Scores, run_sync
 from contagion.backends.registry import build
 from contagion.games.dilemmas import load_dilemma

@@ -121,13 +121,13 @@ def child_overhead(config_path: str, out: str) -> dict[str, Any]:
 
     from contagion.backends.base import GenerationConfig
     from contagion.experiment.config import load_config
-    from contagion.experiment.execute import backend_for
+    from contagion.backends.registry import resolve
     from contagion.experiment.runner import Runner
     from contagion.experiment.store import Store
     from contagion.messages import Message
 
     cfg = load_config(Path(config_path))
-    backend = backend_for("embedded")
+    backend = resolve("embedded")
     warm = [Message(role="user", content="Say hello.")]
     asyncio.run(backend.generate(warm, GenerationConfig(max_tokens=4)))  # loads the model: not the runner's cost
     asyncio.run(backend.score_choices(warm, ["Yes", "No"], prefix="Answer: "))

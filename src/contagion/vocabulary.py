@@ -1,4 +1,4 @@
-"""The structured facts (``Message.meta``) that non-LM players read.
+"""The game vocabulary: the structured facts (``Message.meta``) that non-LM players read.
 
 Real models see only role and content. Scripted players and simulated models act on the game state
 they are shown through these keys, which the engine and the assessment write. Keeping the vocabulary

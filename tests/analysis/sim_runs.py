@@ -12,10 +12,10 @@ from typing import Any
 from rich.console import Console
 
 from contagion.experiment.config import parse_config
-from contagion.experiment.execute import failed_record
+from contagion.experiment.trial import failed_record
 from contagion.experiment.runner import Runner
 from contagion.experiment.store import Store
-from contagion.games.record import GameRecord
+from contagion.experiment.record import GameRecord
 
 SIM_CONFIG: dict[str, Any] = {
     "name": "sim test run",
@@ -79,11 +79,11 @@ def payload_run(base: Path) -> tuple[Path, str]:
     with Store.open_existing(src) as source, Store.open(run_dir) as store:
         store.set_config(source.config() or {})
         for record in source.iter_records():
-            if not poisoned and record.labels.get("composition") == "one-malicious" and record.spec.chat_turns:
+            if not poisoned and record.labels.get("composition") == "one-malicious" and record.spec.game.chat_turns:
                 record = _poison(record)
                 poisoned = record.spec_hash
             store.put(record)
-        spec = record.spec.model_copy(update={"seed": 999})
+        spec = record.spec.model_copy(update={"game": record.spec.game.model_copy(update={"seed": 999})})
         store.put(failed_record(spec, {**record.labels, "rep": 999}, f"RuntimeError: model said {PAYLOAD}", 0.1))
     marker.write_text(poisoned)
     return run_dir, poisoned

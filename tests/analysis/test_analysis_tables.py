@@ -19,7 +19,7 @@ from contagion.analysis.tables import (
     tables_from_records,
 )
 from contagion.experiment.store import Store
-from contagion.games.record import GameRecord
+from contagion.experiment.record import GameRecord
 
 
 def test_one_row_per_focal_agent_and_trait(sim_run_dir: Path) -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.backends.base import GenerationConfig, ScoreMethod, run_sync
 from contagion.backends.registry import VALID_FORMS, build, resolve
 from contagion.backends.scripted import ScriptedBackend

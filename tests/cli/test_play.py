@@ -11,9 +11,9 @@ import yaml
 from typer.testing import CliRunner, Result
 
 import contagion.cli  # noqa: F401  (registers the commands)
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.cli.app import app
-from contagion.games.record import GameRecord
+from contagion.experiment.record import GameRecord
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def test_play_prints_the_game_and_writes_the_record(runner: CliRunner, tmp_path:
         assert needle in text, needle
     record = load(out)
     assert record.error is None
-    assert record.spec.game == "chicken" and record.spec.rounds == 3 and record.spec.seed == 7
-    assert [p.label() for p in record.spec.players] == ["scripted:tit-for-tat", "sim:planted", "malicious=sim:planted"]
+    assert record.spec.game.game == "chicken" and record.spec.game.rounds == 3 and record.spec.game.seed == 7
+    assert [p.label() for p in record.spec.game.players] == ["scripted:tit-for-tat", "sim:planted", "malicious=sim:planted"]
     assert [p.persona for p in record.players] == ["default", "default", "malicious"]
     # the conversation is printed as it happens, and the action table with labels and payoffs
     for r in record.rounds:
@@ -90,8 +90,8 @@ def test_options_reach_the_record(runner: CliRunner, tmp_path: Path) -> None:
     assert record.players[0].persona == "stoic" and record.players[0].persona_text == "You stay calm and say little."
     assert record.players[1].backend == "scripted:random?p=0.5&seed=3"
     assert "unknown number of rounds" in record.players[0].system_prompt
-    assert record.spec.reveal_horizon is False and record.spec.chat_turns == 0
-    assert record.spec.generation.temperature == 0.7 and record.spec.generation.max_tokens == 20
+    assert record.spec.game.reveal_horizon is False and record.spec.game.chat_turns == 0
+    assert record.spec.game.generation.temperature == 0.7 and record.spec.game.generation.max_tokens == 20
     assert all(r.talk == [] for r in record.rounds)
     assert {a.label for p in record.players for a in p.actions} <= {"share", "grab"}
 
@@ -179,7 +179,7 @@ BAD_GAME_ORDER = {"name": "bad", "kind": "prisoners-dilemma", "cooperate": "shar
         (["--intervention", "sit-adaptive:m=0", *TWO], "intervention sit-adaptive: m:"),
         (["--intervention", "sit-adaptive:k=-3", *TWO], "intervention sit-adaptive: k:"),
         (["--intervention", "sit:n=0", *TWO], "intervention sit: n:"),
-        (["--intervention", "sit:kk=2", *TWO], "intervention sit: kk: Extra inputs are not permitted"),
+        (["--intervention", "sit:kk=2", *TWO], "intervention sit: kk: unknown key"),
         (["--intervention", "sit:source=vibes", *TWO], "intervention sit: source:"),
         (["--intervention", "sit:k", *TWO], "parameter 'k' must look like name=value"),
         (["--intervention", "sit:min_support=0.2", *TWO], "intervention sit: min_support:"),

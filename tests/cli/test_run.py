@@ -26,7 +26,7 @@ import contagion.cli
 from contagion.cli.app import app
 from contagion.cli.run import demo_config
 from contagion.experiment.store import Store
-from contagion.games.record import GameRecord
+from contagion.experiment.record import GameRecord
 from contagion.testing import LoopbackServer, RawResponse
 from contagion.testing.loopback import default_responder
 
@@ -220,7 +220,7 @@ def test_export_jsonl_and_parquet_round_trip(tmp_path: Path) -> None:
         player = record.players[[p.name for p in record.players].index(row["player"])]
         assert (row["backend"], row["persona"], row["focal"]) == (player.backend, player.persona, player.focal)
         assert row["total"] == pytest.approx(player.total)
-        assert row["composition"] == record.labels["composition"] and row["seed"] == record.spec.seed
+        assert row["composition"] == record.labels["composition"] and row["seed"] == record.spec.game.seed
         if player.post_profile is not None:
             assert math.isclose(row["post_prosocial"], player.post_profile["prosocial_index"])
         if row["record_json"] is not None:
@@ -299,10 +299,10 @@ def test_demo_config_is_the_promised_experiment() -> None:
     specs = list(cfg.expand())
     assert len(specs) == cfg.size() == 3 * 2 * 3
     for spec, labels in specs:
-        focal = [p for p in spec.players if p.focal]
+        focal = [p for p in spec.game.players if p.focal]
         assert focal and all(p.persona == "default" for p in focal)
         if labels["composition"] == "one-malicious":
-            assert spec.players[2].persona == "malicious" and not spec.players[2].focal
+            assert spec.game.players[2].persona == "malicious" and not spec.game.players[2].focal
 
 
 def test_demo_help() -> None:

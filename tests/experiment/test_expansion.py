@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from contagion.experiment.trial import needed_profiles
 
 from contagion.experiment import runner as runner_module
 from contagion.experiment.config import ExperimentConfig, load_config, parse_config
-from contagion.experiment.execute import needed_profiles
+from contagion.experiment.record import SPEC_HASH_VERSION
 from contagion.experiment.runner import Runner
 from contagion.experiment.store import Store
-from contagion.games.record import SPEC_HASH_VERSION
 from tests.experiment.experiment_helpers import SMALL, cli_env, write_config
 
 
@@ -31,9 +31,9 @@ def test_every_cell_and_repetition_is_one_distinct_spec() -> None:
     assert len(set(_hashes(cfg))) == len(expanded)
     seeds = {(lab["game"], lab["composition"], lab["intervention"], lab["chat_turns"]): set() for _, lab in expanded}
     for spec, lab in expanded:
-        assert spec.seed == cfg.seed + lab["rep"]  # common seeds across conditions
-        assert spec.chat_turns == lab["chat_turns"] and spec.game == lab["game"]
-        seeds[(lab["game"], lab["composition"], lab["intervention"], lab["chat_turns"])].add(spec.seed)
+        assert spec.game.seed == cfg.seed + lab["rep"]  # common seeds across conditions
+        assert spec.game.chat_turns == lab["chat_turns"] and spec.game.game == lab["game"]
+        seeds[(lab["game"], lab["composition"], lab["intervention"], lab["chat_turns"])].add(spec.game.seed)
     assert all(s == {0, 1, 2} for s in seeds.values())
 
 
@@ -102,9 +102,9 @@ def test_default_experiment_has_the_controls() -> None:
     assert {lab["chat_turns"] for lab in labels} == set(cfg.chat_turns)
     assert {"all-default", "scripted-defector"} <= {lab["composition"] for lab in labels}
     spec = next(s for s, lab in cfg.expand() if lab["composition"] == "scripted-defector")
-    scripted = spec.players[2]
+    scripted = spec.game.players[2]
     assert scripted.backend == "scripted:always-defect" and not scripted.focal
-    assert all(p.focal for p in spec.players[:2])
+    assert all(p.focal for p in spec.game.players[:2])
 
 
 def test_seats_players_and_focal_agents() -> None:
@@ -126,13 +126,13 @@ def test_seats_players_and_focal_agents() -> None:
 
 def _count_measurements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
-    real = runner_module.measure_pre_profile
+    real = runner_module.measure_agent
 
-    async def counting(backend: str, system: Any, settings: Any) -> dict[str, Any]:
+    async def counting(backend: str, system: Any, settings: Any) -> Any:
         calls.append((backend, system.content))
         return await real(backend, system, settings)
 
-    monkeypatch.setattr(runner_module, "measure_pre_profile", counting)
+    monkeypatch.setattr(runner_module, "measure_agent", counting)
     return calls
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from contagion.backends.registry import resolve
 from contagion.experiment.config import parse_config
-from contagion.experiment.execute import backend_for
 from contagion.experiment.runner import Runner
 from tests.experiment.experiment_helpers import SMALL, SRC, comparable_records
 
@@ -60,9 +60,9 @@ def test_ray_and_local_executors_store_identical_records(tmp_path: Path, local_r
 
 def test_remote_backends_keep_their_own_request_timeout() -> None:
     """The robust wrapper must not cut a request the backend spec allows more time (``?timeout=``)."""
-    slow = backend_for("openai:big-model@http://127.0.0.1:9/v1?timeout=600")
+    slow = resolve("openai:big-model@http://127.0.0.1:9/v1?timeout=600")
     assert slow.timeout is None and slow.inner.timeout == 600  # type: ignore[attr-defined]
-    assert backend_for("sim:planted") is not None
+    assert resolve("sim:planted") is not None
 
 
 def test_a_task_ray_could_not_run_becomes_a_failed_record() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from contagion.experiment.config import load_config
-from contagion.games.record import GameRecord
+from contagion.experiment.record import GameRecord
 from tests.experiment.experiment_helpers import SMALL, cli_env, comparable_records, contagion_cmd, run_cli, write_config
 
 # 2 models x 3 games x 2 compositions x 2 interventions x 2 chat settings x 6 repetitions = 288 games,

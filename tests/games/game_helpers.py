@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.backends.base import (
     Backend,
     Capabilities,
@@ -16,7 +16,7 @@ from contagion.backends.base import (
     ScoreMethod,
     Scores,
 )
-from contagion.games.record import GameRecord, GameSpec, PlayerSpec
+from contagion.games.record import GamePlay, GameSpec, PlayerSpec
 from contagion.messages import Message
 
 # Fields that measure time, not outcome: they differ between two runs of the same spec.
@@ -28,7 +28,7 @@ def make_spec(*players: str, **fields: Any) -> GameSpec:
     return GameSpec(players=tuple(PlayerSpec.parse(p) for p in players), **fields)
 
 
-def without_timing(record: GameRecord) -> dict[str, Any]:
+def without_timing(record: GamePlay) -> dict[str, Any]:
     """The record as JSON-ready data, minus the timing fields (everything else must be identical)."""
     data = record.model_dump(mode="json")
     for key in TIMING_FIELDS:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.backends.base import GenerationConfig, run_sync
 from contagion.backends.embedded import LlamaCppBackend
 from contagion.backends.registry import build, resolve
 from contagion.games.engine import play_game
-from contagion.games.record import GameRecord, GameSpec
+from contagion.games.record import GamePlay, GameSpec
 from tests.games.game_helpers import make_spec, without_timing
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ SPEC: GameSpec = make_spec(
 )
 
 
-def play_on_a_fresh_model(spec: GameSpec) -> GameRecord:
+def play_on_a_fresh_model(spec: GameSpec) -> GamePlay:
     """One game on a newly loaded embedded model (empty prefix cache) shared by its language-model players."""
     backend = build("embedded")
     try:
@@ -35,11 +35,11 @@ def play_on_a_fresh_model(spec: GameSpec) -> GameRecord:
 
 
 @pytest.fixture(scope="module")
-def game() -> GameRecord:
+def game() -> GamePlay:
     return run_sync(play_game(SPEC, backends=[resolve("embedded")] * 3))
 
 
-def test_a_real_three_player_game_completes_with_valid_actions(game: GameRecord) -> None:
+def test_a_real_three_player_game_completes_with_valid_actions(game: GamePlay) -> None:
     assert game.error is None
     assert len(game.rounds) == 2 and len(game.players) == 3
     assert game.invalid_rate == 0.0
@@ -72,7 +72,7 @@ def test_a_real_three_player_game_completes_with_valid_actions(game: GameRecord)
     assert game.players[2].persona == "malicious" and "Lie to them" in game.players[2].system_prompt
 
 
-def test_same_seed_on_a_fresh_model_gives_an_identical_record(game: GameRecord) -> None:
+def test_same_seed_on_a_fresh_model_gives_an_identical_record(game: GamePlay) -> None:
     first = play_on_a_fresh_model(SPEC)
     again = play_on_a_fresh_model(SPEC)
     # identical except the timing fields: actions, log-probs, chat text, token counts, everything
@@ -86,7 +86,7 @@ def test_same_seed_on_a_fresh_model_gives_an_identical_record(game: GameRecord) 
     assert warm == fresh
 
 
-def test_each_history_is_encoded_about_once(game: GameRecord) -> None:
+def test_each_history_is_encoded_about_once(game: GamePlay) -> None:
     """Prefix reuse across a player's turns: the prompt tokens encoded over the game stay within 1.2 x
     the minimum (each player's final history, chat-templated, encoded once) — not the sum of all prompts."""
     backend = resolve("embedded")

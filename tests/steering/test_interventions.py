@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.backends.registry import build
 from contagion.errors import UserError
-from contagion.games.engine import TurnContext, play_game
-from contagion.games.record import GameRecord, GameSpec, InterventionSpec, PlayerSpec
+from contagion.experiment.trial import GameRecord, TrialSpec, run_trial
+from contagion.games.engine import TurnContext
+from contagion.games.record import GameSpec, PlayerSpec
 from contagion.messages import Message
-from contagion.steering import build_hooks, make_intervention, parse_intervention, select_reminders
+from contagion.steering import InterventionSpec, make_intervention, parse_intervention, select_reminders
 from contagion.steering.interventions import (
     AdaptiveParams,
     Intervention,
@@ -34,15 +35,16 @@ from contagion.traits.settings import AssessmentSettings
 ASSESS = {"items": 2, "bootstrap": 100}
 
 
-def spec_of(*players: str, intervention: str = "none", **fields: Any) -> GameSpec:
-    return GameSpec(players=tuple(PlayerSpec.parse(p) for p in players),
-                    intervention=parse_intervention(intervention), assessment=ASSESS, **fields)
+def spec_of(*players: str, intervention: str = "none", **fields: Any) -> TrialSpec:
+    """A trial as ``contagion play`` makes one: interventions steer, traits are not measured after play."""
+    return TrialSpec(game=GameSpec(players=tuple(PlayerSpec.parse(p) for p in players), **fields),
+                     intervention=parse_intervention(intervention), assessment=ASSESS, measure=False)
 
 
-async def play_with(spec: GameSpec) -> GameRecord:
-    backends = [build(p.backend) for p in spec.players]
-    hooks, profiles = await build_hooks(spec, backends)
-    return await play_game(spec, backends=backends, hooks=hooks, pre_profiles=profiles)
+async def play_with(spec: TrialSpec) -> GameRecord:
+    record = await run_trial(spec)
+    assert record.error is None, record.error
+    return record
 
 
 def injected(messages: list[Message]) -> list[tuple[int, Message, Message]]:
@@ -403,7 +405,7 @@ def test_sit_without_a_pre_play_profile_is_a_clear_error(name: str) -> None:
         ("sit:n=0", "intervention sit: n:"),
         ("sit:k=1.5", "intervention sit: k:"),
         ("sit:position=middle", "intervention sit: position:"),
-        ("none:k=2", "intervention none: k: Extra inputs are not permitted"),
+        ("none:k=2", "intervention none: k: unknown key"),
         ("sit:k", "parameter 'k' must look like name=value"),
     ],
 )
@@ -413,26 +415,29 @@ def test_bad_intervention_specs_are_clear_errors(text: str, needle: str) -> None
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
-async def test_build_hooks_rejects_a_bad_intervention_before_any_work() -> None:
-    spec = GameSpec(players=(PlayerSpec(backend="sim:null"),) * 2,
-                    intervention=InterventionSpec(name="sit", params={"k": 0}))
+async def test_a_trial_rejects_a_bad_intervention_before_any_work() -> None:
+    spec = TrialSpec(game=GameSpec(players=(PlayerSpec(backend="sim:null"),) * 2),
+                     intervention=InterventionSpec(name="sit", params={"k": 0}))
     with pytest.raises(UserError, match="intervention sit: k"):
-        await build_hooks(spec, [build("sim:null")] * 2)
+        await run_trial(spec)
 
 
-async def test_build_hooks_measures_pre_play_profiles_only_when_needed() -> None:
+async def test_a_trial_measures_pre_play_profiles_only_when_needed() -> None:
     for name, measured in (("none", False), ("repeat-system", False), ("sit", True), ("sit-adaptive", True)):
-        spec = spec_of("sim:null", "scripted:always-defect", intervention=name, rounds=1)
-        hooks, profiles = await build_hooks(spec, [build("sim:null"), build("scripted:always-defect")])
-        assert (profiles[0] is not None) == measured, name
-        assert profiles[1] is None and hooks[1] is None, "scripted players get no intervention"
-        assert hooks[0] is not None
+        record = await play_with(spec_of("sim:null", "scripted:always-defect", intervention=name, rounds=1))
+        agent, bot = record.players
+        assert (agent.pre_profile is not None) == measured, name
+        assert bot.pre_profile is None and not bot.injections and not bot.intervention_log, \
+            "scripted players get no intervention"
     # profiles handed in (e.g. from the runner's cache) are used as they are
     given = KIND_AGENT.to_record()
-    spec = spec_of("sim:null", "sim:null", intervention="sit", rounds=1)
-    hooks, profiles = await build_hooks(spec, [build("sim:null")] * 2, pre_profiles=[given, None])
-    assert profiles[0] == given and profiles[1] is not None and profiles[1] != given
-    assert isinstance(hooks[0], Sit) and hooks[0].reminders == select_reminders(KIND_AGENT, SitParams(), 0)
+    spec = spec_of("sim:null", "sim:null", intervention="sit:k=1", rounds=2)
+    record = await run_trial(spec, pre_profiles=[given, None])
+    first, second = record.players
+    assert first.pre_profile == given and second.pre_profile is not None and second.pre_profile != given
+    own = select_reminders(KIND_AGENT, SitParams(k=1), spec.game.seed * 1000)
+    sentences = [line[2:] for e in first.injections for line in e.text.splitlines()[1:]]
+    assert sentences and set(sentences) <= set(own)
 
 
 async def test_each_agent_is_reminded_of_its_own_pre_play_profile_in_a_game() -> None:
@@ -442,7 +447,7 @@ async def test_each_agent_is_reminded_of_its_own_pre_play_profile_in_a_game() ->
     told = []
     for i, p in enumerate(record.players):
         assert p.pre_profile is not None and p.pre_profile["context_kind"] == "pre"
-        own = select_reminders(Profile.from_record(p.pre_profile), SitParams(k=1, n=2), seed=spec.seed * 1000 + i)
+        own = select_reminders(Profile.from_record(p.pre_profile), SitParams(k=1, n=2), seed=spec.game.seed * 1000 + i)
         sentences = [line[2:] for e in p.injections for line in e.text.splitlines()[1:]]
         assert sentences and set(sentences) <= set(own)
         check_reminders_are_supported(Profile.from_record(p.pre_profile), own, SitParams(k=1, n=2))

@@ -2,7 +2,7 @@
 counteract it) SIT reduces measured post-play drift relative to no intervention, and adaptive SIT
 injects less often for the same or smaller drift; with ``sim:null`` nothing changes.
 
-Games run end to end through :func:`contagion.experiment.execute.execute_game` (pre-play profiles
+Games run end to end through :func:`contagion.experiment.trial.run_trial` (pre-play profiles
 measured first, as the runner does, so ``none`` games have them too). Drift is each focal player's
 post-play minus pre-play pro-social index, averaged over the focal players of a game. Seeds vary the
 simulated model's noise, the talk order and the item sample.
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from contagion.backends.base import run_sync
-from contagion.experiment.execute import execute_game, measure_pre_profile, needed_profiles
+from contagion.experiment.trial import TrialSpec, measure_agent, needed_profiles, run_trial
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.steering import parse_intervention
 from contagion.traits.settings import AssessmentSettings
@@ -38,18 +38,19 @@ _pre_cache: dict[str, dict[str, Any]] = {}
 async def outcome(variant: str, intervention: str, seed: int, *, malicious: bool = True) -> Outcome:
     backend = f"sim:{variant}?seed={seed}"
     third = PlayerSpec(backend=backend, persona="malicious" if malicious else "default", focal=False)
-    spec = GameSpec(
-        players=(PlayerSpec(backend=backend), PlayerSpec(backend=backend), third),
-        rounds=ROUNDS, chat_turns=1, seed=seed, intervention=parse_intervention(intervention),
-        assessment={"items": 3, "seed": seed, "bootstrap": 100},
+    spec = TrialSpec(
+        game=GameSpec(players=(PlayerSpec(backend=backend), PlayerSpec(backend=backend), third),
+                      rounds=ROUNDS, chat_turns=1, seed=seed),
+        intervention=parse_intervention(intervention),
+        assessment=AssessmentSettings(items=3, seed=seed, bootstrap=100),
     )
-    settings = AssessmentSettings.from_spec(spec.assessment)
-    pre: list[dict[str, Any] | None] = [None] * len(spec.players)
+    pre: list[dict[str, Any] | None] = [None] * len(spec.game.players)
     for i, key, system in needed_profiles(spec, {}):
         if key not in _pre_cache:
-            _pre_cache[key] = await measure_pre_profile(spec.players[i].backend, system, settings)
+            _pre_cache[key] = (await measure_agent(spec.game.players[i].backend, system,
+                                                   spec.assessment)).to_record()
         pre[i] = _pre_cache[key]
-    record = await execute_game(spec, {}, pre_profiles=pre)
+    record = await run_trial(spec, pre_profiles=pre)
     assert record.error is None, record.error
     focal = [p for p in record.players if p.focal]
     assert len(focal) == 2 and all(p.pre_profile and p.post_profile for p in focal)

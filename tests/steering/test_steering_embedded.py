@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.backends.base import GenerationConfig, run_sync
-from contagion.backends.registry import resolve
-from contagion.games.engine import play_game
-from contagion.games.record import GameRecord, GameSpec, PlayerSpec
-from contagion.steering import build_hooks, parse_intervention, select_reminders
+from contagion.experiment.trial import GameRecord, TrialSpec, run_trial
+from contagion.games.record import GameSpec, PlayerSpec
+from contagion.steering import parse_intervention, select_reminders
 from contagion.steering.interventions import SitParams
 from contagion.traits.profile import Profile
 
@@ -20,18 +19,12 @@ ASSESS = {"items": 2, "traits": ["agreeableness", "machiavellianism"], "bootstra
 
 
 def play(intervention: str, chat_turns: int = 0) -> GameRecord:
-    spec = GameSpec(
-        players=(PlayerSpec(backend="embedded"), PlayerSpec(backend="scripted:always-defect")),
-        rounds=2, chat_turns=chat_turns, seed=11, intervention=parse_intervention(intervention), assessment=ASSESS,
-        generation=GenerationConfig(max_tokens=8),
+    spec = TrialSpec(
+        game=GameSpec(players=(PlayerSpec(backend="embedded"), PlayerSpec(backend="scripted:always-defect")),
+                      rounds=2, chat_turns=chat_turns, seed=11, generation=GenerationConfig(max_tokens=8)),
+        intervention=parse_intervention(intervention), assessment=ASSESS, measure=False,
     )
-    backends = [resolve(p.backend) for p in spec.players]
-
-    async def run() -> GameRecord:
-        hooks, profiles = await build_hooks(spec, backends)
-        return await play_game(spec, backends=backends, hooks=hooks, pre_profiles=profiles)
-
-    record = run_sync(run())
+    record = run_sync(run_trial(spec))
     assert record.error is None, record.error
     lm = record.players[0]
     assert [a.method for a in lm.actions] == ["score:full-continuation"] * 2
@@ -59,7 +52,7 @@ def sit_checks(record: GameRecord, params: SitParams) -> list[str]:
     assert lm.pre_profile is not None
     profile = Profile.from_record(lm.pre_profile)
     assert profile.context_kind == "pre" and profile.method == "full-continuation" and len(profile.items) == 4
-    own = select_reminders(profile, params, seed=record.spec.seed * 1000)
+    own = select_reminders(profile, params, seed=record.spec.game.seed * 1000)
     told = [line[2:] for e in lm.injections for line in e.text.splitlines()[1:]]
     assert set(told) <= set(own)  # only the agent's own, supported statements
     return own

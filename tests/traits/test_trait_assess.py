@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.backends.base import (
     Backend,
     Capabilities,

@@ -33,8 +33,11 @@ from typing import Any
 
 import pandas as pd
 
+from contagion.backends.registry import kind_of
+from contagion.errors import UserError
+from contagion.experiment.record import GameRecord
 from contagion.experiment.store import Store
-from contagion.games.record import GameRecord, PlayerRecord
+from contagion.games.record import PlayerRecord
 
 PROSOCIAL = "prosocial-index"
 """The ``trait`` value of the pro-social index rows in :attr:`RunTables.drift`."""
@@ -50,6 +53,14 @@ BENEVOLENT = "benevolent"
 OTHER = "other"
 
 
+def _scripted(backend: str) -> bool:
+    """Whether a recorded backend is a scripted strategy (asked of the registry, nothing is loaded)."""
+    try:
+        return kind_of(backend).scripted
+    except UserError:  # an identity that is no spec (a model id): a language model
+        return False
+
+
 def composition_kind(personas: Iterable[str], backends: Iterable[str]) -> str:
     """What a seating is, whatever the user named it.
 
@@ -58,8 +69,8 @@ def composition_kind(personas: Iterable[str], backends: Iterable[str]) -> str:
     player), ``all-default`` (every player a default-persona LM), ``benevolent`` or ``other``.
     """
     seats = list(zip(personas, backends, strict=True))
-    lm = [(p, b) for p, b in seats if not b.startswith("scripted:")]
-    scripted = [b for _, b in seats if b.startswith("scripted:")]
+    lm = [(p, b) for p, b in seats if not _scripted(b)]
+    scripted = [b for _, b in seats if _scripted(b)]
     if any(p == "malicious" for p, _ in lm):
         return MALICIOUS_LM
     if any(b.split("?")[0] == "scripted:always-defect" for b in scripted):
@@ -243,29 +254,29 @@ class TableBuilder:
         labels = record.labels
         players = record.players
         kind = composition_kind([p.persona for p in players], [p.backend for p in players]) if players else ""
-        if not players and record.spec.players:
-            kind = composition_kind([p.persona for p in record.spec.players],
-                                    [p.backend for p in record.spec.players])
+        if not players and record.spec.game.players:
+            kind = composition_kind([p.persona for p in record.spec.game.players],
+                                    [p.backend for p in record.spec.game.players])
         composition = str(labels.get("composition", ""))
-        if composition and composition not in self.info.compositions and (players or record.spec.players):
+        if composition and composition not in self.info.compositions and (players or record.spec.game.players):
             self.info.compositions[composition] = kind
-            self.info.composition_seats[composition] = [p.label() for p in record.spec.players]
+            self.info.composition_seats[composition] = [p.label() for p in record.spec.game.players]
         cond = (
             record.spec_hash, history_key(record), str(labels.get("model", players[0].backend if players else "")),
-            str(labels.get("game", record.spec.game)), composition, kind,
+            str(labels.get("game", record.spec.game.game)), composition, kind,
             str(labels.get("intervention", record.spec.intervention.label())), record.spec.intervention.name,
-            int(labels.get("chat_turns", record.spec.chat_turns)), int(labels.get("rep", 0)), record.spec.seed,
+            int(labels.get("chat_turns", record.spec.game.chat_turns)), int(labels.get("rep", 0)), record.spec.game.seed,
         )
-        self.info.seeds.add(record.spec.seed)
+        self.info.seeds.add(record.spec.game.seed)
         if record.contagion_version:
             self.info.versions[record.contagion_version] += 1
         if record.error:
             self.info.counts["failed"] = self.info.counts.get("failed", 0) + 1
-            self._games.add((*cond, "failed", record.error, len(record.spec.players), len(record.rounds),
+            self._games.add((*cond, "failed", record.error, len(record.spec.game.players), len(record.rounds),
                              None, None, None, "", record.wall_seconds))
             return
         self.info.counts["ok"] = self.info.counts.get("ok", 0) + 1
-        lm = [not p.backend.startswith("scripted:") for p in players]
+        lm = [p.language_model for p in players]
         for rnd in record.rounds:
             for i, p in enumerate(players):
                 self._actions.add((*cond, rnd.round, p.name, p.persona, p.focal, lm[i], rnd.actions[i],

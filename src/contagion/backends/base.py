@@ -11,7 +11,8 @@ import asyncio
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -102,7 +103,11 @@ class Capabilities(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    language_model: bool = True
+    language_model: bool = Field(True, description="A language model (False: a scripted strategy).")
+    local: bool = Field(False, description="Runs in this process (no server to wait for).")
+    cpu_bound: bool = Field(False, description="Computes on this machine's CPU: games run best one at a time.")
+    simulated: bool = Field(False, description="A simulated model with a known rule (validation), not a real one.")
+    scripted: bool = Field(False, description="A scripted game strategy: acts, but has no traits to measure.")
     logprobs: bool = True
     score_method: ScoreMethod = ScoreMethod.FULL
     prefix_caching: bool = False
@@ -130,6 +135,39 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One :meth:`Backend.score_choices` call, for :meth:`Backend.score_choices_many`."""
+
+    messages: Sequence[Message]
+    choices: Sequence[str]
+    prefix: str = ""
+
+
+async def gather_bounded(calls: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """Await every call with at most ``limit`` in flight; results in the calls' order.
+
+    The first failure cancels the calls not yet finished and is raised (like a task group, but the
+    error itself, not a group of one).
+    """
+    if limit <= 1 or len(calls) <= 1:
+        return [await call() for call in calls]
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
+        async with semaphore:
+            return await call()
+
+    tasks = [asyncio.ensure_future(one(call)) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class Backend(ABC):
     """A model. Subclasses implement the two async calls and declare their capabilities."""
 
@@ -153,6 +191,25 @@ class Backend(ABC):
 
         Every call returns one score per choice, in order, or raises; never a partial result.
         """
+
+    score_concurrency: int = 1
+    """How many ``score_choices`` calls the default :meth:`score_choices_many` keeps in flight."""
+
+    batches_scores: bool = False
+    """Whether :meth:`score_choices_many` answers a batch as one model call (retried as a unit)."""
+
+    async def score_choices_many(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        """Scores for several requests at once, in their order: the same answers as one
+        :meth:`score_choices` call each, raised errors included (the first one raised).
+
+        The caller fixes the batch (e.g. one profile's items, one round's actions), never timing. This
+        default awaits :meth:`score_choices` with at most :attr:`score_concurrency` calls in flight;
+        backends that can do better (one batched model call, concurrent requests) override it.
+        """
+        calls = [
+            (lambda r=r: self.score_choices(r.messages, r.choices, prefix=r.prefix)) for r in requests
+        ]
+        return await gather_bounded(calls, self.score_concurrency)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, model memory)."""

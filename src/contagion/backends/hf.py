@@ -631,3 +631,8 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
     vocab = tokenizer.get_vocab()
     ids.update(vocab[m] for m in _END_MARKERS if m in vocab)
     return ids
+
+
+def build_hf(rest: str, params: dict[str, str], spec: str) -> HFBackend:
+    """The registry's factory for ``hf:PATH_OR_ID``."""
+    return HFBackend(rest, **params)

@@ -25,22 +25,31 @@ that first-token distribution (method ``first-token-top-logprobs``):
   returned, as the truth must be, without pretending to know how far below. Floored choices are
   listed in ``Scores.detail["floored"]`` (and the floor value in ``detail["floor"]``).
 
-When the server returns no logprobs (the field is absent or null) or the spec says ``logprobs=0``, the
-backend samples ``samples`` short answers at temperature 1 (seeds 0..n-1, reproducible where the server
-honours ``seed``), counts which choice each answer starts with and scores choice ``c`` as
+When the spec says ``logprobs=0``, or the server turns out to have no logprobs at all, the backend
+samples ``samples`` short answers at temperature 1 (seeds 0..n-1, reproducible where the server honours
+``seed``), counts which choice each answer starts with and scores choice ``c`` as
 ``log((count_c + 0.5) / (n + 0.5·k))`` for ``k`` choices. The method is then ``sampled-fallback``, the
-counts and answers are in ``Scores.detail``; it is an estimate and says so. After one reply without
-logprobs the backend stops asking for them and its ``capabilities`` report the fallback.
+counts and answers are in ``Scores.detail``; it is an estimate and says so. Each sampled request is retried
+on its own (:func:`~contagion.backends.robust.retry_call`, ``sample_retries`` times), so one flaky reply
+does not sink the other samples; the retries are counted in ``Scores.detail["retries"]``.
+
+The method is decided once per backend, never flipped mid-run: a server is taken to have no logprobs
+only when its first :data:`LOGPROB_PROBES` scoring replies in a row all lack them (and none ever had
+them); the backend then switches to the sampled fallback before it has scored anything, and its
+``capabilities`` say so. Once a reply has carried logprobs, a reply without them is a transient fault
+(``BackendError(transient=True)``), retried like a 503 — the method stays first-token.
 
 A ``prefix`` cannot be pre-filled into the assistant's turn through a chat API, so it becomes an
 instruction appended to the last user message (:data:`PREFIX_INSTRUCTION`): the reply should be what
 comes right after the prefix. A model that repeats the prefix anyway shifts the first token; the
 sampled fallback strips a repeated prefix, the first-token method cannot.
 
-Errors: HTTP 408/429/5xx, timeouts, dropped connections and unparseable JSON bodies raise
-``BackendError(transient=True)`` — a truncated body is typically a proxy or load-balancer hiccup that a
-retry fixes. Other 4xx replies and well-formed JSON without the expected fields raise
-``BackendError(transient=False)``: the same request will fail again. A refused connection before any
+Errors: HTTP 408/429/5xx, timeouts, dropped connections, unparseable JSON bodies and an empty ``choices``
+list raise ``BackendError(transient=True)`` — a truncated body or an empty reply is typically a proxy,
+load-balancer or overloaded-server hiccup that a retry fixes. A ``Retry-After`` header (seconds or an
+HTTP date) is passed on as ``BackendError.retry_after``. Other 4xx replies (400, 401, 404, ...) and
+well-formed JSON without the expected fields raise ``BackendError(transient=False)``: the same request
+will fail again. A refused connection before any
 request ever reached the server raises :class:`~contagion.errors.BackendUnavailableError` naming the
 URL and the fix; later, the server may just be restarting, so it is transient.
 
@@ -56,6 +65,7 @@ grew with the number of open connections, aiohttp ~0.2 ms.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import functools
 import json
 import math
@@ -78,6 +88,7 @@ from contagion.backends.base import (
     ScoreMethod,
     Scores,
 )
+from contagion.backends.robust import leaf_errors, retry_call, should_retry
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, wire
 
@@ -92,12 +103,15 @@ PARAMS: dict[str, str] = {
     "logprobs": "0 if the server returns no logprobs (default 1)",
     "samples": "answers sampled per score by the fallback (default 20)",
     "top_logprobs": "first-token candidates to request, 1..20 (default 20)",
+    "sample_retries": "retries of each sampled-fallback request, 0..20 (default 5)",
 }
 """Options accepted after ``?`` in the spec."""
 
 _OUTCOME_PARAMS = ("logprobs", "samples", "top_logprobs")  # change results, so part of the identity
 _DEFAULTS = {"logprobs": "1", "samples": "20", "top_logprobs": "20"}
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
+LOGPROB_PROBES = 3
+"""Scoring replies in a row without logprobs (and none before with them) that show a server has none."""
 _SAMPLE_CONCURRENCY = 8
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _ClientEntry = tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]  # a loop's client and its closer
@@ -140,6 +154,10 @@ def _logsumexp(values: Sequence[float]) -> float:
 class OpenAIBackend(Backend):
     """A model behind an OpenAI-compatible ``/chat/completions`` endpoint (see the module docstring)."""
 
+    score_concurrency = 16
+    """``score_choices_many`` (one profile's items, one round's actions) sends this many requests at once:
+    the server batches them, so a 60-item profile waits about four round trips, not sixty."""
+
     def __init__(self, model: str, base_url: str, **params: str | float) -> None:
         unknown = sorted(set(params) - set(PARAMS))
         if unknown:
@@ -159,11 +177,13 @@ class OpenAIBackend(Backend):
         self.timeout = self._number(params, "timeout", 60.0, low=0.001)
         self.samples = int(self._number(params, "samples", 20, low=1, integer=True))
         self.top_logprobs = int(self._number(params, "top_logprobs", 20, low=1, high=20, integer=True))
+        self.sample_retries = int(self._number(params, "sample_retries", 5, low=0, high=20, integer=True))
         flag = str(params.get("logprobs", "1")).strip().lower()
         if flag not in ("0", "1", "true", "false"):
             raise BackendSpecError("option logprobs of an openai: backend must be 0 or 1")
         self.server_logprobs = flag in ("1", "true")
         self._logprobs_missing = None if self.server_logprobs else "logprobs=0 in the backend spec"
+        self._logprobs_seen = False  # a scoring reply has carried logprobs: the method is settled
 
         base = f"openai:{model}@{base_url}"
         canonical = {
@@ -171,6 +191,7 @@ class OpenAIBackend(Backend):
             "logprobs": "1" if self.server_logprobs else "0",
             "samples": str(self.samples),
             "top_logprobs": str(self.top_logprobs),
+            "sample_retries": str(self.sample_retries),
         }
         given = {k: canonical[k] for k in sorted(params)}  # the spec keeps what was asked for
         self.spec = base + ("?" + "&".join(f"{k}={v}" for k, v in given.items()) if given else "")
@@ -258,6 +279,7 @@ class OpenAIBackend(Backend):
             async with (await self._client()).post(url, json=payload) as response:
                 status = response.status
                 reason = response.reason or ""
+                wait = _retry_after(response.headers.get("Retry-After")) if status >= 400 else None
                 raw = await response.read()
         except aiohttp.ClientConnectorError as exc:
             if not self._reached_server:
@@ -286,7 +308,9 @@ class OpenAIBackend(Backend):
         seconds = time.perf_counter() - started
         self._reached_server = True
         if status >= 400:
-            raise self._http_error(status, reason, raw)
+            error = self._http_error(status, reason, raw)
+            error.retry_after = wait
+            raise error
         try:
             data = json.loads(raw)
         except ValueError:
@@ -333,7 +357,9 @@ class OpenAIBackend(Backend):
 
     def _first_choice(self, data: dict[str, Any]) -> dict[str, Any]:
         choices = data.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        if isinstance(choices, list) and not choices:  # an overloaded or filtering server's empty answer
+            raise BackendError(f"{self.base_url} sent a reply with an empty choices list", transient=True)
+        if not isinstance(choices, list) or not isinstance(choices[0], dict):
             raise BackendError(f"{self.base_url} sent a reply without choices[0]")
         choice = choices[0]
         message = choice.get("message")
@@ -395,11 +421,23 @@ class OpenAIBackend(Backend):
         wired = self._with_prefix(messages, prefix)
         started = time.perf_counter()
         if self._logprobs_missing is None:
-            scores = await self._score_first_token(wired, choices)
-            if scores is not None:
-                scores.seconds = time.perf_counter() - started
-                scores.detail["prefix_instruction"] = bool(prefix.strip())
-                return scores
+            for _ in range(LOGPROB_PROBES):
+                scores = await self._score_first_token(wired, choices)
+                if scores is not None:
+                    scores.seconds = time.perf_counter() - started
+                    scores.detail["prefix_instruction"] = bool(prefix.strip())
+                    return scores
+                if self._logprobs_seen or self._logprobs_missing is not None:
+                    break
+            if self._logprobs_missing is None:
+                if not self._logprobs_seen:
+                    self._no_logprobs("the server returned no logprobs")
+                else:
+                    raise BackendError(
+                        f"{self.base_url} sent a reply without logprobs, though it has sent them before; "
+                        "treated as a transient server fault (the scoring method is not changed)",
+                        transient=True,
+                    )
         assert self._logprobs_missing is not None
         scores = await self._score_sampled(wired, choices, prefix)
         scores.seconds = time.perf_counter() - started
@@ -434,10 +472,8 @@ class OpenAIBackend(Backend):
         choice = self._first_choice(data)
         candidates = self._candidates(choice.get("logprobs"))
         if candidates is None:
-            self._logprobs_missing = "the server returned no logprobs"
-            self.server_logprobs = False
-            self.capabilities = self._capabilities()
-            return None
+            return None  # score_choices decides: a server without logprobs, or a transient fault
+        self._logprobs_seen = True
         prompt, _, encoded = self._usage(data)
         finite = [lp for _, lp in candidates if math.isfinite(lp)]
         if not finite:
@@ -470,6 +506,13 @@ class OpenAIBackend(Backend):
             prompt_tokens_encoded=encoded,
             detail={"matched": matched, "floored": floored, "floor": floor, "candidates": len(candidates)},
         )
+
+    def _no_logprobs(self, reason: str) -> None:
+        """Settle on the sampled fallback for good (only before any first-token score was made)."""
+        self._logprobs_missing = reason
+        self.server_logprobs = False
+        self.capabilities = self.capabilities.model_copy(
+            update={"logprobs": False, "score_method": ScoreMethod.SAMPLED})  # keeps facts the registry added
 
     def _candidates(self, logprobs: Any) -> list[tuple[str, float]] | None:
         """(token, logprob) pairs for the first generated token, or None when the server sent none."""
@@ -510,6 +553,18 @@ class OpenAIBackend(Backend):
         longest = max(len(prefix) + len(c) for c in choices)
         max_tokens = min(64, 4 + longest // 2)
         gate = asyncio.Semaphore(_SAMPLE_CONCURRENCY)
+        retries = 0
+
+        def count_retry(_: BaseException | None) -> None:
+            nonlocal retries
+            retries += 1
+
+        async def request(payload: dict[str, Any]) -> tuple[str, int, int]:
+            async with gate:
+                data, _ = await self._post(payload)
+            text = self._first_choice(data)["message"].get("content") or ""
+            prompt, _, encoded = self._usage(data)
+            return text, prompt, encoded
 
         async def sample(seed: int) -> tuple[str, int, int]:
             payload = {
@@ -519,14 +574,15 @@ class OpenAIBackend(Backend):
                 "temperature": 1.0,
                 "seed": seed,
             }
-            async with gate:
-                data, _ = await self._post(payload)
-            text = self._first_choice(data)["message"].get("content") or ""
-            prompt, _, encoded = self._usage(data)
-            return text, prompt, encoded
+            return await retry_call(lambda: request(payload), max_retries=self.sample_retries,
+                                    backoff_initial=0.25, backoff_max=5, on_retry=count_retry,
+                                    what=f"{self.base_url} (sampled fallback, seed {seed})")
 
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(sample(seed)) for seed in range(n)]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(sample(seed)) for seed in range(n)]
+        except BaseExceptionGroup as group_error:
+            raise _representative(group_error, n) from None
         results = [t.result() for t in tasks]
 
         counts = [0] * len(choices)
@@ -554,6 +610,7 @@ class OpenAIBackend(Backend):
                 "unmatched": unmatched,
                 "answers": [r[0][:60] for r in results],
                 "smoothing": "(count + 0.5) / (samples + 0.5 * choices)",
+                "retries": retries,
             },
         )
 
@@ -591,6 +648,36 @@ async def _shutdown(client: aiohttp.ClientSession, guard: AsyncGenerator[None, N
         await client.close()
 
 
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delay seconds or an HTTP date), or None if absent/unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _representative(group: BaseExceptionGroup[BaseException], requests: int) -> BaseException:
+    """The one error to raise for parallel requests that failed: a permanent one if there is one (a retry
+    cannot help then), else the first; a note says how many of the requests failed."""
+    leaves = leaf_errors(group)
+    if any(isinstance(leaf, asyncio.CancelledError) for leaf in leaves) and len(leaves) == 1:
+        return leaves[0]
+    permanent = [leaf for leaf in leaves if not should_retry(leaf)]
+    chosen = (permanent or leaves)[0]
+    chosen.add_note(f"{len(leaves)} of {requests} sampled-fallback requests failed")
+    return chosen
+
+
 def _leading_choice(answer: str, choices: Sequence[str], prefix: str) -> int | None:
     """Index of the choice the answer starts with (longest wins, whole words), or None."""
     text = answer.lstrip(_ANSWER_LEAD).casefold()
@@ -606,3 +693,11 @@ def _leading_choice(answer: str, choices: Sequence[str], prefix: str) -> int | N
             if not rest or not rest[0].isalnum():
                 best, best_len = i, len(target)
     return best
+
+
+def build_openai(rest: str, params: dict[str, str], spec: str) -> OpenAIBackend:
+    """The registry's factory for ``openai:MODEL@BASE_URL``."""
+    model, at, url = rest.rpartition("@")
+    if not at or not model or not url:
+        raise BackendSpecError(f"backend spec {spec!r} must look like openai:MODEL@BASE_URL")
+    return OpenAIBackend(model=model, base_url=url, **params)

@@ -1,4 +1,4 @@
-"""Backend spec strings → backends.
+"""Backend spec strings → backends. Each kind registers here once, with what it is.
 
 Forms (also listed in every error about an unknown spec):
 
@@ -10,35 +10,85 @@ Forms (also listed in every error about an unknown spec):
 - ``hf:PATH_OR_ID`` — a transformers model (extra ``whitebox``); ``hf:embedded`` loads the embedded
   GGUF through transformers for white-box work.
 - ``scripted:STRATEGY`` — always-cooperate, always-defect, tit-for-tat, grim-trigger, random.
-- ``sim:planted`` / ``sim:null`` — simulated models with a planted contagion effect / none.
+- ``sim:VARIANT`` — simulated models with a known rule (a planted contagion effect, or a null twin).
 
 Parameters follow a ``?``: ``scripted:random?seed=3``, ``sim:planted?contagion=0.3&seed=1``,
 ``embedded?n_ctx=8192``.
+
+Every registered kind declares what it is (a language model or not, local, CPU-bound, simulated,
+scripted). :func:`kind_of` answers from the declaration without loading anything, and the backend's
+:class:`~contagion.backends.base.Capabilities` carry the same facts, so nothing outside this package
+needs to look at a spec's prefix. :func:`resolve` always returns the backend behind the robust wrapper
+(timeouts, classified retries, usage counting), on every entry point.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from contagion.backends.base import Backend
+from contagion.backends.robust import RobustBackend
 from contagion.errors import BackendSpecError
 
-VALID_FORMS = (
-    "embedded",
-    "gguf:PATH",
-    "openai:MODEL@BASE_URL",
-    "hf:PATH_OR_ID (or hf:embedded)",
-    "scripted:STRATEGY (always-cooperate, always-defect, tit-for-tat, grim-trigger, random)",
-    "sim:planted | sim:null",
-)
+REMOTE_TIMEOUT = 120.0
+"""Seconds a remote call may take before it is retried (a backend with its own ``?timeout=`` keeps it)."""
+MAX_RETRIES = 6
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """One registered kind of backend and the facts every backend of it shares."""
+
+    name: str
+    form: str
+    factory: str
+    """``module:function`` building the backend from ``(rest, params, spec)``; imported on first use."""
+    language_model: bool = True
+    local: bool = False
+    cpu_bound: bool = False
+    simulated: bool = False
+    scripted: bool = False
+    takes_rest: bool = True
+    """Whether the spec needs text after ``NAME:`` (``gguf:PATH``) or is the bare name (``embedded``)."""
+
+    def facts(self) -> dict[str, bool]:
+        return {"language_model": self.language_model, "local": self.local, "cpu_bound": self.cpu_bound,
+                "simulated": self.simulated, "scripted": self.scripted}
+
+
+_KINDS: dict[str, BackendKind] = {}
+
+
+def register(kind: BackendKind) -> None:
+    """Add a kind of backend (also the way for plug-ins to add one)."""
+    _KINDS[kind.name] = kind
+
+
+register(BackendKind("embedded", "embedded", "contagion.backends.embedded:build_embedded",
+                     local=True, cpu_bound=True, takes_rest=False))
+register(BackendKind("gguf", "gguf:PATH", "contagion.backends.embedded:build_gguf", local=True, cpu_bound=True))
+register(BackendKind("openai", "openai:MODEL@BASE_URL", "contagion.backends.openai_compat:build_openai"))
+register(BackendKind("hf", "hf:PATH_OR_ID (or hf:embedded)", "contagion.backends.hf:build_hf",
+                     local=True, cpu_bound=True))
+register(BackendKind("scripted", "scripted:STRATEGY (always-cooperate, always-defect, tit-for-tat, "
+                     "grim-trigger, random)", "contagion.backends.scripted:build_scripted",
+                     language_model=False, local=True, scripted=True))
+register(BackendKind("sim", "sim:planted | sim:null", "contagion.backends.sim:build_sim", local=True,
+                     simulated=True))
+
+
+def valid_forms() -> str:
+    return "; ".join(k.form for k in _KINDS.values())
+
+
+VALID_FORMS = tuple(k.form for k in _KINDS.values())
 
 _cache: dict[str, Backend] = {}
 _lock = threading.Lock()
-
-
-def _valid_forms() -> str:
-    return "; ".join(VALID_FORMS)
 
 
 def split_params(spec: str) -> tuple[str, dict[str, str]]:
@@ -48,63 +98,57 @@ def split_params(spec: str) -> tuple[str, dict[str, str]]:
     return base, params
 
 
+def _parse(spec: str) -> tuple[BackendKind, str, dict[str, str]]:
+    base, params = split_params(spec.strip())
+    name, sep, rest = base.partition(":")
+    kind = _KINDS.get(name)
+    if kind is None or (kind.takes_rest and not rest) or (not kind.takes_rest and sep):
+        raise BackendSpecError(f"unknown backend spec {spec.strip()!r}; valid forms: {valid_forms()}")
+    return kind, rest, params
+
+
+def kind_of(spec: str) -> BackendKind:
+    """What a spec names (language model, local, simulated, scripted …), without building or loading it."""
+    return _parse(spec)[0]
+
+
 def build(spec: str) -> Backend:
-    """A new backend for ``spec`` (no sharing). Most callers want :func:`resolve`."""
-    spec = spec.strip()
-    base, params = split_params(spec)
-    kind, sep, rest = base.partition(":")
-    if kind == "embedded" and not sep:
-        from contagion.backends.embedded import LlamaCppBackend, embedded_model_path
-
-        return LlamaCppBackend(embedded_model_path(), spec="embedded", **_int_params(spec, params))
-    if kind == "gguf" and rest:
-        from contagion.backends.embedded import LlamaCppBackend
-
-        return LlamaCppBackend(rest, spec=f"gguf:{rest}", **_int_params(spec, params))
-    if kind == "openai" and rest:
-        from contagion.backends.openai_compat import OpenAIBackend
-
-        model, at, url = rest.rpartition("@")
-        if not at or not model or not url:
-            raise BackendSpecError(f"backend spec {spec!r} must look like openai:MODEL@BASE_URL")
-        return OpenAIBackend(model=model, base_url=url, **params)
-    if kind == "hf" and rest:
-        from contagion.backends.hf import HFBackend
-
-        return HFBackend(rest, **params)
-    if kind == "scripted" and rest:
-        from contagion.backends.scripted import ScriptedBackend
-
-        return ScriptedBackend(rest, params)
-    if kind == "sim" and rest:
-        from contagion.backends.sim import SimBackend
-
-        return SimBackend(rest, params)
-    raise BackendSpecError(f"unknown backend spec {spec!r}; valid forms: {_valid_forms()}")
+    """A new, bare backend for ``spec`` (no sharing, no wrapper): checks the spec's options without
+    loading a model or touching the network. Most callers want :func:`resolve`."""
+    kind, rest, params = _parse(spec)
+    module, _, function = kind.factory.partition(":")
+    factory: Callable[[str, dict[str, str], str], Backend] = getattr(importlib.import_module(module), function)
+    backend = factory(rest, params, spec.strip())
+    backend.capabilities = backend.capabilities.model_copy(update=kind.facts())
+    return backend
 
 
-def _int_params(spec: str, params: dict[str, str]) -> dict[str, int]:
-    allowed = {"n_ctx", "n_threads", "n_slots"}
-    bad = set(params) - allowed
-    if bad:
-        raise BackendSpecError(f"unknown option(s) {sorted(bad)} in {spec!r}; valid: {sorted(allowed)}")
-    try:
-        return {k: int(v) for k, v in params.items()}
-    except ValueError:
-        raise BackendSpecError(f"options in {spec!r} must be integers") from None
+def wrap(backend: Backend) -> RobustBackend:
+    """The robust wrapper every caller gets: retries (classified) for all, a timeout for remote models.
+
+    Local models run on this machine and are never cut by a timeout (a slow CPU is not a hung server);
+    a remote backend with its own per-request timeout (``openai:…?timeout=``) keeps it, so a fixed outer
+    cap never cuts a slow server the user allowed more time.
+    """
+    if isinstance(backend, RobustBackend):
+        return backend
+    own_timeout = getattr(backend, "timeout", None)
+    timeout = None if backend.capabilities.local or own_timeout else REMOTE_TIMEOUT
+    return RobustBackend(backend, timeout=timeout, max_retries=MAX_RETRIES)
 
 
-def resolve(spec: str) -> Backend:
-    """The shared backend for ``spec``: a model is loaded once per process and reused."""
+def resolve(spec: str) -> RobustBackend:
+    """The shared backend for ``spec``, behind the robust wrapper: a model is loaded once per process."""
     key = spec.strip()
     with _lock:
         backend = _cache.get(key)
         if backend is None:
-            backend = build(key)
+            backend = wrap(build(key))
             _cache[key] = backend
+        assert isinstance(backend, RobustBackend)
         return backend
 
 
 def is_language_model(spec: str) -> bool:
     """Whether a spec names a language model (as opposed to a scripted strategy), without loading it."""
-    return not spec.strip().startswith("scripted:")
+    return kind_of(spec).language_model

@@ -1,7 +1,7 @@
 """Scripted game players: deterministic strategies for controls and fast tests.
 
 A scripted player is not a language model. It chooses its action from the observations it has been
-shown (``Message.meta``, see :mod:`contagion.backends.protocol`), never from hidden globals, and its
+shown (``Message.meta``, see :mod:`contagion.vocabulary`), never from hidden globals, and its
 chat messages are fixed sentences. Its scores carry the method ``scripted``: log-prob 0 for the chosen
 action and -inf for the other.
 
@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.backends.base import (
     Backend,
     Capabilities,
@@ -98,11 +98,33 @@ class ScriptedBackend(Backend):
                 f"unknown option(s) {unknown} for scripted:{strategy}; "
                 + (f"valid: {sorted(allowed)}" if allowed else "it takes none")
             )
+        self._check_params(strategy)
         query = "&".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         self.spec = f"scripted:{strategy}" + (f"?{query}" if query else "")
         self.capabilities = Capabilities(
             language_model=False, logprobs=True, score_method=ScoreMethod.SCRIPTED, deterministic=True
         )
+
+    def _check_params(self, strategy: str) -> None:
+        """Every option parses and is in range now, when the spec is built, not in the middle of a game."""
+        if "p" in self.params:
+            raw = self.params["p"]
+            try:
+                p = float(raw)
+            except ValueError:
+                p = math.nan
+            if not 0.0 <= p <= 1.0:  # also refuses nan and inf
+                raise BackendSpecError(
+                    f"option p of scripted:{strategy} must be a probability between 0 and 1, got {raw!r}"
+                )
+        if "seed" in self.params:
+            raw = self.params["seed"]
+            try:
+                seed = int(raw)
+            except ValueError:
+                raise BackendSpecError(f"option seed of scripted:{strategy} must be an integer, got {raw!r}") from None
+            if not -(2**63) <= seed < 2**63:
+                raise BackendSpecError(f"option seed of scripted:{strategy} must fit in 64 bits, got {raw!r}")
 
     def decide(self, messages: Sequence[Message]) -> bool:
         """Whether the strategy cooperates given what it has been shown."""
@@ -127,3 +149,8 @@ class ScriptedBackend(Backend):
             ],
             method=ScoreMethod.SCRIPTED,
         )
+
+
+def build_scripted(rest: str, params: dict[str, str], spec: str) -> ScriptedBackend:
+    """The registry's factory for ``scripted:STRATEGY``."""
+    return ScriptedBackend(rest, params)

@@ -2,7 +2,7 @@
 
 They exist to prove that the analysis finds an effect that is there, at its size, and no phantom one,
 and to run paper-scale grids in minutes. They read only what is in their context (``Message.meta``,
-see :mod:`contagion.backends.protocol`, plus the text of other players' chat).
+see :mod:`contagion.vocabulary`, plus the text of other players' chat).
 
 The rule (``sim:planted``; every number is a parameter, ``sim:planted?contagion=0.2&reminder=0.8``):
 
@@ -36,7 +36,7 @@ import random
 import time
 from collections.abc import Sequence
 
-from contagion.backends import protocol as P
+from contagion import vocabulary as P
 from contagion.backends.base import (
     Backend,
     Capabilities,
@@ -218,3 +218,8 @@ class SimBackend(Backend):
             ],
             method=ScoreMethod.SIMULATED,
         )
+
+
+def build_sim(rest: str, params: dict[str, str], spec: str) -> SimBackend:
+    """The registry's factory for ``sim:VARIANT``."""
+    return SimBackend(rest, params)

@@ -9,16 +9,19 @@ import typer
 from rich.table import Table
 
 from contagion.backends.base import run_sync
-from contagion.backends.registry import resolve
+from contagion.backends.registry import kind_of, resolve
+from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
 from contagion.errors import BackendError, UserError
+from contagion.experiment.trial import measure_agent
+from contagion.fileio import write_atomic
 from contagion.games.dilemmas import load_dilemma
-from contagion.games.engine import player_name, system_prompt_for
-from contagion.messages import Message
+from contagion.games.engine import system_messages
+from contagion.games.record import GameSpec, PlayerSpec
 from contagion.personas import load_personas, resolve_persona
-from contagion.traits.assess import assess, bare_context, pre_play_context
-from contagion.traits.inventory import load_inventory
+from contagion.traits.assess import bare_context
 from contagion.traits.profile import Profile
+from contagion.traits.settings import AssessmentSettings, measure
 
 PLAYERS = 3
 ROUNDS = 5
@@ -105,27 +108,31 @@ def assess_command(
         )
     if items is not None and items < 1:
         raise UserError(f"--items must be at least 1 (got {items})")
-    if bootstrap < 1:
-        raise UserError(f"--bootstrap must be at least 1 (got {bootstrap})")
+    if bootstrap < 100:
+        raise UserError(f"--bootstrap must be at least 100 (got {bootstrap})")
+    if not kind_of(model).language_model:
+        raise UserError(f"{model} is a scripted strategy, not a language model: it has no traits to measure")
     wanted = _split_traits(traits)
     extra = load_personas(personas_file) if personas_file is not None else None
     chosen_persona = resolve_persona(persona, extra)
-    messages: list[Message]
-    if context == "pre":
-        dilemma = load_dilemma(game)
-        prompt = system_prompt_for(player_name(0), dilemma, chosen_persona, PLAYERS, ROUNDS)
-        messages = pre_play_context(prompt, persona=chosen_persona.name)
-        where = f"pre-play: {chosen_persona.name} persona, {dilemma.name}"
-    else:
-        messages = bare_context()
-        where = "bare: no system prompt"
-    full = load_inventory(inventory, traits=wanted)
-    sample = full.sample(wanted, items, seed)
+    settings = AssessmentSettings(inventory=inventory, traits=tuple(wanted) if wanted else None, items=items,
+                                  debias=debias, seed=seed, bootstrap=bootstrap)
+    full = settings.inventory_full()
+    sample = settings.inventory_sample()
     backend = resolve(model)
     try:
-        profile = run_sync(
-            assess(backend, messages, sample, debias=debias, context_kind=context, seed=seed, bootstrap=bootstrap)
-        )
+        with track_usage() as usage:
+            if context == "pre":
+                # the system prompt the first seat of a game with this persona gets (the trial's own prompt)
+                dilemma = load_dilemma(game)
+                seats = (PlayerSpec(backend=model, persona=chosen_persona.name),
+                         *(PlayerSpec(backend=model) for _ in range(PLAYERS - 1)))
+                system = system_messages(GameSpec(game=game, players=seats, rounds=ROUNDS), extra)[0]
+                where = f"pre-play: {chosen_persona.name} persona, {dilemma.name}"
+                profile = run_sync(measure_agent(backend, system, settings))
+            else:
+                where = "bare: no system prompt"
+                profile = run_sync(measure(backend, bare_context(), settings, context_kind="bare"))
     except BackendError as exc:
         raise UserError(f"model {model} failed while scoring: {exc}") from None
     short = [t for t in sample.traits() if items is not None and len(full.by_trait(t)) < items]
@@ -135,9 +142,8 @@ def assess_command(
             f"note: fewer than {items} items available for {', '.join(short)}; used all of them",
             highlight=False,
         )
+    if usage.retries or usage.failures:
+        console.print(f"{usage.retries} scoring call(s) retried after transient failures", highlight=False)
     if json_out is not None:
-        try:
-            json_out.write_text(json.dumps(profile.to_record(), indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot write {json_out}: {exc}") from None
+        write_atomic(json_out, json.dumps(profile.to_record(), indent=2) + "\n")
         console.print(f"profile written to {json_out}", highlight=False)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from contagion.errors import UserError
+from contagion.fileio import write_atomic
 from contagion.steering import parse_intervention, parse_params
 
 __all__ = ["check_output_path", "parse_intervention", "parse_params", "write_atomic"]
@@ -21,15 +21,3 @@ def check_output_path(path: Path) -> None:
         raise UserError(f"output directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise UserError(f"output directory {parent} is not writable")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,25 +11,20 @@ from rich.table import Table
 from rich.text import Text
 
 from contagion.backends.base import GenerationConfig, run_sync
-from contagion.backends.registry import resolve
+from contagion.backends.registry import kind_of
+from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
-from contagion.cli.common import check_output_path, parse_intervention, write_atomic
+from contagion.cli.common import check_output_path, parse_intervention
 from contagion.errors import UserError
+from contagion.experiment.trial import TrialSpec, run_trial
+from contagion.fileio import validation_message, write_atomic
 from contagion.games.dilemmas import load_dilemma
-from contagion.games.engine import play_game
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.personas import Persona, load_personas, resolve_persona
 
 # schema field -> the option that sets it, so a validation error names what the user typed
 _OPTION = {"rounds": "--rounds", "chat_turns": "--chat-turns", "max_tokens": "--max-tokens",
            "temperature": "--temperature", "seed": "--seed"}
-
-
-def _first_error(exc: ValidationError, names: dict[str, str]) -> str:
-    """A pydantic error as one line: the option and what is wrong with its value."""
-    first = exc.errors()[0]
-    field = ".".join(str(x) for x in first["loc"])
-    return f"{names.get(field, field)}: {first['msg']} (got {first.get('input')!r})"
 
 
 def _printer(show_talk: bool) -> Any:
@@ -102,7 +97,7 @@ def play(
     seats = [PlayerSpec.parse(p) for p in player]
     # the agents under study (steered by the intervention) are the default-persona language models;
     # with none at the table, every language-model player is
-    lm = [not s.backend.startswith("scripted:") for s in seats]
+    lm = [kind_of(s.backend).language_model for s in seats]
     focal = [is_lm and s.persona == "default" for s, is_lm in zip(seats, lm, strict=True)]
     if not any(focal):
         focal = lm
@@ -112,23 +107,21 @@ def play(
     try:
         generation = GenerationConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
     except ValidationError as exc:
-        raise UserError(f"bad generation settings: {_first_error(exc, _OPTION)}") from None
+        raise UserError(validation_message(exc, "bad generation settings", _OPTION, show_input=True)) from None
     ispec = parse_intervention(intervention)
     try:
-        spec = GameSpec(game=game, players=tuple(seats), rounds=rounds, chat_turns=chat_turns,
-                        reveal_horizon=not hide_horizon, seed=seed, generation=generation, intervention=ispec)
+        game_spec = GameSpec(game=game, players=tuple(seats), rounds=rounds, chat_turns=chat_turns,
+                             reveal_horizon=not hide_horizon, seed=seed, generation=generation)
     except ValidationError as exc:  # e.g. --rounds above the schema's bound
-        raise UserError(f"bad game settings: {_first_error(exc, _OPTION)}") from None
-    backends = [resolve(s.backend) for s in seats]
-    from contagion.steering import build_hooks
+        raise UserError(validation_message(exc, "bad game settings", _OPTION, show_input=True)) from None
+    spec = TrialSpec(game=game_spec, intervention=ispec, measure=False)
 
     console.print(Text.assemble(("contagion play: ", "bold"), f"{dilemma.title}, {len(seats)} players, "
                                 f"{rounds} rounds, {chat_turns} chat turn(s), intervention {ispec.label()}"))
     for i, s in enumerate(seats):
         console.print(f"  player {i + 1}: {s.label()}", highlight=False)
-    hooks, profiles = run_sync(build_hooks(spec, backends, personas=extra))
-    record = run_sync(play_game(spec, backends=backends, hooks=hooks, pre_profiles=profiles, personas=extra,
-                                on_event=_printer(not quiet)))
+    with track_usage() as usage:
+        record = run_sync(run_trial(spec, personas=extra, on_event=_printer(not quiet)))
     summary = Table(title="Result", title_justify="left")
     for col in ("player", "persona", "backend", "cooperation", "invalid", "total"):
         summary.add_column(col)
@@ -137,6 +130,10 @@ def play(
         summary.add_row(p.name, p.persona, p.backend, f"{coop}/{len(p.actions)}",
                         f"{p.invalid_rate:.0%}", f"{p.total:g}")
     console.print(summary)
+    if usage.retries or usage.failures:
+        console.print(f"{usage.retries} model call(s) retried after transient failures"
+                      + (f", {usage.failures} failed after their last attempt" if usage.failures else ""),
+                      highlight=False)
     if record.error:
         console.print(Text(f"The game stopped early: {record.error}", style="red"))
     if out is not None:

@@ -7,7 +7,8 @@ the new specs. Workers, retries and the executor are not part of the spec and ne
 
 Compositions list the seats at the table. Each seat is a persona name (``default``, ``benevolent``,
 ``malicious`` or one from ``personas``), played by each model in ``models`` in turn; or a full player
-``PERSONA=BACKEND_SPEC``; or a non-LM backend such as ``scripted:always-defect``.
+``[PERSONA=]BACKEND_SPEC`` (``malicious=embedded``, ``scripted:always-defect``,
+``scripted:random?p=0.3``): only a leading name before ``=`` and before any ``:`` is a persona.
 Repetition ``r`` uses seed ``seed + r`` in every cell, so conditions are compared on common seeds.
 """
 
@@ -17,20 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contagion.backends.base import GenerationConfig
-from contagion.backends.registry import split_params
+from contagion.backends.registry import kind_of
 from contagion.errors import UserError
+from contagion.experiment.record import TrialSpec
+from contagion.fileio import load_yaml, validation_message
 from contagion.games.dilemmas import load_dilemma
-from contagion.games.record import GameSpec, PlayerSpec
+from contagion.games.record import GameSpec, PlayerSpec, split_seat
 from contagion.personas import BUILTIN as BUILTIN_PERSONAS
 from contagion.personas import Persona
 from contagion.traits.settings import AssessmentSettings
-
-NON_LM_PREFIXES = ("scripted:",)
-KNOWN_BACKEND_KINDS = ("embedded", "gguf", "openai", "hf", "scripted", "sim")
 
 
 class ExperimentConfig(BaseModel):
@@ -77,10 +76,10 @@ class ExperimentConfig(BaseModel):
     @classmethod
     def _models(cls, models: list[str]) -> list[str]:
         for m in models:
-            kind = split_params(m)[0].partition(":")[0]
-            if kind not in KNOWN_BACKEND_KINDS:
-                raise ValueError(f"unknown backend {m!r}; forms: embedded, gguf:PATH, openai:MODEL@URL, "
-                                 "hf:PATH_OR_ID, scripted:STRATEGY, sim:planted|null")
+            try:
+                kind_of(m)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
         if len(set(models)) != len(models):
             raise ValueError("models are listed twice")
         return models
@@ -131,35 +130,28 @@ class ExperimentConfig(BaseModel):
             if len(seats) < 2:
                 raise ValueError(f"{where}: composition {name!r} needs at least 2 seats")
             for seat in seats:
-                persona, eq, _ = seat.partition("=")
-                if eq:
-                    if persona not in known:
-                        raise ValueError(f"{where}: unknown persona {persona!r}; known: {sorted(known)}")
-                elif ":" in seat:
-                    kind = split_params(seat)[0].partition(":")[0]
-                    if kind not in KNOWN_BACKEND_KINDS:
-                        raise ValueError(f"{where}: unknown backend {seat!r}")
-                elif seat not in known:
-                    raise ValueError(f"{where}: unknown persona {seat!r}; known: {sorted(known)}")
+                persona, backend = _seat(seat)
+                if persona is not None and persona not in known:
+                    raise ValueError(f"{where}: unknown persona {persona!r}; known: {sorted(known)}")
+                if backend is not None:
+                    try:
+                        kind_of(backend)
+                    except UserError as exc:
+                        raise ValueError(f"{where}: {exc}") from None
         return self
 
     # -- expansion ------------------------------------------------------------------------------
     def players_for(self, composition: list[str], model: str) -> tuple[PlayerSpec, ...]:
         out: list[PlayerSpec] = []
         for seat in composition:
-            persona, eq, backend = seat.partition("=")
-            if eq:
-                spec = PlayerSpec(backend=backend, persona=persona)
-            elif ":" in seat and not seat.startswith(("embedded",)):
-                spec = PlayerSpec(backend=seat, persona="default")
-            else:
-                spec = PlayerSpec(backend=model, persona=seat)
-            is_lm = not spec.backend.startswith(NON_LM_PREFIXES)
+            persona, backend = _seat(seat)
+            spec = PlayerSpec(backend=backend or model, persona=persona or "default")
+            is_lm = kind_of(spec.backend).language_model
             focal = is_lm and self.measure_traits and (self.focal == "all-lm" or spec.persona == "default")
             out.append(spec.model_copy(update={"focal": focal}))
         return tuple(out)
 
-    def expand(self) -> Iterator[tuple[GameSpec, dict[str, Any]]]:
+    def expand(self) -> Iterator[tuple[TrialSpec, dict[str, Any]]]:
         """Every game of the grid, with its condition labels."""
         from contagion.steering import parse_intervention
 
@@ -171,11 +163,13 @@ class ExperimentConfig(BaseModel):
                     for iv in interventions:
                         for turns in self.chat_turns:
                             for rep in range(self.repetitions):
-                                spec = GameSpec(
-                                    game=game, players=players, rounds=self.rounds, chat_turns=turns,
-                                    reveal_horizon=self.reveal_horizon, seed=self.seed + rep,
-                                    generation=self.generation, action_mode=self.action_mode,
-                                    intervention=iv, assessment=self.assessment.model_dump(mode="json"),
+                                spec = TrialSpec(
+                                    game=GameSpec(
+                                        game=game, players=players, rounds=self.rounds, chat_turns=turns,
+                                        reveal_horizon=self.reveal_horizon, seed=self.seed + rep,
+                                        generation=self.generation, action_mode=self.action_mode,
+                                    ),
+                                    intervention=iv, assessment=self.assessment, measure=self.measure_traits,
                                 )
                                 labels = {"model": model, "game": game, "composition": comp_name,
                                           "intervention": iv.label(), "chat_turns": turns, "rep": rep}
@@ -193,11 +187,9 @@ class ExperimentConfig(BaseModel):
         out = {m: "models" for m in self.models}
         for name, seats in self.compositions.items():
             for seat in seats:
-                _, eq, backend = seat.partition("=")
-                if eq:
+                _, backend = _seat(seat)
+                if backend is not None:
                     out.setdefault(backend, f"compositions.{name}")
-                elif ":" in seat:
-                    out.setdefault(seat, f"compositions.{name}")
         return out
 
     def check_resources(self, source: str = "config") -> None:
@@ -222,13 +214,13 @@ class ExperimentConfig(BaseModel):
                 raise UserError(f"{source}: assessment: {exc}") from None
 
 
-def _pretty_error(exc: ValidationError, source: str) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see `contagion run --help` for the keys)"
-    return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
+def _seat(text: str) -> tuple[str | None, str | None]:
+    """A composition seat → (persona or None, backend spec or None). A bare name is a persona played by
+    the grid's models; anything else follows the player grammar (:func:`~contagion.games.record.split_seat`)."""
+    persona, spec = split_seat(text)
+    if persona is None and ":" not in spec and "?" not in spec and "=" not in spec:
+        return spec, None  # e.g. "default", "malicious"
+    return persona, spec
 
 
 def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
@@ -237,19 +229,11 @@ def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
     try:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_pretty_error(exc, source)) from None
+        raise UserError(validation_message(exc, source)) from None
     config.check_resources(source)
     return config
 
 
 def load_config(path: Path) -> ExperimentConfig:
     """Read and validate a YAML config; every problem is a UserError naming the file and key."""
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"config file {path} is not valid YAML: {exc}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"config file {path} is not UTF-8 text") from None
-    return parse_config(data, str(path))
+    return parse_config(load_yaml(path, "config file"), str(path))

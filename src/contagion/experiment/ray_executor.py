@@ -8,18 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 from contagion.errors import MissingExtraError, UserError
-from contagion.games.record import GameRecord, GameSpec
+from contagion.experiment.record import GameRecord, TrialSpec
 from contagion.personas import Persona
 
 
 def _remote_game(spec_json: str, labels: dict[str, Any], personas: list[dict[str, Any]],
                  pre_profiles: list[dict[str, Any] | None]) -> str:
     """Runs on a Ray worker: rebuild everything from plain data, play, return the record as JSON."""
-    from contagion.experiment.execute import execute_game
+    from contagion.experiment.trial import run_trial
 
-    spec = GameSpec.model_validate_json(spec_json)
+    spec = TrialSpec.model_validate_json(spec_json)
     persona_map = {p["name"]: Persona.model_validate(p) for p in personas}
-    record = asyncio.run(execute_game(spec, labels, personas=persona_map, pre_profiles=pre_profiles))
+    record = asyncio.run(run_trial(spec, labels=labels, personas=persona_map, pre_profiles=pre_profiles))
     return record.model_dump_json()
 
 
@@ -39,14 +39,14 @@ class RayExecutor:
                 self.started_here = True
         self.remote = ray.remote(num_cpus=1, max_retries=2)(_remote_game)
 
-    async def run(self, jobs: list[tuple[GameSpec, dict[str, Any]]], personas: dict[str, Persona],
-                  pre_for: Callable[[GameSpec], list[dict[str, Any] | None]],
+    async def run(self, jobs: list[tuple[TrialSpec, dict[str, Any]]], personas: dict[str, Persona],
+                  pre_for: Callable[[TrialSpec], list[dict[str, Any] | None]],
                   finished: Callable[[GameRecord], None], stopping: Callable[[], bool]) -> None:
         persona_list = [p.model_dump() for p in personas.values()]
         limit = max(1, int(self.ray.cluster_resources().get("CPU", 1)) * 2)
         queue = list(reversed(jobs))
         pending: list[Any] = []
-        submitted: dict[Any, tuple[GameSpec, dict[str, Any]]] = {}
+        submitted: dict[Any, tuple[TrialSpec, dict[str, Any]]] = {}
         try:
             while queue or pending:
                 while queue and len(pending) < limit and not stopping():
@@ -65,7 +65,7 @@ class RayExecutor:
                 self.ray.cancel(ref, force=True)
             raise
 
-    def _result(self, ref: Any, spec: GameSpec, labels: dict[str, Any]) -> GameRecord:
+    def _result(self, ref: Any, spec: TrialSpec, labels: dict[str, Any]) -> GameRecord:
         """The game's record; a task Ray could not run (a worker died, ...) becomes a failed record."""
         try:
             return GameRecord.model_validate_json(self.ray.get(ref))
@@ -73,7 +73,7 @@ class RayExecutor:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, UserError):  # the user's problem, as in the local executor
                 raise cause from None
-            from contagion.experiment.execute import failed_record
+            from contagion.experiment.trial import failed_record
 
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return failed_record(spec, labels, f"ray: {detail}", 0.0)

@@ -28,15 +28,18 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from contagion.backends.registry import kind_of
+from contagion.backends.robust import should_retry
 from contagion.errors import UserError
 from contagion.experiment.config import ExperimentConfig
-from contagion.experiment.execute import execute_game, failed_record, measure_pre_profile, needed_profiles
+from contagion.experiment.record import GameRecord, TrialSpec
 from contagion.experiment.store import Store
-from contagion.games.record import GameRecord, GameSpec
+from contagion.experiment.trial import failed_record, measure_agent, needed_profiles, run_trial
 from contagion.traits.settings import AssessmentSettings
 
-Job = tuple[GameSpec, dict[str, Any]]
-CPU_BOUND = ("embedded", "gguf:", "hf:")
+Job = tuple[TrialSpec, dict[str, Any]]
+PROFILE_ATTEMPTS = 3
+"""Attempts at one pre-play profile (every model call in it is already retried by the robust wrapper)."""
 
 
 @dataclass
@@ -79,9 +82,10 @@ def plan(config: ExperimentConfig, store: Store) -> tuple[list[Job], int]:
 def default_concurrency(config: ExperimentConfig) -> int:
     if config.concurrency:
         return config.concurrency
-    if all(m.startswith(CPU_BOUND) for m in config.models):
+    kinds = [kind_of(m) for m in config.models]
+    if all(k.cpu_bound for k in kinds):
         return 1
-    if all(m.startswith(("sim:", "scripted:")) for m in config.models):
+    if all(k.simulated or k.scripted for k in kinds):
         return 4
     return 8
 
@@ -105,7 +109,8 @@ class _Interrupt:
 
 class Runner:
     def __init__(self, config: ExperimentConfig, run_dir: Path, *, executor: str = "local",
-                 address: str | None = None, console: Console | None = None, progress: bool = True) -> None:
+                 address: str | None = None, console: Console | None = None, progress: bool = True,
+                 extend: bool = False) -> None:
         if executor not in ("local", "ray"):
             raise UserError(f"unknown executor {executor!r}; choose local or ray")
         self.config = config
@@ -114,6 +119,7 @@ class Runner:
         self.address = address
         self.console = console or Console(stderr=True)
         self.show_progress = progress
+        self.extend = extend
         self.personas = config.persona_map()
 
     # -- pre-play profiles --------------------------------------------------------------------
@@ -129,7 +135,6 @@ class Runner:
         errors: dict[str, str] = {}
         todo: dict[str, tuple[str, Any, AssessmentSettings]] = {}
         for spec, _ in jobs:
-            settings = AssessmentSettings.from_spec(spec.assessment)
             for i, key, system in needed_profiles(spec, self.personas):
                 if key in cache or key in todo:
                     continue
@@ -137,21 +142,25 @@ class Runner:
                 if stored is not None:
                     cache[key] = stored
                 else:
-                    todo[key] = (spec.players[i].backend, system, settings)
+                    todo[key] = (spec.game.players[i].backend, system, spec.assessment)
         gate = asyncio.Semaphore(default_concurrency(self.config))
 
         async def one(key: str, backend: str, system: Any, settings: AssessmentSettings) -> None:
             async with gate:
                 if interrupt.stopping:
                     return
-                try:
-                    profile = await measure_pre_profile(backend, system, settings)
-                except UserError:
-                    raise
-                except Exception as exc:  # recorded on the games that need it; the run goes on
-                    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                    errors[key] = f"pre-play profile of {backend} failed: {detail}"
-                    return
+                for attempt in range(1, PROFILE_ATTEMPTS + 1):  # retried, not inherited as failure by the games
+                    try:
+                        profile = (await measure_agent(backend, system, settings)).to_record()
+                        break
+                    except UserError:
+                        raise
+                    except Exception as exc:  # recorded on the games that need it; the run goes on
+                        if attempt < PROFILE_ATTEMPTS and should_retry(exc) and not interrupt.stopping:
+                            continue
+                        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                        errors[key] = f"pre-play profile of {backend} failed after {attempt} attempt(s): {detail}"
+                        return
             cache[key] = profile
             store.put_profile(key, profile)
             on_progress()
@@ -162,13 +171,13 @@ class Runner:
         interrupt.tasks.clear()
         return cache, errors
 
-    def _pre_for(self, spec: GameSpec, cache: dict[str, Any]) -> list[dict[str, Any] | None]:
-        out: list[dict[str, Any] | None] = [None] * len(spec.players)
+    def _pre_for(self, spec: TrialSpec, cache: dict[str, Any]) -> list[dict[str, Any] | None]:
+        out: list[dict[str, Any] | None] = [None] * len(spec.game.players)
         for i, key, _ in needed_profiles(spec, self.personas):
             out[i] = cache[key]
         return out
 
-    def _profile_error(self, spec: GameSpec, errors: dict[str, str]) -> str | None:
+    def _profile_error(self, spec: TrialSpec, errors: dict[str, str]) -> str | None:
         for _, key, _ in needed_profiles(spec, self.personas):
             if key in errors:
                 return errors[key]
@@ -201,10 +210,10 @@ class Runner:
             probe.unlink()
         except OSError as exc:
             raise UserError(f"cannot write to the run directory {self.run_dir}: {exc.strerror or exc}") from None
-        with Store.open(self.run_dir) as store:
-            stored = store.config()
-            if stored is None:
-                store.set_config(self.config.model_dump(mode="json"))
+        with Store.open(self.run_dir, writer=True) as store:  # the run's one writer, or a clear refusal
+            for note in store.recover():  # unreadable rows are moved aside (and played again), and said so
+                self.console.print(f"Note: {note}", style="yellow", highlight=False, markup=False)
+            store.adopt_config(self.config.model_dump(mode="json"), extend=self.extend)
             jobs, skipped = plan(self.config, store)
             summary = RunSummary(planned=len(jobs), skipped=skipped)
             if not jobs:
@@ -276,8 +285,8 @@ class Runner:
             while queue or running:
                 while queue and len(running) < limit and not interrupt.stopping:
                     spec, labels = queue.pop()
-                    running.add(asyncio.create_task(execute_game(
-                        spec, labels, personas=self.personas, pre_profiles=self._pre_for(spec, cache))))
+                    running.add(asyncio.create_task(run_trial(
+                        spec, labels=labels, personas=self.personas, pre_profiles=self._pre_for(spec, cache))))
                 if not running:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

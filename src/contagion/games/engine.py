@@ -33,15 +33,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from contagion import __version__
-from contagion.backends import protocol as P
-from contagion.backends.base import Backend, GenerationConfig, ScoreMethod, Scores
+from contagion import vocabulary as P
+from contagion.backends.base import Backend, GenerationConfig, ScoreMethod, ScoreRequest, Scores
 from contagion.backends.registry import resolve
 from contagion.games.dilemmas import Dilemma, format_points, load_dilemma, rules_text
 from contagion.games.record import (
     ActionName,
     ActionRecord,
-    GameRecord,
+    GamePlay,
     GameSpec,
     InjectionEvent,
     PlayerRecord,
@@ -130,6 +129,19 @@ def system_prompt_for(name: str, dilemma: Dilemma, persona: Persona, players: in
     return f"{text}\n\n{persona.text}" if persona.text else text
 
 
+def system_messages(spec: GameSpec, personas: dict[str, Persona] | None = None) -> list[Message]:
+    """Each seat's first message (rules + persona): what it plays with and what its pre-play profile is
+    measured on. The one place system prompts are made."""
+    dilemma = load_dilemma(spec.game)
+    horizon = spec.rounds if spec.reveal_horizon else None
+    out = []
+    for i, seat in enumerate(spec.players):
+        persona = resolve_persona(seat.persona, personas)
+        text = system_prompt_for(player_name(i), dilemma, persona, len(spec.players), horizon)
+        out.append(Message(role="system", content=text, meta={"kind": "system_prompt", "persona": persona.name}))
+    return out
+
+
 def parse_action(text: str, dilemma: Dilemma) -> ActionName | None:
     """Strict rule: exactly one of the two action names appears as a word; otherwise None."""
     words = set(re.findall(r"[a-z]+", text.lower()))
@@ -157,6 +169,7 @@ class GameEngine:
         pre_profiles: Sequence[dict[str, Any] | None] | None = None,
         personas: dict[str, Persona] | None = None,
         on_event: EventSink | None = None,
+        systems: Sequence[Message] | None = None,
     ) -> None:
         n = len(spec.players)
         if n < 2:
@@ -169,17 +182,14 @@ class GameEngine:
         backends = list(backends) if backends is not None else [resolve(p.backend) for p in spec.players]
         hooks = list(hooks) if hooks is not None else [None] * n
         profiles = list(pre_profiles) if pre_profiles is not None else [None] * n
-        horizon = spec.rounds if spec.reveal_horizon else None
+        systems = list(systems) if systems is not None else system_messages(spec, personas)
         self.players: list[_Player] = []
-        for i, (pspec, backend) in enumerate(zip(spec.players, backends, strict=True)):
-            persona = resolve_persona(pspec.persona, personas)
-            name = player_name(i)
-            prompt = system_prompt_for(name, self.dilemma, persona, n, horizon)
-            first = Message(role="system", content=prompt, meta={"kind": "system_prompt", "persona": persona.name})
+        for i, (pspec, backend, first) in enumerate(zip(spec.players, backends, systems, strict=True)):
             self.players.append(
                 _Player(
-                    index=i, name=name, backend=backend, persona=persona, focal=pspec.focal,
-                    system_prompt=prompt, messages=[first], hook=hooks[i], pre_profile=profiles[i],
+                    index=i, name=player_name(i), backend=backend,
+                    persona=resolve_persona(pspec.persona, personas), focal=pspec.focal,
+                    system_prompt=first.content, messages=[first], hook=hooks[i], pre_profile=profiles[i],
                 )
             )
         self.rounds: list[RoundRecord] = []
@@ -239,30 +249,52 @@ class GameEngine:
                 self.on_event("talk", {"round": round_no, "player": p.name, "text": text})
         return said
 
-    async def _act(self, p: _Player, round_no: int) -> ActionRecord:
+    async def _act_phase(self, round_no: int) -> list[ActionRecord]:
+        """Every player's act prompt (after its hook), then the actions: the scoring players' scores go
+        to their backend together (one ``score_choices_many`` per backend, in seat order — a batch
+        fixed by the game, never by timing), then the generating players reply one after another."""
         d = self.dilemma
-        await self._before_turn(p, round_no, "act", 0)
-        p.messages.append(Message(
-            role="user",
-            content=f"Round {round_no}: choose your action. Reply with one word: '{d.cooperate}' or '{d.defect}'.",
-            meta={"kind": P.ACT, "cooperate": d.cooperate, "defect": d.defect, "round": round_no},
-        ))
+        for p in self.players:
+            await self._before_turn(p, round_no, "act", 0)
+            p.messages.append(Message(
+                role="user",
+                content=f"Round {round_no}: choose your action. Reply with one word: '{d.cooperate}' or '{d.defect}'.",
+                meta={"kind": P.ACT, "cooperate": d.cooperate, "defect": d.defect, "round": round_no},
+            ))
         mode = self.spec.action_mode
-        if mode == "score" or (mode == "auto" and _can_score(p.backend)):
-            scores: Scores = await p.backend.score_choices(p.messages, [d.cooperate, d.defect], prefix=ACT_PREFIX)
-            p.account(scores)
-            lp = scores.logprobs
-            logprobs = {d.cooperate: lp[0], d.defect: lp[1]}
-            action: ActionName
-            if all(math.isinf(x) and x < 0 for x in lp) or any(math.isnan(x) for x in lp):
-                action, label = "invalid", None
-            else:
-                action = "cooperate" if lp[0] >= lp[1] else "defect"
-                label = d.cooperate if action == "cooperate" else d.defect
-            reply = f"{ACT_PREFIX}{label}" if label else ACT_PREFIX.strip()
-            p.messages.append(Message(role="assistant", content=reply, meta={"kind": "own_action", "round": round_no}))
-            return ActionRecord(round=round_no, action=action, label=label, method=f"score:{scores.method.value}",
-                                logprobs={k: (v if math.isfinite(v) else -1e9) for k, v in logprobs.items()})
+        scoring = [p for p in self.players if mode == "score" or (mode == "auto" and _can_score(p.backend))]
+        groups: dict[int, list[_Player]] = {}
+        for p in scoring:
+            groups.setdefault(id(p.backend), []).append(p)
+        actions: dict[int, ActionRecord] = {}
+        for group in groups.values():
+            requests = [ScoreRequest(list(p.messages), (d.cooperate, d.defect), ACT_PREFIX) for p in group]
+            answers = await group[0].backend.score_choices_many(requests)
+            for p, scores in zip(group, answers, strict=True):
+                actions[p.index] = self._scored_action(p, round_no, scores)
+        for p in self.players:
+            if p.index not in actions:
+                actions[p.index] = await self._generated_action(p, round_no)
+        return [actions[p.index] for p in self.players]
+
+    def _scored_action(self, p: _Player, round_no: int, scores: Scores) -> ActionRecord:
+        d = self.dilemma
+        p.account(scores)
+        lp = scores.logprobs
+        logprobs = {d.cooperate: lp[0], d.defect: lp[1]}
+        action: ActionName
+        if all(math.isinf(x) and x < 0 for x in lp) or any(math.isnan(x) for x in lp):
+            action, label = "invalid", None
+        else:
+            action = "cooperate" if lp[0] >= lp[1] else "defect"
+            label = d.cooperate if action == "cooperate" else d.defect
+        reply = f"{ACT_PREFIX}{label}" if label else ACT_PREFIX.strip()
+        p.messages.append(Message(role="assistant", content=reply, meta={"kind": "own_action", "round": round_no}))
+        return ActionRecord(round=round_no, action=action, label=label, method=f"score:{scores.method.value}",
+                            logprobs={k: (v if math.isfinite(v) else -1e9) for k, v in logprobs.items()})
+
+    async def _generated_action(self, p: _Player, round_no: int) -> ActionRecord:
+        d = self.dilemma
         raw: list[str] = []
         parsed: ActionName | None = None
         for attempt in range(self.spec.max_reasks + 1):
@@ -319,13 +351,13 @@ class GameEngine:
         })
         return record
 
-    async def play(self) -> GameRecord:
+    async def play(self) -> GamePlay:
         started = time.perf_counter()
         error: str | None = None
         try:
             for round_no in range(1, self.spec.rounds + 1):
                 talk = await self._talk(round_no)
-                actions = [await self._act(p, round_no) for p in self.players]
+                actions = await self._act_phase(round_no)
                 self.rounds.append(self._resolve(round_no, actions, talk))
         except Exception as exc:  # recorded: the run goes on and the record says what failed
             if not _recordable(exc):
@@ -333,11 +365,12 @@ class GameEngine:
             error = f"{type(exc).__name__}: {exc}"
         return self.record(time.perf_counter() - started, error)
 
-    def record(self, wall: float, error: str | None = None) -> GameRecord:
+    def record(self, wall: float, error: str | None = None) -> GamePlay:
         players = [
             PlayerRecord(
                 index=p.index, name=p.name, backend=p.backend.identity, persona=p.persona.name,
-                persona_text=p.persona.text, focal=p.focal, system_prompt=p.system_prompt,
+                persona_text=p.persona.text, focal=p.focal,
+                language_model=p.backend.capabilities.language_model, system_prompt=p.system_prompt,
                 messages=list(p.messages), actions=p.actions, payoffs=p.payoffs, total=sum(p.payoffs),
                 injections=p.injections, intervention_log=p.hook.log() if p.hook is not None else [],
                 pre_profile=p.pre_profile, prompt_tokens=p.prompt_tokens,
@@ -346,11 +379,8 @@ class GameEngine:
             )
             for p in self.players
         ]
-        return GameRecord(
-            spec=self.spec, spec_hash=self.spec.stable_hash(), game=self.dilemma.model_dump(),
-            players=players, rounds=self.rounds, wall_seconds=round(wall, 6), error=error,
-            contagion_version=__version__,
-        )
+        return GamePlay(game=self.dilemma.model_dump(), players=players, rounds=self.rounds,
+                        wall_seconds=round(wall, 6), error=error)
 
 
 def _recordable(exc: Exception) -> bool:
@@ -368,8 +398,9 @@ async def play_game(
     pre_profiles: Sequence[dict[str, Any] | None] | None = None,
     personas: dict[str, Persona] | None = None,
     on_event: EventSink | None = None,
-) -> GameRecord:
-    """Play one game and return its record."""
+    systems: Sequence[Message] | None = None,
+) -> GamePlay:
+    """Play one game and return what happened (the experiment layer makes the stored record of it)."""
     engine = GameEngine(spec, backends=backends, hooks=hooks, pre_profiles=pre_profiles, personas=personas,
-                        on_event=on_event)
+                        on_event=on_event, systems=systems)
     return await engine.play()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -11,10 +10,26 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from contagion.backends.base import GenerationConfig
 from contagion.messages import Message
 
-RECORD_SCHEMA_VERSION = 1
-SPEC_HASH_VERSION = 1
-
 ActionName = Literal["cooperate", "defect", "invalid"]
+
+
+_PERSONA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def split_seat(text: str) -> tuple[str | None, str]:
+    """A seat ``[PERSONA=]SPEC`` → (persona or None, spec). The one grammar of seats and players.
+
+    Only a leading plain name followed by ``=`` before any ``:`` is a persona: ``malicious=embedded`` and
+    ``malicious=scripted:random?p=0.3`` have one; ``scripted:random?p=0.3``,
+    ``openai:m@http://127.0.0.1:9/v1?timeout=5`` and ``embedded?n_threads=1`` do not (their ``=`` belongs to
+    the backend's parameters). A bare word (``default``) comes back as the spec; a config reads it as a
+    persona played by its models.
+    """
+    text = text.strip()
+    head, eq, rest = text.partition("=")
+    if eq and ":" not in head and _PERSONA_NAME.fullmatch(head.strip()):
+        return head.strip(), rest.strip()
+    return None, text
 
 
 class PlayerSpec(BaseModel):
@@ -28,38 +43,21 @@ class PlayerSpec(BaseModel):
 
     @classmethod
     def parse(cls, text: str, *, focal: bool = True) -> PlayerSpec:
-        text = text.strip()
-        persona, eq, backend = text.partition("=")
-        # a persona is a plain name; an '=' after ':' or '?' belongs to the backend spec's parameters
-        # (scripted:random?seed=3, sim:planted?contagion=0.3)
-        if not eq or any(c in persona for c in ":?@/"):
-            persona, backend = "default", text
-        if not backend or not persona:
+        """``[PERSONA=]BACKEND_SPEC``; see :func:`split_seat` for the one grammar."""
+        persona, backend = split_seat(text)
+        if not backend:
             from contagion.errors import UserError
 
-            raise UserError(f"player {text!r} must look like [PERSONA=]BACKEND_SPEC, e.g. malicious=embedded")
-        return cls(backend=backend.strip(), persona=persona.strip(), focal=focal)
+            raise UserError(f"player {text.strip()!r} must look like [PERSONA=]BACKEND_SPEC, e.g. malicious=embedded")
+        return cls(backend=backend, persona=persona or "default", focal=focal)
 
     def label(self) -> str:
         return self.backend if self.persona == "default" else f"{self.persona}={self.backend}"
 
 
-class InterventionSpec(BaseModel):
-    """Which intervention runs, with its exact parameters (recorded verbatim)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = "none"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    def label(self) -> str:
-        if not self.params:
-            return self.name
-        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-
-
 class GameSpec(BaseModel):
-    """Everything that changes a game's outcome. Its hash identifies the game in the store."""
+    """The game itself: rules, seats, rounds, chat and sampling. A trial adds the intervention and how
+    traits are measured (:class:`contagion.experiment.trial.TrialSpec`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -74,16 +72,6 @@ class GameSpec(BaseModel):
         "auto", description="auto: score actions by log-prob when the backend can, else generate and parse."
     )
     max_reasks: int = Field(2, ge=0, le=10, description="Re-asks after an unparseable action (generate mode).")
-    intervention: InterventionSpec = Field(default_factory=InterventionSpec)
-    assessment: dict[str, Any] = Field(
-        default_factory=dict, description="Trait assessment settings (set by the experiment layer)."
-    )
-
-    def stable_hash(self) -> str:
-        payload = json.dumps(
-            {"v": SPEC_HASH_VERSION, "spec": self.model_dump(mode="json")}, sort_keys=True, separators=(",", ":")
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 class ActionRecord(BaseModel):
@@ -112,6 +100,7 @@ class PlayerRecord(BaseModel):
     persona: str
     persona_text: str
     focal: bool
+    language_model: bool = Field(True, description="False for a scripted strategy (it has no traits).")
     system_prompt: str
     messages: list[Message] = Field(description="Everything this player saw and wrote, in order.")
     actions: list[ActionRecord] = Field(default_factory=list)
@@ -142,20 +131,15 @@ class RoundRecord(BaseModel):
     talk: list[tuple[str, str]] = Field(default_factory=list, description="(speaker, text) in order.")
 
 
-class GameRecord(BaseModel):
-    schema_version: int = RECORD_SCHEMA_VERSION
-    spec: GameSpec
-    spec_hash: str
+class GamePlay(BaseModel):
+    """What the engine returns: the game as played, each player's view, the rounds, and an error if it
+    stopped early. The experiment layer wraps it into the stored record with the trial's spec."""
+
     game: dict[str, Any] = Field(description="The dilemma as played (its payoff data).")
     players: list[PlayerRecord]
     rounds: list[RoundRecord] = Field(default_factory=list)
     wall_seconds: float = 0.0
     error: str | None = None
-    contagion_version: str = ""
-    labels: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Condition labels set by the experiment (model, composition, intervention, ...); not hashed.",
-    )
 
     @computed_field  # type: ignore[prop-decorator]  # serialised: the JSON record states it too
     @property
@@ -163,26 +147,6 @@ class GameRecord(BaseModel):
         """Share of all actions in the game that were invalid."""
         acts = [a for r in self.rounds for a in r.actions]
         return sum(a == "invalid" for a in acts) / len(acts) if acts else 0.0
-
-    def transcript_key(self) -> str:
-        """An id of what was played: games with identical transcripts (and models) share it.
-
-        Every player's backend, persona and messages (role and content, in order) are hashed; seeds and
-        labels are not. Without chat, actions chosen by comparing log-probabilities do not depend on the
-        seed, so a deterministic model replays the very same game for every repetition: such replays
-        share this key. A failed game keeps its own id (its ``spec_hash``).
-        """
-        if self.error or not self.players:
-            return self.spec_hash
-        h = hashlib.blake2b(digest_size=8)
-        for p in self.players:
-            h.update(f"\x00{p.backend}\x00{p.persona}\x00".encode())
-            for m in p.messages:
-                h.update(m.role.encode())
-                h.update(b"\x01")
-                h.update(m.content.encode())
-                h.update(b"\x02")
-        return h.hexdigest()
 
     def to_json(self) -> str:
         return self.model_dump_json()

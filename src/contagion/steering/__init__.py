@@ -1,17 +1,17 @@
-"""Steering interventions (none, repeat-system, SIT, adaptive SIT) and how games get them."""
+"""Steering interventions (none, repeat-system, SIT, adaptive SIT): their specs and how one is made.
+
+A trial (:func:`contagion.experiment.trial.run_trial`) makes one intervention per agent under study with
+:func:`make_intervention`; the guard for other people's agents uses the same objects.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contagion.backends.base import Backend
 from contagion.errors import UserError
-from contagion.games.engine import GameEngine, TurnHook
-from contagion.games.record import GameSpec, InterventionSpec
-from contagion.personas import Persona
+from contagion.fileio import validation_message
 from contagion.steering.interventions import (
     PARAMS,
     AdaptiveParams,
@@ -23,12 +23,25 @@ from contagion.steering.interventions import (
     SitParams,
     select_reminders,
 )
-from contagion.traits.assess import pre_play_context
 from contagion.traits.profile import Profile
-from contagion.traits.settings import AssessmentSettings, measure
+from contagion.traits.settings import AssessmentSettings
 
-__all__ = ["PARAMS", "build_hooks", "make_intervention", "needs_profile", "parse_intervention", "parse_params",
+__all__ = ["PARAMS", "InterventionSpec", "make_intervention", "needs_profile", "parse_intervention", "parse_params",
            "select_reminders", "validate_intervention"]
+
+
+class InterventionSpec(BaseModel):
+    """Which intervention runs, with its exact parameters (recorded verbatim)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "none"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def label(self) -> str:
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
 
 
 def validate_intervention(spec: InterventionSpec) -> Any:
@@ -38,12 +51,11 @@ def validate_intervention(spec: InterventionSpec) -> Any:
     try:
         return PARAMS[spec.name].model_validate(spec.params)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or spec.name
-        raise UserError(f"intervention {spec.name}: {where}: {first['msg']}") from None
+        raise UserError(validation_message(exc, f"intervention {spec.name}")) from None
 
 
 def needs_profile(spec: InterventionSpec) -> bool:
+    """Whether the intervention needs the agent's pre-play trait profile."""
     return spec.name in ("sit", "sit-adaptive")
 
 
@@ -65,43 +77,6 @@ def make_intervention(
         return Sit(params, chat=chat, profile=profile, seed=seed)
     assert isinstance(params, AdaptiveParams)
     return SitAdaptive(params, chat=chat, profile=profile, seed=seed, settings=settings or AssessmentSettings())
-
-
-async def build_hooks(
-    spec: GameSpec,
-    backends: Sequence[Backend],
-    *,
-    personas: dict[str, Persona] | None = None,
-    pre_profiles: Sequence[dict[str, Any] | None] | None = None,
-) -> tuple[list[TurnHook | None], list[dict[str, Any] | None]]:
-    """Each player's intervention hook, and pre-play profiles where the intervention needs them.
-
-    Interventions guard the focal players (the agents under study, ``PlayerSpec.focal``); co-players
-    such as a malicious one or a scripted bot are never steered, so a mitigation is not confounded
-    with reforming the opponent.
-
-    ``pre_profiles`` given by the caller (e.g. the runner's cache) are used as they are; missing ones
-    are measured here for language-model players when the intervention needs them.
-    """
-    validate_intervention(spec.intervention)
-    settings = AssessmentSettings.from_spec(spec.assessment)
-    profiles: list[dict[str, Any] | None] = list(pre_profiles) if pre_profiles is not None else [None] * len(backends)
-    hooks: list[TurnHook | None] = []
-    # the engine builds the system prompts; reuse it rather than re-deriving them
-    engine = GameEngine(spec, backends=backends, personas=personas)
-    for i, backend in enumerate(backends):
-        player = engine.players[i]
-        if not backend.capabilities.language_model or not spec.players[i].focal:
-            hooks.append(None)  # interventions guard the agents under study, not their co-players
-            continue
-        if profiles[i] is None and needs_profile(spec.intervention):
-            prof = await measure(backend, pre_play_context(player.messages[0]), settings, context_kind="pre")
-            profiles[i] = prof.to_record()
-        record = profiles[i]
-        profile = Profile.from_record(record) if record is not None else None
-        hooks.append(make_intervention(spec.intervention, chat=spec.chat_turns > 0, profile=profile,
-                                       seed=spec.seed * 1000 + i, settings=settings))
-    return hooks, profiles
 
 
 def parse_params(text: str) -> dict[str, Any]:

@@ -43,6 +43,10 @@ class AssessmentSettings(BaseModel):
             anti_social=self.anti_social if self.anti_social is not None else DEFAULT_TRAIT_SETS.anti_social,
         )
 
+    def inventory_full(self) -> Inventory:
+        """Every item of the chosen traits (before sampling)."""
+        return _load(self.inventory, self.traits)
+
     def inventory_sample(self) -> Inventory:
         return _sample(self.inventory, self.traits, self.items, self.seed)
 

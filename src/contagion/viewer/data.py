@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from contagion.analysis.tables import PROSOCIAL, composition_kind, paired_trait_means, prosocial_index
-from contagion.games.record import GameRecord, PlayerRecord
+from contagion.experiment.record import GameRecord
+from contagion.games.record import PlayerRecord
 
 NOTABLE_DRIFT = 0.05
 """A trait change at least this large (in probability of the trait-matching answer) is highlighted."""
 
 
 def _seat(p: PlayerRecord) -> str:
-    return p.backend if p.backend.startswith("scripted:") else p.persona
+    return p.persona if p.language_model else p.backend
 
 
 def outcome(record: GameRecord) -> str:
@@ -70,14 +71,14 @@ def game_summary(record: GameRecord) -> dict[str, Any]:
     players = record.players or []
     return {
         "id": record.spec_hash,
-        "game": str(labels.get("game", spec.game)),
+        "game": str(labels.get("game", spec.game.game)),
         "composition": str(labels.get("composition", "")),
-        "kind": composition_kind([p.persona for p in spec.players], [p.backend for p in spec.players]),
+        "kind": composition_kind([p.persona for p in spec.game.players], [p.backend for p in spec.game.players]),
         "intervention": str(labels.get("intervention", spec.intervention.label())),
-        "chat": int(labels.get("chat_turns", spec.chat_turns)),
+        "chat": int(labels.get("chat_turns", spec.game.chat_turns)),
         "model": str(labels.get("model", "")),
         "rep": int(labels.get("rep", 0)),
-        "seed": spec.seed,
+        "seed": spec.game.seed,
         "status": "failed" if record.error else "ok",
         "outcome": outcome(record),
         "error": (record.error or "").splitlines()[0][:200] if record.error else "",
@@ -118,12 +119,12 @@ def game_detail(record: GameRecord) -> dict[str, Any]:
         })
     return {
         **game_summary(record),
-        "rounds_planned": spec.rounds,
+        "rounds_planned": spec.game.rounds,
         "intervention_params": spec.intervention.params,
         "error_full": record.error or "",
         "wall_seconds": record.wall_seconds,
         "version": record.contagion_version,
-        "game_title": str(record.game.get("title", spec.game)) if record.game else spec.game,
+        "game_title": str(record.game.get("title", spec.game.game)) if record.game else spec.game.game,
         "rounds": [{"round": r.round, "actions": list(r.actions), "payoffs": r.payoffs,
                     "talk": [[s, t] for s, t in r.talk]} for r in record.rounds],
         "detail": players,

@@ -1,0 +1,77 @@
+"""A trial's spec and its stored record: one self-contained, versioned, JSON-serialisable record per game."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contagion.games.record import GamePlay, GameSpec
+from contagion.steering import InterventionSpec
+from contagion.traits.settings import AssessmentSettings
+
+RECORD_SCHEMA_VERSION = 2
+"""2: the spec is a trial (game + intervention + assessment); players state ``language_model``."""
+SPEC_HASH_VERSION = 2
+"""Bumped whenever what goes into a spec's hash changes (2: the trial layout)."""
+
+
+class TrialSpec(BaseModel):
+    """Everything that changes a trial's outcome: the game, the intervention, how traits are measured.
+
+    Its :meth:`stable_hash` identifies the trial in a store; workers, retries and the executor are not
+    part of it and never change the hash.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    game: GameSpec = Field(description="The game: rules, seats, rounds, chat, sampling, seed.")
+    intervention: InterventionSpec = Field(default_factory=InterventionSpec,
+                                           description="Steering of the agents under study (focal players).")
+    assessment: AssessmentSettings = Field(default_factory=AssessmentSettings,
+                                           description="Which trait items are asked and how.")
+    measure: bool = Field(True, description="Measure the focal players' traits before and after play "
+                                            "(an intervention that needs a profile measures it either way).")
+
+    def stable_hash(self) -> str:
+        payload = json.dumps(
+            {"v": SPEC_HASH_VERSION, "spec": self.model_dump(mode="json")}, sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class GameRecord(GamePlay):
+    """What the store keeps of one trial: the game as played (every player's view, rounds, profiles,
+    costs, an error if it failed) with the trial's spec, its hash and the condition labels."""
+
+    schema_version: int = RECORD_SCHEMA_VERSION
+    spec: TrialSpec
+    spec_hash: str
+    contagion_version: str = ""
+    labels: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Condition labels set by the experiment (model, composition, intervention, ...); not hashed.",
+    )
+
+    def transcript_key(self) -> str:
+        """An id of what was played: games with identical transcripts (and models) share it.
+
+        Every player's backend, persona and messages (role and content, in order) are hashed; seeds and
+        labels are not. Without chat, actions chosen by comparing log-probabilities do not depend on the
+        seed, so a deterministic model replays the very same game for every repetition: such replays
+        share this key. A failed game keeps its own id (its ``spec_hash``).
+        """
+        if self.error or not self.players:
+            return self.spec_hash
+        h = hashlib.blake2b(digest_size=8)
+        for p in self.players:
+            h.update(f"\x00{p.backend}\x00{p.persona}\x00".encode())
+            for m in p.messages:
+                h.update(m.role.encode())
+                h.update(b"\x01")
+                h.update(m.content.encode())
+                h.update(b"\x02")
+        return h.hexdigest()
+
