@@ -62,7 +62,8 @@ class ExperimentConfig(BaseModel):
     repetitions: int = Field(1, ge=1, le=100000, description="Games per cell (seeds seed .. seed+repetitions-1).")
     seed: int = Field(0, ge=0, description="Base seed.")
     focal: Literal["default", "all-lm"] = Field(
-        "default", description="Whose traits are measured: players with the default persona, or every LM player."
+        "default", description="The agents under study (steered by the intervention, measured when "
+                               "measure_traits is on): players with the default persona, or every LM player."
     )
     assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
     measure_traits: bool = Field(True, description="Measure focal players' traits before and after play.")
@@ -147,7 +148,8 @@ class ExperimentConfig(BaseModel):
             persona, backend = _seat(seat)
             spec = PlayerSpec(backend=backend or model, persona=persona or "default")
             is_lm = kind_of(spec.backend).language_model
-            focal = is_lm and self.measure_traits and (self.focal == "all-lm" or spec.persona == "default")
+            # the agents under study: steered by the intervention, and measured when measure_traits is on
+            focal = is_lm and (self.focal == "all-lm" or spec.persona == "default")
             out.append(spec.model_copy(update={"focal": focal}))
         return tuple(out)
 
