@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contagion.analysis.stats import AnalysisSettings, compute_contrasts, drift_by_cell
+from contagion.analysis.contrasts import AnalysisSettings, compute_contrasts, drift_by_cell
 from contagion.analysis.tables import PROSOCIAL, RunInfo, RunTables
 
 TRAITS = [("agreeableness", "pro"), ("conscientiousness", "pro"), ("honesty", "pro"), ("cooperativeness", "pro"),

@@ -96,9 +96,9 @@ def child(size: int, mode: str) -> dict[str, Any]:
     """Measure one size in this (fresh) process."""
     import torch
 
-    from contagion.analysis.attention import history_attention_rows, segment_labels
     from contagion.backends.base import run_sync
     from contagion.backends.hf import HFBackend
+    from contagion.whitebox.attention import history_attention_rows, segment_labels
 
     backend = HFBackend("embedded")
     t0 = time.perf_counter()

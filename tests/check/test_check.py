@@ -1,4 +1,5 @@
-"""The analysis finds the planted effect and nothing on the null twin (quick variant of `contagion check`)."""
+"""The statistical check: the analysis finds the planted effect and nothing on the null twin (quick variant
+of `contagion check`); its figures round-trip through validation.json."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from contagion.analysis.validation import (
     analysis_fingerprint,
     find_validation,
     load_validation,
-    run_once,
-    run_validation,
     save_validation,
     wilson,
 )
+from contagion.check import run_once, run_validation
 
 QUICK_RUNS = 40
 

@@ -23,13 +23,13 @@ import contagion.cli.attention as attention_cli
 from contagion.analysis.attention import SEGMENTS, TABLE_COLUMNS
 from contagion.backends.base import run_sync
 from contagion.backends.hf import TEMPLATE, AttentionShares
-from contagion.backends.registry import resolve
 from contagion.cli.app import app
+from contagion.experiment.record import GameRecord, TrialSpec
 from contagion.experiment.store import Store
-from contagion.games.engine import play_game
-from contagion.games.record import GameRecord, GameSpec, PlayerSpec
+from contagion.experiment.trial import run_trial
+from contagion.games.record import GameSpec, PlayerSpec
 from contagion.messages import Message
-from contagion.steering import build_hooks, parse_intervention
+from contagion.steering import parse_intervention
 
 SHARES = [f"share_{s}" for s in SEGMENTS]
 NEEDED = ["game", "player", "intervention", "composition", "round", "turn", "tokens_so_far", "layer",
@@ -37,21 +37,16 @@ NEEDED = ["game", "player", "intervention", "composition", "round", "turn", "tok
           "share_other_prompts", "share_template"]
 
 
-async def _play(spec: GameSpec) -> GameRecord:
-    backends = [resolve(p.backend) for p in spec.players]
-    hooks, profiles = await build_hooks(spec, backends)
-    return await play_game(spec, backends=backends, hooks=hooks, pre_profiles=profiles)
-
-
 @pytest.fixture(scope="module")
 def record() -> GameRecord:
     """Two sim players (the malicious one not focal), 2 rounds, 1 chat turn, system prompt repeated in round 2."""
-    spec = GameSpec(
+    game = GameSpec(
         players=(PlayerSpec(backend="sim:planted"),
                  PlayerSpec(backend="sim:planted", persona="malicious", focal=False)),
-        rounds=2, chat_turns=1, seed=3, intervention=parse_intervention("repeat-system:k=2"),
+        rounds=2, chat_turns=1, seed=3,
     )
-    rec = run_sync(_play(spec))
+    spec = TrialSpec(game=game, intervention=parse_intervention("repeat-system:k=2"), measure=False)
+    rec = run_sync(run_trial(spec))
     assert rec.error is None
     return rec.model_copy(update={"labels": {"composition": "one-malicious"}})
 
@@ -262,7 +257,7 @@ def test_missing_path(tmp_path: Path) -> None:
         ('{"hello": "world"}', "is JSON but not a contagion game record"),
         ("[1, 2, 3]", "is JSON but not a contagion game record"),
         ("not json at all", "is not JSON"),
-        ('{"spec": {}, "players": []}', "is not a valid contagion game record (spec.players"),
+        ('{"spec": {}, "players": []}', "is not a valid contagion game record (game: Field required"),
     ],
 )
 def test_json_that_is_not_a_game_record(tmp_path: Path, content: str, needle: str) -> None:
@@ -325,20 +320,3 @@ def test_out_is_a_file(fake: FakeWhiteBox, game_json: Path) -> None:
     expect_error(invoke(str(game_json), "--model", "hf:embedded", "--out", str(game_json)),
                  "is a file; give a directory")
     assert fake.calls == 0
-
-
-def test_system_share_by_length_bins_every_turn() -> None:
-    import pandas as pd
-
-    from contagion.analysis.attention import system_share_by_length
-
-    lengths = [100 + 37 * k for k in range(30)]
-    turns = pd.DataFrame({"intervention": ["none", "sit"] * 15, "tokens_so_far": lengths,
-                          "share_system": [1.0 / (1 + k) for k in range(30)]})
-    binned = system_share_by_length(turns)
-    assert binned["n"].sum() == 30  # the shortest and the longest context are in a bin too
-    assert binned["tokens"].between(min(lengths), max(lengths)).all()
-    assert binned["tokens"].nunique() <= 10 and not binned.isna().any().any()
-    exact = system_share_by_length(turns.head(12))
-    assert sorted(exact["tokens"]) == sorted(float(x) for x in lengths[:12])
-    assert (exact["se"] == 0).all() and (exact["n"] == 1).all()

@@ -10,14 +10,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from contagion.analysis.attention import (
-    COLUMNS,
-    SEGMENTS,
-    history_attention_rows,
-    segment_labels,
-)
+from contagion.analysis.attention import COLUMNS, SEGMENTS
+from contagion.analysis.attention import TEMPLATE as SCHEMA_TEMPLATE
 from contagion.backends.hf import TEMPLATE, HFBackend
 from contagion.messages import Message, assistant, system, user
+from contagion.whitebox.attention import history_attention_rows, segment_labels
 
 HISTORY = [
     system("You are Avery, a fair and kind player."),
@@ -43,6 +40,12 @@ def test_segment_labels() -> None:
     assert segment_labels(HISTORY) == LABELS
     # a system message that is not first and not an injection is a prompt, not the system prompt
     assert segment_labels([user("hi"), system("note")]) == ["other_prompts", "other_prompts"]
+
+
+def test_the_table_schema_names_every_label_the_measurement_produces() -> None:
+    # the schema lives in analysis (which does not import the backend); its template label must match
+    assert SCHEMA_TEMPLATE == TEMPLATE
+    assert set(LABELS) | {TEMPLATE} <= set(SEGMENTS)
 
 
 def reference_shares(hf: HFBackend, messages: list[Message], labels: list[str]) -> list[dict[str, float]]:

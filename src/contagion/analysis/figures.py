@@ -1,4 +1,5 @@
-"""The report's figures, drawn with matplotlib and returned as inline SVG text (no files, no network).
+"""The report's figures, drawn with matplotlib and returned as inline SVG text (no files, no network);
+and the PNG plot that ``contagion attention`` writes beside its table.
 
 Text stays text in the SVG (``svg.fonttype = none``), so figures are small, searchable and sharp;
 matplotlib escapes it as XML. Figures are deterministic: no date in the metadata, fixed element ids.
@@ -11,6 +12,7 @@ import io
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -191,3 +193,39 @@ def attention_lines(data: pd.DataFrame, *, title: str = "Attention to the system
         ax.set_title(title, loc="left")
         ax.legend(title="intervention", loc="center left", bbox_to_anchor=(1.0, 0.5))
         return to_svg(fig)
+
+
+def attention_figure(by_length: pd.DataFrame, *, layers: int = 0) -> Figure:
+    """The PNG plot of ``contagion attention``: attention to the system prompt against tokens so far.
+
+    ``by_length`` is :func:`contagion.analysis.attention.system_share_by_length`; one line (± 1 SE band)
+    per intervention. Drawn with matplotlib's defaults (not the report's SVG style); save with
+    :func:`save_png`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)  # render with Agg, whatever the user's default backend
+    ax = fig.add_subplot()
+    for j, (name, line) in enumerate(by_length.groupby("intervention", sort=True)):
+        line = line.sort_values("tokens")
+        colour = f"C{j % 10}"
+        ax.plot(line["tokens"], line["share_system"], marker="o", markersize=3.5, color=colour, label=str(name))
+        low = line["share_system"] - line["se"]
+        high = line["share_system"] + line["se"]
+        ax.fill_between(line["tokens"], low, high, color=colour, alpha=0.15, linewidth=0)
+    ax.set_xlabel("tokens in the player's context so far")
+    ax.set_ylabel("share of attention to the system prompt")
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", color="#e5e5e5", linewidth=0.6)
+    ax.spines[["top", "right"]].set_visible(False)
+    which = f"mean over all {layers} layers" if layers else "mean over layers"
+    ax.set_title(f"Attention to the system prompt as the conversation grows ({which}, heads averaged)",
+                 loc="left", fontsize=9)
+    ax.legend(title="intervention", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    return fig
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path`` (no timestamp or version in its metadata)."""
+    fig.savefig(path, format="png", dpi=150, metadata={"Software": None})

@@ -4,9 +4,9 @@ Replays each measured player's stored history through a transformers model (``hf
 offline) and records, before each of its turns and for every layer, where the position that produces
 its reply looks: its system prompt, injected steering messages, other players' messages, round
 results, its own messages, other prompts and chat-template tokens (see
-:mod:`contagion.analysis.attention`). Writes ``attention.csv``, ``attention.parquet`` and
-``attention.png`` into the output directory; for a run, by default ``RUN_DIR/attention``, where
-``contagion report`` finds it.
+:mod:`contagion.whitebox.attention`; the table's schema is :mod:`contagion.analysis.attention`).
+Writes ``attention.csv``, ``attention.parquet`` and ``attention.png`` into the output directory; for a
+run, by default ``RUN_DIR/attention``, where ``contagion report`` finds it.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from contagion.analysis.attention import (
-    CSV_NAME,
-    PARQUET_NAME,
+from contagion.backends.base import run_sync
+from contagion.cli.app import app, console, user_errors
+from contagion.errors import UserError
+from contagion.experiment.rundir import RunDir
+from contagion.whitebox.attention import (
     PLAYER_SELECTIONS,
-    PNG_NAME,
     AttentionJob,
     AttentionResult,
     PlayerSelection,
@@ -31,9 +32,6 @@ from contagion.analysis.attention import (
     measure_attention,
     open_attention_input,
 )
-from contagion.backends.base import run_sync
-from contagion.cli.app import app, console, user_errors
-from contagion.errors import UserError
 
 
 @app.command()
@@ -115,4 +113,5 @@ def _print_summary(result: AttentionResult, out_dir: Path) -> None:
             f"{last['share_system'].mean():.3f} at {last['tokens_so_far'].mean():.0f} tokens",
         )
     console.print(table)
-    console.print(f"written to {out_dir}: {CSV_NAME}, {PARQUET_NAME}, {PNG_NAME}", highlight=False)
+    names = (RunDir.ATTENTION_CSV, RunDir.ATTENTION_PARQUET, RunDir.ATTENTION_PNG)
+    console.print(f"written to {out_dir}: {', '.join(names)}", highlight=False)

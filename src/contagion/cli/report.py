@@ -9,6 +9,7 @@ import typer
 
 from contagion.cli.app import app, console, err_console, user_errors
 from contagion.errors import UserError
+from contagion.experiment.rundir import RunDir
 
 LARGE_VIEWER_BYTES = 80_000_000
 
@@ -27,7 +28,7 @@ def _check_out(out: Path | None) -> None:
 @user_errors
 def report(
     run_dir: Path = typer.Argument(..., help="Run directory (written by `contagion run`)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output HTML file (default RUN_DIR/report.html)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help=f"Output HTML file (default RUN_DIR/{RunDir.REPORT})."),
 ) -> None:
     """Write the run's HTML report: methods, figures, contrasts with their tests, warnings.
 
@@ -45,7 +46,7 @@ def report(
 @user_errors
 def view(
     run_dir: Path = typer.Argument(..., help="Run directory (written by `contagion run`)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output HTML file (default RUN_DIR/viewer.html)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help=f"Output HTML file (default RUN_DIR/{RunDir.VIEWER})."),
     serve: bool = typer.Option(False, "--serve", help="Serve on 127.0.0.1 instead of writing a file."),
     port: int = typer.Option(8765, "--port", help="Port for --serve (0 = any free port).", min=0, max=65535),
 ) -> None:
@@ -83,7 +84,7 @@ def check(
     runs: int = typer.Option(100, "--runs", min=1, max=10000, help="Seeded runs of each simulated model."),
     quick: bool = typer.Option(False, "--quick", help="40 runs (a faster, rougher check)."),
     out: Path | None = typer.Option(None, "--out", "-o",
-                                       help="Save the figures as JSON (e.g. RUN_DIR/validation.json; the "
+                                       help=f"Save the figures as JSON (e.g. RUN_DIR/{RunDir.VALIDATION}; the "
                                             "report of that run then states them)."),
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Processes to run in parallel."),
 ) -> None:
@@ -94,7 +95,8 @@ def check(
     effect and the false-positive rate on the null twin (targets: power >= 0.8, false positives
     <= 5%). Exits 1 when a target is missed.
     """
-    from contagion.analysis.validation import run_validation, save_validation
+    from contagion.analysis.validation import save_validation
+    from contagion.check import run_validation
 
     n = 40 if quick else runs
     _check_out(out)
@@ -112,7 +114,7 @@ def check(
     console.print(f"Rule: {result.rule}. {result.seconds:.0f} s; analysis code {result.fingerprint}.",
                   highlight=False)
     if out is not None:
-        target = out / "validation.json" if out.is_dir() else out
+        target = RunDir(out).validation if out.is_dir() else out
         save_validation(result, target)
         console.print(f"Figures saved to {target}")
     if result.passed:

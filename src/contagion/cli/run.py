@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 from importlib import resources
 from pathlib import Path
 
 import typer
-import yaml
 from rich.table import Table
 
 from contagion.cli.app import app, console, err_console, user_errors
-from contagion.errors import UserError
+from contagion.errors import MissingExtraError, UserError
 from contagion.experiment.config import ExperimentConfig, load_config, parse_config
+from contagion.experiment.rundir import RunDir
 from contagion.experiment.runner import Runner, RunSummary
 from contagion.experiment.store import Store
+from contagion.fileio import parse_yaml
 
 RUN_HELP = """Run an experiment grid from a YAML config into RUN_DIR (resumable).
 
 The config declares models, games, group compositions, interventions, rounds, chat turns,
 repetitions, the trait inventory and generation settings; see examples/ in the repository.
-Rerunning the same command runs only the games that are missing (or failed); changing a
-parameter that matters runs only the new games. Ctrl-C stops after the games in flight.
+Rerunning the same command runs only the games that are missing (or failed). A run directory
+belongs to one config: a config with a different grid is refused unless --extend is given, which
+adds its games to the same run (only the new games are played; the report describes every config).
+One `contagion run` writes to a directory at a time; a second one refuses. Ctrl-C stops after the
+games in flight.
 """
 
 
@@ -52,9 +57,16 @@ def _print_summary(summary: RunSummary, run_dir: Path, resume: str) -> None:
                       highlight=False, markup=False)
 
 
+def check_executor(executor: str) -> None:
+    """Fail before anything is written when the executor cannot run here (e.g. Ray not installed)."""
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise MissingExtraError("--executor ray", "cluster", "ray")
+
+
 def execute_run(config: ExperimentConfig, out: Path, executor: str, address: str | None, progress: bool,
-                resume: str | None = None) -> RunSummary:
-    summary = Runner(config, out, executor=executor, address=address, progress=progress).run()
+                resume: str | None = None, *, extend: bool = False) -> RunSummary:
+    check_executor(executor)
+    summary = Runner(config, out, executor=executor, address=address, progress=progress, extend=extend).run()
     _print_summary(summary, out, resume or "the same command")
     if summary.failure_rate > config.max_failure_rate:
         err_console.print(f"Failure rate {summary.failure_rate:.1%} exceeds max_failure_rate "
@@ -73,18 +85,21 @@ def run(
     executor: str = typer.Option("local", "--executor", help="local (this machine) or ray."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
+    extend: bool = typer.Option(False, "--extend",
+                                help="Add this config's games to a run directory that holds another config's."),
 ) -> None:
+    check_executor(executor)
     cfg = load_config(config)
     resume = f"contagion run {shlex.quote(str(config))} --out {shlex.quote(str(out))}"
     if executor != "local":
         resume += f" --executor {shlex.quote(executor)}" + (f" --address {shlex.quote(address)}" if address else "")
-    execute_run(cfg, out, executor, address, not no_progress, resume)
+    execute_run(cfg, out, executor, address, not no_progress, resume, extend=extend)
     console.print(f"Results: {out}  (next: contagion report {out})")
 
 
 def demo_config() -> ExperimentConfig:
     text = resources.files("contagion").joinpath("data/demo.yaml").read_text(encoding="utf-8")
-    return parse_config(yaml.safe_load(text), "built-in demo config")
+    return parse_config(parse_yaml(text, "built-in demo config"), "built-in demo config")
 
 
 @app.command()
@@ -127,12 +142,21 @@ def _finish_with_report(out: Path) -> None:
 def export(
     run_dir: Path = typer.Argument(..., help="Run directory."),
     fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl (full records) or parquet (one row per player)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default RUN_DIR/games.<ext>)."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Output file, or a directory to write games.<ext> into "
+                                         "(default RUN_DIR/games.<ext>)."),
 ) -> None:
-    """Export a run's game records to JSONL or Parquet."""
-    if fmt not in ("jsonl", "parquet"):
+    """Export a run's game records to JSONL or Parquet (written whole or not at all)."""
+    if fmt not in RunDir.EXPORT_FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose jsonl or parquet")
+    target = out or RunDir(run_dir).export(fmt)
+    if target.is_dir():
+        target = target / RunDir(target).export(fmt).name
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.exists():
+        raise UserError(f"cannot write {target}: the directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {target}: {parent} is not a directory")
     with Store.open_existing(run_dir) as store:
-        target = out or run_dir / f"games.{fmt}"
         n = store.export_jsonl(target) if fmt == "jsonl" else store.export_parquet(target)
     console.print(f"{n} rows written to {target}")

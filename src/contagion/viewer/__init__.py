@@ -1,5 +1,5 @@
 """The transcript viewer: browse a run's games, filter them, and read each player's conversation."""
 
-from contagion.viewer.page import VIEWER_FILE, ViewerServer, write_viewer
+from contagion.viewer.page import ViewerServer, write_viewer
 
-__all__ = ["VIEWER_FILE", "ViewerServer", "write_viewer"]
+__all__ = ["ViewerServer", "write_viewer"]

@@ -26,10 +26,10 @@ from markupsafe import Markup
 
 from contagion import __version__
 from contagion.errors import UserError
+from contagion.experiment.rundir import RunDir
 from contagion.experiment.store import Store
 from contagion.viewer.data import NOTABLE_DRIFT, game_detail, game_summary
 
-VIEWER_FILE = "viewer.html"
 _MARKER = "<!--contagion-data-->"
 
 
@@ -91,12 +91,12 @@ def write_viewer(run_dir: Path, out: Path | None = None) -> Path:
         _check_nonempty(store, run_dir)
         title, subtitle = _titles(store, run_dir)
         before, after = _shell(title, subtitle)
-        target = Path(out) if out is not None else run_dir / VIEWER_FILE
+        target = Path(out) if out is not None else RunDir(run_dir).viewer
         if target.exists() and target.is_dir():
-            target = target / VIEWER_FILE
+            target = target / RunDir.VIEWER
+        tmp = target.with_name(f".{target.name}.tmp")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
             with tmp.open("w", encoding="utf-8") as fh:
                 fh.write(before)
                 summaries = _write_games(fh, store)
@@ -106,6 +106,8 @@ def write_viewer(run_dir: Path, out: Path | None = None) -> Path:
             tmp.replace(target)
         except OSError as exc:
             raise UserError(f"cannot write the viewer to {target}: {exc.strerror or exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)  # a damaged record or a full disk leaves no half-written page behind
     return target
 
 
@@ -137,8 +139,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: ViewerServer
 
     def do_GET(self) -> None:
+        if not self.server.host_allowed(self.headers.get("Host")):
+            # DNS rebinding: a page on another site resolving its name to 127.0.0.1 must not read the run
+            self._send(421, "text/plain; charset=utf-8", b"misdirected request: unknown Host header")
+            return
         path = self.path.split("?", 1)[0]
-        if path in ("/", "/index.html", f"/{VIEWER_FILE}"):
+        if path in ("/", "/index.html", f"/{RunDir.VIEWER}"):
             self._send(200, "text/html; charset=utf-8", self.server.page.encode("utf-8"))
             return
         if path.startswith("/game/") and path.endswith(".json"):
@@ -184,6 +190,20 @@ class ViewerServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/"
+
+    def host_allowed(self, host: str | None) -> bool:
+        """Whether a request's Host header names this server (127.0.0.1 or localhost, on its port)."""
+        if not host:
+            return False
+        port = str(self.server_address[1])
+        text = host.strip().lower()
+        if text.startswith("["):  # [::1]:PORT
+            name, _, rest = text.partition("]")
+            name, given = name + "]", rest[1:] if rest.startswith(":") else port
+        else:
+            name, sep, given = text.partition(":")
+            given = given if sep else port
+        return name in ("127.0.0.1", "localhost", "[::1]") and given == port
 
     def server_close(self) -> None:
         super().server_close()

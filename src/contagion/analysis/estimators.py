@@ -1,0 +1,359 @@
+"""Generic estimators for clustered data: one- and two-sample tests with games as clusters, the cluster
+bootstrap, multiplicity corrections (Holm, Benjamini–Hochberg) and a mixed-model cross-check.
+
+Nothing here knows the study; :mod:`contagion.analysis.contrasts` applies these to trait drift.
+Two facts about the data shape them:
+
+1. **Observations in one cluster are not independent** (agents of one game saw the same
+   conversation). Every estimator treats the *cluster* as the unit of resampling and of variance
+   (cluster-robust): a cluster bootstrap that resamples whole clusters for confidence intervals, and
+   a cluster-robust (CR1) t-test with G − 1 degrees of freedom (G = number of clusters) for p-values.
+2. **A baseline measured once and shared carries an error that does not average out.** The two-sample
+   estimator compares observations within baseline (fixed effects per baseline measurement), so the
+   error cancels exactly; the one-sample estimator cannot cancel it and adds the baseline's error
+   variance (:func:`baseline_variance`).
+
+Effect sizes are Cohen's *d_z* (mean / SD over observations) for one sample and Cohen's *d*
+(difference / pooled SD) for two. Every :class:`Estimate` carries the name of the test that produced
+it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+CI_LEVEL = 0.95
+
+ONE_SAMPLE_TEST = "cluster-robust t (CR1, games as clusters, df = G−1) + baseline measurement error"
+TWO_SAMPLE_TEST = "cluster-robust t (CR1, games as clusters, df = G−1), paired by baseline"
+TWO_SAMPLE_UNPAIRED_TEST = "cluster-robust t (CR1, games as clusters, df = G−1) + baseline measurement error"
+MIXED_TEST = "MixedLM (random intercept per game, baseline fixed effects; Wald z)"
+BOOT_CI = "cluster bootstrap 95% CI (games resampled)"
+
+
+# -- multiple comparisons ---------------------------------------------------------------------------
+
+
+def _adjust(pvalues: np.ndarray | list[float], method: str) -> np.ndarray:
+    """statsmodels' adjusted p-values over the non-NaN entries; NaN entries stay NaN and do not count."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
+    return out
+
+
+def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (family-wise error). NaN entries stay NaN and do not count."""
+    return _adjust(pvalues, "holm")
+
+
+def benjamini_hochberg(pvalues: np.ndarray | list[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (false discovery rate). NaN entries stay NaN."""
+    return _adjust(pvalues, "fdr_bh")
+
+
+CORRECTIONS = {"holm": (holm, "Holm"), "bh": (benjamini_hochberg, "Benjamini–Hochberg")}
+
+
+# -- estimates ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Estimate:
+    """One number with its uncertainty and the names of the methods that produced them."""
+
+    estimate: float
+    se: float
+    df: int
+    p: float
+    ci_low: float
+    ci_high: float
+    test: str
+    ci_method: str
+    n_agents: int
+    n_games: int
+    effect: float
+    effect_name: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _codes(values: Any) -> tuple[np.ndarray, int]:
+    codes, uniques = pd.factorize(pd.Series(values).astype(str))
+    return codes.astype(np.int64), len(uniques)
+
+
+def _t_p(estimate: float, se: float, df: int) -> float:
+    # no variation between games (or a single game) leaves nothing to test against: no p-value
+    if df < 1 or not np.isfinite(se) or se <= 0:
+        return math.nan
+    return float(2 * sps.t.sf(abs(estimate / se), df))
+
+
+def _percentile_ci(replicates: np.ndarray) -> tuple[float, float]:
+    reps = replicates[np.isfinite(replicates)]
+    if reps.size == 0:
+        return math.nan, math.nan
+    tail = (1 - CI_LEVEL) / 2 * 100
+    low, high = np.percentile(reps, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+_COUNTS_CACHE: dict[tuple[Any, ...], tuple[np.ndarray, Any]] = {}
+
+
+def _multiplicities(groups: list[np.ndarray], n_clusters: int, resamples: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """(resamples × clusters) counts: each group of clusters resampled with replacement within itself.
+
+    The draws depend only on the groups and the generator's state, so the traits of one comparison
+    (same games) reuse one draw instead of redrawing it (the generator advances the same way).
+    """
+    key = (n_clusters, resamples, tuple(m.tobytes() for m in groups), str(rng.bit_generator.state))
+    hit = _COUNTS_CACHE.get(key)
+    if hit is not None:
+        rng.bit_generator.state = hit[1]
+        return hit[0]
+    counts = _draw_multiplicities(groups, n_clusters, resamples, rng)
+    _COUNTS_CACHE.clear()  # keep one: a comparison's traits come one after another
+    _COUNTS_CACHE[key] = (counts, rng.bit_generator.state)
+    return counts
+
+
+def _draw_multiplicities(groups: list[np.ndarray], n_clusters: int, resamples: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    counts = np.zeros((resamples, n_clusters))
+    rows = np.arange(resamples)[:, None] * n_clusters
+    for members in groups:
+        if members.size == 0:
+            continue
+        draws = members[rng.integers(0, members.size, size=(resamples, members.size))]
+        counts += np.bincount((rows + draws).ravel(), minlength=resamples * n_clusters).reshape(
+            resamples, n_clusters)
+    return counts
+
+
+def baseline_variance(post: np.ndarray, baseline: np.ndarray) -> float:
+    """Variance that the shared baseline measurements add to a mean of post − pre differences.
+
+    With ``n_k`` agents sharing baseline ``k`` (one measurement, error variance ``σ²_k``), the mean of
+    all N differences carries ``Σ_k (n_k / N)² σ²_k``. ``σ²_k`` is estimated by the variance of the
+    post-play readings of the agents sharing ``k`` (same instrument, same items; an upper bound,
+    since it also holds real between-game differences). Baselines seen once borrow the pooled
+    within-baseline variance.
+    """
+    post = np.asarray(post, dtype=float)
+    codes, k = _codes(baseline)
+    n = post.size
+    if n == 0:
+        return math.nan
+    counts = np.bincount(codes, minlength=k).astype(float)
+    variances = np.full(k, np.nan)
+    for j in range(k):
+        vals = post[codes == j]
+        if vals.size >= 2:
+            variances[j] = float(np.var(vals, ddof=1))
+    known = ~np.isnan(variances)
+    if known.any():
+        pooled = float(np.sum((counts[known] - 1) * variances[known]) / max(1.0, np.sum(counts[known] - 1)))
+    else:
+        pooled = float(np.var(post, ddof=1)) if n >= 2 else 0.0
+    variances[~known] = pooled
+    return float(np.sum((counts / n) ** 2 * variances))
+
+
+def one_sample(values: np.ndarray, clusters: Any, *, baseline_var: float = 0.0, resamples: int = 2000,
+               seed: int = 0) -> Estimate:
+    """Mean of ``values`` (e.g. post − pre) with game-clustered inference.
+
+    p-value: cluster-robust (CR1) t-test with G − 1 degrees of freedom, adding ``baseline_var`` (see
+    :func:`baseline_variance`) to the variance. CI: cluster bootstrap (whole games resampled), each
+    replicate also drawing the baseline error from N(0, ``baseline_var``). Effect size: Cohen's d_z.
+    """
+    y = np.asarray(values, dtype=float)
+    codes, g = _codes(clusters)
+    n = y.size
+    mean = float(y.mean()) if n else math.nan
+    sd = float(y.std(ddof=1)) if n >= 2 else math.nan
+    if n == 0:
+        return Estimate(math.nan, math.nan, 0, math.nan, math.nan, math.nan, ONE_SAMPLE_TEST, BOOT_CI, 0, 0,
+                        math.nan, "d_z")
+    resid_sums = np.bincount(codes, weights=y - mean, minlength=g)
+    v_cluster = (g / (g - 1)) * float(np.sum(resid_sums**2)) / n**2 if g >= 2 else math.nan
+    se = math.sqrt(v_cluster + baseline_var) if g >= 2 else math.nan
+    df = g - 1
+    p = _t_p(mean, se, df)
+    low = high = math.nan
+    if resamples and g >= 2:
+        rng = np.random.default_rng(seed)
+        counts = _multiplicities([np.arange(g)], g, resamples, rng)
+        sums = counts @ np.bincount(codes, weights=y, minlength=g)
+        sizes = counts @ np.bincount(codes, minlength=g).astype(float)
+        reps = sums / sizes
+        if baseline_var > 0:
+            reps = reps + rng.normal(0.0, math.sqrt(baseline_var), size=resamples)
+        low, high = _percentile_ci(reps)
+    effect = mean / sd if sd and np.isfinite(sd) and sd > 0 else math.nan
+    return Estimate(mean, se, df, p, low, high, ONE_SAMPLE_TEST if baseline_var else
+                    ONE_SAMPLE_TEST.split(" + ")[0], BOOT_CI, n, g, effect, "d_z",
+                    {"baseline_var": baseline_var, "cluster_var": v_cluster})
+
+
+def _fe_beta(y: np.ndarray, x: np.ndarray, strata: np.ndarray, k: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """Within-strata OLS slope of y on x; returns (beta, demeaned x, residuals)."""
+    counts = np.bincount(strata, minlength=k).astype(float)
+    xm = np.bincount(strata, weights=x, minlength=k) / np.maximum(counts, 1)
+    ym = np.bincount(strata, weights=y, minlength=k) / np.maximum(counts, 1)
+    xt, yt = x - xm[strata], y - ym[strata]
+    sxx = float(xt @ xt)
+    beta = float(xt @ yt) / sxx if sxx > 0 else math.nan
+    return beta, xt, yt - beta * xt
+
+
+def two_sample(values: np.ndarray, arm: np.ndarray, clusters: Any, *, baselines: Any | None = None,
+               post: np.ndarray | None = None, resamples: int = 2000, seed: int = 0) -> Estimate:
+    """Difference in mean ``values`` between ``arm`` True (A) and False (B), clustered by game.
+
+    With ``baselines`` (the id of each agent's pre-play measurement), agents are compared within
+    baseline (fixed effects): the estimate is the within-baseline difference A − B, and the shared
+    baseline error cancels. Agents whose baseline occurs in one arm only carry no information about
+    the difference and drop out. When no baseline occurs in both arms the plain difference of means
+    is used, adding each arm's baseline error variance (from ``post``; see :func:`baseline_variance`).
+
+    p-value: cluster-robust (CR1) t-test with G − 1 df. CI: cluster bootstrap resampling whole games
+    within each arm. Effect size: Cohen's d (difference / pooled SD over agents).
+    """
+    y = np.asarray(values, dtype=float)
+    a = np.asarray(arm, dtype=bool)
+    cl = pd.Series(clusters).astype(str).to_numpy()
+    base = pd.Series(baselines if baselines is not None else np.zeros(y.size)).astype(str).to_numpy()
+    in_a = set(base[a])
+    in_b = set(base[~a])
+    shared = in_a & in_b
+    paired = baselines is not None and bool(shared)
+    extra_var = 0.0
+    if paired:
+        keep = np.isin(base, list(shared))
+        y, a, cl, base = y[keep], a[keep], cl[keep], base[keep]
+        test = TWO_SAMPLE_TEST
+    else:
+        base = np.zeros(y.size).astype(str)
+        if baselines is not None and post is not None:
+            pb = np.asarray(baselines).astype(str)
+            pp = np.asarray(post, dtype=float)
+            extra_var = (baseline_variance(pp[np.asarray(arm, bool)], pb[np.asarray(arm, bool)])
+                         + baseline_variance(pp[~np.asarray(arm, bool)], pb[~np.asarray(arm, bool)]))
+        test = TWO_SAMPLE_UNPAIRED_TEST if extra_var else TWO_SAMPLE_TEST.split(", paired")[0]
+    n = y.size
+    n_a, n_b = int(a.sum()), int((~a).sum())
+    arm_cluster = np.char.add(np.where(a, "A|", "B|"), cl)
+    codes, g = _codes(arm_cluster)
+    g_a = len(set(arm_cluster[a]))
+    g_b = len(set(arm_cluster[~a]))
+    strata, k = _codes(base)
+    sd_a = float(np.std(y[a], ddof=1)) if n_a >= 2 else math.nan
+    sd_b = float(np.std(y[~a], ddof=1)) if n_b >= 2 else math.nan
+    pooled = math.sqrt(((n_a - 1) * sd_a**2 + (n_b - 1) * sd_b**2) / (n_a + n_b - 2)) if n_a >= 2 and n_b >= 2 \
+        else math.nan
+    extra = {"games_a": g_a, "games_b": g_b, "agents_a": n_a, "agents_b": n_b, "paired_by_baseline": paired,
+             "mean_a": float(y[a].mean()) if n_a else math.nan, "mean_b": float(y[~a].mean()) if n_b else math.nan}
+    if n_a == 0 or n_b == 0:
+        return Estimate(math.nan, math.nan, 0, math.nan, math.nan, math.nan, test, BOOT_CI, n, g, math.nan, "d",
+                        extra)
+    beta, xt, resid = _fe_beta(y, a.astype(float), strata, k)
+    sxx = float(xt @ xt)
+    # clusters are keyed by arm and game: a transcript seen in both arms (an intervention that never
+    # fired) is still one game per arm, which is how the bootstrap resamples it too
+    scores = np.bincount(codes, weights=xt * resid, minlength=g)
+    n_params = 1 + k
+    if g >= 2 and n > n_params and sxx > 0:
+        adj = (g / (g - 1)) * ((n - 1) / (n - n_params))
+        v = adj * float(np.sum(scores**2)) / sxx**2
+        se = math.sqrt(v + extra_var)
+    else:
+        se = math.nan
+    df = g - 1
+    p = _t_p(beta, se, df)
+    low = high = math.nan
+    if resamples and g_a >= 2 and g_b >= 2:
+        rng = np.random.default_rng(seed)
+        cluster_arm = np.zeros(g, dtype=bool)
+        cluster_arm[codes[a]] = True
+        counts = _multiplicities([np.flatnonzero(cluster_arm), np.flatnonzero(~cluster_arm)], g, resamples, rng)
+        # per (game, stratum) cell sums: a replicate's within-stratum slope needs only these
+        x = cluster_arm.astype(float)[:, None]
+        n_gs = np.zeros((g, k))
+        y_gs = np.zeros((g, k))
+        np.add.at(n_gs, (codes, strata), 1.0)
+        np.add.at(y_gs, (codes, strata), y)
+        sw, swy = counts @ n_gs, counts @ y_gs
+        swx, swxy = counts @ (x * n_gs), counts @ (x * y_gs)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            safe = np.where(sw > 0, sw, 1.0)
+            num = np.sum(np.where(sw > 0, swxy - swx * swy / safe, 0.0), axis=1)
+            den = np.sum(np.where(sw > 0, swx - swx * swx / safe, 0.0), axis=1)
+            reps = np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), np.nan)
+        if extra_var > 0:
+            reps = reps + rng.normal(0.0, math.sqrt(extra_var), size=resamples)
+        low, high = _percentile_ci(reps)
+    effect = beta / pooled if pooled and np.isfinite(pooled) and pooled > 0 else math.nan
+    return Estimate(beta, se, df, p, low, high, test, BOOT_CI, n, g, effect, "d", extra)
+
+
+def naive_one_sample(values: np.ndarray) -> Estimate:
+    """An agent-level t-test that ignores clustering — for comparison only (it is overconfident)."""
+    y = np.asarray(values, dtype=float)
+    res = sps.ttest_1samp(y, 0.0)
+    mean = float(y.mean())
+    se = float(y.std(ddof=1) / math.sqrt(y.size))
+    half = float(sps.t.ppf(0.975, y.size - 1)) * se
+    return Estimate(mean, se, y.size - 1, float(res.pvalue), mean - half, mean + half,
+                    "one-sample t over agents (ignores games)", "t interval", y.size, y.size,
+                    mean / float(y.std(ddof=1)), "d_z")
+
+
+def mixed_model(values: np.ndarray, arm: np.ndarray, clusters: Any, baselines: Any | None = None
+                ) -> dict[str, Any] | None:
+    """Difference A − B from a linear mixed model: value ~ arm [+ baseline] + (1 | game).
+
+    ``None`` when the model cannot be fitted (too few games, singular design); convergence warnings
+    are kept in the result's ``note``.
+    """
+    try:
+        import statsmodels.formula.api as smf
+    except ImportError:  # pragma: no cover - statsmodels is a core dependency
+        return None
+    df = pd.DataFrame({"y": np.asarray(values, float), "arm": np.asarray(arm, bool).astype(float),
+                       "game": pd.Series(clusters).astype(str).to_numpy()})
+    formula = "y ~ arm"
+    if baselines is not None:
+        df["base"] = pd.Series(baselines).astype(str).to_numpy()
+        shared = set(df.loc[df.arm == 1, "base"]) & set(df.loc[df.arm == 0, "base"])
+        if shared:
+            df = df[df["base"].isin(shared)]
+            if df["base"].nunique() > 1:
+                formula += " + C(base)"
+    if df["game"].nunique() < 3 or df["arm"].nunique() < 2:
+        return None
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit = smf.mixedlm(formula, df, groups=df["game"]).fit(reml=True, method=["lbfgs", "powell"])
+        except Exception as exc:  # singular matrices and the like: report, do not crash the report
+            return {"estimate": math.nan, "p": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                    "test": MIXED_TEST, "note": f"not fitted: {type(exc).__name__}"}
+        notes = sorted({type(w.message).__name__ for w in caught if "Convergence" in type(w.message).__name__})
+    ci = fit.conf_int().loc["arm"]
+    return {"estimate": float(fit.params["arm"]), "p": float(fit.pvalues["arm"]), "ci_low": float(ci[0]),
+            "ci_high": float(ci[1]), "test": MIXED_TEST, "note": ", ".join(notes)}

@@ -1,0 +1,201 @@
+"""The report's figures: each one an inline SVG, a caption and the table of the numbers it shows.
+
+The plotting primitives are in :mod:`contagion.analysis.figures`; the numbers come from
+:mod:`contagion.analysis.contrasts` and :mod:`contagion.analysis.tables`, the text of the tables from
+:mod:`contagion.analysis.report_text`. The attention section reads the table that ``contagion
+attention`` wrote into the run directory (:attr:`contagion.experiment.rundir.RunDir.attention_csv`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from contagion.analysis import figures
+from contagion.analysis.contrasts import AnalysisSettings, drift_by_cell, trait_matrix
+from contagion.analysis.report_text import PROSOCIAL, Table, cell_table, coop_table, fnum
+from contagion.analysis.tables import RunTables, cooperation_by_round
+from contagion.experiment.rundir import RunDir
+
+
+@dataclass
+class Figure:
+    id: str
+    title: str
+    svg: Markup
+    caption: str
+    table: Table | None = None
+    extra_tables: list[Table] = field(default_factory=list)
+
+
+
+def attention_figure(run_dir: Path) -> tuple[Figure | None, str]:
+    """The attention section from ``RUN_DIR/attention/attention.csv`` (None when there is none), or a note
+    saying why the table cannot be shown."""
+    path = RunDir(run_dir).attention_csv
+    shown = path.relative_to(run_dir)
+    if not path.exists():
+        return None, ""
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        return None, f"{shown} could not be read: {exc}"
+    need = {"tokens_so_far", "share_system"}
+    if not need <= set(df.columns):
+        return None, f"{shown} lacks the columns {sorted(need - set(df.columns))}"
+    if df.empty:
+        return None, f"{shown} holds no rows"
+    if "intervention" not in df.columns:
+        df["intervention"] = "all"
+    keys = [c for c in ("game", "player", "turn") if c in df.columns]
+    if keys:
+        df = (df.groupby(["intervention", *keys], observed=True, dropna=False)
+              .agg(tokens_so_far=("tokens_so_far", "mean"), share_system=("share_system", "mean"),
+                   **({"share_injection": ("share_injection", "mean")} if "share_injection" in df.columns else {}))
+              .reset_index())
+    tokens = df["tokens_so_far"].astype(float)
+    distinct = sorted(tokens.unique())
+    if len(distinct) <= 12:
+        df["tokens"] = tokens
+    else:
+        # ten equal-width bins closed on the left (the last on both sides): every length lands in one
+        edges = np.linspace(float(tokens.min()), float(tokens.max()), 11)
+        index = np.clip(np.searchsorted(edges, tokens.to_numpy(), side="right") - 1, 0, 9)
+        df["tokens"] = (edges[index] + edges[index + 1]) / 2
+    agg: dict[str, Any] = {"share_system": ("share_system", "mean"), "sd": ("share_system", "std"),
+                           "n": ("share_system", "size")}
+    if "share_injection" in df.columns:
+        agg["share_injection"] = ("share_injection", "mean")
+    out = df.groupby(["intervention", "tokens"], observed=True).agg(**agg).reset_index()
+    out["se"] = out["sd"] / out["n"].pow(0.5)
+    svg = figures.attention_lines(out)
+    table = Table(["intervention", "tokens so far (bin centre)", "share to system prompt", "± SE",
+                   *(["share to injections"] if "share_injection" in out else []), "turns"],
+                  [[str(r["intervention"]), f"{r['tokens']:.0f}", fnum(r["share_system"]), fnum(r["se"]),
+                    *([fnum(r["share_injection"])] if "share_injection" in out else []), str(r["n"])]
+                   for r in out.to_dict("records")],
+                  f"From {shown} (averaged over layers per turn; the band is ± 1 SE over turns, which are not "
+                  "independent within a game).")
+    fig = Figure("attention", "Attention to the system prompt", Markup(svg),
+                 "Mean share of the attention that the position producing a player's next reply pays to its "
+                 "system prompt, against the number of tokens already in its context, by intervention.", table)
+    return fig, ""
+
+
+
+def drift_figure(tables: RunTables, settings: AnalysisSettings) -> Figure | None:
+    drift = tables.drift
+    if drift.empty:
+        return None
+    kinds = set(drift["intervention_kind"].astype(str))
+    sub = drift[drift["intervention_kind"].astype(str) == "none"] if "none" in kinds else drift
+    cells = drift_by_cell(sub, ("composition", "chat_turns"), settings=settings)
+    if cells.empty:
+        return None
+    cells["chat"] = cells["chat_turns"].map(lambda t: "no chat" if int(t) == 0 else f"chat ({int(t)} turn/round)")
+    svg = figures.points_with_ci(cells, x="composition", series="chat", title="Pro-social drift of default agents",
+                                 ylabel="post − pre (pro-social index)")
+    every = drift_by_cell(drift, settings=settings)
+    return Figure(
+        "drift", "Drift by condition", Markup(svg),
+        "Post − pre pro-social index of default-persona agents (negative = toward anti-social), by group "
+        "composition and chat, " + ("in games without an intervention" if "none" in kinds else "over all interventions")
+        + ". Bars: 95% cluster-bootstrap CIs. Hollow points: fewer than "
+        f"{settings.min_games} distinct games.",
+        cell_table(cells, ("composition", "chat_turns"), ""),
+        [cell_table(every, ("model", "game", "composition", "intervention", "chat_turns"),
+                     "Every condition cell (pro-social index drift of default agents).")],
+    )
+
+
+def mitigation_figure(tables: RunTables, settings: AnalysisSettings) -> Figure | None:
+    drift = tables.drift
+    if drift.empty or drift["intervention"].nunique() < 2:
+        return None
+    cells = drift_by_cell(drift, ("intervention", "composition"), settings=settings)
+    if cells.empty:
+        return None
+    order = {k: i for i, k in enumerate(("none", "repeat-system", "sit", "sit-adaptive"))}
+    kind = drift.groupby("intervention", observed=True)["intervention_kind"].first().astype(str).to_dict()
+    cells["_o"] = cells["intervention"].map(lambda i: (order.get(kind.get(i, ""), 9), str(i)))
+    cells = cells.sort_values(["_o", "composition"]).drop(columns="_o")
+    svg = figures.points_with_ci(cells, x="intervention", series="composition",
+                                 title="Mitigation: pro-social drift by intervention",
+                                 ylabel="post − pre (pro-social index)")
+    return Figure("mitigation", "Mitigation", Markup(svg),
+                  "Post − pre pro-social index of default agents under each intervention, per composition (pooled "
+                  "over games and chat settings). Closer to zero = less drift. The mitigation contrast below tests "
+                  "the differences.",
+                  cell_table(cells, ("intervention", "composition"), ""))
+
+
+def cooperation_figure(tables: RunTables) -> Figure | None:
+    actions = tables.actions
+    if actions.empty:
+        return None
+    kinds = set(actions["intervention_kind"].astype(str))
+    sub = tables
+    if "none" in kinds and len(kinds) > 1:
+        sub = RunTables(tables.drift, actions[actions["intervention_kind"].astype(str) == "none"], tables.players,
+                        tables.games, tables.info)
+    who = "focal" if bool(sub.actions["focal"].any()) else "lm"
+    coop = cooperation_by_round(sub, ("game", "composition"), who=who)
+    if coop.empty:
+        return None
+    svg = figures.cooperation_lines(coop, title="Cooperation over rounds, by composition")
+    whose = "default (measured) agents" if who == "focal" else "language-model players"
+    return Figure("cooperation", "Cooperation over rounds", Markup(svg),
+                  f"Share of the {whose}' actions that were cooperate, per round, per game and composition"
+                  + (" (games without an intervention)" if sub is not tables else "")
+                  + ". Invalid actions count as not cooperating.", coop_table(coop))
+
+
+def heatmap_figure(tables: RunTables) -> Figure | None:
+    means, counts = trait_matrix(tables.drift)
+    if means.empty:
+        return None
+    # columns: compositions in order, and within each the interventions as the study orders them
+    kinds = tables.drift.groupby("intervention", observed=True)["intervention_kind"].first().astype(str).to_dict()
+    rank = {k: i for i, k in enumerate(("none", "repeat-system", "sit", "sit-adaptive"))}
+
+    def column_key(col: str) -> tuple[str, int, str]:
+        comp, _, iv = col.partition(" · ")
+        return comp, rank.get(kinds.get(iv, ""), 9), iv
+
+    order = sorted(means.columns, key=column_key)
+    means, counts = means[order], counts[order]
+    labels = tables.drift.drop_duplicates("trait").set_index("trait")["polarity"].astype(str).to_dict()
+    shown = means.copy()
+    shown.index = [f"{t} ({labels.get(t, '')})" if t != PROSOCIAL else "pro-social index" for t in means.index]
+    svg = figures.heatmap(shown, title="Per-trait drift of default agents", colorbar="mean post − pre")
+    rows = []
+    for trait in means.index:
+        for col in means.columns:
+            v = means.loc[trait, col]
+            if pd.notna(v):
+                rows.append([str(trait), str(labels.get(trait, "")), str(col), fnum(v, signed=True),
+                             str(int(counts.loc[trait, col]))])
+    table = Table(["trait", "polarity", "composition · intervention", "mean drift", "agents"], rows,
+                  "Distinct agents, pooled over games and chat settings.",
+                  numeric=[False, False, False, True, True])
+    return Figure("traits", "Per-trait drift", Markup(svg),
+                  "Mean post − pre of each trait for default agents, by composition and intervention. For "
+                  "anti-social traits red (positive) is toward anti-social; for pro-social traits blue (negative) is. "
+                  "Significance per trait is in the contrast tables.", table)
+
+
+
+def report_figures(tables: RunTables, settings: AnalysisSettings, run_dir: Path) -> tuple[list[Figure], str]:
+    """The report's figures in order (those the run has data for), and a note when the attention table of
+    ``run_dir`` exists but cannot be shown."""
+    figs = [f for f in (drift_figure(tables, settings), cooperation_figure(tables),
+                        mitigation_figure(tables, settings), heatmap_figure(tables)) if f is not None]
+    attention, attention_note = attention_figure(run_dir)
+    if attention is not None:
+        figs.append(attention)
+    return figs, attention_note

@@ -1,0 +1,413 @@
+"""The report's text: number formatting, sentences, paragraphs and tables (as display strings).
+
+Everything here returns plain strings or :class:`Table` objects of strings; the template escapes
+them (see :mod:`contagion.analysis.report`). The figures are built in
+:mod:`contagion.analysis.report_figures`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from contagion import __version__
+from contagion.analysis.contrasts import MIN_GAMES, AnalysisSettings, Contrast
+from contagion.analysis.tables import (
+    PROSOCIAL,
+    RunTables,
+    games_per_cell,
+    injections_by_condition,
+    invalid_rates,
+    payoffs_by_condition,
+)
+from contagion.analysis.validation import (
+    FP_TARGET,
+    POWER_TARGET,
+    ValidationResult,
+    analysis_fingerprint,
+    wilson,
+)
+from contagion.experiment.rundir import RunDir
+
+# -- formatting -------------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is missing, not a number, NaN or infinite."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def fnum(value: Any, digits: int = 3, signed: bool = False) -> str:
+    """A number for a table: '—' when missing."""
+    v = _finite(value)
+    if v is None:
+        return "—"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def fp(value: Any) -> str:
+    """A p-value: '< 0.001' below a thousandth."""
+    v = _finite(value)
+    if v is None:
+        return "—"
+    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def fci(low: Any, high: Any) -> str:
+    a, b = fnum(low, signed=True), fnum(high, signed=True)
+    return "—" if a == "—" or b == "—" else f"[{a}, {b}]"
+
+
+def fpct(value: Any) -> str:
+    """A share as a whole percentage: '—' when missing."""
+    v = _finite(value)
+    return "—" if v is None else f"{v:.0%}"
+
+
+SHORT_TESTS = {
+    "cluster-robust t (CR1, games as clusters, df = G−1) + baseline measurement error": "CR\u2011t+B",
+    "cluster-robust t (CR1, games as clusters, df = G−1), paired by baseline": "CR\u2011t\u00a0paired",
+    "cluster-robust t (CR1, games as clusters, df = G−1)": "CR\u2011t",
+}
+"""Short names in table cells; the legend under each table spells them out."""
+
+
+def short_test(name: str) -> str:
+    return SHORT_TESTS.get(name, name)
+
+
+@dataclass
+class Table:
+    """A table for the template: header, rows of display strings, and per-row CSS classes."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    row_classes: list[str] = field(default_factory=list)
+    numeric: list[bool] = field(default_factory=list)
+    legend: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.row_classes:
+            self.row_classes = [""] * len(self.rows)
+        if not self.numeric:
+            self.numeric = [False] * len(self.columns)
+
+
+
+# -- sections -----------------------------------------------------------------------------------------
+
+
+def _planned(config: dict[str, Any] | None) -> int | None:
+    if not config:
+        return None
+    try:
+        n = 1
+        for key in ("models", "games", "interventions", "chat_turns"):
+            n *= len(config.get(key) or [])
+        n *= len(config.get("compositions") or {})
+        return n * int(config.get("repetitions", 1))
+    except (TypeError, ValueError):
+        return None
+
+
+def _join(items: list[str]) -> str:
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def methods_section(tables: RunTables) -> list[str]:
+    """The methods, as paragraphs of plain text (autoescaped by the template)."""
+    info = tables.info
+    cfg = info.config or {}
+    ok, failed = info.counts.get("ok", 0), info.counts.get("failed", 0)
+    planned = _planned(cfg)
+    paras: list[str] = []
+    models = cfg.get("models") or sorted({str(m) for m in tables.games["model"].astype(str)})
+    games = cfg.get("games") or sorted({str(g) for g in tables.games["game"].astype(str)})
+    paras.append(
+        f"Run “{cfg.get('name', 'unnamed')}”: {ok} finished game(s)"
+        + (f" of {planned} planned" if planned is not None else "")
+        + (f", {failed} failed" if failed else ", none failed")
+        + f". Models: {_join(list(models))}. Games: {_join(list(games))}."
+    )
+    comps = []
+    for name, seats in (cfg.get("compositions") or {}).items():
+        kind = info.compositions.get(name, "")
+        comps.append(f"{name} ({', '.join(map(str, seats))}{'; ' + kind if kind and kind != name else ''})")
+    if comps:
+        paras.append("Group compositions (seats; what the analysis treats them as): " + "; ".join(comps) + ".")
+    ivs = cfg.get("interventions") or sorted({str(i) for i in tables.games["intervention"].astype(str)})
+    chat = cfg.get("chat_turns", [])
+    paras.append(
+        f"Interventions: {_join(list(ivs))}. Rounds per game: {cfg.get('rounds', '?')}; chat turns per round: "
+        f"{_join([str(c) for c in chat])} (0 = the no-chat control); players "
+        f"{'are' if cfg.get('reveal_horizon', True) else 'are not'} told the number of rounds. "
+        f"Repetitions per cell: {cfg.get('repetitions', '?')} (seeds {min(info.seeds) if info.seeds else '?'}–"
+        f"{max(info.seeds) if info.seeds else '?'}, common to every cell)."
+    )
+    gen = cfg.get("generation") or {}
+    if gen:
+        paras.append(
+            f"Generation: temperature {gen.get('temperature', '?')}, top-p {gen.get('top_p', '?')}, at most "
+            f"{gen.get('max_tokens', '?')} tokens per reply, generation seed {gen.get('seed', '?')}. Actions: "
+            + _join([f"{n} by {'log-probability scoring' if m == 'score' else 'parsing generated text'}"
+                     for m, n in info.action_methods.most_common()]) + " (action mode "
+            f"{cfg.get('action_mode', 'auto')}); an unparseable action is recorded as invalid, never as cooperation."
+        )
+    assess = cfg.get("assessment") or {}
+    traits = tables.traits
+    polarity = (tables.drift.dropduplicates("trait").set_index("trait")["polarity"].astype(str).to_dict()
+                if len(tables.drift) else {})
+    trait_txt = ", ".join(f"{t} ({polarity.get(t, '?')})" for t in traits) or "none"
+    methods = ", ".join(f"{m} ({n} profiles)" for m, n in info.methods.most_common()) or "—"
+    debiased = info.debiased.get(True, 0)
+    deb_txt = ("both answer orders asked and averaged (position bias cancelled)" if debiased and not
+               info.debiased.get(False, 0) else "answers asked in one order only (position bias not cancelled)"
+               if not debiased else "mixed: some profiles debiased, some not")
+    items = sorted(set(info.items_per_trait.values()))
+    if not cfg.get("measure_traits", True) or tables.drift.empty:
+        paras.append("Traits: not measured in this run"
+                     + (" (measure_traits: false)." if not cfg.get("measure_traits", True) else
+                        " (no default-persona language-model player has both profiles)."))
+    else:
+        paras.append(
+            f"Traits: measured for {'default-persona' if cfg.get('focal', 'default') == 'default' else 'every LM'} "
+            f"players before play (context: the system prompt) and after play (context: the player's whole game "
+            f"history), with yes/no persona statements from the {_join(list(info.inventories)) or '?'} inventory "
+            f"({_join([str(i) for i in items]) or '?'} item(s) per trait, item seed {assess.get('seed', '?')}). "
+            f"Traits (polarity): {trait_txt}. The pro-social index is the mean of the pro-social trait means minus "
+            f"the mean of the anti-social ones. Scoring method: {methods}; {deb_txt}; "
+            f"{_join([str(b) for b in sorted(info.bootstrap)]) or '?'} bootstrap resamples for per-profile CIs."
+        )
+    dup = duplicates(tables)
+    paras.append(
+        "Statistics. Drift = post − pre per trait, paired over the items both profiles scored. Games are the "
+        "unit of analysis: agents of one game share a conversation, so p-values come from cluster-robust (CR1) "
+        "t-tests with G − 1 degrees of freedom (G games) and confidence intervals from a cluster bootstrap that "
+        "resamples whole games (2,000 resamples). Games whose transcripts are identical (a deterministic model "
+        "without chat replays the same game for every seed) count as one game"
+        + (f" — {dup} game record(s) in this run replay another exactly" if dup else "") + ". "
+        "A pre-play profile is measured once per model and system prompt and shared by every agent with that "
+        "prompt: comparisons between conditions pair agents by that baseline (and by the other design factors), "
+        "so its error cancels; a single condition's post − pre adds the baseline's error variance, estimated from "
+        "the between-game spread of post-play readings (conservative). The pro-social index is the primary "
+        f"outcome (α = 0.05); traits are Holm-adjusted across traits and called significant only when the index "
+        f"is. Effect sizes: Cohen's d_z (post − pre) and d (two conditions), over agents. Cells with fewer than "
+        f"{MIN_GAMES} distinct games are flagged: too few to support a claim. A linear mixed model (game random "
+        "intercept) cross-checks each two-condition index contrast."
+    )
+    if info.versions:
+        paras.append("Games played by contagion " + _join([f"{v} ({n})" for v, n in info.versions.most_common()])
+                     + f"; report written by contagion {__version__}.")
+    return paras
+
+
+def duplicates(tables: RunTables) -> int:
+    ok = tables.ok_games
+    if ok.empty:
+        return 0
+    distinct = ok.dropduplicates(["model", "game", "composition", "intervention", "chat_turns", "cluster"])
+    return len(ok) - len(distinct)
+
+
+def contrast_tables(contrast: Contrast) -> tuple[Table | None, Table | None]:
+    """The index rows (headline) and all trait rows of one contrast."""
+    if not contrast.available or contrast.rows.empty:
+        return None, None
+    two = contrast.name != "contagion"
+    cols = ["comparison", "model", "trait", "estimate", "95% CI (cluster bootstrap)", "p", "test",
+            "p adj.", "effect", "games" if not two else "games A / B", "agents", "note"]
+
+    def make(rows: pd.DataFrame, caption: str) -> Table:
+        body, classes = [], []
+        for r in rows.itertuples(index=False):
+            games = str(r.n_games) if not two else f"{r.games_a} / {r.games_b}"
+            body.append([str(r.comparison), str(r.model), f"{r.trait} ({r.polarity})" if r.trait != PROSOCIAL
+                         else "pro\u2011social\u00a0index", fnum(r.estimate, signed=True), fci(r.ci_low, r.ci_high),
+                         fp(r.p), short_test(str(r.test)), fp(r.p_adj), f"{r.effect_name} {fnum(r.effect, 2)}",
+                         games, str(r.n_agents), str(r.warning)])
+            classes.append(" ".join(c for c in ("sig" if r.significant else "", "weak" if r.warning else "")
+                                    if c))
+        return Table(cols, body, caption, classes,
+                     [False, False, False, True, True, True, False, True, True, True, True, False])
+
+    index = contrast.rows[contrast.rows["trait"] == PROSOCIAL]
+    return make(index, "Pro-social index (primary outcome)"), make(contrast.rows, "Every trait")
+
+
+TEST_LEGEND = ("Tests: CR-t = cluster-robust t-test (CR1, games as clusters, df = G−1); “+B” adds the shared "
+               "baseline's measurement error; “paired” compares agents with the same baseline measurement. p adj. = "
+               "index unadjusted (primary outcome), traits Holm-adjusted across traits and gated by the index. "
+               "Rows in bold are significant at α = 0.05; shaded rows have too few games to support a claim. "
+               "Effect: Cohen's d_z (post − pre) or d (two conditions).")
+
+
+def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, str]]:
+    """(contrast, sentence, css class) for each index row, and a line for contrasts not in this run."""
+    out: list[tuple[str, str, str]] = []
+    for name, c in contrasts.items():
+        if not c.available:
+            out.append((name, f"not in this run — {c.reason}.", "absent"))
+            continue
+        for r in c.index_rows().itertuples(index=False):
+            if name == "chat" and "·" in str(r.comparison):
+                continue  # per-composition chat rows are in the contrast table
+            direction = ("toward anti-social" if r.estimate < 0 else "toward pro-social") if math.isfinite(
+                r.estimate) else ""
+            if name == "contagion":
+                what = f"{r.comparison.replace('post − pre · ', 'default agents in ')}: pro-social drift"
+            else:
+                what = f"{r.comparison}: difference in pro-social drift"
+            games = f"{r.n_games} games" if name == "contagion" else f"{r.games_a} vs {r.games_b} games"
+            verdict = "significant" if r.significant else "not significant"
+            text = (f"{what} {fnum(r.estimate, signed=True)} {direction} (95% CI {fci(r.ci_low, r.ci_high)}, "
+                    f"cluster bootstrap; p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, "
+                    f"{short_test(str(r.test))}; {r.effect_name} = {fnum(r.effect, 2)}; {games}; model {r.model}) "
+                    f"— {verdict} at α = 0.05")
+            if r.warning:
+                text += f"; caution: {r.warning}"
+            out.append((name, text + ".", "sig" if r.significant else "ns"))
+    return out
+
+
+def validation_lines(result: ValidationResult | None, source: str) -> tuple[list[str], list[str]]:
+    """Sentences about the validation figures, and warnings."""
+    if result is None:
+        return ([f"No validation figures were found for this analysis code. Run `contagion check --out "
+                 f"RUN_DIR/{RunDir.VALIDATION}` to produce them."], ["the analysis code has no validation figures"])
+    lines: list[str] = []
+    for c in result.power:
+        lo, hi = wilson(result.detected[c], result.runs)
+        flo, fhi = wilson(result.false_positives[c], result.runs)
+        lines.append(
+            f"Validation of this analysis code, {c}: power {result.power[c]:.2f} (95% CI {lo:.2f}–{hi:.2f}) at planted "
+            f"size contagion={result.planted_size:g} (mean pro-social drift {result.mean_planted_drift[c]:+.3f}); "
+            f"false positives {result.false_positives[c]}/{result.runs} on the null twin (95% CI {flo:.2f}–{fhi:.2f})."
+            f" Targets: power ≥ {POWER_TARGET}, false positives ≤ {FP_TARGET:.0%}.")
+    lines.append(f"{result.runs} seeded runs of {result.planted_model} and of {result.null_model}, each "
+                 f"{result.grid.get('repetitions')} games per composition ({result.grid.get('game')}, all-default and "
+                 f"one-malicious, {result.grid.get('rounds')} rounds, {result.grid.get('items')} items per trait). "
+                 f"Rule: {result.rule}. Source: {source}; analysis code {result.fingerprint}.")
+    warnings = []
+    if result.fingerprint != analysis_fingerprint():
+        warnings.append(f"the validation figures are for analysis code {result.fingerprint}, not this code "
+                        f"({analysis_fingerprint()}); rerun `contagion check`")
+    if not result.passed:
+        warnings.append("the analysis code did not meet its validation targets (see Validation)")
+    return lines, warnings
+
+
+def coop_table(coop: pd.DataFrame) -> Table:
+    return Table(["game", "composition", "round", "cooperation", "invalid", "actions", "games"],
+                 [[str(r.game), str(r.composition), str(r.round), fpct(r.rate), fpct(r.invalid), str(r.n),
+                   str(r.games)] for r in coop.itertuples(index=False)], "",
+                 numeric=[False, False, True, True, True, True, True])
+
+
+def cell_table(cells: pd.DataFrame, by: tuple[str, ...], caption: str) -> Table:
+    rows, classes = [], []
+    for r in cells.to_dict("records"):
+        rows.append([*(str(r[b]) for b in by), fnum(r["estimate"], signed=True), fci(r["ci_low"], r["ci_high"]),
+                     fp(r["p"]), short_test(str(r["test"])), fnum(r["effect"], 2), str(r["n_games"]),
+                     str(r["records"]), str(r["n_agents"]), str(r["warning"])])
+        classes.append("weak" if r["warning"] else "")
+    return Table([*(b.replace("_", " ") for b in by), "drift", "95% CI (cluster bootstrap)", "p", "test", "d_z",
+                  "distinct games", "records", "agents", "note"], rows, caption, classes,
+                 [False] * len(by) + [True, True, True, False, True, True, True, True, False], TEST_LEGEND)
+
+
+
+def game_tables(tables: RunTables) -> list[Table]:
+    out: list[Table] = []
+    pay = payoffs_by_condition(tables)
+    if not pay.empty:
+        out.append(Table(["game", "composition", "intervention", "seat", "mean total payoff", "cooperation",
+                          "players"],
+                         [[str(r.game), str(r.composition), str(r.intervention), str(r.seat), fnum(r.payoff, 2),
+                           fpct(r.cooperation), str(r.players)] for r in pay.itertuples(index=False)],
+                         "Payoffs per player by seat (persona, or the scripted strategy).",
+                         numeric=[False, False, False, False, True, True, True]))
+    inv = invalid_rates(tables)
+    if not inv.empty:
+        out.append(Table(["model", "game", "composition", "intervention", "invalid actions", "actions", "games"],
+                         [[str(r.model), str(r.game), str(r.composition), str(r.intervention), fpct(r.invalid),
+                           str(r.actions), str(r.games)] for r in inv.itertuples(index=False)],
+                         "Invalid-action rate of language-model players (unparseable actions; never counted as "
+                         "cooperation).", numeric=[False, False, False, False, True, True, True]))
+    inj = injections_by_condition(tables)
+    if not inj.empty:
+        out.append(Table(["intervention", "chat turns", "injections per game", "games"],
+                         [[str(r.intervention), str(r.chat_turns), fnum(r.injections, 2), str(r.games)]
+                          for r in inj.itertuples(index=False)],
+                         "Steering messages injected per game (all players).", numeric=[False, True, True, True]))
+    cells = games_per_cell(tables)
+    if not cells.empty:
+        out.append(Table(["model", "game", "composition", "intervention", "chat turns", "finished", "failed"],
+                         [[str(r.model), str(r.game), str(r.composition), str(r.intervention), str(r.chat_turns),
+                           str(r.ok), str(r.failed)] for r in cells.itertuples(index=False)],
+                         "Games per condition cell.", numeric=[False] * 5 + [True, True]))
+    return out
+
+
+def report_warnings(tables: RunTables, contrasts: dict[str, Contrast], cells: pd.DataFrame,
+              settings: AnalysisSettings) -> list[str]:
+    out: list[str] = []
+    info = tables.info
+    if info.counts.get("failed"):
+        out.append(f"{info.counts['failed']} game(s) failed and are left out of every figure (see Failures).")
+    if not cells.empty:
+        weak = int((cells["warning"].astype(str) != "").sum())
+        if weak:
+            out.append(f"{weak} of {len(cells)} condition cells have fewer than {settings.min_games} distinct games: "
+                       "their estimates cannot support a claim (hollow points, shaded rows).")
+    dup = duplicates(tables)
+    if dup:
+        out.append(f"{dup} game record(s) replay another game of the same cell exactly (deterministic model); "
+                   "each distinct game counts once, so those cells have fewer independent games than records.")
+    for c in contrasts.values():
+        if c.available:
+            weak_rows = c.index_rows()
+            weak_rows = weak_rows[weak_rows["warning"].astype(str) != ""]
+            for r in weak_rows.itertuples(index=False):
+                out.append(f"{c.name} ({r.comparison}): {r.warning}.")
+    if info.debiased.get(False) and not info.debiased.get(True):
+        out.append("Answer-order debiasing was off: position bias in the yes/no answers is not cancelled, and it "
+                   "can be as large as the trait effects (set assessment.debias: true).")
+    if any("sampled" in m for m in info.methods):
+        out.append("Some profiles were scored by the sampled fallback (no log-probabilities): they are noisier.")
+    if len({m for m in info.methods}) > 1:
+        out.append("Profiles were scored by more than one method: " + ", ".join(sorted(info.methods)) + ".")
+    inv = invalid_rates(tables)
+    if not inv.empty and float(inv["invalid"].max()) > 0.1:
+        out.append("Some conditions have more than 10% invalid actions (see the invalid-action table).")
+    if tables.drift.empty:
+        out.append("No agent has both a pre-play and a post-play profile: drift cannot be analysed "
+                   "(measure_traits was off, or no default-persona LM played).")
+    return out
+
+
+
+def contrast_view(contrast: Contrast) -> dict[str, Any]:
+    """What the template shows for one contrast: its question, status, tables and mixed-model cross-check."""
+    index_table, all_table = contrast_tables(contrast)
+    mixed = None
+    if contrast.mixed:
+        mixed = Table(["comparison", "model", "estimate", "95% CI (Wald)", "p", "test", "note"],
+                      [[str(m["comparison"]), str(m["model"]), fnum(m["estimate"], signed=True),
+                        fci(m["ci_low"], m["ci_high"]), fp(m["p"]), str(m["test"]), str(m["note"])]
+                       for m in contrast.mixed],
+                      "Cross-check of the index rows with a linear mixed model (statsmodels MixedLM).",
+                      numeric=[False, False, True, True, True, False, False])
+    return {"name": contrast.name, "question": contrast.question, "status": contrast.status,
+            "reason": contrast.reason, "note": contrast.note, "index": index_table, "all": all_table,
+            "mixed": mixed}

@@ -1,0 +1,149 @@
+"""Generic estimators on constructed data with known answers: a known drift, a known null, clustered data
+where a naive test is overconfident and the clustered one is not, shared baselines, multiplicity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from contagion.analysis.estimators import (
+    baseline_variance,
+    benjamini_hochberg,
+    holm,
+    mixed_model,
+    naive_one_sample,
+    one_sample,
+    two_sample,
+)
+
+
+def clustered(rng: np.random.Generator, games: int, per_game: int, mean: float, game_sd: float,
+              agent_sd: float) -> tuple[np.ndarray, np.ndarray]:
+    """Values with a shared per-game effect (agents of one game are correlated)."""
+    game_effect = rng.normal(0, game_sd, games)
+    values = mean + np.repeat(game_effect, per_game) + rng.normal(0, agent_sd, games * per_game)
+    return values, np.repeat(np.arange(games), per_game)
+
+
+# -- multiplicity -------------------------------------------------------------------------------------
+
+
+def test_holm_and_bh_match_statsmodels() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.20, 0.001, 0.5])
+    assert np.allclose(holm(p), multipletests(p, method="holm")[1])
+    assert np.allclose(benjamini_hochberg(p), multipletests(p, method="fdr_bh")[1])
+    with_nan = holm([0.01, math.nan, 0.02])
+    assert math.isnan(with_nan[1]) and np.allclose(with_nan[[0, 2]], [0.02, 0.02])
+
+
+# -- one condition: post − pre --------------------------------------------------------------------------
+
+
+def test_known_drift_is_recovered_with_a_covering_interval() -> None:
+    rng = np.random.default_rng(1)
+    values, games = clustered(rng, games=30, per_game=3, mean=0.10, game_sd=0.05, agent_sd=0.05)
+    est = one_sample(values, games, resamples=2000, seed=3)
+    assert est.estimate == pytest.approx(0.10, abs=0.03)
+    assert est.ci_low < 0.10 < est.ci_high
+    assert est.p < 0.001
+    assert est.n_games == 30 and est.n_agents == 90 and est.df == 29
+    assert "cluster-robust" in est.test and "bootstrap" in est.ci_method
+    assert est.effect > 1  # d_z: a large standardized drift
+
+
+def test_known_null_clustered_test_is_calibrated_naive_is_overconfident() -> None:
+    """Agents of a game share a large game effect: the agent-level t-test sees 36 units where there are 12."""
+    rng = np.random.default_rng(7)
+    trials = 400
+    naive = clustered_fp = 0
+    for _ in range(trials):
+        values, games = clustered(rng, games=12, per_game=3, mean=0.0, game_sd=1.0, agent_sd=0.3)
+        naive += naive_one_sample(values).p < 0.05
+        clustered_fp += one_sample(values, games, resamples=0).p < 0.05
+    print(f"false-positive rate over {trials} null datasets: naive {naive / trials:.3f}, "
+          f"clustered {clustered_fp / trials:.3f}")
+    assert naive / trials > 0.15
+    assert clustered_fp / trials <= 0.08
+
+
+def test_cluster_bootstrap_interval_is_wider_than_the_naive_one_on_clustered_data() -> None:
+    rng = np.random.default_rng(11)
+    values, games = clustered(rng, games=15, per_game=3, mean=0.0, game_sd=1.0, agent_sd=0.2)
+    naive = naive_one_sample(values)
+    est = one_sample(values, games, resamples=2000, seed=0)
+    assert (est.ci_high - est.ci_low) > 1.3 * (naive.ci_high - naive.ci_low)
+
+
+def test_identical_replays_count_as_one_game() -> None:
+    values = np.array([0.2, 0.2, 0.2, 0.1, 0.3])
+    est = one_sample(values, ["a", "a", "a", "b", "c"], resamples=0)
+    assert est.n_games == 3 and est.df == 2
+
+
+def test_shared_baseline_error_is_added_to_a_single_condition() -> None:
+    """Two baseline measurements shared by every agent: their error does not average out over games."""
+    rng = np.random.default_rng(5)
+    trials = 300
+    ignored = added = 0
+    for _ in range(trials):
+        baseline_error = rng.normal(0, 0.02, 2)  # the pre-play measurement of each of two prompts
+        games, seats = 10, 2
+        post = rng.normal(0, 0.02, games * seats)  # measurement noise of each post-play reading
+        seat = np.tile(np.arange(seats), games)
+        drift = post - baseline_error[seat]
+        game = np.repeat(np.arange(games), seats)
+        ignored += one_sample(drift, game, resamples=0).p < 0.05
+        added += one_sample(drift, game, baseline_var=baseline_variance(post, seat), resamples=0).p < 0.05
+    print(f"false positives with the baseline error ignored {ignored / trials:.3f}, added {added / trials:.3f}")
+    assert ignored / trials > 0.25
+    assert added / trials <= 0.07
+
+
+def test_baseline_variance_of_one_shared_baseline_is_the_post_variance() -> None:
+    post = np.array([0.1, 0.3, 0.2, 0.4])
+    assert baseline_variance(post, ["k"] * 4) == pytest.approx(np.var(post, ddof=1))
+    # two baselines, two agents each: (1/2)² σ²₁ + (1/2)² σ²₂
+    assert baseline_variance(np.array([0.0, 1.0, 0.0, 3.0]), ["a", "a", "b", "b"]) == pytest.approx(
+        0.25 * 0.5 + 0.25 * 4.5)
+
+
+# -- two conditions -----------------------------------------------------------------------------------
+
+
+def test_known_difference_between_conditions_is_recovered() -> None:
+    rng = np.random.default_rng(2)
+    a, ga = clustered(rng, 20, 2, mean=-0.10, game_sd=0.03, agent_sd=0.03)
+    b, gb = clustered(rng, 20, 2, mean=0.0, game_sd=0.03, agent_sd=0.03)
+    values = np.concatenate([a, b])
+    arm = np.r_[np.ones(a.size, bool), np.zeros(b.size, bool)]
+    games = np.r_[ga, gb + 100]
+    est = two_sample(values, arm, games, resamples=2000, seed=1)
+    assert est.estimate == pytest.approx(-0.10, abs=0.03)
+    assert est.ci_low < -0.10 < est.ci_high and est.p < 0.001
+    assert est.extra["games_a"] == 20 and est.extra["games_b"] == 20
+    mixed = mixed_model(values, arm, games)
+    assert mixed is not None and mixed["estimate"] == pytest.approx(-0.10, abs=0.03) and mixed["p"] < 0.001
+
+
+def test_pairing_by_baseline_removes_the_shared_baseline_error() -> None:
+    """Arm A measures seats 0 and 1, arm B seats 0, 1 and 2 (like a malicious third seat that is not
+    measured): seat 2's baseline error biases the plain difference but cancels when paired by baseline."""
+    rng = np.random.default_rng(9)
+    trials = 300
+    plain = paired = 0
+    for _ in range(trials):
+        err = rng.normal(0, 0.03, 3)
+        rows = []
+        for arm, seats in ((True, (0, 1)), (False, (0, 1, 2))):
+            for g in range(10):
+                for s in seats:
+                    rows.append((arm, f"{arm}-{g}", s, rng.normal(0, 0.01) - err[s]))
+        arm_v, game_v, seat_v, drift_v = (np.array(c) for c in zip(*rows, strict=True))
+        plain += two_sample(drift_v, arm_v, game_v, resamples=0).p < 0.05
+        paired += two_sample(drift_v, arm_v, game_v, baselines=seat_v, resamples=0).p < 0.05
+    print(f"false positives: plain difference {plain / trials:.3f}, paired by baseline {paired / trials:.3f}")
+    assert plain / trials > 0.3
+    assert paired / trials <= 0.08
