@@ -30,12 +30,15 @@ class MissingExtraError(UserError):
 
 
 class BackendError(Exception):
-    """A backend call failed. ``transient`` says whether retrying may help."""
+    """A backend call failed. ``transient`` says whether retrying may help; ``retry_after`` is the wait in
+    seconds the server asked for (HTTP ``Retry-After``), if any."""
 
-    def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.transient = transient
         self.status = status
+        self.retry_after = retry_after
 
 
 class BackendUnavailableError(UserError):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contagion.errors import UserError
+from contagion.fileio import load_yaml
 
 
 class Persona(BaseModel):
@@ -44,14 +44,7 @@ BUILTIN: dict[str, Persona] = {p.name: p for p in (DEFAULT, BENEVOLENT, MALICIOU
 
 def load_personas(path: Path) -> dict[str, Persona]:
     """Personas from a YAML file holding one mapping or a list of mappings."""
-    if not path.is_file():
-        raise UserError(f"persona file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-        where = f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if problem and mark else exc
-        raise UserError(f"persona file {path} is not valid YAML: {' '.join(str(where).split())}") from None
+    data = load_yaml(path, "persona file")  # missing, not UTF-8, bad YAML: a UserError naming the file
     items = data if isinstance(data, list) else [data]
     out: dict[str, Persona] = {}
     for i, item in enumerate(items, 1):

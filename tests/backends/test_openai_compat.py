@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from contagion.backends.base import GenerationConfig, ScoreMethod, run_sync
-from contagion.backends.openai_compat import PREFIX_INSTRUCTION, OpenAIBackend
+from contagion.backends.openai_compat import LOGPROB_PROBES, PREFIX_INSTRUCTION, OpenAIBackend
 from contagion.backends.registry import build
+from contagion.backends.robust import RobustBackend
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, assistant, system, user
 from contagion.testing import FaultPlan, LoopbackServer, RawResponse, default_top_logprobs
@@ -203,9 +204,10 @@ async def test_sampled_fallback_when_server_sends_no_logprobs() -> None:
     assert scores.detail["unmatched"] == 1  # "Nobody" is not "No"
     assert scores.detail["reason"] == "the server returned no logprobs"
     assert scores.logprobs == pytest.approx([math.log(15.5 / 21), math.log(4.5 / 21)])
-    # one logprobs request, then 20 samples at temperature 1 with distinct seeds
-    assert requests[0]["logprobs"] is True
-    samples = requests[1:]
+    # LOGPROB_PROBES logprobs requests (one reply without them could be a fault), then 20 samples at
+    # temperature 1 with distinct seeds
+    assert [r["logprobs"] for r in requests[:LOGPROB_PROBES]] == [True] * LOGPROB_PROBES
+    samples = requests[LOGPROB_PROBES:]
     assert len(samples) == 20
     assert {r["temperature"] for r in samples} == {1.0}
     assert sorted(r["seed"] for r in samples) == list(range(20))
@@ -308,7 +310,7 @@ async def test_dropped_connection_is_transient() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    ['{"object": "chat.completion"}', '{"choices": []}', '{"choices": [{"text": "legacy"}]}', "[1, 2]"],
+    ['{"object": "chat.completion"}', '{"choices": [{"text": "legacy"}]}', "[1, 2]"],
 )
 async def test_json_of_the_wrong_shape_is_not_transient(body: str) -> None:
     with LoopbackServer(lambda _: RawResponse(200, body)) as srv:
@@ -317,6 +319,109 @@ async def test_json_of_the_wrong_shape_is_not_transient(body: str) -> None:
             await backend.generate(QUESTION, GenerationConfig())
         await backend.aclose()
     assert info.value.transient is False
+
+
+async def test_empty_choices_are_transient() -> None:
+    with LoopbackServer(faults=FaultPlan(rate=0.0, sequence=("empty",))) as srv:
+        backend = OpenAIBackend("m", srv.base_url)
+        with pytest.raises(BackendError) as info:
+            await backend.generate(QUESTION, GenerationConfig())
+        assert (await backend.generate(QUESTION, GenerationConfig())).text  # the next one is fine
+        await backend.aclose()
+    assert info.value.transient is True
+    assert "empty choices" in str(info.value)
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+async def test_client_errors_are_permanent(status: int) -> None:
+    with LoopbackServer(lambda _: RawResponse(status, '{"error": {"message": "no"}}')) as srv:
+        backend = OpenAIBackend("m", srv.base_url)
+        with pytest.raises(BackendError) as info:
+            await backend.generate(QUESTION, GenerationConfig())
+        await backend.aclose()
+    assert (info.value.transient, info.value.status) == (False, status)
+
+
+@pytest.mark.parametrize("header, expected", [("7", 7.0), ("0.5", 0.5), ("soon", None)])
+async def test_retry_after_is_read_from_the_reply(header: str, expected: float | None) -> None:
+    def respond(body: dict[str, Any]) -> RawResponse:
+        return RawResponse(429, '{"error": {"message": "slow down"}}', headers={"Retry-After": header})
+
+    with LoopbackServer(respond) as srv:
+        backend = OpenAIBackend("m", srv.base_url)
+        with pytest.raises(BackendError) as info:
+            await backend.generate(QUESTION, GenerationConfig())
+        await backend.aclose()
+    assert info.value.transient is True
+    assert info.value.retry_after == expected
+
+
+async def test_retry_after_as_an_http_date() -> None:
+    import email.utils
+
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    with LoopbackServer(lambda _: RawResponse(503, "{}", headers={"Retry-After": when})) as srv:
+        backend = OpenAIBackend("m", srv.base_url)
+        with pytest.raises(BackendError) as info:
+            await backend.generate(QUESTION, GenerationConfig())
+        await backend.aclose()
+    assert info.value.retry_after is not None and 20 < info.value.retry_after <= 30
+
+
+async def test_a_reply_that_loses_its_logprobs_is_a_transient_fault_not_a_new_method() -> None:
+    # the first reply has logprobs; the second does not (a flaky proxy): the backend must not switch
+    # to the sampled fallback for the rest of the process
+    with LoopbackServer(faults=FaultPlan(rate=0.0, sequence=(None, "nologprobs"))) as srv:
+        backend = OpenAIBackend("m", srv.base_url)
+        first = await backend.score_choices(QUESTION, [" Yes", " No"])
+        with pytest.raises(BackendError) as info:
+            await backend.score_choices(QUESTION, [" Yes", " No"])
+        assert info.value.transient is True and "without logprobs" in str(info.value)
+        assert backend.capabilities.score_method is ScoreMethod.FIRST_TOKEN  # unchanged
+        again = await backend.score_choices(QUESTION, [" Yes", " No"])
+        await backend.aclose()
+    assert first.method is again.method is ScoreMethod.FIRST_TOKEN
+    assert first.logprobs == again.logprobs
+
+
+async def test_one_reply_without_logprobs_at_first_contact_does_not_switch_the_method() -> None:
+    with LoopbackServer(faults=FaultPlan(rate=0.0, sequence=("nologprobs",))) as srv:
+        backend = OpenAIBackend("m", srv.base_url)
+        scores = await backend.score_choices(QUESTION, [" Yes", " No"])
+        await backend.aclose()
+        assert len(srv.requests) == 2  # the probe was asked again, and had logprobs
+    assert scores.method is ScoreMethod.FIRST_TOKEN
+    assert backend.capabilities.score_method is ScoreMethod.FIRST_TOKEN
+
+
+async def test_the_sampled_fallback_retries_each_request_through_faults() -> None:
+    plan = FaultPlan(rate=0.25, kinds=("500", "503", "429", "malformed", "empty"), seed=4)
+    with LoopbackServer(yes_for_low_seeds, faults=plan) as srv:
+        inner = OpenAIBackend("m", srv.base_url, logprobs="0", sample_retries="8")
+        backend = RobustBackend(inner, max_retries=0)  # no retry of the whole call: each sample retries
+        scores = await backend.score_choices(QUESTION, [" Yes", " No"])
+        await backend.aclose()
+        faults = len(srv.fault_log)
+    # the same counts as without faults: every sample was retried until it answered
+    assert scores.method is ScoreMethod.SAMPLED
+    assert scores.detail["counts"] == {" Yes": 15, " No": 4}
+    assert faults > 0 and scores.detail["retries"] == faults
+    assert backend.usage.retries == faults and backend.usage.failures == 0
+
+
+async def test_a_permanent_error_in_the_sampled_fallback_is_raised_plainly() -> None:
+    def respond(body: dict[str, Any]) -> Any:
+        if int(body.get("seed", 0)) == 7:
+            return RawResponse(400, '{"error": {"message": "seed 7 is cursed"}}')
+        return yes_for_low_seeds(body)
+
+    with LoopbackServer(respond) as srv:
+        backend = OpenAIBackend("m", srv.base_url, logprobs="0")
+        with pytest.raises(BackendError) as info:  # not an ExceptionGroup: one clear, classified error
+            await backend.score_choices(QUESTION, [" Yes", " No"])
+        await backend.aclose()
+    assert info.value.transient is False and "seed 7 is cursed" in str(info.value)
+    assert any("sampled-fallback requests failed" in note for note in info.value.__notes__)
 
 
 async def test_unreachable_server_names_url_and_fix() -> None:

@@ -23,7 +23,16 @@ from contagion.backends.base import (
     run_sync,
 )
 from contagion.backends.openai_compat import OpenAIBackend
-from contagion.backends.robust import ResponseCache, RobustBackend, Usage, should_retry, track_usage
+from contagion.backends.robust import (
+    ResponseCache,
+    RobustBackend,
+    Usage,
+    backoff_seconds,
+    retry_after,
+    retry_call,
+    should_retry,
+    track_usage,
+)
 from contagion.errors import BackendError, BackendUnavailableError, UserError
 from contagion.messages import Message, system, user
 from contagion.testing import FaultPlan, LoopbackServer
@@ -131,6 +140,61 @@ def robust(inner: Backend, **kwargs: object) -> RobustBackend:
 )
 def test_should_retry(exc: BaseException, expected: bool) -> None:
     assert should_retry(exc) is expected
+
+
+TRANSIENT = BackendError("busy", transient=True, status=503)
+PERMANENT = BackendError("not found", transient=False, status=404)
+
+
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        # parallel calls (a TaskGroup) fail together: the group is judged by what is inside it
+        (ExceptionGroup("samples", [TRANSIENT, TimeoutError()]), True),
+        (ExceptionGroup("samples", [TRANSIENT, ExceptionGroup("nested", [aiohttp.ServerDisconnectedError()])]), True),
+        (ExceptionGroup("samples", [TRANSIENT, PERMANENT]), False),
+        (ExceptionGroup("samples", [TRANSIENT, ValueError("bug")]), False),
+        (ExceptionGroup("samples", [BackendUnavailableError("down")]), False),
+    ],
+)
+def test_exception_groups_are_unwrapped_before_classification(exc: BaseException, expected: bool) -> None:
+    assert should_retry(exc) is expected
+
+
+def test_retry_after_is_honoured_up_to_its_cap() -> None:
+    asked = BackendError("slow down", transient=True, status=429, retry_after=3.0)
+    options = {"initial": 0.001, "maximum": 0.005, "retry_after_max": 10.0}
+    assert backoff_seconds(1, asked, **options) == 3.0  # longer than the backoff: the server's wish wins
+    too_long = BackendError("come back tomorrow", transient=True, status=429, retry_after=86400.0)
+    assert backoff_seconds(1, too_long, **options) == 10.0  # capped
+    assert backoff_seconds(1, TRANSIENT, **options) <= 0.005  # no header: the usual backoff
+    group = ExceptionGroup("samples", [asked, BackendError("x", transient=True, retry_after=5.0)])
+    assert retry_after(group) == 5.0
+    assert retry_after(TRANSIENT) is None
+
+
+async def test_retry_call_waits_as_the_server_asked() -> None:
+    waits: list[float] = []
+    failures = [BackendError("slow down", transient=True, status=429, retry_after=0.05), TRANSIENT]
+
+    async def call() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "done"
+
+    def seen(exc: BaseException | None) -> None:
+        waits.append(backoff_seconds(1, exc, initial=0.0, maximum=0.0, retry_after_max=1.0))
+
+    assert await retry_call(call, max_retries=3, backoff_initial=0.0, backoff_max=0.0, on_retry=seen) == "done"
+    assert waits == [0.05, 0.0]
+
+
+async def test_a_failing_group_is_retried_like_any_transient_error() -> None:
+    inner = FakeBackend([ExceptionGroup("samples", [TRANSIENT, TimeoutError()])])
+    backend = robust(inner)
+    scores = await backend.score_choices(MESSAGES, ["A", "B"])
+    assert len(scores.choices) == 2 and inner.calls == 2
+    assert backend.usage.retries == 1
 
 
 # -- retries ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 import contagion.cli  # noqa: F401
@@ -18,7 +19,7 @@ from contagion.experiment.store import Store
 from contagion.testing import FaultPlan, LoopbackServer, RawResponse
 from tests.experiment.experiment_helpers import game_responder, squash
 
-FAULT_KINDS = ("500", "timeout", "slow", "malformed")
+FAULT_KINDS = ("500", "503", "429", "timeout", "slow", "malformed", "nologprobs", "empty")
 
 
 def _grid(model: str, **changes: Any) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def _grid(model: str, **changes: Any) -> dict[str, Any]:
 
 
 def test_run_completes_through_30_percent_faults(tmp_path: Path) -> None:
-    plan = FaultPlan(rate=0.3, kinds=FAULT_KINDS, seed=6, hang_seconds=2.0, slow_seconds=0.2)
+    plan = FaultPlan(rate=0.3, kinds=FAULT_KINDS, seed=6, hang_seconds=2.0, slow_seconds=0.2, retry_after=0.1)
     out = tmp_path / "run"
     with LoopbackServer(game_responder, faults=plan) as server:
         # ?timeout= is the per-request limit: a hung request is abandoned after 0.5 s and retried
@@ -67,7 +68,10 @@ def test_run_completes_through_30_percent_faults(tmp_path: Path) -> None:
             assert record.error is None and len(record.rounds) == 2
             for player in record.players:
                 if player.backend.startswith("openai:"):
+                    # replies that lost their logprobs were retried, never scored another way
                     assert {a.method for a in player.actions} == {"score:first-token-top-logprobs"}
+                    for profile in (player.pre_profile, player.post_profile):
+                        assert profile is not None and profile["method"] == "first-token-top-logprobs"
                     assert all(a.action in ("cooperate", "defect") for a in player.actions)
                     assert player.post_profile is not None and player.pre_profile is not None
         actions = {a.action for r in store.iter_records() for p in r.players for a in p.actions}
@@ -134,3 +138,32 @@ def test_a_game_failing_midway_keeps_its_partial_record_and_error(tmp_path: Path
         (record,) = list(store.iter_records(status="failed"))
         assert "HTTP 400" in record.error and "no second round" in record.error
         assert len(record.rounds) == 1  # what was played is kept
+
+
+def _trait_questions_fail_first(failures: int) -> Any:
+    """The first ``failures`` trait questions get HTTP 503; everything else is answered."""
+    left = [failures]
+
+    def respond(body: dict[str, Any]) -> Any:
+        if "something you would say" in str(body.get("messages", "")) and left[0] > 0:
+            left[0] -= 1
+            return RawResponse(503, '{"error": {"message": "overloaded"}}')
+        return game_responder(body)
+
+    return respond
+
+
+def test_a_failing_pre_play_profile_is_retried_not_inherited_by_its_games(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contagion.backends import registry
+
+    monkeypatch.setattr(registry, "MAX_RETRIES", 0)  # no call-level retry: only the profile step's own retry
+    out = tmp_path / "run"
+    with LoopbackServer(_trait_questions_fail_first(1)) as server:
+        cfg = parse_config(_grid(f"openai:loopback@{server.base_url}", games=["prisoners-dilemma"],
+                                 interventions=["none"], chat_turns=[0], concurrency=1))
+        summary = Runner(cfg, out, progress=False).run()
+    assert (summary.finished, summary.failed) == (2, 0)  # the first attempt failed; the second measured it
+    with Store.open_existing(out) as store:
+        assert all(p.pre_profile for r in store.iter_records() for p in r.players if p.focal)

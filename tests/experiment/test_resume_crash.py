@@ -139,9 +139,11 @@ def test_changing_a_parameter_runs_only_the_new_specs(tmp_path: Path) -> None:
     proc = run_cli("run", str(cfg_path), "--out", str(out), "--no-progress")
     assert proc.returncode == 0 and _row(proc.stdout, "finished now") == 0 and _row(proc.stdout, "skipped") == 4
 
-    # one more repetition and one more game: only those run
+    # one more repetition and one more game: a different grid, refused unless --extend; then only those run
     write_config(cfg_path, {**small, "repetitions": 2, "games": ["prisoners-dilemma", "stag-hunt"]})
     proc = run_cli("run", str(cfg_path), "--out", str(out), "--no-progress")
+    assert proc.returncode == 2 and "--extend" in proc.stderr, proc.stderr
+    proc = run_cli("run", str(cfg_path), "--out", str(out), "--no-progress", "--extend")
     assert proc.returncode == 0, proc.stderr
     assert _row(proc.stdout, "skipped") == 4 and _row(proc.stdout, "finished now") == 12
     after = comparable_records(out)
@@ -150,7 +152,7 @@ def test_changing_a_parameter_runs_only_the_new_specs(tmp_path: Path) -> None:
 
     # a parameter that changes every spec (rounds) reruns everything, next to the old records
     write_config(cfg_path, {**small, "rounds": 3})
-    proc = run_cli("run", str(cfg_path), "--out", str(out), "--no-progress")
+    proc = run_cli("run", str(cfg_path), "--out", str(out), "--no-progress", "--extend")
     assert _row(proc.stdout, "skipped") == 0 and _row(proc.stdout, "finished now") == 4
 
 

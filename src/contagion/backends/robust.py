@@ -8,10 +8,14 @@ Backends stay small; the shared hard parts live here once (as Inspect AI's ``Mod
 
 - **Timeouts**: each attempt gets ``timeout`` seconds (``asyncio.wait_for``); running out is a
   transient :class:`~contagion.errors.BackendError`. Time queued for a concurrency slot does not count.
-- **Retries**: :func:`should_retry` decides, nothing else: transient ``BackendError``\\s, timeouts and
-  HTTP transport failures are retried with exponential backoff and jitter (tenacity); bad requests,
-  ``UserError``\\s and programming errors (``ValueError``, ``TypeError``, ...) are raised at once. After
-  the last attempt the last error is raised, with a note saying how many attempts were made.
+- **Retries**: :func:`should_retry` decides, per cause, nothing else: transient ``BackendError``\\s
+  (HTTP 5xx, 408, 429, truncated bodies, empty ``choices``, a reply that lost its logprobs), timeouts and
+  HTTP transport failures are retried with exponential backoff and jitter (tenacity); bad requests
+  (400, 401, 404, ...), ``UserError``\\s and programming errors (``ValueError``, ``TypeError``, ...) are
+  raised at once. An ``ExceptionGroup`` (parallel calls that failed together) is unwrapped first: it is
+  retried when every error in it is. A server's ``Retry-After`` is honoured, up to ``retry_after_max``
+  seconds. After the last attempt the last error is raised, with a note saying how many attempts were
+  made. :func:`retry_call` applies the same policy to any call (the sampled fallback's requests use it).
 - **Concurrency**: at most ``concurrency`` calls in flight per event loop (a semaphore per loop, since
   an asyncio semaphore belongs to one loop). Backoff sleeps do not hold a slot.
 - **Cache** (:class:`ResponseCache`): only when the same request must give the same answer (see
@@ -58,6 +62,13 @@ _jitter = random.Random()
 _RETRYABLE_TRANSPORT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
 
 
+def leaf_errors(exc: BaseException) -> list[BaseException]:
+    """The errors inside ``exc``: itself, or every leaf of a (nested) exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaf_errors(inner)]
+    return [exc]
+
+
 def should_retry(exc: BaseException) -> bool:
     """Whether retrying the call that raised ``exc`` may help.
 
@@ -65,13 +76,81 @@ def should_retry(exc: BaseException) -> bool:
     and transport failures (aiohttp connection and payload errors, ``ConnectionError``: refused, reset or
     dropped connections, truncated bodies). No for everything else:
     ``UserError`` (including an unreachable server at first contact), non-transient ``BackendError``,
-    cancellation and programming errors.
+    cancellation and programming errors. An exception group is retried when every error in it would be.
     """
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = leaf_errors(exc)
+        return bool(leaves) and all(should_retry(leaf) for leaf in leaves)
     if isinstance(exc, UserError):
         return False
     if isinstance(exc, BackendError):
         return exc.transient
     return isinstance(exc, (TimeoutError, *_RETRYABLE_TRANSPORT))
+
+
+def retry_after(exc: BaseException | None) -> float | None:
+    """The wait a server asked for (``Retry-After``) behind ``exc``, the longest in a group, or None."""
+    if exc is None:
+        return None
+    waits = [leaf.retry_after for leaf in leaf_errors(exc)
+             if isinstance(leaf, BackendError) and leaf.retry_after is not None]
+    return max(waits) if waits else None
+
+
+def backoff_seconds(attempt: int, exc: BaseException | None, *, initial: float, maximum: float,
+                    retry_after_max: float) -> float:
+    """Seconds before attempt ``attempt + 1``: doubling from ``initial`` plus up to ``initial`` of jitter
+    (so clients that failed together do not retry together), capped at ``maximum``; at least the
+    server's ``Retry-After`` when it sent one, itself capped at ``retry_after_max``. The jitter only
+    shifts timing, never results, so it needs no seed."""
+    wait = min(maximum, initial * 2 ** (attempt - 1) + _jitter.uniform(0.0, initial))
+    asked = retry_after(exc)
+    if asked is not None:
+        wait = max(wait, min(max(asked, 0.0), retry_after_max))
+    return wait
+
+
+async def retry_call(
+    call: Callable[[], Awaitable[T]],
+    *,
+    max_retries: int,
+    backoff_initial: float = 0.5,
+    backoff_max: float = 20,
+    retry_after_max: float = 60,
+    on_retry: Callable[[BaseException | None], None] | None = None,
+    what: str = "the call",
+) -> T:
+    """Await ``call()`` until it succeeds, retrying what :func:`should_retry` allows, up to ``max_retries``
+    extra attempts, with :func:`backoff_seconds` between attempts. The last error is raised with a note
+    saying how many attempts were made; ``on_retry`` is told of every retry."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return backoff_seconds(state.attempt_number, exc, initial=backoff_initial, maximum=backoff_max,
+                               retry_after_max=retry_after_max)
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None:
+            on_retry(state.outcome.exception() if state.outcome is not None else None)
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max_retries + 1),
+        wait=wait,
+        retry=retry_if_exception(should_retry),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    attempts = 0
+    try:
+        async for attempt in retrying:
+            with attempt:
+                attempts += 1
+                return await call()
+    except Exception as exc:
+        if attempts > 1:
+            exc.add_note(f"{what}: gave up after {attempts} attempts")
+        raise
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
 class Usage(BaseModel):
@@ -211,6 +290,7 @@ class RobustBackend(Backend):
         max_retries: int = 5,
         backoff_initial: float = 0.5,
         backoff_max: float = 20,
+        retry_after_max: float = 60,
         concurrency: int | None = None,
         cache: ResponseCache | None = None,
     ) -> None:
@@ -222,11 +302,14 @@ class RobustBackend(Backend):
             raise ValueError("need 0 <= backoff_initial <= backoff_max")
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be >= 1 or None")
+        if retry_after_max < 0:
+            raise ValueError("retry_after_max must be >= 0")
         self.inner = inner
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
         self.concurrency = concurrency
         self.cache = cache
         self._usage = Usage()
@@ -336,9 +419,11 @@ class RobustBackend(Backend):
             raise BackendError(
                 f"{self.spec} returned {len(scores.choices)} scores for {len(choices)} choices"
             )
+        inner_retries = scores.detail.get("retries", 0)  # e.g. the sampled fallback's own request retries
         self._record(
             Usage(
                 calls=1,
+                retries=inner_retries if isinstance(inner_retries, int) else 0,
                 prompt_tokens=scores.prompt_tokens,
                 prompt_tokens_encoded=scores.prompt_tokens_encoded,
                 seconds=scores.seconds,
@@ -380,33 +465,13 @@ class RobustBackend(Backend):
             message = f"{self.spec} did not answer within {self.timeout:g} s"
             raise BackendError(message, transient=True) from None
 
-    def _backoff(self, state: RetryCallState) -> float:
-        """Seconds before the next attempt: doubling from ``backoff_initial``, plus up to
-        ``backoff_initial`` of jitter (so clients that failed together do not retry together),
-        capped at ``backoff_max``. The jitter only shifts timing, never results, so it needs no seed."""
-        exponential = self.backoff_initial * 2 ** (state.attempt_number - 1)
-        return min(self.backoff_max, exponential + _jitter.uniform(0.0, self.backoff_initial))
-
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        def count_retry(state: RetryCallState) -> None:
-            self._record(Usage(retries=1))
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self._backoff,
-            retry=retry_if_exception(should_retry),
-            before_sleep=count_retry,
-            reraise=True,
-        )
-        attempts = 0
         try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    return await self._attempt(call)
-        except Exception as exc:
+            return await retry_call(
+                lambda: self._attempt(call), max_retries=self.max_retries, backoff_initial=self.backoff_initial,
+                backoff_max=self.backoff_max, retry_after_max=self.retry_after_max,
+                on_retry=lambda _: self._record(Usage(retries=1)), what=self.spec,
+            )
+        except Exception:
             self._record(Usage(calls=1, failures=1))
-            if attempts > 1:
-                exc.add_note(f"{self.spec}: gave up after {attempts} attempts")
             raise
-        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

@@ -64,5 +64,18 @@ def user_errors(func: F) -> F:
         except UserError as exc:
             err_console.print(Text.assemble(("Error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
+        except BaseExceptionGroup as group:  # parallel tasks (asyncio.TaskGroup): a user error among them
+            matched, _ = group.split(UserError)
+            if matched is None:
+                raise
+            first = _first_leaf(matched)
+            err_console.print(Text.assemble(("Error: ", "bold red"), str(first)), highlight=False, soft_wrap=True)
+            sys.exit(getattr(first, "exit_code", 2))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

@@ -108,6 +108,8 @@ def demo(
     out: Path = typer.Option(Path("contagion-demo"), "--out", "-o", help="Run directory for the demo."),
     repetitions: int = typer.Option(0, "--repetitions", help="Override repetitions per cell (0 = the demo's 1)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
+    extend: bool = typer.Option(False, "--extend",
+                                help="Add games to a demo directory run with other --repetitions."),
 ) -> None:
     """A small real experiment on the embedded model, then the report (about 10 minutes on 2 cores).
 
@@ -121,7 +123,7 @@ def demo(
         cfg = cfg.model_copy(update={"repetitions": repetitions})
     console.print(f"contagion demo: {cfg.size()} games on the embedded model into {out}")
     resume = f"contagion demo --out {shlex.quote(str(out))}" + (f" --repetitions {repetitions}" if repetitions else "")
-    execute_run(cfg, out, "local", None, not no_progress, resume)
+    execute_run(cfg, out, "local", None, not no_progress, resume, extend=extend)
     _finish_with_report(out)
 
 

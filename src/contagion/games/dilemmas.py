@@ -24,10 +24,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contagion.errors import UserError
+from contagion.fileio import load_yaml
 
 Kind = Literal["prisoners-dilemma", "chicken", "stag-hunt", "custom"]
 
@@ -123,22 +123,8 @@ def load_dilemma(name_or_path: str) -> Dilemma:
     )
 
 
-def _one_line(exc: Exception) -> str:
-    """A YAML error as one line (PyYAML's messages span several lines with a caret diagram)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if problem and mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return " ".join(str(exc).split())
-
-
 def dilemma_from_file(path: Path) -> Dilemma:
-    if not path.is_file():
-        raise UserError(f"game file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"game file {path} is not valid YAML: {_one_line(exc)}") from None
+    data = load_yaml(path, "game file")  # missing, not UTF-8, bad YAML: a UserError naming the file
     if not isinstance(data, dict):
         raise UserError(f"game file {path} must hold a mapping with name, kind, actions and payoffs")
     data.setdefault("title", data.get("name", path.stem))

@@ -4,19 +4,25 @@ Used by the test suite (backends, runner fault tests) and by benchmarks; nothing
 """
 
 from contagion.testing.loopback import (
+    FAULT_KINDS,
+    SERVER_FAULTS,
     FaultPlan,
     LoopbackServer,
     RawResponse,
     Responder,
     default_responder,
     default_top_logprobs,
+    game_responder,
 )
 
 __all__ = [
+    "FAULT_KINDS",
+    "SERVER_FAULTS",
     "FaultPlan",
     "LoopbackServer",
     "RawResponse",
     "Responder",
     "default_responder",
     "default_top_logprobs",
+    "game_responder",
 ]

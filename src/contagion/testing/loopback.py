@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import socket
 import struct
 import threading
@@ -43,9 +44,16 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-FAULT_KINDS: tuple[str, ...] = ("500", "503", "429", "timeout", "slow", "malformed", "reset")
-"""Every fault a plan may draw: HTTP 500/503/429 replies, a hang past the client's timeout, a slow but
-correct reply, a 200 reply whose JSON body is cut off, and a connection closed without any reply."""
+FAULT_KINDS: tuple[str, ...] = (
+    "500", "503", "429", "timeout", "slow", "malformed", "reset", "nologprobs", "empty",
+)
+"""Every fault a plan may draw: HTTP 500/503/429 replies (429 with ``Retry-After``), a hang past the
+client's timeout, a slow but correct reply, a 200 reply whose JSON body is cut off, a connection closed
+without any reply, a correct reply without the logprobs that were asked for, and a 200 reply with an
+empty ``choices`` list."""
+
+SERVER_FAULTS: tuple[str, ...] = ("500", "503", "429", "timeout", "malformed", "nologprobs", "empty")
+"""The seven ways real servers were seen to fail (issue 15): what the fault soak benchmark injects."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ class FaultPlan:
     """How long a ``timeout`` fault holds the request before answering (bounded; ends at shutdown)."""
     slow_seconds: float = 0.2
     """How long a ``slow`` fault waits before answering correctly."""
+    retry_after: float = 0.0
+    """The ``Retry-After`` seconds a ``429`` fault asks for."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -76,6 +86,8 @@ class FaultPlan:
             raise ValueError("a fault rate above 0 needs at least one fault kind")
         if not 0.0 <= self.hang_seconds <= 60.0 or not 0.0 <= self.slow_seconds <= 60.0:
             raise ValueError("hang_seconds and slow_seconds must be between 0 and 60")
+        if not 0.0 <= self.retry_after <= 600.0:
+            raise ValueError("retry_after must be between 0 and 600 seconds")
 
     def fault_for(self, index: int) -> str | None:
         """The fault for the request with arrival index ``index``, or ``None``."""
@@ -155,6 +167,24 @@ def default_responder(body: dict[str, Any]) -> tuple[str, TopLogprobs]:
         return first, top
     words = [f"{first.strip()},", "you", "said:", *_last_user_text(body).split()[:8]]
     return " ".join(words[:max_tokens]), top
+
+
+_ACT_PROMPT = re.compile(r"Reply with one word: '([A-Za-z]+)' or '([A-Za-z]+)'")
+
+
+def game_responder(body: dict[str, Any]) -> tuple[str, TopLogprobs]:
+    """A responder that can play the games: an action prompt (``Reply with one word: 'a' or 'b'``) gets
+    first-token log-probs over the two action labels (a preference hashed from the messages, between 0.2
+    and 0.8 for the first); anything else is answered by :func:`default_responder`."""
+    match = _ACT_PROMPT.search(_last_user_text(body))
+    if match is None:
+        return default_responder(body)
+    coop, defect = match.groups()
+    p = 0.2 + 0.6 * int(_messages_hash(body)[:8], 16) / 2**32
+    pairs = sorted([(f" {coop}", math.log(p * 0.9)), (f" {defect}", math.log((1 - p) * 0.9)), (" I", math.log(0.1))],
+                   key=lambda pair: -pair[1])
+    top: TopLogprobs = [{"token": token, "logprob": lp} for token, lp in pairs]
+    return str(top[0]["token"]), top
 
 
 def _json_response(status: int, body: bytes | str, content_type: str = "application/json",
@@ -332,15 +362,18 @@ class LoopbackServer:
             faulted = await self._fault(fault, request)
             if faulted is not None:
                 return faulted
-        return self._answer(body)
+        return self._answer(body, with_logprobs=fault != "nologprobs")
 
     async def _fault(self, kind: str, request: web.Request) -> web.StreamResponse | None:
         """Apply a fault: the reply to send, or None to go on and answer normally."""
         plan = self.faults
         assert plan is not None
         if kind in ("500", "503", "429"):
-            extra = {"Retry-After": "0"} if kind == "429" else None
+            extra = {"Retry-After": f"{plan.retry_after:g}"} if kind == "429" else None
             return _error(int(kind), f"planned fault {kind}", headers=extra)
+        if kind == "empty":
+            return _json_response(200, json.dumps({"id": "chatcmpl-loopback", "object": "chat.completion",
+                                                   "choices": [], "usage": None}))
         if kind == "malformed":
             return _json_response(200, '{"id": "chatcmpl-loopback", "choices": [{"message": {"content": "cut o')
         if kind == "reset":
@@ -358,7 +391,7 @@ class LoopbackServer:
             await self._sleep(plan.slow_seconds)
         return None
 
-    def _answer(self, body: dict[str, Any]) -> web.Response:
+    def _answer(self, body: dict[str, Any], *, with_logprobs: bool = True) -> web.Response:
         try:
             result = self.responder(body)
         except Exception as exc:  # a broken responder must show up in the test, not hang it
@@ -368,7 +401,7 @@ class LoopbackServer:
             return _json_response(result.status, result.body, result.content_type, result.headers)
         text, top = result
         logprobs: dict[str, Any] | None = None
-        if body.get("logprobs") and self.logprobs and top:
+        if body.get("logprobs") and self.logprobs and with_logprobs and top:
             k = int(body.get("top_logprobs") or 0)
             chosen = next((t for t in top if t["token"] == text), top[0])
             first = {
