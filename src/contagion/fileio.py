@@ -99,17 +99,19 @@ def load_yaml(path: Path, what: str = "file") -> Any:
 
 
 def validation_message(exc: ValidationError, source: str | None = None,
-                       names: Mapping[str, str] | None = None, *, show_input: bool = False) -> str:
+                       names: Mapping[str, str] | None = None, *, show_input: bool = False,
+                       keys_help: str | None = None) -> str:
     """The first problem of a pydantic error as one line: ``source: field.path: message``.
 
-    ``names`` maps a field path to what the user typed for it (e.g. ``rounds`` → ``--rounds``).
+    ``names`` maps a field path to what the user typed for it (e.g. ``rounds`` → ``--rounds``);
+    ``keys_help`` says where the valid keys are listed (for an unknown key).
     """
     first = exc.errors()[0]
     loc = ".".join(str(x) for x in first["loc"])
     loc = (names or {}).get(loc, loc)
     msg = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling)"
+        msg = f"unknown key (check the spelling; {keys_help})" if keys_help else "unknown key (check the spelling)"
     if show_input and "input" in first and first["type"] != "extra_forbidden":
         msg = f"{msg} (got {first['input']!r})"
     parts = [p for p in (source, loc) if p]

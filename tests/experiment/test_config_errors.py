@@ -56,7 +56,7 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
     ("unknown-persona-with-backend", _with(compositions={"x": ["default", "evil=sim:planted"]}),
      "compositions.x: unknown persona 'evil'"),
     ("unknown-seat-backend-kind", _with(compositions={"x": ["default", "gpt:4"]}),
-     "compositions.x: unknown backend 'gpt:4'"),
+     "compositions.x: unknown backend spec 'gpt:4'"),
     ("unknown-backend-kind", _with(models=["gpt4"]), "models:"),
     ("unknown-sim-model", _with(models=["sim:bogus"]), "models: unknown simulated model 'bogus'"),
     ("unknown-sim-parameter", _with(models=["sim:planted?foo=1"]), "models: unknown sim parameter"),
@@ -92,6 +92,17 @@ BAD_CONFIGS: list[tuple[str, Any, str]] = [
     ("zero-concurrency", _with(concurrency=0), "concurrency:"),
     ("zero-items", _with(assessment={"items": 0}), "assessment.items:"),
     ("zero-max-tokens", _with(generation={"max_tokens": 0}), "generation.max_tokens:"),
+    # strict types: a boolean is no number, a seed fits in 64 bits, no grid cell twice
+    ("rounds-boolean", _with(rounds=True), "rounds: Input should be a valid integer"),
+    ("repetitions-string", _with(repetitions="3"), "repetitions: Input should be a valid integer"),
+    ("items-boolean", _with(assessment={"items": True}), "assessment.items: Input should be a valid integer"),
+    ("seed-beyond-64-bits", _with(seed=2**64), "seed: Input should be less than or equal to"),
+    ("generation-seed-beyond-64-bits", _with(generation={"seed": 2**63}), "generation.seed: Input should be less"),
+    ("game-twice", _with(games=["chicken", "chicken"]), "games: a game is listed twice"),
+    ("chat-turns-twice", _with(chat_turns=[1, 1]), "chat_turns: a chat_turns value is listed twice"),
+    ("intervention-twice", _with(interventions=["sit:k=2", "sit:k=2"]), "an intervention is listed twice"),
+    ("composition-twice", _with(compositions={"a": ["default"] * 3, "b": ["default"] * 3}),
+     "compositions.b: the same seats as 'a'"),
 ]
 
 BAD_FILES: list[tuple[str, str, str]] = [
@@ -311,3 +322,12 @@ def test_every_example_config_is_valid() -> None:
     assert yaml.safe_load((examples / "demo.yaml").read_text()) == yaml.safe_load(
         (Path(contagion.cli.__file__).parents[1] / "data" / "demo.yaml").read_text()
     )
+
+
+def test_a_duplicate_yaml_key_is_an_error_not_the_last_value(tmp_path: Path) -> None:
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("models: [sim:null]\nrounds: 2\nrounds: 50\n", encoding="utf-8")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(cfg), "--out", str(out), "--no-progress"])
+    _assert_one_clear_error(result.output, result.exit_code, str(cfg), "duplicate key 'rounds' at line 3")
+    assert not out.exists()

@@ -117,8 +117,11 @@ def test_seats_players_and_focal_agents() -> None:
     ]
     all_lm = cfg.model_copy(update={"focal": "all-lm"}).players_for(cfg.compositions["mixed"], "sim:planted")
     assert [p.focal for p in all_lm] == [True, True, True, False]
-    unmeasured = cfg.model_copy(update={"measure_traits": False}).players_for(cfg.compositions["mixed"], "sim:planted")
-    assert not any(p.focal for p in unmeasured)
+    # without trait measurement the same agents are under study (steered by the intervention), unmeasured
+    unmeasured = cfg.model_copy(update={"measure_traits": False})
+    assert [p.focal for p in unmeasured.players_for(cfg.compositions["mixed"], "sim:planted")] == [
+        True, False, False, False]
+    assert all(not spec.measure for spec, _ in unmeasured.expand())
 
 
 # -- pre-play profiles -----------------------------------------------------------------------------
@@ -178,7 +181,7 @@ def test_pre_play_profiles_are_measured_once_and_reused(tmp_path: Path, monkeypa
     # a rerun with a wider grid measures nothing again and runs only the new games
     calls.clear()
     wider = parse_config({**PROFILE_GRID, "interventions": [*PROFILE_GRID["interventions"], "repeat-system:k=2"]})
-    summary = Runner(wider, out, progress=False).run()
+    summary = Runner(wider, out, progress=False, extend=True).run()  # a different grid: --extend
     assert calls == []
     assert summary.skipped == cfg.size() and summary.finished == wider.size() - cfg.size()
 

@@ -11,9 +11,9 @@ import pytest
 from contagion.errors import UserError
 from contagion.experiment import store as store_module
 from contagion.experiment.config import parse_config
-from contagion.experiment.execute import failed_record
 from contagion.experiment.runner import Runner, plan
 from contagion.experiment.store import STORE_SCHEMA_VERSION, Store
+from contagion.experiment.trial import failed_record
 from tests.experiment.experiment_helpers import SMALL
 
 GRID = {**SMALL, "games": ["prisoners-dilemma"], "interventions": ["none"]}
@@ -30,16 +30,17 @@ def finished_run(tmp_path: Path) -> Path:
 def test_failed_games_are_kept_with_their_error_and_planned_again(finished_run: Path) -> None:
     cfg = parse_config({**GRID, "repetitions": 2})
     with Store.open(finished_run) as store:
-        jobs, skipped = plan(cfg, store)
-        assert (len(jobs), skipped) == (4, 4)
+        todo = plan(cfg, store)
+        jobs = list(todo.jobs())
+        assert (len(jobs), todo.pending, todo.skipped) == (4, 4, 4)
         spec, labels = jobs[0]
         store.put(failed_record(spec, labels, "BackendError: the server went away", 1.5))
         assert store.counts() == {"ok": 4, "failed": 1}
         assert store.failures() == [(spec.stable_hash(), "BackendError: the server went away")]
         assert spec.stable_hash() not in store.done_hashes()
         assert spec.stable_hash() in store.done_hashes(include_failed=True)
-        jobs, skipped = plan(cfg, store)
-        assert (len(jobs), skipped) == (4, 4)  # the failed one is tried again
+        todo = plan(cfg, store)
+        assert (len(list(todo.jobs())), todo.skipped) == (4, 4)  # the failed one is tried again
         failed = store.get(spec.stable_hash())
         assert failed is not None and failed.error == "BackendError: the server went away"
         assert failed.labels == labels
@@ -47,8 +48,9 @@ def test_failed_games_are_kept_with_their_error_and_planned_again(finished_run: 
                                  (spec.stable_hash(),)).fetchone()
         assert row == ("failed", labels["composition"], labels["chat_turns"], labels["rep"])
 
-    # the rerun replaces the failed attempt with the finished game: still one row per spec
-    summary = Runner(cfg, finished_run, progress=False).run()
+    # the rerun (of a bigger grid: --extend) replaces the failed attempt with the finished game: still one
+    # row per spec
+    summary = Runner(cfg, finished_run, progress=False, extend=True).run()
     assert (summary.skipped, summary.finished) == (4, 4)
     with Store.open_existing(finished_run) as store:
         assert store.counts() == {"ok": 8, "failed": 0}

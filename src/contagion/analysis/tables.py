@@ -265,7 +265,8 @@ class TableBuilder:
             record.spec_hash, history_key(record), str(labels.get("model", players[0].backend if players else "")),
             str(labels.get("game", record.spec.game.game)), composition, kind,
             str(labels.get("intervention", record.spec.intervention.label())), record.spec.intervention.name,
-            int(labels.get("chat_turns", record.spec.game.chat_turns)), int(labels.get("rep", 0)), record.spec.game.seed,
+            int(labels.get("chat_turns", record.spec.game.chat_turns)), int(labels.get("rep", 0)),
+            record.spec.game.seed,
         )
         self.info.seeds.add(record.spec.game.seed)
         if record.contagion_version:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from contagion.messages import Message
+from contagion.strict import Int, Seed, seed_field
 
 T = TypeVar("T")
 
@@ -28,10 +29,10 @@ class GenerationConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_tokens: int = Field(96, ge=1, le=8192, description="Upper bound on reply tokens.")
+    max_tokens: Int = Field(96, ge=1, le=8192, description="Upper bound on reply tokens.")
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    seed: int | None = Field(0, description="Sampling seed; None = not reproducible.")
+    seed: Seed | None = seed_field(0, description="Sampling seed; None = not reproducible.")
     stop: tuple[str, ...] = Field((), description="Strings that end the reply (not included).")
 
     @property

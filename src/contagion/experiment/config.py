@@ -29,6 +29,7 @@ from contagion.games.dilemmas import load_dilemma
 from contagion.games.record import GameSpec, PlayerSpec, split_seat
 from contagion.personas import BUILTIN as BUILTIN_PERSONAS
 from contagion.personas import Persona
+from contagion.strict import INT64_MAX, Int, Seed, seed_field
 from contagion.traits.settings import AssessmentSettings
 
 
@@ -54,13 +55,13 @@ class ExperimentConfig(BaseModel):
     interventions: list[str] = Field(
         default_factory=lambda: ["none"], description="e.g. none, repeat-system:k=2, sit:k=2,n=3, sit-adaptive."
     )
-    rounds: int = Field(5, ge=1, le=1000, description="Rounds per game.")
-    chat_turns: list[int] = Field(
+    rounds: Int = Field(5, ge=1, le=1000, description="Rounds per game.")
+    chat_turns: list[Int] = Field(
         default_factory=lambda: [0, 1], description="Chat turns per round; 0 = no chat (the no-chat control)."
     )
     reveal_horizon: bool = Field(True, description="Tell players how many rounds there are.")
-    repetitions: int = Field(1, ge=1, le=100000, description="Games per cell (seeds seed .. seed+repetitions-1).")
-    seed: int = Field(0, ge=0, description="Base seed.")
+    repetitions: Int = Field(1, ge=1, le=100000, description="Games per cell (seeds seed .. seed+repetitions-1).")
+    seed: Seed = seed_field(0, le=INT64_MAX - 100000, description="Base seed (repetition r uses seed + r).")
     focal: Literal["default", "all-lm"] = Field(
         "default", description="The agents under study (steered by the intervention, measured when "
                                "measure_traits is on): players with the default persona, or every LM player."
@@ -71,7 +72,7 @@ class ExperimentConfig(BaseModel):
     action_mode: Literal["auto", "score", "generate"] = "auto"
     personas: list[Persona] = Field(default_factory=list, description="Extra personas (name, text).")
     max_failure_rate: float = Field(0.05, ge=0.0, le=1.0, description="Exit non-zero above this failure rate.")
-    concurrency: int | None = Field(None, ge=1, le=1024, description="Games in flight (default: by backend).")
+    concurrency: Int | None = Field(None, ge=1, le=1024, description="Games in flight (default: by backend).")
 
     @field_validator("models")
     @classmethod
@@ -90,6 +91,8 @@ class ExperimentConfig(BaseModel):
     def _games(cls, games: list[str]) -> list[str]:
         if not games:
             raise ValueError("at least one game is needed")
+        if len(set(games)) != len(games):
+            raise ValueError("a game is listed twice")
         for g in games:
             try:
                 load_dilemma(g)
@@ -104,6 +107,8 @@ class ExperimentConfig(BaseModel):
             raise ValueError("at least one chat_turns value is needed")
         if any(t < 0 or t > 20 for t in turns):
             raise ValueError("chat_turns values must be between 0 and 20")
+        if len(set(turns)) != len(turns):
+            raise ValueError("a chat_turns value is listed twice")
         return turns
 
     @field_validator("interventions")
@@ -113,11 +118,14 @@ class ExperimentConfig(BaseModel):
 
         if not items:
             raise ValueError("at least one intervention is needed (use 'none')")
+        labels = []
         for text in items:
             try:
-                parse_intervention(text)
+                labels.append(parse_intervention(text).label())
             except UserError as exc:
                 raise ValueError(str(exc)) from None
+        if len(set(labels)) != len(labels):
+            raise ValueError("an intervention is listed twice (with the same parameters)")
         return items
 
     @model_validator(mode="after")
@@ -126,7 +134,11 @@ class ExperimentConfig(BaseModel):
         if not self.compositions:
             raise ValueError("compositions: at least one composition is needed")
         known = set(BUILTIN_PERSONAS) | {p.name for p in self.personas}
+        seatings: dict[tuple[str, ...], str] = {}
         for name, seats in self.compositions.items():
+            twin = seatings.setdefault(tuple(s.strip() for s in seats), name)
+            if twin != name:
+                raise ValueError(f"compositions.{name}: the same seats as {twin!r} (every game would be played twice)")
             where = f"compositions.{name}"
             if len(seats) < 2:
                 raise ValueError(f"{where}: composition {name!r} needs at least 2 seats")
@@ -231,7 +243,7 @@ def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
     try:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(validation_message(exc, source)) from None
+        raise UserError(validation_message(exc, source, keys_help="see `contagion run --help` for the keys")) from None
     config.check_resources(source)
     return config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from contagion.errors import MissingExtraError, UserError
@@ -39,18 +39,22 @@ class RayExecutor:
                 self.started_here = True
         self.remote = ray.remote(num_cpus=1, max_retries=2)(_remote_game)
 
-    async def run(self, jobs: list[tuple[TrialSpec, dict[str, Any]]], personas: dict[str, Persona],
+    async def run(self, jobs: Iterator[tuple[TrialSpec, dict[str, Any]]], personas: dict[str, Persona],
                   pre_for: Callable[[TrialSpec], list[dict[str, Any] | None]],
                   finished: Callable[[GameRecord], None], stopping: Callable[[], bool]) -> None:
         persona_list = [p.model_dump() for p in personas.values()]
         limit = max(1, int(self.ray.cluster_resources().get("CPU", 1)) * 2)
-        queue = list(reversed(jobs))
         pending: list[Any] = []
         submitted: dict[Any, tuple[TrialSpec, dict[str, Any]]] = {}
+        exhausted = False
         try:
-            while queue or pending:
-                while queue and len(pending) < limit and not stopping():
-                    spec, labels = queue.pop()
+            while not exhausted or pending:
+                while not exhausted and len(pending) < limit and not stopping():
+                    job = next(jobs, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    spec, labels = job
                     ref = self.remote.remote(spec.model_dump_json(), labels, persona_list, pre_for(spec))
                     pending.append(ref)
                     submitted[ref] = (spec, labels)

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,22 +61,29 @@ class RunSummary:
         return self.failed / done if done else 0.0
 
 
-def plan(config: ExperimentConfig, store: Store) -> tuple[list[Job], int]:
-    """The games still missing from the store (failed ones are tried again), and how many are done."""
+@dataclass
+class Plan:
+    """What a run still has to do. Jobs are generated when they are needed, never held as a list, so
+    memory before the first game does not grow with the grid (a config's grid has no duplicate cells:
+    its validation refuses them)."""
+
+    config: ExperimentConfig
+    done: set[str]
+    pending: int
+    skipped: int
+
+    def jobs(self) -> Iterator[Job]:
+        """The games still missing from the store (failed ones are tried again), in grid order."""
+        for spec, labels in self.config.expand():
+            if spec.stable_hash() not in self.done:
+                yield spec, labels
+
+
+def plan(config: ExperimentConfig, store: Store) -> Plan:
+    """Count what is stored and what is missing (one pass over the grid, nothing kept but the counts)."""
     done = store.done_hashes()
-    jobs: list[Job] = []
-    seen: set[str] = set()
-    skipped = 0
-    for spec, labels in config.expand():
-        h = spec.stable_hash()
-        if h in seen:
-            continue
-        seen.add(h)
-        if h in done:
-            skipped += 1
-        else:
-            jobs.append((spec, labels))
-    return jobs, skipped
+    skipped = sum(spec.stable_hash() in done for spec, _ in config.expand())
+    return Plan(config=config, done=done, pending=config.size() - skipped, skipped=skipped)
 
 
 def default_concurrency(config: ExperimentConfig) -> int:
@@ -123,7 +130,7 @@ class Runner:
         self.personas = config.persona_map()
 
     # -- pre-play profiles --------------------------------------------------------------------
-    async def _profiles(self, jobs: list[Job], store: Store, on_progress: Callable[[], None],
+    async def _profiles(self, jobs: Iterable[Job], store: Store, on_progress: Callable[[], None],
                         interrupt: _Interrupt) -> tuple[dict[str, Any], dict[str, str]]:
         """Measure each distinct pre-play profile once (cached in the store across runs).
 
@@ -214,13 +221,13 @@ class Runner:
             for note in store.recover():  # unreadable rows are moved aside (and played again), and said so
                 self.console.print(f"Note: {note}", style="yellow", highlight=False, markup=False)
             store.adopt_config(self.config.model_dump(mode="json"), extend=self.extend)
-            jobs, skipped = plan(self.config, store)
-            summary = RunSummary(planned=len(jobs), skipped=skipped)
-            if not jobs:
+            todo = plan(self.config, store)
+            summary = RunSummary(planned=todo.pending, skipped=todo.skipped)
+            if not todo.pending:
                 return summary
-            return asyncio.run(self._run(jobs, store, summary))
+            return asyncio.run(self._run(todo, store, summary))
 
-    async def _run(self, jobs: list[Job], store: Store, summary: RunSummary) -> RunSummary:
+    async def _run(self, todo: Plan, store: Store, summary: RunSummary) -> RunSummary:
         started = time.perf_counter()
         interrupt = _Interrupt(self.console)
         loop = asyncio.get_running_loop()
@@ -235,10 +242,11 @@ class Runner:
         )
         with progress:
             pre_task = progress.add_task("pre-play profiles", total=None, failed=0, tps="-")
-            cache, profile_errors = await self._profiles(jobs, store, lambda: progress.advance(pre_task), interrupt)
+            cache, profile_errors = await self._profiles(todo.jobs(), store, lambda: progress.advance(pre_task),
+                                                         interrupt)
             progress.update(pre_task, total=progress.tasks[pre_task].completed or 1,
                             completed=progress.tasks[pre_task].completed or 1)
-            games = progress.add_task("games", total=len(jobs), failed=0, tps="-")
+            games = progress.add_task("games", total=todo.pending, failed=0, tps="-")
 
             transcripts: set[str] = set()
 
@@ -256,17 +264,20 @@ class Runner:
                 elapsed = max(1e-9, time.perf_counter() - started)
                 progress.update(games, advance=1, failed=summary.failed, tps=f"{summary.tokens / elapsed:,.0f}")
 
-            runnable: list[Job] = []
-            for spec, labels in jobs:
-                error = self._profile_error(spec, profile_errors)
-                if error is None:
-                    runnable.append((spec, labels))
-                elif not interrupt.stopping:
-                    finished(failed_record(spec, labels, error, 0.0))
+            def runnable() -> Iterator[Job]:
+                """The jobs to play; a game whose pre-play profile could not be measured is stored as
+                failed with that error (a rerun tries it again)."""
+                for spec, labels in todo.jobs():
+                    error = self._profile_error(spec, profile_errors)
+                    if error is None:
+                        yield spec, labels
+                    elif not interrupt.stopping:
+                        finished(failed_record(spec, labels, error, 0.0))
+
             if self.executor == "ray":
-                await self._run_ray(runnable, cache, finished, interrupt)
+                await self._run_ray(runnable(), cache, finished, interrupt)
             else:
-                await self._run_local(runnable, cache, finished, interrupt)
+                await self._run_local(runnable(), cache, finished, interrupt)
         try:
             loop.remove_signal_handler(signal.SIGINT)
         except (NotImplementedError, RuntimeError):
@@ -275,16 +286,20 @@ class Runner:
         summary.seconds = time.perf_counter() - started
         return summary
 
-    async def _run_local(self, jobs: list[Job], cache: dict[str, Any], finished: Callable[[GameRecord], None],
+    async def _run_local(self, jobs: Iterator[Job], cache: dict[str, Any], finished: Callable[[GameRecord], None],
                          interrupt: _Interrupt) -> None:
         limit = default_concurrency(self.config)
-        queue = list(reversed(jobs))
         running: set[asyncio.Task[GameRecord]] = set()
         interrupt.tasks = running
+        exhausted = False
         try:
-            while queue or running:
-                while queue and len(running) < limit and not interrupt.stopping:
-                    spec, labels = queue.pop()
+            while not exhausted or running:
+                while not exhausted and len(running) < limit and not interrupt.stopping:
+                    job = next(jobs, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    spec, labels = job
                     running.add(asyncio.create_task(run_trial(
                         spec, labels=labels, personas=self.personas, pre_profiles=self._pre_for(spec, cache))))
                 if not running:
@@ -300,7 +315,7 @@ class Runner:
                 t.cancel()
             interrupt.stopping = True
 
-    async def _run_ray(self, jobs: list[Job], cache: dict[str, Any], finished: Callable[[GameRecord], None],
+    async def _run_ray(self, jobs: Iterator[Job], cache: dict[str, Any], finished: Callable[[GameRecord], None],
                        interrupt: _Interrupt) -> None:
         from contagion.experiment.ray_executor import RayExecutor
 

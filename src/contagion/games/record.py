@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from contagion.backends.base import GenerationConfig
 from contagion.messages import Message
+from contagion.strict import Seed, seed_field
 
 ActionName = Literal["cooperate", "defect", "invalid"]
 
@@ -66,7 +67,7 @@ class GameSpec(BaseModel):
     rounds: int = Field(5, ge=1, le=1000)
     chat_turns: int = Field(1, ge=0, le=20, description="Chat messages per player per round; 0 = no chat.")
     reveal_horizon: bool = Field(True, description="Whether players are told the number of rounds.")
-    seed: int = 0
+    seed: Seed = seed_field(0, description="Seed of the talk order, sampling and everything random in the game.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     action_mode: Literal["auto", "score", "generate"] = Field(
         "auto", description="auto: score actions by log-prob when the backend can, else generate and parse."

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contagion.backends.base import Backend
 from contagion.messages import Message
+from contagion.strict import Int, Seed, seed_field
 from contagion.traits.assess import assess
 from contagion.traits.inventory import DEFAULT_TRAIT_SETS, Inventory, TraitSets, load_inventory
 from contagion.traits.profile import Profile
@@ -28,10 +29,10 @@ class AssessmentSettings(BaseModel):
     traits: tuple[str, ...] | None = Field(
         None, description="Traits to measure (None = all in the inventory)."
     )
-    items: int | None = Field(10, ge=1, description="Items per trait, sampled with the seed (None = all).")
+    items: Int | None = Field(10, ge=1, description="Items per trait, sampled with the seed (None = all).")
     debias: bool = Field(False, description="Ask with the answers in both orders and average.")
-    seed: int = Field(0, description="Item sampling and bootstrap seed.")
-    bootstrap: int = Field(500, ge=100, description="Bootstrap resamples for CIs.")
+    seed: Seed = seed_field(0, description="Item sampling and bootstrap seed.")
+    bootstrap: Int = Field(500, ge=100, le=1_000_000, description="Bootstrap resamples for CIs.")
     pro_social: tuple[str, ...] | None = Field(None, description="Override the pro-social trait set.")
     anti_social: tuple[str, ...] | None = Field(None, description="Override the anti-social trait set.")
 
