@@ -49,7 +49,16 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from contagion.backends.base import Backend, Capabilities, Completion, GenerationConfig, ScoreMethod, Scores
+from contagion.backends.base import (
+    Backend,
+    Capabilities,
+    Completion,
+    GenerationConfig,
+    ScoreMethod,
+    ScoreRequest,
+    Scores,
+    gather_bounded,
+)
 from contagion.errors import BackendError, UserError
 from contagion.messages import Message
 
@@ -432,6 +441,48 @@ class RobustBackend(Backend):
         if key is not None and self.cache is not None and self.caches_scores(scores):
             self.cache.put(key, scores.model_copy(update={"cached": False}).model_dump())
         return scores
+
+    async def score_choices_many(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        """Every request through the cache; the misses go to the inner backend together.
+
+        An inner backend that answers a batch in one model call (``batches_scores``) gets the misses as
+        one call, with the concurrency limit, timeout and retries applied to that call; any other gets
+        one :meth:`score_choices` per miss, at most ``inner.score_concurrency`` in flight, each retried
+        on its own. Answers, usage and cache entries are per request either way.
+        """
+        if not self.inner.batches_scores:
+            calls = [(lambda r=r: self.score_choices(r.messages, r.choices, prefix=r.prefix)) for r in requests]
+            return await gather_bounded(calls, self.inner.score_concurrency)
+        out: list[Scores | None] = [None] * len(requests)
+        keys: list[str | None] = [None] * len(requests)
+        misses: list[int] = []
+        for i, r in enumerate(requests):
+            if self.cache is not None:
+                keys[i] = ResponseCache.key(self.identity, "score_choices", r.messages,
+                                            {"choices": list(r.choices), "prefix": r.prefix})
+                hit = self.cache.get(keys[i] or "")
+                if hit is not None:
+                    self._record(Usage(calls=1, cached_calls=1))
+                    out[i] = Scores.model_validate(hit).model_copy(update={"cached": True})
+                    continue
+            misses.append(i)
+        if misses:
+            batch = [requests[i] for i in misses]
+            answers = await self._call(lambda: self.inner.score_choices_many(batch))
+            if len(answers) != len(batch):
+                raise BackendError(f"{self.spec} returned {len(answers)} answers for {len(batch)} requests")
+            for i, scores in zip(misses, answers, strict=True):
+                if len(scores.choices) != len(requests[i].choices):
+                    raise BackendError(
+                        f"{self.spec} returned {len(scores.choices)} scores for {len(requests[i].choices)} choices"
+                    )
+                self._record(Usage(calls=1, prompt_tokens=scores.prompt_tokens,
+                                   prompt_tokens_encoded=scores.prompt_tokens_encoded, seconds=scores.seconds))
+                key = keys[i]
+                if key is not None and self.cache is not None and self.caches_scores(scores):
+                    self.cache.put(key, scores.model_copy(update={"cached": False}).model_dump())
+                out[i] = scores
+        return [s for s in out if s is not None]
 
     async def aclose(self) -> None:
         """Close the inner backend (a shared cache is left open; close it yourself)."""
