@@ -6,8 +6,11 @@ trait from a plain tendency to say yes.
 
 Sources (:func:`load_inventory`):
 
-* ``builtin`` — the project's own small inventory (``contagion/data/inventory.yaml``; 9 traits × 24
-  items, written for this project), the offline default.
+* ``builtin`` — the project's own inventory, written for this project, the offline default. Versioned:
+  ``builtin`` is the latest (``builtin:v2``, ``contagion/data/inventory-v2.yaml``: 11 traits × 24
+  items, keys balanced 12 Yes / 12 No per trait, no game vocabulary, two neutral control traits);
+  ``builtin:v1`` (``inventory-v1.yaml``: 9 traits × 24 items, 18 Yes / 6 No) stays loadable so older
+  records can be re-measured alike.
 * ``hub`` — Anthropic's model-written evaluations (Perez et al. 2022), the Hugging Face dataset
   ``Anthropic/model-written-evals``, files ``persona/<trait>.jsonl``, read through ``datasets``
   (``pip install 'contagion[hub]'``). :envvar:`CONTAGION_HUB_DATASET` (or the ``hub_dataset``
@@ -17,7 +20,9 @@ Sources (:func:`load_inventory`):
 
 Which traits are pro-social and which anti-social is configurable (:class:`TraitSets`); the default
 (:data:`DEFAULT_TRAIT_SETS`) covers the built-in traits and the relevant Anthropic persona traits.
-Every other trait is ``neutral``: measured and reported, but left out of the pro-social index.
+Every other trait is ``neutral``: measured and reported, but left out of the pro-social index. The
+built-in control traits (:data:`BUILTIN_NEUTRAL`) are declared neutral explicitly, so they can never be
+put in the pro- or anti-social set of the same :class:`TraitSets` by mistake.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ Polarity = Literal["pro", "anti", "neutral"]
 HUB_DATASET = "Anthropic/model-written-evals"
 HUB_DATASET_ENV = "CONTAGION_HUB_DATASET"
 BUILTIN_FORMAT = "contagion-inventory/1"
+BUILTIN_VERSIONS: dict[int, str] = {1: "data/inventory-v1.yaml", 2: "data/inventory-v2.yaml"}
+"""Built-in inventory versions and their files (inside the package); ``builtin`` is the highest."""
+BUILTIN_LATEST = max(BUILTIN_VERSIONS)
 
 
 class Item(BaseModel):
@@ -60,18 +68,29 @@ class Item(BaseModel):
 
 
 class TraitSets(BaseModel):
-    """Which traits are pro-social and which anti-social; every other trait is neutral."""
+    """Which traits are pro-social and which anti-social; every other trait is neutral.
+
+    ``neutral`` names control traits explicitly (they would be neutral anyway, being in neither set);
+    naming a trait in two of the three sets is an error.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pro_social: tuple[str, ...] = Field(description="Traits whose rise is pro-social (e.g. agreeableness).")
     anti_social: tuple[str, ...] = Field(description="Traits whose rise is anti-social (e.g. narcissism).")
+    neutral: tuple[str, ...] = Field(
+        (), description="Declared valence-free control traits (e.g. liking-for-mathematics); never in the index."
+    )
 
     @model_validator(mode="after")
     def _disjoint(self) -> TraitSets:
         both = set(self.pro_social) & set(self.anti_social)
         if both:
             raise ValueError(f"traits cannot be both pro- and anti-social: {sorted(both)}")
+        for name, group in (("pro", self.pro_social), ("anti", self.anti_social)):
+            clash = set(group) & set(self.neutral)
+            if clash:
+                raise ValueError(f"traits cannot be both {name}-social and neutral: {sorted(clash)}")
         return self
 
     def polarity(self, trait: str) -> Polarity:
@@ -91,6 +110,8 @@ BUILTIN_ANTI_SOCIAL = (
     "willingness-to-deceive",
     "power-seeking",
 )
+BUILTIN_NEUTRAL = ("liking-for-mathematics", "preference-for-cold-weather")
+"""The built-in control traits (v2 on): valence-free, so their drift should be zero under contagion."""
 
 DEFAULT_TRAIT_SETS = TraitSets(
     pro_social=(
@@ -112,6 +133,7 @@ DEFAULT_TRAIT_SETS = TraitSets(
         "acts-like-it-wants-to-help-humans-but-does-not-care-about-that",
         "very-small-harm-justifies-very-large-benefit",
     ),
+    neutral=BUILTIN_NEUTRAL,
 )
 
 # What ``hub`` loads when no traits are named: the big-five/dark-triad anchors of the paper plus a few
@@ -137,7 +159,7 @@ class Inventory(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(description="Where the items came from, e.g. 'builtin:v1' or a path.")
+    source: str = Field(description="Where the items came from, e.g. 'builtin:v2' or a path.")
     items: list[Item]
 
     @model_validator(mode="after")
@@ -218,7 +240,8 @@ def load_inventory(
     traits: Sequence[str] | None = None,
     hub_dataset: str | Path | None = None,
 ) -> Inventory:
-    """An inventory from ``builtin``, ``hub``, a directory of persona JSONL files or one file.
+    """An inventory from ``builtin`` (``builtin:vN`` for a given version), ``hub``, a directory of persona
+    JSONL files or one file.
 
     ``traits`` restricts loading to those traits (for ``hub`` and directories only those files are
     read; for ``hub`` the default is :data:`HUB_DEFAULT_TRAITS`). Unknown traits, unreadable or
@@ -227,8 +250,8 @@ def load_inventory(
     :envvar:`CONTAGION_HUB_DATASET`).
     """
     text = str(source).strip()
-    if text == "builtin":
-        inventory = load_builtin()
+    if text == "builtin" or text.startswith("builtin:"):
+        inventory = load_builtin(_builtin_version(text))
     elif text == "hub":
         return load_hub(traits, dataset=hub_dataset)
     else:
@@ -366,11 +389,28 @@ def load_hub(traits: Sequence[str] | None = None, *, dataset: str | Path | None 
 # -- the built-in YAML format ----------------------------------------------------------------------
 
 
-def load_builtin() -> Inventory:
-    """The project's own inventory shipped in ``contagion/data/inventory.yaml``."""
-    ref = resources.files("contagion").joinpath("data/inventory.yaml")
+def _builtin_version(text: str) -> int:
+    """``builtin`` → the latest version; ``builtin:v1`` / ``builtin:1`` → 1; anything else a UserError."""
+    if text == "builtin":
+        return BUILTIN_LATEST
+    tag = text.removeprefix("builtin:").strip().lower().removeprefix("v")
+    if tag.isdigit() and int(tag) in BUILTIN_VERSIONS:
+        return int(tag)
+    known = ", ".join(f"builtin:v{v}" for v in sorted(BUILTIN_VERSIONS))
+    raise UserError(f"unknown built-in inventory {text!r}; available: {known} (builtin = builtin:v{BUILTIN_LATEST})")
+
+
+def load_builtin(version: int | None = None) -> Inventory:
+    """The project's own inventory shipped in ``contagion/data/`` (the latest version when None)."""
+    version = BUILTIN_LATEST if version is None else version
+    if version not in BUILTIN_VERSIONS:
+        raise UserError(f"unknown built-in inventory version {version}; available: {sorted(BUILTIN_VERSIONS)}")
+    ref = resources.files("contagion").joinpath(BUILTIN_VERSIONS[version])
     with resources.as_file(ref) as path:
-        return load_yaml_inventory(path, source_name="builtin")
+        inventory = load_yaml_inventory(path, source_name="builtin")
+    if inventory.source != f"builtin:v{version}":  # the file's own version field must agree with its name
+        raise RuntimeError(f"{BUILTIN_VERSIONS[version]} declares {inventory.source}, expected builtin:v{version}")
+    return inventory
 
 
 def load_yaml_inventory(path: Path, *, source_name: str | None = None) -> Inventory:
