@@ -11,6 +11,7 @@ import pytest
 from contagion.errors import UserError
 from contagion.traits.inventory import (
     BUILTIN_ANTI_SOCIAL,
+    BUILTIN_NEUTRAL,
     BUILTIN_PRO_SOCIAL,
     DEFAULT_TRAIT_SETS,
     Inventory,
@@ -38,14 +39,16 @@ def _row(statement: str = "I like tea", answer: str = " Yes", other: str | None 
 
 def test_builtin_has_at_least_8_traits_of_20_items_with_both_keys() -> None:
     inv = load_inventory("builtin")
-    assert inv.source == "builtin:v1"
+    assert inv.source == "builtin:v2"
     traits = inv.traits()
     assert len(traits) >= 8
     for trait in traits:
         keys = Counter(item.matching for item in inv.by_trait(trait))
         assert sum(keys.values()) >= 20, trait
-        assert keys["Yes"] > 0 and keys["No"] > 0, trait
-        assert 0.15 <= keys["No"] / sum(keys.values()) <= 0.35, trait  # about a quarter reversed
+        assert keys["Yes"] == keys["No"], trait  # v2: half the items reversed (v1 had a quarter)
+    v1 = load_inventory("builtin:v1")
+    for trait in v1.traits():
+        assert Counter(item.matching for item in v1.by_trait(trait)) == {"Yes": 18, "No": 6}, trait
 
 
 def test_builtin_ids_and_statements_are_unique_and_first_person() -> None:
@@ -62,7 +65,10 @@ def test_builtin_ids_and_statements_are_unique_and_first_person() -> None:
 
 def test_builtin_traits_are_the_issue_traits_with_polarities() -> None:
     inv = load_inventory("builtin")
-    assert set(inv.traits()) == set(BUILTIN_PRO_SOCIAL) | set(BUILTIN_ANTI_SOCIAL)
+    assert set(inv.traits()) == set(BUILTIN_PRO_SOCIAL) | set(BUILTIN_ANTI_SOCIAL) | set(BUILTIN_NEUTRAL)
+    assert set(load_inventory("builtin:v1").traits()) == set(BUILTIN_PRO_SOCIAL) | set(BUILTIN_ANTI_SOCIAL)
+    for trait in BUILTIN_NEUTRAL:
+        assert DEFAULT_TRAIT_SETS.polarity(trait) == "neutral"
     for trait in BUILTIN_PRO_SOCIAL:
         assert DEFAULT_TRAIT_SETS.polarity(trait) == "pro"
     for trait in BUILTIN_ANTI_SOCIAL:
@@ -70,7 +76,7 @@ def test_builtin_traits_are_the_issue_traits_with_polarities() -> None:
 
 
 def test_builtin_statements_are_not_copied_from_anthropic(anthropic_persona_dir: Path) -> None:
-    ours = {i.statement.lower().rstrip(".") for i in load_inventory("builtin").items}
+    ours = {i.statement.lower().rstrip(".") for v in ("builtin:v1", "builtin:v2") for i in load_inventory(v).items}
     for path in anthropic_persona_dir.glob("*.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
             assert json.loads(line)["statement"].lower().rstrip(".") not in ours, path.name
@@ -241,7 +247,9 @@ def test_sampling_is_seeded_and_stratified() -> None:
     assert a.traits() == ["narcissism", "honesty"]  # requested order
     for trait in a.traits():
         keys = Counter(i.matching for i in a.by_trait(trait))
-        assert keys == {"Yes": 6, "No": 2}  # 18:6 in the inventory -> 6:2 of 8
+        assert keys == {"Yes": 4, "No": 4}  # 12:12 in the inventory -> 4:4 of 8
+    v1 = load_inventory("builtin:v1").sample(["narcissism"], per_trait=8, seed=1)
+    assert Counter(i.matching for i in v1.items) == {"Yes": 6, "No": 2}  # 18:6 -> 6:2 of 8
     # within a trait, items keep the inventory's order
     positions = {item.id: n for n, item in enumerate(inv.items)}
     for trait in a.traits():
