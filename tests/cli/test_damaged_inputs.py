@@ -5,6 +5,7 @@ what is wrong — no traceback — and leave nothing half-written behind."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sqlite3
 import zlib
@@ -156,12 +157,16 @@ def _file(tmp: Path) -> Path:
     return _write(tmp / "plain.txt", "x")
 
 
-def export_huge_seed(tmp: Path, _: Path) -> list[str]:
-    """A run whose seeds are beyond 2**63 (valid JSON, but no 64-bit Parquet column holds them)."""
-    run = tmp / "run"
-    Runner(parse_config({**GRID, "compositions": {"x": ["default", "default"]}, "chat_turns": [0],
-                         "seed": 2**64}), run, progress=False).run()
-    return ["export", str(run), "--format", "parquet"]
+def _huge_seed(path: Path) -> None:
+    """The first record's seed rewritten beyond 2**63 (no 64-bit integer, and no valid seed, holds it)."""
+    conn = sqlite3.connect(path)
+    spec_hash, blob = conn.execute("SELECT spec_hash, record FROM games ORDER BY spec_hash LIMIT 1").fetchone()
+    record = json.loads(zlib.decompress(blob))
+    record["spec"]["game"]["seed"] = 2**64
+    conn.execute("UPDATE games SET record = ? WHERE spec_hash = ?", (zlib.compress(json.dumps(record).encode()),
+                                                                    spec_hash))
+    conn.commit()
+    conn.close()
 
 
 def in_run(command: str, *extra: str) -> Callable[[Path, Path], list[str]]:
@@ -271,7 +276,8 @@ CASES = [
     Case("export-under-a-file", export_to(lambda tmp: _file(tmp) / "games.jsonl"), ("plain.txt", "not a directory")),
     Case("export-parquet-missing-dir", export_to(lambda tmp: tmp / "gone" / "g.parquet", "parquet"),
          ("gone", "does not exist")),
-    Case("export-parquet-seed-beyond-64-bits", export_huge_seed, ("{store}", str(2**64), "--format jsonl")),
+    Case("export-parquet-seed-beyond-64-bits", damaged("export", _huge_seed, "--format", "parquet"),
+         ("{store}", "damaged", "seed")),
     Case("export-unknown-format", in_run("export", "--format", "xml"), ("xml",)),
     Case("report-out-missing-dir", in_run("report", "--out", "{tmp}/no/report.html"), ("no", "does not exist")),
     Case("view-out-missing-dir", in_run("view", "--out", "{tmp}/no/viewer.html"), ("no", "does not exist")),

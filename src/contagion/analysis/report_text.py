@@ -125,6 +125,37 @@ def _join(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def action_method_text(method: str) -> str:
+    """How an action method reads in the report (``score:first-token-top-logprobs`` → log-probability scoring)."""
+    if method == "score:sampled-fallback":
+        return "the sampled fallback (answer frequencies, no log-probabilities)"
+    if method.startswith("score:"):
+        name = method.removeprefix("score:")
+        if name in ("scripted", "simulated"):
+            return f"a {name} player's rule ({name})"
+        return f"log-probability scoring ({name})"
+    return "parsing generated text" if method.startswith("generate") else method
+
+
+def configs_text(configs: list[dict[str, Any]]) -> str | None:
+    """A paragraph describing every config of an extended run (None for a run of one config)."""
+    if len(configs) < 2:
+        return None
+    parts = []
+    for i, entry in enumerate(configs, 1):
+        cfg = entry.get("config") or {}
+
+        def listed(key: str, cfg: dict[str, Any] = cfg) -> str:
+            return _join([str(v) for v in cfg.get(key) or []])
+
+        parts.append(f"{i}. grid {entry.get('grid_hash', '?')}: models {listed('models')}; games {listed('games')}; "
+                     f"compositions {listed('compositions')}; interventions {listed('interventions')}; rounds "
+                     f"{cfg.get('rounds', '?')}; chat turns {listed('chat_turns')}; repetitions "
+                     f"{cfg.get('repetitions', '?')}")
+    return (f"This run directory holds {len(configs)} configs (extended with --extend); the games of all of them "
+            "are analysed together, and the design described above is the first one's: " + "; ".join(parts) + ".")
+
+
 def methods_section(tables: RunTables) -> list[str]:
     """The methods, as paragraphs of plain text (autoescaped by the template)."""
     info = tables.info
@@ -140,6 +171,9 @@ def methods_section(tables: RunTables) -> list[str]:
         + (f", {failed} failed" if failed else ", none failed")
         + f". Models: {_join(list(models))}. Games: {_join(list(games))}."
     )
+    extended = configs_text(info.configs)
+    if extended:
+        paras.append(extended)
     comps = []
     for name, seats in (cfg.get("compositions") or {}).items():
         kind = info.compositions.get(name, "")
@@ -160,13 +194,13 @@ def methods_section(tables: RunTables) -> list[str]:
         paras.append(
             f"Generation: temperature {gen.get('temperature', '?')}, top-p {gen.get('top_p', '?')}, at most "
             f"{gen.get('max_tokens', '?')} tokens per reply, generation seed {gen.get('seed', '?')}. Actions: "
-            + _join([f"{n} by {'log-probability scoring' if m == 'score' else 'parsing generated text'}"
-                     for m, n in info.action_methods.most_common()]) + " (action mode "
+            + _join([f"{n} by {action_method_text(m)}" for m, n in info.action_methods.most_common()])
+            + " (action mode "
             f"{cfg.get('action_mode', 'auto')}); an unparseable action is recorded as invalid, never as cooperation."
         )
     assess = cfg.get("assessment") or {}
     traits = tables.traits
-    polarity = (tables.drift.dropduplicates("trait").set_index("trait")["polarity"].astype(str).to_dict()
+    polarity = (tables.drift.drop_duplicates("trait").set_index("trait")["polarity"].astype(str).to_dict()
                 if len(tables.drift) else {})
     trait_txt = ", ".join(f"{t} ({polarity.get(t, '?')})" for t in traits) or "none"
     methods = ", ".join(f"{m} ({n} profiles)" for m, n in info.methods.most_common()) or "—"
@@ -189,6 +223,9 @@ def methods_section(tables: RunTables) -> list[str]:
             f"the mean of the anti-social ones. Scoring method: {methods}; {deb_txt}; "
             f"{_join([str(b) for b in sorted(info.bootstrap)]) or '?'} bootstrap resamples for per-profile CIs."
         )
+    if info.record_methods:
+        paras.append("Scoring methods per finished game record (actions and profiles): "
+                     + _join([f"{m}: {n}" for m, n in info.record_methods.most_common()]) + ".")
     dup = duplicates(tables)
     paras.append(
         "Statistics. Drift = post − pre per trait, paired over the items both profiles scored. Games are the "
@@ -216,7 +253,7 @@ def duplicates(tables: RunTables) -> int:
     ok = tables.ok_games
     if ok.empty:
         return 0
-    distinct = ok.dropduplicates(["model", "game", "composition", "intervention", "chat_turns", "cluster"])
+    distinct = ok.drop_duplicates(["model", "game", "composition", "intervention", "chat_turns", "cluster"])
     return len(ok) - len(distinct)
 
 
@@ -387,6 +424,14 @@ def report_warnings(tables: RunTables, contrasts: dict[str, Contrast], cells: pd
         out.append("Some profiles were scored by the sampled fallback (no log-probabilities): they are noisier.")
     if len({m for m in info.methods}) > 1:
         out.append("Profiles were scored by more than one method: " + ", ".join(sorted(info.methods)) + ".")
+    for backend, methods in sorted(info.backend_methods.items()):
+        if len(methods) > 1:  # the same model measured two ways within one run: its records are not comparable
+            out.append(f"The scoring method of {backend} changed within this run: "
+                       + _join([f"{m} in {n} record(s)" for m, n in methods.most_common()])
+                       + ". Compare its records only within one method.")
+    if any(m.startswith("score:sampled") for m in info.action_methods):
+        out.append(f"{info.action_methods['score:sampled-fallback']} action(s) were chosen by the sampled fallback "
+                   "(no log-probabilities), not by log-probability scoring.")
     inv = invalid_rates(tables)
     if not inv.empty and float(inv["invalid"].max()) > 0.1:
         out.append("Some conditions have more than 10% invalid actions (see the invalid-action table).")

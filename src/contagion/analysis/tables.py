@@ -100,6 +100,13 @@ class RunInfo:
     question_formats: set[int] = field(default_factory=set)
     seeds: set[int] = field(default_factory=set)
     action_methods: Counter[str] = field(default_factory=Counter)
+    """How actions were chosen, by full method (``score:first-token-top-logprobs``, ``generate``, ...)."""
+    record_methods: Counter[str] = field(default_factory=Counter)
+    """Finished records by the scoring methods they used (actions and profiles), e.g. ``first-token-top-logprobs``."""
+    backend_methods: dict[str, Counter[str]] = field(default_factory=dict)
+    """backend spec -> scoring method -> finished records in which that backend used it."""
+    configs: list[dict[str, Any]] = field(default_factory=list)
+    """Every config run into the store (``Store.configs``); more than one when a run was extended."""
     versions: Counter[str] = field(default_factory=Counter)
     compositions: dict[str, str] = field(default_factory=dict)
     """composition name -> composition kind."""
@@ -283,10 +290,16 @@ class TableBuilder:
                 self._actions.add((*cond, rnd.round, p.name, p.persona, p.focal, lm[i], rnd.actions[i],
                                    rnd.payoffs[i]))
         n_inj = 0
+        used: dict[str, set[str]] = {}  # backend -> scoring methods in this record
         for i, p in enumerate(players):
             acts = [a.action for a in p.actions]
             for a in p.actions:
-                self.info.action_methods[a.method.split(":")[0] if a.method else "?"] += 1
+                self.info.action_methods[a.method or "?"] += 1
+                if a.method and a.method.startswith("score:"):
+                    used.setdefault(p.backend, set()).add(a.method.removeprefix("score:"))
+            for prof in (p.pre_profile, p.post_profile):
+                if prof and prof.get("method"):
+                    used.setdefault(p.backend, set()).add(str(prof["method"]))
             coop = sum(a == "cooperate" for a in acts) / len(acts) if acts else None
             n_inj += len(p.injections)
             self._players.add((*cond, p.name, p.index, p.persona, p.backend, p.focal, lm[i], p.total, coop,
@@ -294,6 +307,10 @@ class TableBuilder:
                                p.prompt_tokens + p.completion_tokens))
             if p.pre_profile and p.post_profile:
                 self._add_agent(cond, p)
+        for backend, methods in used.items():
+            counter = self.info.backend_methods.setdefault(backend, Counter())
+            counter.update(methods)
+        self.info.record_methods[" + ".join(sorted(set().union(*used.values()))) or "none"] += 1
         all_acts = [a for r in record.rounds for a in r.actions]
         coop_all = sum(a == "cooperate" for a in all_acts) / len(all_acts) if all_acts else None
         self._games.add((*cond, "ok", None, len(players), len(record.rounds), coop_all, record.invalid_rate,
@@ -337,7 +354,8 @@ def tables_from_records(records: Iterable[GameRecord], info: RunInfo | None = No
 def load_tables(run_dir: Path) -> RunTables:
     """Tidy tables of the run in ``run_dir``, streamed from its store (failed games included in ``games``)."""
     with Store.open_existing(run_dir) as store:
-        info = RunInfo(run_dir=str(run_dir), config=store.config(), failures=store.failures())
+        info = RunInfo(run_dir=str(run_dir), config=store.config(), failures=store.failures(),
+                       configs=store.configs())
         tables = tables_from_records(store.iter_records(status=None), info)
     return tables
 

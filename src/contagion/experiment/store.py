@@ -289,11 +289,6 @@ class Store:
             if not create:
                 raise UserError(f"{self.path} is empty; run `contagion run` first")
             return None
-        missing = [t for t in _REQUIRED_TABLES if t not in tables]
-        if missing:
-            raise StoreDamagedError(
-                f"the store {self.path} is damaged: table(s) {', '.join(missing)} missing; "
-                "restore it from a backup, or run into a new directory")
         raw = self.meta("schema_version") or "0"
         try:
             version = int(raw)
@@ -306,6 +301,11 @@ class Store:
             )
         if version < STORE_SCHEMA_VERSION and any(v not in MIGRATIONS for v in range(version, STORE_SCHEMA_VERSION)):
             raise UserError(f"{self.path} has store schema {version}, which this contagion cannot migrate")
+        missing = [t for t in _REQUIRED_TABLES if t not in tables]  # after the version: a newer schema may differ
+        if missing:
+            raise StoreDamagedError(
+                f"the store {self.path} is damaged: table(s) {', '.join(missing)} missing; "
+                "restore it from a backup, or run into a new directory")
         return version
 
     def _migrate(self, create: bool) -> None:
@@ -610,11 +610,6 @@ class Store:
             batch.clear()
 
         for record in self.iter_records(status=None):
-            if not -_SQLITE_INT_MAX - 1 <= record.spec.game.seed <= _SQLITE_INT_MAX:
-                raise UserError(
-                    f"game {record.spec_hash} in {self.path} has seed {record.spec.game.seed}, beyond the 64-bit "
-                    "integers a Parquet column holds; export it with --format jsonl, which keeps every digit"
-                )
             for p in record.players:
                 batch.append({
                     "spec_hash": record.spec_hash, "status": "failed" if record.error else "ok",
