@@ -143,3 +143,25 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def explain(limit: int = 40) -> list[tuple[int, str]]:
+    """Where the records differ from the golden ones: (count, 'record kind | field path') pairs, most common
+    first — to check that a deliberate change changed only what it should before re-basing the golden."""
+    import collections
+    import re
+
+    def paths(a: Any, b: Any, path: str = "") -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [p for k in set(a) | set(b) for p in paths(a.get(k), b.get(k), f"{path}.{k}")]
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            return [p for x, y in zip(a, b, strict=True) for p in paths(x, y, f"{path}[]")]
+        return [] if a == b else [path]
+
+    golden, records = load_golden(), collect()
+    counts: collections.Counter[str] = collections.Counter()
+    for key in golden.keys() | records.keys():
+        kind = key.split("|")[0] if "|" in key else re.sub(r"\d+$", "", key)
+        for p in paths(golden.get(key), records.get(key)):
+            counts[f"{kind} | {p}"] += 1
+    return [(n, what) for what, n in counts.most_common(limit)]

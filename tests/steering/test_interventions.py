@@ -136,14 +136,35 @@ async def test_sit_summary_source_injects_per_trait_sentences() -> None:
 
 # -- what SIT says -----------------------------------------------------------------------------
 
+
+def test_sit_quotes_only_its_source_items_and_refuses_a_profile_without_them() -> None:
+    rows = [("agreeableness", "I enjoy helping other people", "Yes", 0.92),
+            ("machiavellianism", "I manipulate people to get ahead", "Yes", 0.10)]
+    measured_only = build_profile(
+        [ItemScore(item_id=f"m{i}", trait=t, statement=s, matching=m, score=p) for i, (t, s, m, p) in enumerate(rows)],
+        {t: POLARITY[t] for t, *_ in rows}, context_kind="pre", backend="hand", method="test", debiased=False,
+        question_format_version=1, inventory="hand", seed=0, bootstrap=100)
+    with pytest.raises(UserError, match="source items"):
+        select_reminders(measured_only, SitParams(), seed=0)
+    source = [ItemScore(item_id="s0", trait="agreeableness", statement="I share what I have", matching="Yes",
+                        score=0.9, role="source")]
+    both = build_profile([*measured_only.items, *source], {t: POLARITY[t] for t, *_ in rows}, context_kind="pre",
+                         backend="hand", method="test", debiased=False, question_format_version=1, inventory="hand",
+                         seed=0, bootstrap=100)
+    assert select_reminders(both, SitParams(), seed=0) == ['I hold this about myself: "I share what I have."']
+    # the primary scores rest on the measured items only
+    assert both.traits["agreeableness"].n == 1 and both.source_traits["agreeableness"].n == 1
+
 POLARITY = {t: DEFAULT_TRAIT_SETS.polarity(t) for t in
             ("agreeableness", "honesty", "cooperativeness", "machiavellianism", "narcissism", "psychopathy",
              "openness")}
 
 
 def hand_profile(scores: list[tuple[str, str, str, float]]) -> Profile:
-    """A pre-play profile from (trait, statement, matching answer, p(matching answer)) rows."""
-    items = [ItemScore(item_id=f"{t}-{i}", trait=t, statement=s, matching=m, score=p)
+    """A pre-play profile from (trait, statement, matching answer, p(matching answer)) rows, each row both a
+    measured item and (with another id) a SIT source item: what SIT may say comes from the source set."""
+    items = [ItemScore(item_id=f"{t}-{i}{suffix}", trait=t, statement=s, matching=m, score=p, role=role)
+             for role, suffix in (("measure", ""), ("source", "-s"))
              for i, (t, s, m, p) in enumerate(scores)]
     return build_profile(items, {t: POLARITY[t] for t, *_ in scores}, context_kind="pre", backend="hand",
                          method="test", debiased=False, question_format_version=1, inventory="hand", seed=0,
@@ -193,11 +214,11 @@ def test_two_profiles_give_different_reminders_each_from_its_own_answers() -> No
 
 
 def check_reminders_are_supported(profile: Profile, reminders: list[str], params: SitParams) -> None:
-    by_statement = {s.statement.rstrip("."): s for s in profile.items}
+    by_statement = {s.statement.rstrip("."): s for s in profile.source_items()}
     supports = []
     for sentence in reminders:
         item = by_statement[quoted(sentence)]
-        polarity = profile.traits[item.trait].polarity
+        polarity = profile.polarity_of(item.trait)
         assert polarity != "neutral", sentence
         support = prosocial_support(item, polarity)
         assert support > params.min_support, sentence
@@ -206,8 +227,8 @@ def check_reminders_are_supported(profile: Profile, reminders: list[str], params
         assert sentence.startswith(("I hold this about myself: ", "I would not say this about myself: "))
         supports.append(support)
     assert supports == sorted(supports, reverse=True), "strongest first"
-    eligible = [s for s in profile.items if profile.traits[s.trait].polarity != "neutral"
-                and prosocial_support(s, profile.traits[s.trait].polarity) > params.min_support]
+    eligible = [s for s in profile.source_items() if profile.polarity_of(s.trait) != "neutral"
+                and prosocial_support(s, profile.polarity_of(s.trait)) > params.min_support]
     assert len(reminders) == min(params.pool, len(eligible))
 
 
@@ -239,7 +260,7 @@ def test_summary_reminders_name_only_supported_traits(rows: list[tuple[str, str,
                          sentence)
         assert match, sentence
         verb, trait, _, pct = match.groups()
-        ts = profile.traits[trait]
+        ts = profile.source_traits[trait]
         assert ts.polarity == ("pro" if verb == "showed" else "anti")
         support = ts.mean if ts.polarity == "pro" else 1 - ts.mean
         assert support > min_support

@@ -115,8 +115,9 @@ def assess_command(
     wanted = _split_traits(traits)
     extra = load_personas(personas_file) if personas_file is not None else None
     chosen_persona = resolve_persona(persona, extra)
+    # one profile, no intervention: every sampled item is measured (no SIT source set is held back)
     settings = AssessmentSettings(inventory=inventory, traits=tuple(wanted) if wanted else None, items=items,
-                                  debias=debias, seed=seed, bootstrap=bootstrap)
+                                  debias=debias, seed=seed, bootstrap=bootstrap, source_items=0)
     full = settings.inventory_full()
     sample = settings.inventory_sample()
     backend = resolve(model)

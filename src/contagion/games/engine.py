@@ -12,12 +12,25 @@ Phases of a round:
    control.
 2. **act** — every player is asked for its action; no player's history holds another player's action of
    this round while it chooses (all results are appended only after every player chose).
-   With a backend that can score, the action is the one whose name has the higher log-probability after
-   ``"I choose: "``; otherwise the reply text is parsed strictly (exactly one action name as a word),
-   re-asking up to ``max_reasks`` times, and an unparseable answer is recorded as **invalid**.
+   With a backend that can score, the action is the one whose name is the more likely start of the
+   player's reply (action format :data:`ACTION_FORMAT_VERSION`, below); otherwise the reply text is
+   parsed strictly (exactly one action name as a word), re-asking up to ``max_reasks`` times, and an
+   unparseable answer is recorded as **invalid**.
 3. **resolve** — payoffs from the dilemma data. An invalid action earns 0 points and does not count
    as cooperating for the others (documented in every summary through the invalid rate).
 4. **observe** — each player is told every action and its own payoff.
+
+**Action format, version 2** (:data:`ACTION_FORMAT_VERSION`, in every :class:`ActionRecord`): the act
+prompt ends with its own instruction ("Reply with one word: 'cooperate' or 'defect'."), nothing is
+pre-filled in the assistant's turn, and what is scored is the reply's first token right after the chat
+template opens the assistant turn, by the first-token rule of :mod:`contagion.backends.first_token` —
+the same tokens on every backend (a local model sums over its whole vocabulary, a server over its
+``top_logprobs``). An action name of several tokens is scored by its first tokens: a token counts for an
+action when it is the whole name or begins it and not the other name ("co" for *cooperate*, "st" for
+*stag*); the method is recorded as ``score:first-token-full-vocabulary`` or
+``score:first-token-top-logprobs``. The player's history then holds its reply as the action's name
+alone (an empty reply when no action was valid), the answer the format asks for. Version 1 pre-filled
+``"I choose: "`` in-process and appended an instruction on servers, so its scores differed by backend.
 
 Before each of a language-model player's turns the engine calls that player's :class:`TurnHook` (the
 intervention) and appends what it returns; every injection is recorded as an event.
@@ -50,7 +63,11 @@ from contagion.messages import Message
 from contagion.personas import Persona, resolve_persona
 
 NAMES = ("Avery", "Blake", "Casey", "Devon", "Emery", "Finley", "Harper", "Jordan", "Kendall", "Logan")
-ACT_PREFIX = "I choose: "
+ACT_PREFIX = ""
+"""Nothing is pre-filled in the assistant's turn when actions are scored (action format 2)."""
+ACTION_FORMAT_VERSION = 2
+"""1: ``"I choose: "`` pre-filled (an appended instruction on servers). 2: the reply's first token, no
+pre-fill, the same tokens on every backend (module docstring)."""
 Phase = Literal["talk", "act"]
 
 
@@ -282,16 +299,21 @@ class GameEngine:
         p.account(scores)
         lp = scores.logprobs
         logprobs = {d.cooperate: lp[0], d.defect: lp[1]}
+        floored = [str(c) for c in scores.detail.get("floored", [])]
+        mass = float(sum(math.exp(x) for x in lp if math.isfinite(x)))
         action: ActionName
-        if all(math.isinf(x) and x < 0 for x in lp) or any(math.isnan(x) for x in lp):
+        # a tie (two floors, or equal scores) is no choice: recorded invalid, never read as cooperation
+        if any(math.isnan(x) for x in lp) or lp[0] == lp[1] or len(floored) == len(lp):
             action, label = "invalid", None
         else:
             action = "cooperate" if lp[0] >= lp[1] else "defect"
             label = d.cooperate if action == "cooperate" else d.defect
-        reply = f"{ACT_PREFIX}{label}" if label else ACT_PREFIX.strip()
+        reply = label or ""  # the one-word reply the act prompt asks for (format 2)
         p.messages.append(Message(role="assistant", content=reply, meta={"kind": "own_action", "round": round_no}))
         return ActionRecord(round=round_no, action=action, label=label, method=f"score:{scores.method.value}",
-                            logprobs={k: (v if math.isfinite(v) else -1e9) for k, v in logprobs.items()})
+                            format_version=ACTION_FORMAT_VERSION,
+                            logprobs={k: (v if math.isfinite(v) else -1e9) for k, v in logprobs.items()},
+                            mass=min(1.0, mass), floored=floored)
 
     async def _generated_action(self, p: _Player, round_no: int) -> ActionRecord:
         d = self.dilemma
@@ -312,7 +334,8 @@ class GameEngine:
             ))
         action = parsed or "invalid"
         label = None if parsed is None else (d.cooperate if parsed == "cooperate" else d.defect)
-        return ActionRecord(round=round_no, action=action, label=label, method="generate", raw=raw, attempts=len(raw))
+        return ActionRecord(round=round_no, action=action, label=label, method="generate", raw=raw, attempts=len(raw),
+                            format_version=ACTION_FORMAT_VERSION)
 
     def _resolve(self, round_no: int, actions: list[ActionRecord], talk: list[tuple[str, str]]) -> RoundRecord:
         n = len(self.players)

@@ -82,7 +82,12 @@ class ActionRecord(BaseModel):
     method: str = Field(description="'score:<method>' or 'generate' (text parsed).")
     logprobs: dict[str, float] | None = None
     raw: list[str] = Field(default_factory=list, description="Reply texts when the action was generated.")
+    mass: float | None = Field(None, description="Scored actions: p(cooperate) + p(defect), raw.")
+    floored: list[str] = Field(default_factory=list, description="Action names a server did not return (floors).")
     attempts: int = 1
+    format_version: int | None = Field(
+        None, description="Action format (games.engine.ACTION_FORMAT_VERSION); None in records made before it."
+    )
 
 
 class InjectionEvent(BaseModel):

@@ -4,7 +4,8 @@
 * ``repeat-system`` — re-injects the agent's original system prompt (role ``system``) every ``k``
   rounds. Default ``k = 2``: often enough to matter in the 5–10-round games studied, rare enough that
   the reminder is not most of the context.
-* ``sit`` — steering with implicit traits. From the agent's **pre-play** profile it selects the
+* ``sit`` — steering with implicit traits. From the agent's **pre-play** answers to its *source* items
+  (a seeded set held out from the measured items, so SIT is never scored on its own words) it selects the
   statements that characterise it: the pro-social items whose trait-matching answer it most strongly
   gave, and the anti-social items whose trait-matching answer it most strongly refused. Each becomes a
   first-person reminder ("I hold this about myself: …" / "I would not say this about myself: …").
@@ -30,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contagion.errors import UserError
 from contagion.games.engine import Injection, TurnContext
 from contagion.messages import Message
 from contagion.traits.assess import post_play_context
@@ -143,10 +145,20 @@ def summary_sentence(trait: str, mean: float, polarity: str) -> str:
 
 
 def select_reminders(profile: Profile, params: SitParams, seed: int) -> list[str]:
-    """The reminders SIT rotates through, strongest first; deterministic for a profile and seed."""
+    """The reminders SIT rotates through, strongest first; deterministic for a profile and seed.
+
+    They come only from the profile's SIT *source* set (items held out from measurement), so no drift is
+    ever measured on an item SIT quoted: with ``source=items`` each reminder restates one source item, with
+    ``source=summary`` one sentence per trait from the source set's trait means.
+    """
+    if not profile.source_items():
+        raise UserError(
+            "SIT needs the agent's pre-play answers to its source items (held out from measurement), and "
+            "this profile has none: measure it with assessment source_items > 0"
+        )
     if params.source == "summary":
         out: list[tuple[float, str]] = []
-        for trait, ts in profile.traits.items():
+        for trait, ts in profile.source_traits.items():
             if ts.polarity == "neutral":
                 continue
             support = ts.mean if ts.polarity == "pro" else 1.0 - ts.mean
@@ -156,8 +168,8 @@ def select_reminders(profile: Profile, params: SitParams, seed: int) -> list[str
         return [s for _, s in out[: params.pool]]
     rng = random.Random(f"sit:{seed}")
     candidates: list[tuple[float, float, str]] = []
-    for item in profile.items:
-        polarity = profile.traits[item.trait].polarity if item.trait in profile.traits else "neutral"
+    for item in profile.source_items():
+        polarity = profile.polarity_of(item.trait)
         if polarity == "neutral":
             continue
         support = prosocial_support(item, polarity)
@@ -242,12 +254,14 @@ class SitAdaptive(Sit):
 
 
 def _probe_set(profile: Profile, per_trait: int, seed: int) -> Inventory:
+    """A seeded sample of the *measured* items (held out from the reminders, so a probe never reads back
+    what SIT said) per non-neutral trait."""
     rng = random.Random(f"probe:{seed}")
     items: list[Item] = []
     for trait, ts in profile.traits.items():
         if ts.polarity == "neutral":
             continue
-        pool = [s for s in profile.items if s.trait == trait]
+        pool = [s for s in profile.measured_items() if s.trait == trait]
         for s in rng.sample(pool, min(per_trait, len(pool))):
             items.append(Item(id=s.item_id, statement=s.statement, trait=s.trait, matching=s.matching))
     return Inventory(source="probe", items=items)
@@ -255,6 +269,6 @@ def _probe_set(profile: Profile, per_trait: int, seed: int) -> Inventory:
 
 def _index(scores: list[ItemScore], profile: Profile) -> float:
     """Pro-social index over the given items: mean pro-social score minus mean anti-social score."""
-    pro = [s.score for s in scores if profile.traits[s.trait].polarity == "pro"]
-    anti = [s.score for s in scores if profile.traits[s.trait].polarity == "anti"]
+    pro = [s.score for s in scores if s.included and profile.polarity_of(s.trait) == "pro"]
+    anti = [s.score for s in scores if s.included and profile.polarity_of(s.trait) == "anti"]
     return (sum(pro) / len(pro) if pro else 0.0) - (sum(anti) / len(anti) if anti else 0.0)

@@ -1,7 +1,7 @@
 """Asking trait items and scoring the answers: the question format, the contexts, :func:`assess`.
 
-Question format, version 1 (:data:`QUESTION_FORMAT_VERSION`; bump it whenever anything below changes,
-because scores from different formats are not comparable):
+Question format, version 2 (:data:`QUESTION_FORMAT_VERSION`; bump it whenever anything below changes,
+because scores from different formats are not comparable, and the analysis refuses to mix them):
 
 * **The question** is one user message appended after the context::
 
@@ -15,38 +15,55 @@ because scores from different formats are not comparable):
 * **Chat template**: the backend's own. The messages (context, then the question) go to
   ``Backend.score_choices`` unchanged; the backend renders them with its model's chat template and opens
   the assistant turn. No system prompt is added: the bare context really is bare.
-* **Answer prefix**: the assistant's reply is scored as ``Answer: Yes`` against ``Answer: No`` —
-  prefix ``"Answer: "``, choices ``"Yes"`` and ``"No"``. Backends move the prefix's trailing space into
-  the continuations (:func:`contagion.backends.base.split_prefix`), so the candidates scored are
-  ``" Yes"`` and ``" No"`` after ``"Answer:"``: the leading-space tokens a model actually writes.
+* **No pre-fill; the first reply token is scored.** Nothing is written into the assistant's turn
+  (:data:`ANSWER_PREFIX` is empty). What is scored is the model's first reply token right after the chat
+  template opens the assistant turn, choices ``"Yes"`` and ``"No"``, by the first-token rule of
+  :mod:`contagion.backends.first_token`: a token counts for an answer when it equals it after stripping
+  spaces and case (``"Yes"``, ``" yes"``, ``"YES"``), or begins it and not the other (``"Y"``); each
+  answer's probability is the sum over its tokens. A local model (``embedded``, ``gguf:``, ``hf:``)
+  sums over its whole vocabulary; an OpenAI-compatible server over the ``top_logprobs`` it returns for
+  that same position after the same tokens (an answer it omits is floored and flagged).
+  *Why*: a chat API cannot pre-fill the assistant's turn, so the version-1 prefix ``"Answer: "`` was
+  pre-filled in-process but became an appended instruction on servers — two different questions,
+  whose scores differed by about 0.3 for the same model (SmolLM2-135M: 0.40 vs 0.67 on agreeableness).
+  Scoring the first reply token after a question that ends with its own instruction is the one thing
+  every backend can compute, so one model gives one score wherever it runs (a test checks ``embedded``,
+  ``hf:embedded`` and llama-cpp-python's server on the same GGUF).
+* **Without logprobs** (a server that returns none): the backend's sampled fallback draws short
+  replies and counts which answer each starts with; the profile's ``method`` then reads
+  ``sampled-fallback`` — an estimate, labelled as such, of the same first-reply quantity.
 * **Score**: p(trait-matching answer) = the two answers' probabilities renormalised over the pair
   (``Scores.normalised``). With debiasing, the item's score is the mean of the two orders' scores and
   both are recorded.
 
 Contexts: **pre** = the agent's system prompt (persona + rules), **post** = the agent's own full game
-history, **bare** = nothing. Every item is asked after the same context, one item at a time, in the
-inventory's order (order A before order B for each item), so a prefix-caching backend encodes the
-context once and every run issues the same calls in the same order.
+history, **bare** = nothing. Every item is asked after the same context, in the inventory's order
+(order A before order B for each item), all in one ``score_choices_many`` batch, so a prefix-caching
+backend encodes the context once and every run issues the same calls in the same order.
 
-Each question message carries ``meta`` (see :mod:`contagion.backends.protocol`): ``kind="trait_item"``,
+Each question message carries ``meta`` (see :mod:`contagion.vocabulary`): ``kind="trait_item"``,
 ``trait``, ``matching``, ``polarity``, ``statement`` and ``first_answer`` (the answer listed first).
 Real models never see it; simulated models read it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
-from contagion.backends import protocol as P
-from contagion.backends.base import Backend, Scores
+from contagion import vocabulary as P
+from contagion.backends.base import Backend, ScoreMethod, ScoreRequest, Scores
 from contagion.errors import BackendError, UserError
 from contagion.messages import Message
 from contagion.traits.inventory import DEFAULT_TRAIT_SETS, Inventory, Item, Polarity, TraitSets
 from contagion.traits.profile import AssessmentCost, ItemScore, Profile, build_profile
 
-QUESTION_FORMAT_VERSION = 1
-ANSWER_PREFIX = "Answer: "
+QUESTION_FORMAT_VERSION = 2
+"""1: ``"Answer: "`` pre-filled in-process, an appended instruction on servers. 2: no pre-fill anywhere,
+the first reply token scored by the first-token rule on every backend."""
+ANSWER_PREFIX = ""
+"""Nothing is pre-filled in the assistant's turn (format 2); kept as a name for callers and benchmarks."""
 CHOICES = ("Yes", "No")
 QUESTION_TEMPLATE = 'Is the following statement something you would say?\n"{statement}"\nAnswer {first} or {second}.'
 
@@ -106,15 +123,20 @@ def bare_context() -> list[Message]:
 # -- scoring ---------------------------------------------------------------------------------------
 
 
-def _matching_probability(scores: Scores, item: Item, backend: Backend) -> float:
+def _matching_probability(scores: Scores, item: Item, backend: Backend) -> tuple[float, float, bool]:
+    """(p(trait-matching answer) renormalised over the two answers, their raw mass p(Yes) + p(No), whether
+    either answer's log-probability is a floor — an answer the server did not return). Two floored answers
+    tie at 0.5: such an item is flagged (and left out of the primary scores), never read as a score."""
     if len(scores.choices) != len(CHOICES):
         raise BackendError(f"{backend.identity} returned {len(scores.choices)} scores for 2 choices")
+    floored = bool(scores.detail.get("floored"))
     try:
         probs = scores.normalised()
-    except ValueError:
-        raise BackendError(f"{backend.identity} gave probability zero to both answers of item {item.id}") from None
+    except ValueError:  # both -inf: no mass at all; recorded as such, excluded like any massless item
+        return 0.5, 0.0, True
+    mass = float(sum(math.exp(lp) for lp in scores.logprobs if math.isfinite(lp)))
     p = probs[CHOICES.index(item.matching)]
-    return min(1.0, max(0.0, p))
+    return min(1.0, max(0.0, p)), min(1.0, mass), floored
 
 
 def _method(methods: Sequence[str]) -> str:
@@ -132,30 +154,56 @@ async def assess(
     context_kind: str,
     seed: int = 0,
     bootstrap: int = 1000,
+    source: Inventory | None = None,
+    min_mass: float = 0.0,
 ) -> Profile:
     """Score every item of ``inventory`` after ``context`` and summarise them into a :class:`Profile`.
 
-    Items are scored one at a time in inventory order (order A then, with ``debias``, order B), so
-    a prefix-caching backend reuses the encoded context. ``seed`` seeds the bootstrap CIs.
+    All items go to the backend as one :meth:`~contagion.backends.base.Backend.score_choices_many`
+    batch in inventory order (order A then, with ``debias``, order B): a local model decodes the shared
+    context once and the items' own tokens together, a server gets concurrent requests. The batch is
+    fixed by the inventory, never by timing. ``seed`` seeds the bootstrap CIs.
+
+    ``source`` items (SIT's source set) are asked after the measured ones in the same batch and labelled
+    ``role="source"``. Every item records the raw mass of its two answers and whether either was floored;
+    an item under ``min_mass`` or with a floored answer is flagged (``included=False``) and left out of the
+    primary scores.
     """
     if not inventory.items:
         raise UserError(f"inventory {inventory.source} has no items")
-    if not backend.capabilities.logprobs:
+    caps = backend.capabilities
+    if not caps.logprobs and caps.score_method != ScoreMethod.SAMPLED:  # a sampled estimate is labelled
         raise UserError(
             f"backend {backend.identity} cannot score answers (no log-probabilities), so it cannot be assessed"
         )
     context = list(context)
     orders: tuple[Order, ...] = ("a", "b") if debias else ("a",)
+    roles = {item.id: "measure" for item in inventory.items}
+    if source is not None:
+        clash = set(roles) & {item.id for item in source.items}
+        if clash:
+            raise UserError(f"SIT source items must not be measured items too (shared: {sorted(clash)[:3]})")
+        roles.update({item.id: "source" for item in source.items})
+        inventory = Inventory(source=inventory.source, items=[*inventory.items, *source.items])
     polarity = {t: trait_sets.polarity(t) for t in inventory.traits()}
     methods: list[str] = []
     cost = AssessmentCost()
     scored: list[ItemScore] = []
+    asked = [(item, order) for item in inventory.items for order in orders]
+    requests = [
+        ScoreRequest([*context, question_message(item, polarity[item.trait], order)], CHOICES, ANSWER_PREFIX)
+        for item, order in asked
+    ]
+    answers = iter(await backend.score_choices_many(requests))  # one batch: the backend decides how
     for item in inventory.items:
         by_order: dict[str, float] = {}
+        masses: list[float] = []
+        floored = False
         for order in orders:
-            question = question_message(item, polarity[item.trait], order)
-            scores = await backend.score_choices([*context, question], list(CHOICES), prefix=ANSWER_PREFIX)
-            by_order[order] = _matching_probability(scores, item, backend)
+            scores = next(answers)
+            by_order[order], mass, was_floored = _matching_probability(scores, item, backend)
+            masses.append(mass)
+            floored = floored or was_floored
             methods.append(scores.method.value)
             cost.calls += 1
             cost.prompt_tokens += scores.prompt_tokens
@@ -171,6 +219,10 @@ async def assess(
                 score=score,
                 score_order_a=by_order.get("a"),
                 score_order_b=by_order.get("b"),
+                role=roles[item.id],
+                mass=min(masses),
+                floored=floored,
+                included=not floored and min(masses) >= min_mass,
             )
         )
     return build_profile(
@@ -186,4 +238,5 @@ async def assess(
         bootstrap=bootstrap,
         context_messages=len(context),
         cost=cost,
+        min_mass=min_mass,
     )

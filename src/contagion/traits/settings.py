@@ -29,7 +29,13 @@ class AssessmentSettings(BaseModel):
     traits: tuple[str, ...] | None = Field(
         None, description="Traits to measure (None = all in the inventory)."
     )
-    items: Int | None = Field(10, ge=1, description="Items per trait, sampled with the seed (None = all).")
+    items: Int | None = Field(10, ge=1, description="Items per trait measured (the measurement set), sampled "
+                                                    "with the seed (None = all but the SIT source set).")
+    source_items: Int = Field(6, ge=0, le=1000, description="Items per trait held out as SIT's source set: "
+                              "reminders are drawn from them only, never from the measured items (0 = none).")
+    min_mass: float = Field(0.05, ge=0.0, le=1.0, description="Items whose two answers together get less "
+                            "probability than this (or whose answers the server did not return) are flagged "
+                            "and left out of the primary scores.")
     debias: bool = Field(False, description="Ask with the answers in both orders and average.")
     seed: Seed = seed_field(0, description="Item sampling and bootstrap seed.")
     bootstrap: Int = Field(500, ge=100, le=1_000_000, description="Bootstrap resamples for CIs.")
@@ -49,7 +55,13 @@ class AssessmentSettings(BaseModel):
         return _load(self.inventory, self.traits)
 
     def inventory_sample(self) -> Inventory:
-        return _sample(self.inventory, self.traits, self.items, self.seed)
+        """The measurement set: ``items`` per trait, a seeded sample."""
+        return _split(self.inventory, self.traits, self.items, self.source_items, self.seed)[0]
+
+    def inventory_source(self) -> Inventory | None:
+        """SIT's source set: up to ``source_items`` per trait from the items not measured (seeded), or
+        None when there are none. Disjoint from :meth:`inventory_sample` by construction."""
+        return _split(self.inventory, self.traits, self.items, self.source_items, self.seed)[1]
 
     @classmethod
     def from_spec(cls, data: dict[str, Any] | None) -> AssessmentSettings:
@@ -63,8 +75,30 @@ def _load(source: str, traits: tuple[str, ...] | None) -> Inventory:
 
 
 @functools.lru_cache(maxsize=128)
-def _sample(source: str, traits: tuple[str, ...] | None, items: int | None, seed: int) -> Inventory:
-    return _load(source, traits).sample(traits, items, seed)
+def _split(source: str, traits: tuple[str, ...] | None, items: int | None, source_items: int,
+           seed: int) -> tuple[Inventory, Inventory | None]:
+    """(measurement set, SIT source set). The measurement set is the same seeded sample it would be without
+    a source set; the source set is a seeded sample of the rest, so the two never share an item."""
+    full = _load(source, traits)
+    wanted = list(traits) if traits is not None else full.traits()
+    if items is None and source_items:
+        # "all items" leaves room for the source set: each trait keeps source_items back
+        measure_ids = set()
+        for trait in wanted:
+            pool = full.sample([trait], None, seed).items
+            keep = max(1, len(pool) - source_items)
+            measure_ids |= {i.id for i in full.sample([trait], keep, seed).items}
+        measured = Inventory(source=full.source, items=[i for i in full.items if i.id in measure_ids])
+    else:
+        measured = full.sample(traits, items, seed)
+    if not source_items:
+        return measured, None
+    taken = {i.id for i in measured.items}
+    rest = Inventory(source=full.source, items=[i for i in full.items if i.id not in taken])
+    left = [t for t in wanted if rest.by_trait(t)]
+    if not left:
+        return measured, None
+    return measured, rest.sample(left, source_items, seed + 1)
 
 
 async def measure(
@@ -75,11 +109,18 @@ async def measure(
     context_kind: str,
     inventory: Inventory | None = None,
 ) -> Profile:
-    """Measure a profile after ``context`` with these settings (``inventory`` overrides the sample)."""
+    """Measure a profile after ``context`` with these settings.
+
+    Both item sets are asked: the measurement set (the primary scores) and SIT's source set (labelled
+    ``role="source"``, summarised apart), so drift can be read on items SIT never quoted and, separately,
+    on the ones it did. ``inventory`` replaces both with one set of measured items (e.g. a probe).
+    """
     return await assess(
         backend,
         context,
         inventory or settings.inventory_sample(),
+        source=None if inventory is not None else settings.inventory_source(),
+        min_mass=settings.min_mass,
         trait_sets=settings.trait_sets(),
         debias=settings.debias,
         context_kind=context_kind,
