@@ -271,9 +271,10 @@ async def test_timeouts_exhausted_raise_a_transient_backend_error() -> None:
 async def test_retries_ride_out_a_faulty_http_server() -> None:
     kinds = ("500", "503", "429", "malformed", "reset", "timeout", "slow")
     # every kind once up front (a slow reply is good, so request 7 answers the first call), then random
-    plan = FaultPlan(rate=0.4, kinds=kinds, seed=3, sequence=kinds, hang_seconds=2.0, slow_seconds=0.02)
+    plan = FaultPlan(rate=0.4, kinds=kinds, seed=3, sequence=kinds, hang_seconds=3.0, slow_seconds=0.02)
     with LoopbackServer(faults=plan) as server:
-        backend = robust(OpenAIBackend("m", server.base_url, timeout=0.2), max_retries=10)
+        # a 1 s timeout: long enough that a reply delayed by a busy machine is not taken for a hang
+        backend = robust(OpenAIBackend("m", server.base_url, timeout=1.0), max_retries=10)
         texts = [(await backend.generate([user(f"question {i}")], GREEDY)).text for i in range(12)]
         scores = await backend.score_choices([user("Would you?")], [" Yes", " No"])
         await backend.aclose()

@@ -35,6 +35,7 @@ from contagion.analysis.tables import load_tables
 from contagion.analysis.validation import find_validation
 from contagion.errors import UserError
 from contagion.experiment.rundir import RunDir
+from contagion.fileio import write_atomic
 
 
 @dataclass
@@ -112,9 +113,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         target = target / RunDir.REPORT
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(html, encoding="utf-8")
-        tmp.replace(target)
     except OSError as exc:
         raise UserError(f"cannot write the report to {target}: {exc.strerror or exc}") from None
+    write_atomic(target, html)  # whole or not at all; no temporary file left on any failure
     return target

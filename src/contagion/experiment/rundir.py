@@ -9,6 +9,7 @@ write beside it. Every module that reads or writes one of these files takes its 
 
     RUN_DIR/
       store.sqlite          the games (contagion run)
+      run.lock              the one writer's lock (contagion run)
       report.html           contagion report
       viewer.html           contagion view
       validation.json       contagion check --out RUN_DIR (the report states these figures)
@@ -26,6 +27,8 @@ class RunDir:
     """A run directory and the paths of its files (nothing is created or read here)."""
 
     STORE = "store.sqlite"
+    LOCK = "run.lock"
+    """The writer's lock file (``contagion run`` holds an advisory lock on it; the file itself stays)."""
     REPORT = "report.html"
     VIEWER = "viewer.html"
     VALIDATION = "validation.json"

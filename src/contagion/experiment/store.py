@@ -45,7 +45,7 @@ from contagion.experiment.rundir import RunDir
 from contagion.fileio import write_atomic
 
 STORE_SCHEMA_VERSION = 1
-LOCK_FILE = "run.lock"
+LOCK_FILE = RunDir.LOCK
 """The writer's lock file in a run directory (left in place; only the lock on it matters)."""
 EXECUTION_KEYS = frozenset({"name", "concurrency", "max_failure_rate"})
 """Config keys that change how a run is executed or labelled, not which games it holds: not in the grid hash."""
