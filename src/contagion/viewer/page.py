@@ -150,8 +150,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/game/") and path.endswith(".json"):
             spec_hash = path[len("/game/"):-len(".json")]
             if spec_hash.isalnum():
-                with self.server.lock:
-                    record = self.server.store.get(spec_hash)
+                try:
+                    with self.server.lock:
+                        record = self.server.store.get(spec_hash)
+                except UserError as exc:  # a damaged record: say so, as the CLI would
+                    self._send(500, "text/plain; charset=utf-8", str(exc).encode("utf-8"))
+                    return
                 if record is not None:
                     body = json.dumps(game_detail(record), ensure_ascii=False, default=str).encode("utf-8")
                     self._send(200, "application/json; charset=utf-8", body)
