@@ -360,3 +360,13 @@ def test_a_full_disk_is_a_clear_error_and_keeps_what_was_stored(tmp_path: Path, 
             store.put(big)
         assert str(store.path) in str(info.value) and "disk is full" in str(info.value)
         assert store.counts() == {"ok": 3, "failed": 0}
+
+
+def test_export_into_a_directory_writes_the_default_name_inside(tmp_path: Path, finished_run: Path) -> None:
+    target = tmp_path / "exports"
+    target.mkdir()
+    for fmt in ("jsonl", "parquet"):
+        result = CliRunner().invoke(app, ["export", str(finished_run), "--format", fmt, "--out", str(target)])
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in target.iterdir()) == ["games.jsonl", "games.parquet"]
+    assert len((target / "games.jsonl").read_text(encoding="utf-8").splitlines()) == 4
