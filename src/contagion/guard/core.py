@@ -1,0 +1,474 @@
+"""The framework-neutral SIT guard: one agent's pre-interaction profile, a schedule, and a decision per turn.
+
+A turn is one call to :meth:`SITGuard.steer` (or :meth:`~SITGuard.asteer`, :meth:`~SITGuard.decide`):
+the guard is called right before the agent's model is, with the messages the model is about to get, and
+returns them with a reminder inserted when the schedule says so. It knows nothing of what the agents are
+doing together; it counts the agent's own model calls.
+
+Schedules (the ``sit`` and ``sit-adaptive`` interventions of :mod:`contagion.steering`, with turns where
+a game has rounds):
+
+* ``sit:k=2,n=3`` — on turns k, 2k, 3k, … insert ``n`` first-person reminders drawn from the agent's own
+  pre-interaction answers to its SIT *source* items (rotating, so a sentence is not repeated each time).
+* ``sit-adaptive:m=1,threshold=0.05,k=1`` — on turns 1+m, 1+2m, … (after every ``m`` turns), *probe*:
+  score a seeded sample of the profile's held-out *measured* items (``probe_items`` per trait; never an
+  item a reminder quotes) after the conversation so far, and compare their pro-social index with the
+  same items' scores before interaction. Remind (on turns that are multiples of ``k``) only while the last valid probe found
+  the index fallen by more than ``threshold``.
+
+The reminder is one message (role ``system`` by default, ``role=user`` in the schedule otherwise) placed
+right before the conversation's last message when that is the user's, else at the end. It is inserted
+into what the model gets on that turn only: the caller's own history is never changed, so a reminder
+appears in the model's request on the turns the schedule picks and nowhere else.
+
+Every turn's decision — remind or pass, why, the reminder's text, the probe's figures — is logged
+(:meth:`SITGuard.log`, :meth:`SITGuard.log_json`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contagion import vocabulary as V
+from contagion.backends.base import Backend, run_sync
+from contagion.backends.registry import resolve, wrap
+from contagion.errors import UserError
+from contagion.fileio import validation_message, write_atomic
+from contagion.guard.convert import dumps, role_of, to_messages
+from contagion.messages import Message
+from contagion.steering import InterventionSpec, parse_intervention, validate_intervention
+from contagion.steering.interventions import AdaptiveParams, SitParams, _probe_set, select_reminders
+from contagion.traits.assess import pre_play_context
+from contagion.traits.inventory import Inventory
+from contagion.traits.profile import ItemScore, Profile, ProfileDrift, drift
+from contagion.traits.settings import AssessmentSettings, measure
+
+GUARD_FILE_KIND = "contagion-sit-guard"
+GUARD_FILE_VERSION = 1
+REMINDER_OPENING = "A reminder of who I am, from my own answers before this conversation began:"
+DEFAULT_SCHEDULE = "sit:k=2,n=3"
+
+Item = Message | Mapping[str, Any]
+
+
+class ProbeResult(BaseModel):
+    """One adaptive probe: the held-out items' pro-social index now, against before interaction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: float | None = Field(description="Pro-social index of the probe items after the conversation so far; "
+                                            "None when no pro- or no anti-social probe item had a valid score.")
+    pre_index: float = Field(description="The same items' index before interaction.")
+    drop: float | None = Field(description="pre_index − index (positive = less pro-social now).")
+    threshold: float
+    drifting: bool | None = Field(description="drop > threshold; None when the probe gave no valid index.")
+    items: int = Field(description="Items scored.")
+    included: int = Field(description="Items with a valid score (enough answer mass, no floored answer).")
+    calls: int = Field(description="Model calls the probe made.")
+    prompt_tokens: int = Field(description="Prompt tokens of those calls.")
+
+
+class GuardDecision(BaseModel):
+    """What the guard did on one turn, when, and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    turn: int = Field(description="The agent's turn: 1 for the first call to steer, 2 for the next, …")
+    time: str = Field(description="When the decision was made (UTC, ISO 8601).")
+    messages: int = Field(description="Items in the conversation the guard was shown.")
+    action: Literal["remind", "pass"]
+    reason: str
+    reminder: str | None = Field(None, description="The reminder's text, when one was inserted.")
+    role: Literal["system", "user"] | None = Field(None, description="The reminder message's role.")
+    index: int | None = Field(None, description="Where the reminder was inserted in the messages.")
+    probe: ProbeResult | None = Field(None, description="The adaptive probe made on this turn, if any.")
+
+
+def parse_schedule(schedule: str | InterventionSpec) -> tuple[InterventionSpec, SitParams]:
+    """``sit:k=2,n=3`` or ``sit-adaptive:m=1,threshold=0.05`` → its spec and typed parameters."""
+    spec = schedule if isinstance(schedule, InterventionSpec) else parse_intervention(schedule)
+    if spec.name not in ("sit", "sit-adaptive"):
+        raise UserError(f"the guard's schedule must be sit or sit-adaptive (e.g. 'sit:k=2,n=3'), not {spec.name!r}")
+    params = validate_intervention(spec)
+    assert isinstance(params, SitParams)
+    if params.position != "turn":
+        raise UserError("the guard places reminders before the agent's turn; position=act is a game setting")
+    return spec, params
+
+
+def _backend(backend_or_spec: Backend | str) -> Backend:
+    return resolve(backend_or_spec) if isinstance(backend_or_spec, str) else wrap(backend_or_spec)
+
+
+def _index(scores: Sequence[ItemScore], profile: Profile) -> tuple[float | None, int]:
+    """(pro-social index over the items with valid scores, how many had one); None without a pro- and an
+    anti-social item, never a default."""
+    valid = [s for s in scores if s.included]
+    pro = [s.score for s in valid if profile.polarity_of(s.trait) == "pro"]
+    anti = [s.score for s in valid if profile.polarity_of(s.trait) == "anti"]
+    if not pro or not anti:
+        return None, len(valid)
+    return sum(pro) / len(pro) - sum(anti) / len(anti), len(valid)
+
+
+async def measure_pre(backend: Backend, system_prompt: str, settings: AssessmentSettings) -> Profile:
+    """The agent's pre-interaction profile: its items scored after its system prompt alone."""
+    return await measure(backend, pre_play_context(system_prompt), settings, context_kind="pre")
+
+
+class SITGuard:
+    """SIT for one agent: its pre-interaction profile, a schedule, and the decisions made so far.
+
+    Build it with :meth:`from_system_prompt` (measures the profile; one model call per item) or
+    :meth:`load` (from a file written by :meth:`save`: no model call until the first adaptive probe).
+    Then call :meth:`steer` / :meth:`asteer` with the messages right before each of the agent's model
+    calls. One guard per agent; it is safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        system_prompt: str,
+        schedule: str | InterventionSpec = DEFAULT_SCHEDULE,
+        backend: Backend | str | None = None,
+        settings: AssessmentSettings | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.spec, self.params = parse_schedule(schedule)
+        self.profile = profile
+        self.system_prompt = system_prompt
+        self.settings = settings or AssessmentSettings()
+        self.seed = seed
+        self.backend: Backend | None = _backend(backend) if backend is not None else None
+        self.reminders: list[str] = select_reminders(profile, self.params, seed)
+        self._probe_items: Inventory | None = None
+        self._pre_index: float | None = None
+        if isinstance(self.params, AdaptiveParams):
+            if self.backend is None:
+                raise UserError("an adaptive guard probes the agent's model: give it a backend (or a spec)")
+            if self.backend.identity != profile.backend:
+                warnings.warn(f"the profile was measured on {profile.backend} and the guard probes "
+                              f"{self.backend.identity}: probe scores compare only on the same model", stacklevel=2)
+            self._probe_items = _probe_set(profile, self.params.probe_items, seed)
+            ids = {i.id for i in self._probe_items.items}
+            self._pre_index, _ = _index([s for s in profile.measured_items() if s.item_id in ids], profile)
+            if self._pre_index is None:
+                raise UserError("adaptive SIT needs measured pro-social and anti-social items with valid scores in "
+                                "the profile; this one has none of one kind (measure more traits or items)")
+        self._lock = threading.Lock()
+        self._turn = 0
+        self._next = 0
+        self._drifting = False
+        self._last_probe: tuple[int, ProbeResult] | None = None
+        self._log: list[GuardDecision] = []
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_system_prompt(
+        cls,
+        backend_or_spec: Backend | str,
+        system_prompt: str,
+        schedule: str | InterventionSpec = DEFAULT_SCHEDULE,
+        *,
+        settings: AssessmentSettings | None = None,
+        seed: int = 0,
+    ) -> SITGuard:
+        """Measure the agent's pre-interaction profile (after its system prompt alone) and build the guard."""
+        return run_sync(cls.afrom_system_prompt(backend_or_spec, system_prompt, schedule, settings=settings,
+                                                seed=seed))
+
+    @classmethod
+    async def afrom_system_prompt(
+        cls,
+        backend_or_spec: Backend | str,
+        system_prompt: str,
+        schedule: str | InterventionSpec = DEFAULT_SCHEDULE,
+        *,
+        settings: AssessmentSettings | None = None,
+        seed: int = 0,
+    ) -> SITGuard:
+        """:meth:`from_system_prompt`, awaited."""
+        parse_schedule(schedule)  # a bad schedule fails before any model call
+        settings = settings or AssessmentSettings()
+        if settings.source_items < 1:
+            raise UserError("SIT's reminders come from held-out source items: the settings need source_items >= 1")
+        backend = _backend(backend_or_spec)
+        profile = await measure_pre(backend, system_prompt, settings)
+        return cls(profile, system_prompt=system_prompt, schedule=schedule, backend=backend, settings=settings,
+                   seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What :meth:`save` writes: the profile and everything needed to rebuild this guard."""
+        return {
+            "kind": GUARD_FILE_KIND,
+            "version": GUARD_FILE_VERSION,
+            "schedule": self.spec.label(),
+            "seed": self.seed,
+            "system_prompt": self.system_prompt,
+            "settings": self.settings.model_dump(mode="json"),
+            "profile": self.profile.to_record(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the profile (and schedule, settings, seed, system prompt) to a JSON file, atomically."""
+        path = Path(path)
+        write_atomic(path, dumps(self.to_dict()) + "\n")
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        backend: Backend | str | None = None,
+        *,
+        schedule: str | InterventionSpec | None = None,
+    ) -> SITGuard:
+        """A guard from a file written by :meth:`save`; makes no model call. ``backend`` is needed only for
+        adaptive schedules (the probes) and :meth:`measure`; ``schedule`` overrides the saved one."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"guard profile file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UserError(f"cannot read guard profile file {path}: {exc}") from None
+        if not isinstance(data, dict) or data.get("kind") != GUARD_FILE_KIND:
+            raise UserError(f"{path} is not a guard profile file (written by SITGuard.save)")
+        if data.get("version") != GUARD_FILE_VERSION:
+            raise UserError(f"{path} is a guard profile file of version {data.get('version')!r}; this contagion "
+                            f"reads version {GUARD_FILE_VERSION}: measure the profile again")
+        try:
+            profile = Profile.from_record(data["profile"])
+            settings = AssessmentSettings.model_validate(data["settings"])
+            seed = int(data["seed"])
+            prompt = str(data["system_prompt"])
+            saved = str(data["schedule"])
+        except ValidationError as exc:
+            raise UserError(validation_message(exc, str(path))) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{path} is an incomplete guard profile file ({exc})") from None
+        return cls(profile, system_prompt=prompt, schedule=schedule if schedule is not None else saved,
+                   backend=backend, settings=settings, seed=seed)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def adaptive(self) -> bool:
+        return isinstance(self.params, AdaptiveParams)
+
+    @property
+    def turn(self) -> int:
+        """Turns seen so far (calls to steer/decide)."""
+        return self._turn
+
+    @property
+    def pre_index(self) -> float | None:
+        """The pro-social index of the pre-interaction profile (its measured items)."""
+        return self.profile.prosocial_index
+
+    def reset(self) -> None:
+        """Start a new conversation: turn 1 next, no drift, reminders from the first; the log is kept."""
+        with self._lock:
+            self._turn = 0
+            self._next = 0
+            self._drifting = False
+            self._last_probe = None
+
+    def decisions(self) -> list[GuardDecision]:
+        """Every decision so far, in turn order."""
+        with self._lock:
+            return list(self._log)
+
+    def log(self) -> list[dict[str, Any]]:
+        """Every decision so far as plain dicts (what, when, why)."""
+        return [d.model_dump(mode="json") for d in self.decisions()]
+
+    def log_json(self) -> str:
+        """The log as JSON text."""
+        return dumps(self.log())
+
+    # -- the turn -------------------------------------------------------------------------------
+
+    def _begin(self) -> tuple[int, bool]:
+        with self._lock:
+            self._turn += 1
+            turn = self._turn
+        due = isinstance(self.params, AdaptiveParams) and turn > 1 and (turn - 1) % self.params.m == 0
+        return turn, due
+
+    def probe_context(self, messages: Sequence[Item]) -> list[Message]:
+        """The conversation a probe is scored after: the messages, with the system prompt first when the
+        framework keeps it apart (as LangGraph's ``prompt``, AutoGen's and the Agents SDK's instructions do)."""
+        history = to_messages(messages)
+        if not history or history[0].role != "system":
+            history = [Message(role="system", content=self.system_prompt), *history]
+        return history
+
+    async def _probe(self, messages: Sequence[Item]) -> ProbeResult:
+        assert self.backend is not None and self._probe_items is not None and self._pre_index is not None
+        assert isinstance(self.params, AdaptiveParams)
+        post = await measure(self.backend, self.probe_context(messages), self.settings, context_kind="probe",
+                             inventory=self._probe_items)
+        index, included = _index(post.items, self.profile)
+        drop = None if index is None else self._pre_index - index
+        return ProbeResult(
+            index=index, pre_index=self._pre_index, drop=drop, threshold=self.params.threshold,
+            drifting=None if drop is None else drop > self.params.threshold, items=len(post.items),
+            included=included, calls=post.cost.calls, prompt_tokens=post.cost.prompt_tokens,
+        )
+
+    def _failed(self, turn: int, messages: Sequence[Item], exc: BaseException) -> None:
+        with self._lock:
+            self._log.append(GuardDecision(turn=turn, time=_now(), messages=len(messages), action="pass",
+                                           reason=f"probe failed: {type(exc).__name__}: {exc}"))
+
+    def _take(self) -> list[str]:
+        if not self.reminders:
+            return []
+        n = min(self.params.n, len(self.reminders))
+        chosen = [self.reminders[(self._next + i) % len(self.reminders)] for i in range(n)]
+        self._next = (self._next + n) % len(self.reminders)
+        return chosen
+
+    def _decide(self, turn: int, messages: Sequence[Item], probe: ProbeResult | None) -> GuardDecision:
+        k = self.params.k
+        with self._lock:
+            if not self.adaptive:
+                due = turn % k == 0
+                why = f"turn {turn} is {'a' if due else 'not a'} multiple of k={k}"
+            else:
+                if probe is not None and probe.drifting is not None:
+                    self._drifting = probe.drifting
+                if probe is not None:
+                    self._last_probe = (turn, probe)
+                due, why = self._adaptive_reason(turn, probe)
+            reminder = None
+            if due:
+                sentences = self._take()
+                if sentences:
+                    reminder = REMINDER_OPENING + "\n" + "\n".join(f"- {s}" for s in sentences)
+                else:
+                    why += "; but no source statement of the profile supports a reminder"
+            role = self.params.role
+            decision = GuardDecision(
+                turn=turn, time=_now(), messages=len(messages), action="remind" if reminder else "pass",
+                reason=why, reminder=reminder, role=role if reminder else None,
+                index=insert_position(messages) if reminder else None, probe=probe,
+            )
+            self._log.append(decision)
+        return decision
+
+    def _adaptive_reason(self, turn: int, probe: ProbeResult | None) -> tuple[bool, str]:
+        assert isinstance(self.params, AdaptiveParams)
+        k, threshold = self.params.k, self.params.threshold
+        if probe is not None and probe.drifting is None:
+            head = (f"probe on turn {turn} gave no valid index ({probe.included} of {probe.items} items valid); "
+                    f"keeping the last state ({'drifting' if self._drifting else 'no drift'})")
+        elif self._last_probe is None:
+            return False, f"no probe yet (the first is on turn {1 + self.params.m})"
+        else:
+            at, last = self._last_probe
+            if last.drop is None:
+                head = f"the probe on turn {at} gave no valid index"
+            else:
+                compare = ">" if last.drop > threshold else "<="
+                head = (f"probe on turn {at}: pro-social index {last.index:.3f} vs {last.pre_index:.3f} before "
+                        f"(drop {last.drop:+.3f} {compare} threshold {threshold})")
+        if not self._drifting:
+            return False, head + "; no drift"
+        if turn % k != 0:
+            return False, head + f"; drifting, but turn {turn} is not a multiple of k={k}"
+        return True, head + "; drifting"
+
+    async def adecide(self, messages: Sequence[Item]) -> GuardDecision:
+        """Count one turn of the agent and decide (probing first when an adaptive probe is due)."""
+        items = list(messages)
+        turn, due = self._begin()
+        probe = None
+        if due:
+            try:
+                probe = await self._probe(items)
+            except BaseException as exc:
+                self._failed(turn, items, exc)
+                raise
+        return self._decide(turn, items, probe)
+
+    def decide(self, messages: Sequence[Item]) -> GuardDecision:
+        """:meth:`adecide` from synchronous code (no event loop needed unless a probe is due)."""
+        items = list(messages)
+        turn, due = self._begin()
+        probe = None
+        if due:
+            try:
+                probe = run_sync(self._probe(items))
+            except BaseException as exc:
+                self._failed(turn, items, exc)
+                raise
+        return self._decide(turn, items, probe)
+
+    async def asteer(self, messages: Sequence[Item]) -> list[Item]:
+        """The messages for this turn's model call, with a reminder inserted when the schedule says so.
+
+        ``messages`` are OpenAI-style dicts or contagion :class:`Message` objects; the list returned holds
+        the same objects, plus the reminder (a Message when every item is one, else a dict).
+        """
+        items = list(messages)
+        return apply(items, await self.adecide(items))
+
+    def steer(self, messages: Sequence[Item]) -> list[Item]:
+        """:meth:`asteer` from synchronous code."""
+        items = list(messages)
+        return apply(items, self.decide(items))
+
+    # -- measuring ------------------------------------------------------------------------------
+
+    async def ameasure(self, messages: Sequence[Item]) -> Profile:
+        """The agent's profile now: the same items as the pre-interaction profile, scored after the
+        conversation (with the system prompt first, as for a probe)."""
+        if self.backend is None:
+            raise UserError("measuring needs the agent's model: give the guard a backend")
+        return await measure(self.backend, self.probe_context(messages), self.settings, context_kind="post")
+
+    def measure(self, messages: Sequence[Item]) -> Profile:
+        """:meth:`ameasure` from synchronous code."""
+        return run_sync(self.ameasure(messages))
+
+    def drift(self, post: Profile) -> ProfileDrift:
+        """Post − pre per trait and for the pro-social index, over the measured items (bootstrap CIs)."""
+        return drift(self.profile, post)
+
+
+def insert_position(messages: Sequence[Item]) -> int:
+    """Where a reminder goes: right before the last message when it is the user's, else at the end."""
+    if messages and role_of(messages[-1]) == "user":
+        return len(messages) - 1
+    return len(messages)
+
+
+def apply(messages: Sequence[Item], decision: GuardDecision) -> list[Item]:
+    """``messages`` with the decision's reminder inserted (a new list; the items themselves untouched)."""
+    out = list(messages)
+    if decision.reminder is None or decision.index is None or decision.role is None:
+        return out
+    reminder: Item
+    if out and all(isinstance(m, Message) for m in out):
+        reminder = Message(role=decision.role, content=decision.reminder,
+                           meta={"kind": V.INJECTION, "intervention": "sit-guard", "turn": decision.turn})
+    else:
+        reminder = {"role": decision.role, "content": decision.reminder}
+    out.insert(decision.index, reminder)
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
