@@ -27,6 +27,8 @@ from contagion.analysis.report_text import (
     contrast_view,
     game_tables,
     headline_sentences,
+    instrument_tables,
+    instrument_warnings,
     methods_section,
     report_warnings,
     validation_lines,
@@ -79,7 +81,9 @@ def build_report(run_dir: Path, settings: AnalysisSettings | None = None) -> Rep
     v_lines, v_warn = validation_lines(validation, source)
     figs, attention_note = report_figures(tables, settings, run_dir)
     contrast_views = [contrast_view(c) for c in contrasts.values()]
-    warnings = report_warnings(tables, contrasts, cells, settings) + [f"Validation: {w}." for w in v_warn]
+    warnings = (report_warnings(tables, contrasts, cells, settings)
+                + [f"Instrument: {w}." for w in instrument_warnings(tables)]
+                + [f"Validation: {w}." for w in v_warn])
     if attention_note:
         warnings.append(attention_note + ".")
     viewer = RunDir.VIEWER if RunDir(run_dir).viewer.exists() else None
@@ -89,7 +93,8 @@ def build_report(run_dir: Path, settings: AnalysisSettings | None = None) -> Rep
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), version=__version__,
         summary=headline_sentences(contrasts), warnings=warnings, validation=v_lines,
         validation_ok=None if validation is None else validation.passed, methods=methods_section(tables),
-        figures=figs, contrasts=contrast_views, tables=game_tables(tables), failures=info.failures[:50],
+        figures=figs, contrasts=contrast_views, tables=game_tables(tables) + instrument_tables(tables),
+        failures=info.failures[:50],
         failure_count=len(info.failures), attention_note=attention_note, viewer=viewer, test_legend=TEST_LEGEND,
     )
 

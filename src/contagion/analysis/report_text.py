@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from scipy import stats
 
 from contagion import __version__
 from contagion.analysis.contrasts import MIN_GAMES, AnalysisSettings, Contrast
@@ -393,6 +394,113 @@ def game_tables(tables: RunTables) -> list[Table]:
                          [[str(r.model), str(r.game), str(r.composition), str(r.intervention), str(r.chat_turns),
                            str(r.ok), str(r.failed)] for r in cells.itertuples(index=False)],
                          "Games per condition cell.", numeric=[False] * 5 + [True, True]))
+    return out
+
+
+def _mean_ci(values: pd.Series) -> tuple[float | None, float | None, float | None, int]:
+    """Mean and a 95 % t interval over agents (descriptive: agents of one game are not independent)."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    n = len(v)
+    if n == 0:
+        return None, None, None, 0
+    mean = float(v.mean())
+    if n < 2:
+        return mean, None, None, n
+    half = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half, n
+
+
+INSTRUMENT_LEGEND = ("Means over agents with a 95 % t interval that treats agents as independent (descriptive; "
+                     "the contrasts above use the cluster-aware tests).")
+
+
+def instrument_tables(tables: RunTables) -> list[Table]:
+    """What the trait scores rest on: held-out vs SIT-quoted items, Yes- vs No-keyed items, answer mass,
+    flattening toward ½, left-out items and the neutral control traits."""
+    out: list[Table] = []
+    agents = tables.agents
+    sets = tables.drift_sets
+    by = ["composition", "intervention"]
+    if not agents.empty and not sets.empty:
+        rows = []
+        for key, group in agents.groupby(by, observed=True, sort=True):
+            cond = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+            src = sets[(sets["set"] == "source") & (sets["composition"] == cond["composition"])
+                       & (sets["intervention"] == cond["intervention"])]
+            m, lo, hi, n = _mean_ci(group["drift"])
+            sm, slo, shi, sn = _mean_ci(src["drift"])
+            rows.append([cond["composition"], cond["intervention"], fnum(m, signed=True), fci(lo, hi), str(n),
+                         fnum(sm, signed=True), fci(slo, shi), str(sn),
+                         fnum(None if m is None or sm is None else sm - m, signed=True)])
+        out.append(Table(["composition", "intervention", "drift, held-out items (primary)", "95% CI", "agents",
+                          "drift, SIT source items", "95% CI", "agents", "source − held-out (echo)"], rows,
+                         "Pro-social index drift on the measured items, which no intervention ever quotes, and "
+                         "on SIT's own source items: where SIT looks better on its source items, that part of "
+                         "its effect is echo of its own words.",
+                         numeric=[False, False, True, True, True, True, True, True, True], legend=INSTRUMENT_LEGEND))
+    keyed = sets[sets["set"].isin(["yes-keyed", "no-keyed"])] if not sets.empty else sets
+    if not keyed.empty:
+        rows = []
+        for comp, group in keyed.groupby("composition", observed=True, sort=True):
+            y = _mean_ci(group[group["set"] == "yes-keyed"]["drift"])
+            nk = _mean_ci(group[group["set"] == "no-keyed"]["drift"])
+            rows.append([str(comp), fnum(y[0], signed=True), fci(y[1], y[2]), fnum(nk[0], signed=True),
+                         fci(nk[1], nk[2]), str(max(y[3], nk[3]))])
+        out.append(Table(["composition", "drift, Yes-keyed items", "95% CI", "drift, No-keyed items", "95% CI",
+                          "agents"], rows,
+                         "Pro-social index drift by how items are keyed. A change of trait moves both the same way; "
+                         "a growing (or shrinking) tendency to answer Yes moves them apart.",
+                         numeric=[False, True, True, True, True, True], legend=INSTRUMENT_LEGEND))
+    inst = tables.instrument
+    if not inst.empty:
+        rows = []
+        for key, group in inst.groupby(by, observed=True, sort=True):
+            cond = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+            mass = _mean_ci(group["mass_drift"])
+            half = _mean_ci(group["toward_half_drift"])
+            measured = int(group["measured_items"].sum())
+            rows.append([cond["composition"], cond["intervention"], fnum(group["mass_pre"].mean()),
+                         fnum(group["mass_post"].mean()), fnum(mass[0], signed=True), fci(mass[1], mass[2]),
+                         fnum(half[0], signed=True), fci(half[1], half[2]),
+                         f"{int(group['excluded_pre'].sum())} / {int(group['excluded_post'].sum())} of {measured}",
+                         str(len(group))])
+        out.append(Table(["composition", "intervention", "answer mass pre", "post", "mass drift", "95% CI",
+                          "toward-½ drift", "95% CI", "items left out pre / post", "agents"], rows,
+                         "Answer mass (p(Yes) + p(No)) and flattening: a falling mass is lost confidence, not a "
+                         "change of trait, and a negative toward-½ drift (scores closer to 0.5) lowers high "
+                         "pro-social and raises low anti-social scores — the contagion signature without any "
+                         "contagion. Items under the mass threshold or with a floored answer are left out of "
+                         "every primary score.",
+                         numeric=[False, False, True, True, True, True, True, True, True, True],
+                         legend=INSTRUMENT_LEGEND))
+    neutral = tables.drift[tables.drift["polarity"] == "neutral"] if not tables.drift.empty else tables.drift
+    if not neutral.empty:
+        rows = []
+        for key, group in neutral.groupby(["composition", "trait"], observed=True, sort=True):
+            m, lo, hi, n = _mean_ci(group["drift"])
+            rows.append([str(key[0]), str(key[1]), fnum(m, signed=True), fci(lo, hi), str(n)])
+        out.append(Table(["composition", "control trait", "drift", "95% CI", "agents"], rows,
+                         "Neutral control traits (no social valence): under real contagion they should not move; "
+                         "if they drift as much as the social traits, the drift is the instrument, not the agent.",
+                         numeric=[False, False, True, True, True], legend=INSTRUMENT_LEGEND))
+    return out
+
+
+def instrument_warnings(tables: RunTables) -> list[str]:
+    """Warnings about what the trait scores rest on."""
+    out: list[str] = []
+    inst = tables.instrument
+    if inst.empty:
+        return out
+    left_out = int(inst["excluded_pre"].sum() + inst["excluded_post"].sum())
+    total = int(inst["measured_items"].sum()) * 2
+    if left_out:
+        out.append(f"{left_out} of {total} measured item scores were left out of the primary scores (answer mass "
+                   "under the threshold, or an answer the server did not return); see the instrument tables")
+    drop = pd.to_numeric(inst["mass_drift"], errors="coerce").mean()
+    if pd.notna(drop) and drop < -0.05:
+        out.append(f"answer mass fell by {abs(drop):.2f} on average after play: part of any drift may be lost "
+                   "confidence rather than a change of trait")
     return out
 
 

@@ -98,6 +98,8 @@ class RunInfo:
     items_per_trait: dict[str, int] = field(default_factory=dict)
     bootstrap: set[int] = field(default_factory=set)
     question_formats: set[int] = field(default_factory=set)
+    action_formats: set[int] = field(default_factory=set)
+    """Action format versions of the actions (1 for records made before actions carried one)."""
     seeds: set[int] = field(default_factory=set)
     action_methods: Counter[str] = field(default_factory=Counter)
     """How actions were chosen, by full method (``score:first-token-top-logprobs``, ``generate``, ...)."""
@@ -123,6 +125,12 @@ class RunTables:
     players: pd.DataFrame
     games: pd.DataFrame
     info: RunInfo
+    drift_sets: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Drift of the pro-social index on other item sets, per agent: ``set`` = ``source`` (SIT's own items:
+    how much of SIT's effect is echo), ``yes-keyed`` / ``no-keyed`` (measured items by key: a change of
+    yes-saying moves the two apart)."""
+    instrument: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per agent: answer mass, toward-½ and excluded items, pre and post (flattening and lost confidence)."""
 
     @property
     def agents(self) -> pd.DataFrame:
@@ -172,6 +180,9 @@ _PLAYER_COLS = (*_COND_COLS, "player", "index", "persona", "backend", "focal", "
                 "invalid_rate", "injections", "tokens")
 _GAME_COLS = (*_COND_COLS, "status", "error", "players", "rounds", "cooperation", "invalid_rate", "injections",
               "winner", "wall_seconds")
+_SET_COLS = (*_COND_COLS, "player", "persona", "set", "pre", "post", "drift", "n_items")
+_INSTRUMENT_COLS = (*_COND_COLS, "player", "persona", "mass_pre", "mass_post", "mass_drift", "toward_half_pre",
+                    "toward_half_post", "toward_half_drift", "excluded_pre", "excluded_post", "measured_items")
 
 
 class _Columns:
@@ -194,20 +205,29 @@ class _Columns:
         return df
 
 
-def paired_trait_means(pre: dict[str, Any], post: dict[str, Any]) -> dict[str, tuple[str, float, float, int]]:
-    """trait -> (polarity, pre mean, post mean, items) over the items both profiles scored."""
-    before = {(it["trait"], it["item_id"]): float(it["score"]) for it in pre.get("items", [])}
+def _chosen(it: dict[str, Any], role: str, keyed: str | None) -> bool:
+    return (it.get("role", "measure") == role and it.get("included", True)
+            and (keyed is None or it.get("matching") == keyed))
+
+
+def paired_trait_means(pre: dict[str, Any], post: dict[str, Any], *, role: str = "measure",
+                       keyed: str | None = None) -> dict[str, tuple[str, float, float, int]]:
+    """trait -> (polarity, pre mean, post mean, items) over the items both profiles scored and included,
+    of ``role`` (the measurement set by default; ``source`` for SIT's source set), keyed ``keyed`` if given."""
+    before = {(it["trait"], it["item_id"]): float(it["score"]) for it in pre.get("items", [])
+              if _chosen(it, role, keyed)}
     sums: dict[str, list[float]] = {}
     for it in post.get("items", []):
         key = (it["trait"], it["item_id"])
-        if key in before:
+        if key in before and _chosen(it, role, keyed):
             acc = sums.setdefault(it["trait"], [0.0, 0.0, 0.0])
             acc[0] += before[key]
             acc[1] += float(it["score"])
             acc[2] += 1
     out: dict[str, tuple[str, float, float, int]] = {}
-    polarity = {t: s.get("polarity", "neutral") for t, s in {**pre.get("traits", {}),
-                                                             **post.get("traits", {})}.items()}
+    polarity = {t: s.get("polarity", "neutral") for t, s in {
+        **pre.get("source_traits", {}), **post.get("source_traits", {}),
+        **pre.get("traits", {}), **post.get("traits", {})}.items()}
     for trait, (a, b, n) in sums.items():
         out[trait] = (str(polarity.get(trait, "neutral")), a / n, b / n, int(n))
     return out
@@ -255,6 +275,8 @@ class TableBuilder:
         self._actions = _Columns(_ACTION_COLS)
         self._players = _Columns(_PLAYER_COLS)
         self._games = _Columns(_GAME_COLS)
+        self._sets = _Columns(_SET_COLS)
+        self._instrument = _Columns(_INSTRUMENT_COLS)
 
     def add(self, record: GameRecord) -> None:
         """Add one game's rows (the record can be dropped afterwards)."""
@@ -295,6 +317,7 @@ class TableBuilder:
             acts = [a.action for a in p.actions]
             for a in p.actions:
                 self.info.action_methods[a.method or "?"] += 1
+                _one_format("action", self.info.action_formats, a.format_version or 1)
                 if a.method and a.method.startswith("score:"):
                     used.setdefault(p.backend, set()).add(a.method.removeprefix("score:"))
             for prof in (p.pre_profile, p.post_profile):
@@ -326,7 +349,7 @@ class TableBuilder:
             if "bootstrap" in prof:
                 info.bootstrap.add(int(prof["bootstrap"]))
             if "question_format_version" in prof:
-                info.question_formats.add(int(prof["question_format_version"]))
+                _one_format("question", info.question_formats, int(prof["question_format_version"]))
         means = paired_trait_means(pre, post)
         key = _pre_key(pre)
         for trait, (polarity, a, b, n) in means.items():
@@ -336,11 +359,38 @@ class TableBuilder:
         if pre_i is not None and post_i is not None:
             self._drift.add((*cond, p.name, p.persona, key, PROSOCIAL, "index", pre_i, post_i, post_i - pre_i,
                              sum(v[3] for v in means.values() if v[0] != "neutral")))
+        for name, role, keyed in (("source", "source", None), ("yes-keyed", "measure", "Yes"),
+                                  ("no-keyed", "measure", "No")):
+            sub = paired_trait_means(pre, post, role=role, keyed=keyed)
+            a_i, b_i = prosocial_index(sub, 1), prosocial_index(sub, 2)
+            if a_i is not None and b_i is not None:
+                self._sets.add((*cond, p.name, p.persona, name, a_i, b_i, b_i - a_i,
+                                sum(v[3] for v in sub.values() if v[0] != "neutral")))
+        def delta(field: str) -> tuple[float | None, float | None, float | None]:
+            a, b = pre.get(field), post.get(field)
+            return a, b, (None if a is None or b is None else float(b) - float(a))
+
+        measured = sum(1 for it in pre.get("items", []) if it.get("role", "measure") == "measure")
+        self._instrument.add((*cond, p.name, p.persona, *delta("mass_mean"), *delta("toward_half"),
+                              int(pre.get("excluded", 0)), int(post.get("excluded", 0)), measured))
 
     def build(self) -> RunTables:
         """The tables of every record added so far."""
         return RunTables(drift=self._drift.frame(), actions=self._actions.frame(), players=self._players.frame(),
-                         games=self._games.frame(), info=self.info)
+                         games=self._games.frame(), info=self.info, drift_sets=self._sets.frame(),
+                         instrument=self._instrument.frame())
+
+
+def _one_format(kind: str, seen: set[int], version: int) -> None:
+    """Add a record's question or action format version; scores of two formats are never mixed."""
+    if seen and version not in seen:
+        other = min(seen)
+        raise UserError(
+            f"these records mix {kind} format versions {min(other, version)} and {max(other, version)}: "
+            "scores measured in different formats are not comparable, so they are not analysed together. "
+            "Analyse the runs separately (or re-run the older one with this version of contagion)."
+        )
+    seen.add(version)
 
 
 def tables_from_records(records: Iterable[GameRecord], info: RunInfo | None = None) -> RunTables:
