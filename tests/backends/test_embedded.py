@@ -82,6 +82,7 @@ def test_multi_token_continuation_is_sum_of_token_logprobs(backend: LlamaCppBack
     assert whole < 0 and math.isfinite(whole)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("turns", [3, 12])
 def test_prefix_reuse_gives_identical_scores(backend: LlamaCppBackend, turns: int) -> None:
     hist = _history(turns)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from contagion.analysis.validation import (
     FP_TARGET,
     POWER_TARGET,
@@ -20,6 +22,7 @@ from contagion.check import run_once, run_validation
 QUICK_RUNS = 40
 
 
+@pytest.mark.slow
 def test_quick_validation_meets_its_targets() -> None:
     result = run_validation(QUICK_RUNS, workers=2)
     for line in result.summary_lines():

@@ -125,6 +125,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_records(t
     assert comparable_records(crashed) == expected
 
 
+@pytest.mark.slow
 def test_changing_a_parameter_runs_only_the_new_specs(tmp_path: Path) -> None:
     small = {**SMALL, "games": ["prisoners-dilemma"], "interventions": ["none"]}
     cfg_path = write_config(tmp_path / "grid.yaml", small)

@@ -98,6 +98,7 @@ def test_assess_bare_context_with_persona_directory(runner: CliRunner, persona_d
     assert str(persona_dir) in result.output.replace("\n", "")
 
 
+@pytest.mark.slow
 def test_assess_embedded_model(runner: CliRunner) -> None:
     result = invoke(runner, "--model", "embedded", "--traits", "honesty,narcissism", "--items", "2", "--debias")
     assert result.exit_code == 0, result.output

@@ -59,6 +59,7 @@ def test_reversed_key_scores_one_minus_s(debiased: Profile, inventory: Inventory
         assert flipped.score == pytest.approx(1.0 - original.score_order_a, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_same_seed_same_profile_on_a_fresh_model(
     debiased: Profile, inventory: Inventory, context: list[Message]
 ) -> None:
