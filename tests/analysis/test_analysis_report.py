@@ -42,7 +42,7 @@ def test_report_has_methods_figures_tables_and_contrasts(report_html: str) -> No
     assert report_html.count("<svg") >= 4
     # the methods name what was run and how it was measured
     for fact in ("sim:planted", "prisoners-dilemma", "one-malicious", "scripted:always-defect", "sit:k=1,n=2",
-                 "builtin:v1", "4 item(s) per trait", "simulated", "position bias not cancelled",
+                 "builtin:v2", "4 item(s) per trait", "simulated", "position bias not cancelled",
                  "54 finished game(s) of 54 planned", "none failed", "seeds 0–2"):
         assert html.escape(fact, quote=False) in report_html, fact
     # every named contrast is present; tests are named next to the numbers
