@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from contagion.experiment.trial import needed_profiles
 
 from contagion.experiment import runner as runner_module
 from contagion.experiment.config import ExperimentConfig, load_config, parse_config
 from contagion.experiment.record import SPEC_HASH_VERSION
 from contagion.experiment.runner import Runner
 from contagion.experiment.store import Store
+from contagion.experiment.trial import needed_profiles
 from tests.experiment.experiment_helpers import SMALL, cli_env, write_config
 
 
