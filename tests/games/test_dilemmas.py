@@ -22,6 +22,7 @@ from contagion.games.dilemmas import (
     format_points,
     load_dilemma,
     rules_text,
+    tie_problem,
 )
 
 players = st.integers(min_value=2, max_value=12)
@@ -105,7 +106,8 @@ def valid_anchors(draw: st.DrawFn, kind: str) -> dict[str, float]:
     if kind == "prisoners-dilemma":  # T > R > P > S and 2R > T + S
         assume(2 * b > a + dd)
         return {"T": a, "R": b, "P": cc, "S": dd}
-    if kind == "chicken":  # T > R > S > P
+    if kind == "chicken":  # T > R > S > P and 2R > T + S
+        assume(2 * b > a + cc)
         return {"T": a, "R": b, "S": cc, "P": dd}
     # stag hunt: R > T >= P > S (T == P allowed)
     tie = draw(st.booleans())
@@ -127,7 +129,7 @@ def test_anchors_violating_the_ordering_are_rejected_with_the_reason(
 ) -> None:
     ok = {
         "prisoners-dilemma": T > R > P > S and 2 * R > T + S,
-        "chicken": T > R > S > P,
+        "chicken": T > R > S > P and 2 * R > T + S,
         "stag-hunt": R > T >= P > S,
     }[kind]
     kwargs = {"name": "g", "title": "G", "kind": kind, "cooperate": "a", "defect": "b", "T": T, "R": R, "P": P,
@@ -187,6 +189,8 @@ def test_a_valid_yaml_game_loads(tmp_path: Path) -> None:
         ({"T": 2, "R": 3}, "payoffs are not a valid prisoners-dilemma: needs T > R > P > S, got T=2.0, R=3.0"),
         ({"T": 9}, "needs 2R > T + S"),  # taking turns beats mutual cooperation
         ({"kind": "chicken"}, "needs T > R > S > P"),  # PD numbers are not chicken
+        # a lone defector costs the group nothing (the old built-in Chicken: 2R = T + S)
+        ({"kind": "chicken", "T": 5, "R": 3, "S": 1, "P": 0}, "needs 2R > T + S (a lone defector must cost"),
         ({"kind": "stag-hunt"}, "needs R > T >= P > S"),
     ],
 )
@@ -286,3 +290,41 @@ def test_rules_text_states_the_horizon_and_the_player_count() -> None:
                                              (1.666667, "1.666667"), (-2.25, "-2.25")])
 def test_format_points(value: float, text: str) -> None:
     assert format_points(value) == text
+
+
+# -- issue 14: no free-riding Chicken, no tie in a three-player Stag Hunt ---------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=players)
+def test_a_lone_defector_costs_the_group_in_chicken(n: int) -> None:
+    d = CHICKEN
+    assert 2 * d.R > d.T + d.S
+    everyone_swerves = n * c(d, n - 1, n)
+    one_goes_straight = x(d, n - 1, n) + (n - 1) * c(d, n - 2, n)
+    assert one_goes_straight < everyone_swerves
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_no_builtin_game_ties_for_two_to_five_players(name: str, n: int) -> None:
+    d = BUILTIN[name]
+    assert d.ties(n) == []
+    assert all(c(d, k, n) != x(d, k, n) for k in range(n))
+    assert tie_problem(d, n) is None
+
+
+def test_stag_hunt_with_three_players_has_a_best_reply_at_one_hunter() -> None:
+    assert c(STAG_HUNT, 1, 3) != x(STAG_HUNT, 1, 3)
+    assert (c(STAG_HUNT, 1, 3), x(STAG_HUNT, 1, 3)) == (3.0, 2.5)
+
+
+def test_a_game_that_ties_at_the_player_count_is_refused() -> None:
+    old_stag = Dilemma(name="old-stag", title="Old", kind="stag-hunt", cooperate="stag", defect="hare",
+                       R=5, T=3, P=2, S=0)
+    assert old_stag.ties(3) == [1] and old_stag.ties(2) == []
+    problem = tie_problem(old_stag, 3)
+    assert problem is not None and "when 1 of the 2 other players choose 'stag'" in problem
+    assert tie_problem(old_stag, 2) is None
+    custom = Dilemma(name="flat", title="Flat", kind="custom", cooperate="a", defect="b", T=1, R=1, P=1, S=1)
+    assert custom.ties(3) == [0, 1, 2] and tie_problem(custom, 3) is None  # custom games state, not judge

@@ -255,7 +255,7 @@ async def test_zero_probability_for_every_action_is_invalid() -> None:
         ("I choose: COOPERATE!", PRISONERS_DILEMMA, "cooperate"),
         ("defect, defect, defect", PRISONERS_DILEMMA, "defect"),
         ("cooperate or defect", PRISONERS_DILEMMA, None),  # both names: ambiguous
-        ("I will not cooperate; I defect", PRISONERS_DILEMMA, None),
+        ("I will not cooperate; I defect", PRISONERS_DILEMMA, "defect"),  # the negated mention is no choice
         ("cooperation", PRISONERS_DILEMMA, None),  # not the word itself
         ("uncooperative", PRISONERS_DILEMMA, None),
         ("defection", PRISONERS_DILEMMA, None),
@@ -272,6 +272,45 @@ async def test_zero_probability_for_every_action_is_invalid() -> None:
 )
 def test_parse_action_is_strict(text: str, dilemma: Dilemma, expected: str | None) -> None:
     assert parse_action(text, dilemma) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "dilemma", "expected"),
+    [
+        # refusals: never the negated action; the other action only when it is named plainly
+        ("I refuse to cooperate", PRISONERS_DILEMMA, None),
+        ("I refuse to cooperate.", PRISONERS_DILEMMA, None),
+        ("I won't defect", PRISONERS_DILEMMA, None),
+        ("I won’t defect", PRISONERS_DILEMMA, None),  # typographic apostrophe
+        ("not cooperating", PRISONERS_DILEMMA, None),
+        ("I will not cooperate", PRISONERS_DILEMMA, None),
+        ("I am not going to cooperate", PRISONERS_DILEMMA, None),
+        ("I'd never defect", PRISONERS_DILEMMA, None),
+        ("I decline to defect", PRISONERS_DILEMMA, None),
+        ("I don't want to cooperate, I defect", PRISONERS_DILEMMA, "defect"),
+        ("I refuse to defect. I cooperate.", PRISONERS_DILEMMA, "cooperate"),
+        ("I will cooperate and not defect", PRISONERS_DILEMMA, "cooperate"),
+        ("defect rather than cooperate", PRISONERS_DILEMMA, "defect"),
+        ("cooperate instead of defect", PRISONERS_DILEMMA, "cooperate"),
+        ("Not defect, cooperate", PRISONERS_DILEMMA, "cooperate"),
+        # a negation in another clause does not reach the action
+        ("No, I cooperate", PRISONERS_DILEMMA, "cooperate"),
+        ("I cannot help but cooperate", PRISONERS_DILEMMA, "cooperate"),
+        ("Never mind. Defect.", PRISONERS_DILEMMA, "defect"),
+        ("I refuse to swerve", CHICKEN, None),
+        ("I won't hunt hare; stag it is", STAG_HUNT, "cooperate"),
+        ("I can't go straight", CHICKEN, None),
+    ],
+)
+def test_parse_action_reads_refusals_as_no_choice_never_as_the_negated_action(
+    text: str, dilemma: Dilemma, expected: str | None
+) -> None:
+    got = parse_action(text, dilemma)
+    assert got == expected
+    negated = {"cooperate": dilemma.cooperate, "defect": dilemma.defect}
+    for action, label in negated.items():
+        if f"refuse to {label}" in text.lower() or f"won't {label}" in text.lower():
+            assert got != action
 
 
 # -- errors are recorded, not hidden -----------------------------------------------------------

@@ -11,8 +11,16 @@ With two players this is exactly the 2×2 game. Each kind's defining ordering is
 
 * Prisoner's Dilemma: T > R > P > S and 2R > T + S (defection dominates, yet mutual cooperation
   beats alternating exploitation). Linear interpolation keeps defection dominant for every k.
-* Chicken: T > R > S > P (give way if the others will not; the crash is the worst outcome).
+* Chicken: T > R > S > P (give way if the others will not; the crash is the worst outcome) and
+  2R > T + S (a lone defector costs the group: two swerving beat one swerving and one going straight).
 * Stag Hunt: R > T ≥ P > S (hunting stag together is best; hare is the safe choice).
+
+In Chicken and Stag Hunt the best reply changes with ``k``: the two payoff lines cross at
+``x* = (S − P) / ((T − P) − (R − S))`` (Chicken) or ``(P − S) / ((R − S) − (T − P))`` (Stag Hunt). When
+``x*`` is a possible share ``k / (n − 1)`` a player with ``k`` cooperating others is paid the same for
+both actions — a tie that makes the choice meaningless; :meth:`Dilemma.ties` finds them and
+:func:`tie_problem` (checked by the engine and by configs) refuses a game with one at its player count.
+The built-in anchors cross at x* = 0.4, so no group of 2 to 5 players has a tie.
 * ``custom``: no ordering is imposed (the rules text still states the payoffs).
 
 The rules text players read is generated from this data (:func:`rules_text`), so what they are told
@@ -71,6 +79,10 @@ class Dilemma(BaseModel):
             return round(self.S + (self.R - self.S) * x, 6)
         return round(self.P + (self.T - self.P) * x, 6)
 
+    def ties(self, players: int) -> list[int]:
+        """The counts ``k`` of cooperating others at which both actions pay the same (no best reply)."""
+        return [k for k in range(players) if self.payoff(True, k, players) == self.payoff(False, k, players)]
+
     def table(self, players: int) -> list[tuple[int, float, float]]:
         """Rows (k others cooperating, payoff if cooperate, payoff if defect)."""
         return [(k, self.payoff(True, k, players), self.payoff(False, k, players)) for k in range(players)]
@@ -86,9 +98,26 @@ def ordering_problem(kind: str, T: float, R: float, P: float, S: float) -> str |
     elif kind == "chicken":
         if not (T > R > S > P):
             return f"needs T > R > S > P, got T={T}, R={R}, S={S}, P={P}"
+        if not 2 * R > T + S:
+            return f"needs 2R > T + S (a lone defector must cost the group), got 2R={2 * R}, T+S={T + S}"
     elif kind == "stag-hunt" and not (R > T >= P > S):
         return f"needs R > T >= P > S, got R={R}, T={T}, P={P}, S={S}"
     return None
+
+
+def tie_problem(d: Dilemma, players: int) -> str | None:
+    """Why ``d`` cannot be played by ``players`` (a tie between the two actions), or None.
+
+    Only the built-in kinds are checked; a ``custom`` game states its payoffs and nothing more.
+    """
+    if d.kind == "custom":
+        return None
+    ties = d.ties(players)
+    if not ties:
+        return None
+    ks = ", ".join(str(k) for k in ties)
+    return (f"game {d.name!r} pays '{d.cooperate}' and '{d.defect}' the same when {ks} of the {players - 1} other "
+            f"players choose '{d.cooperate}' (a tie: no best reply); change its payoffs or the number of players")
 
 
 PRISONERS_DILEMMA = Dilemma(
@@ -98,12 +127,12 @@ PRISONERS_DILEMMA = Dilemma(
 )
 CHICKEN = Dilemma(
     name="chicken", title="Chicken", kind="chicken", cooperate="swerve", defect="straight",
-    T=5, R=3, S=1, P=0,
+    T=9, R=6, S=2, P=0,
     description="Swerving is safe; going straight wins only if others swerve, and a crash hurts everyone.",
 )
 STAG_HUNT = Dilemma(
     name="stag-hunt", title="Stag Hunt", kind="stag-hunt", cooperate="stag", defect="hare",
-    R=5, T=3, P=2, S=0,
+    R=6, T=3, P=2, S=0,
     description="Hunting stag pays most when others join you; hunting hare is a small but safe catch.",
 )
 BUILTIN: dict[str, Dilemma] = {d.name: d for d in (PRISONERS_DILEMMA, CHICKEN, STAG_HUNT)}
@@ -147,12 +176,49 @@ def format_points(x: float) -> str:
     return "0" if text == "-0" else text
 
 
+NEUTRAL_LABELS = ("J", "K")
+"""The actions' labels under ``framing: neutral``: cooperative first."""
+
+
+def neutral_framing(d: Dilemma) -> Dilemma:
+    """The same payoffs without the game's name, story or action words: the actions become 'J' and 'K'.
+
+    The rules text of the result names no game and says nothing of helping the group or of anyone's
+    motives; players read only the labels and the payoff table.
+    """
+    coop, defect = NEUTRAL_LABELS
+    return d.model_copy(update={"title": "", "description": "", "cooperate": coop, "defect": defect})
+
+
+CONVERSATION = "conversation"
+"""The name of the non-game control: players talk round after round, with no actions and no payoffs."""
+
+
+def is_conversation(game: str) -> bool:
+    """Whether a spec's ``game`` is the non-game control (:data:`CONVERSATION`)."""
+    return game.strip().lower() == CONVERSATION
+
+
+def conversation_text(players: int, rounds: int | None) -> str:
+    """What every participant of the non-game control reads in place of the rules."""
+    others = players - 1
+    horizon = (f"The conversation lasts {rounds} rounds." if rounds
+               else "The conversation lasts an unknown number of rounds.")
+    return "\n".join([
+        f"You are taking part in a conversation with {others} other participant{'s' if others > 1 else ''}. "
+        f"{horizon}",
+        "Each round, every participant writes short messages that all the others read.",
+        "There are no actions, points or scores: nothing is won or lost.",
+    ])
+
+
 def rules_text(d: Dilemma, players: int, rounds: int | None) -> str:
     """The rules every player reads, generated from the payoff data."""
     others = players - 1
     horizon = f"The game lasts {rounds} rounds." if rounds else "The game lasts an unknown number of rounds."
+    title = f" ({d.title})" if d.title else ""
     lines = [
-        f"You are playing a repeated game ({d.title}) with {others} other player{'s' if others > 1 else ''}. "
+        f"You are playing a repeated game{title} with {others} other player{'s' if others > 1 else ''}. "
         f"{horizon}",
         d.description,
         f"Each round, every player privately chooses one action: '{d.cooperate}' or '{d.defect}'. "

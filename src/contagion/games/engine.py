@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,17 @@ from typing import Any, Literal, Protocol
 from contagion import vocabulary as P
 from contagion.backends.base import Backend, GenerationConfig, ScoreMethod, ScoreRequest, Scores
 from contagion.backends.registry import resolve
-from contagion.games.dilemmas import Dilemma, format_points, load_dilemma, rules_text
+from contagion.games.dilemmas import (
+    Dilemma,
+    conversation_text,
+    format_points,
+    is_conversation,
+    load_dilemma,
+    neutral_framing,
+    rules_text,
+    tie_problem,
+)
+from contagion.games.parse import parse_choice
 from contagion.games.record import (
     ActionName,
     ActionRecord,
@@ -69,6 +78,8 @@ ACTION_FORMAT_VERSION = 2
 """1: ``"I choose: "`` pre-filled (an appended instruction on servers). 2: the reply's first token, no
 pre-fill, the same tokens on every backend (module docstring)."""
 Phase = Literal["talk", "act"]
+ROUND_NOTE = "round_note"
+"""The message kind that ends a round of the conversation control (in place of act prompt and results)."""
 
 
 def player_name(index: int) -> str:
@@ -140,16 +151,35 @@ class _Player:
         self.model_seconds += float(getattr(result, "seconds", 0.0))
 
 
-def system_prompt_for(name: str, dilemma: Dilemma, persona: Persona, players: int, rounds: int | None) -> str:
-    """A player's system prompt: who it is, the rules, then its persona instruction."""
-    text = f"You are {name}.\n{rules_text(dilemma, players, rounds)}"
+def system_prompt_for(name: str, dilemma: Dilemma | None, persona: Persona, players: int,
+                      rounds: int | None) -> str:
+    """A player's system prompt: who it is, the rules (the conversation's description when ``dilemma`` is
+    None), then its persona instruction."""
+    rules = rules_text(dilemma, players, rounds) if dilemma is not None else conversation_text(players, rounds)
+    text = f"You are {name}.\n{rules}"
     return f"{text}\n\n{persona.text}" if persona.text else text
+
+
+def game_dilemma(spec: GameSpec) -> Dilemma | None:
+    """The dilemma as the players read it (``framing`` applied), or None for the conversation control.
+
+    A built-in kind whose payoffs tie at this number of players is refused (:func:`tie_problem`).
+    """
+    if is_conversation(spec.game):
+        return None
+    dilemma = load_dilemma(spec.game)
+    problem = tie_problem(dilemma, len(spec.players))
+    if problem:
+        from contagion.errors import UserError
+
+        raise UserError(problem)
+    return neutral_framing(dilemma) if spec.framing == "neutral" else dilemma
 
 
 def system_messages(spec: GameSpec, personas: dict[str, Persona] | None = None) -> list[Message]:
     """Each seat's first message (rules + persona): what it plays with and what its pre-play profile is
     measured on. The one place system prompts are made."""
-    dilemma = load_dilemma(spec.game)
+    dilemma = game_dilemma(spec)
     horizon = spec.rounds if spec.reveal_horizon else None
     out = []
     for i, seat in enumerate(spec.players):
@@ -160,13 +190,9 @@ def system_messages(spec: GameSpec, personas: dict[str, Persona] | None = None) 
 
 
 def parse_action(text: str, dilemma: Dilemma) -> ActionName | None:
-    """Strict rule: exactly one of the two action names appears as a word; otherwise None."""
-    words = set(re.findall(r"[a-z]+", text.lower()))
-    has_c = dilemma.cooperate.lower() in words
-    has_d = dilemma.defect.lower() in words
-    if has_c == has_d:
-        return None
-    return "cooperate" if has_c else "defect"
+    """Exactly one of the two action names appears as a word and is not negated; otherwise None
+    (:mod:`contagion.games.parse`: "I refuse to cooperate" is no choice, never cooperation)."""
+    return parse_choice(text, dilemma.cooperate, dilemma.defect)
 
 
 def _can_score(backend: Backend) -> bool:
@@ -194,7 +220,10 @@ class GameEngine:
 
             raise UserError("a game needs at least 2 players")
         self.spec = spec
-        self.dilemma = load_dilemma(spec.game)
+        self.conversation = is_conversation(spec.game)
+        dilemma = game_dilemma(spec)
+        # the conversation control has no actions: a placeholder keeps the types simple, never read
+        self.dilemma: Dilemma = dilemma if dilemma is not None else load_dilemma("prisoners-dilemma")
         self.on_event = on_event or (lambda kind, data: None)
         backends = list(backends) if backends is not None else [resolve(p.backend) for p in spec.players]
         hooks = list(hooks) if hooks is not None else [None] * n
@@ -266,26 +295,35 @@ class GameEngine:
                 self.on_event("talk", {"round": round_no, "player": p.name, "text": text})
         return said
 
+    @property
+    def options(self) -> tuple[str, str]:
+        """The two action labels in the order the act prompt lists and the scorer receives them
+        (``GameSpec.option_order``)."""
+        d = self.dilemma
+        return (d.defect, d.cooperate) if self.spec.option_order == "defect-first" else (d.cooperate, d.defect)
+
     async def _act_phase(self, round_no: int) -> list[ActionRecord]:
         """Every player's act prompt (after its hook), then the actions: the scoring players' scores go
         to their backend together (one ``score_choices_many`` per backend, in seat order — a batch
         fixed by the game, never by timing), then the generating players reply one after another."""
         d = self.dilemma
+        first, second = self.options
         for p in self.players:
             await self._before_turn(p, round_no, "act", 0)
             p.messages.append(Message(
                 role="user",
-                content=f"Round {round_no}: choose your action. Reply with one word: '{d.cooperate}' or '{d.defect}'.",
+                content=f"Round {round_no}: choose your action. Reply with one word: '{first}' or '{second}'.",
                 meta={"kind": P.ACT, "cooperate": d.cooperate, "defect": d.defect, "round": round_no},
             ))
         mode = self.spec.action_mode
-        scoring = [p for p in self.players if mode == "score" or (mode == "auto" and _can_score(p.backend))]
+        scoring = [p for p in self.players
+                   if mode == "score" or (mode in ("auto", "sample") and _can_score(p.backend))]
         groups: dict[int, list[_Player]] = {}
         for p in scoring:
             groups.setdefault(id(p.backend), []).append(p)
         actions: dict[int, ActionRecord] = {}
         for group in groups.values():
-            requests = [ScoreRequest(list(p.messages), (d.cooperate, d.defect), ACT_PREFIX) for p in group]
+            requests = [ScoreRequest(list(p.messages), self.options, ACT_PREFIX) for p in group]
             answers = await group[0].backend.score_choices_many(requests)
             for p, scores in zip(group, answers, strict=True):
                 actions[p.index] = self._scored_action(p, round_no, scores)
@@ -295,25 +333,38 @@ class GameEngine:
         return [actions[p.index] for p in self.players]
 
     def _scored_action(self, p: _Player, round_no: int, scores: Scores) -> ActionRecord:
+        """The action from the two scores (in :attr:`options` order): the more likely one, or in ``sample``
+        mode a draw from their renormalised probabilities with a seed fixed by the game seed, round and
+        seat (recorded). A tie (two floors, or equal scores) is no choice either way: recorded invalid,
+        never read as cooperation."""
         d = self.dilemma
         p.account(scores)
-        lp = scores.logprobs
+        by_label = dict(zip(self.options, scores.logprobs, strict=True))
+        lp = [by_label[d.cooperate], by_label[d.defect]]
         logprobs = {d.cooperate: lp[0], d.defect: lp[1]}
         floored = [str(c) for c in scores.detail.get("floored", [])]
         mass = float(sum(math.exp(x) for x in lp if math.isfinite(x)))
         action: ActionName
-        # a tie (two floors, or equal scores) is no choice: recorded invalid, never read as cooperation
+        p_coop: float | None = None
+        sample_seed: int | None = None
+        sampling = self.spec.action_mode == "sample"
         if any(math.isnan(x) for x in lp) or lp[0] == lp[1] or len(floored) == len(lp):
             action, label = "invalid", None
         else:
-            action = "cooperate" if lp[0] >= lp[1] else "defect"
+            p_coop = _p_first(lp[0], lp[1])
+            if sampling:
+                sample_seed = self._seed("sample", round_no, p.index)
+                action = "cooperate" if random.Random(sample_seed).random() < p_coop else "defect"
+            else:
+                action = "cooperate" if lp[0] >= lp[1] else "defect"
             label = d.cooperate if action == "cooperate" else d.defect
         reply = label or ""  # the one-word reply the act prompt asks for (format 2)
         p.messages.append(Message(role="assistant", content=reply, meta={"kind": "own_action", "round": round_no}))
         return ActionRecord(round=round_no, action=action, label=label, method=f"score:{scores.method.value}",
                             format_version=ACTION_FORMAT_VERSION,
                             logprobs={k: (v if math.isfinite(v) else -1e9) for k, v in logprobs.items()},
-                            mass=min(1.0, mass), floored=floored)
+                            mass=min(1.0, mass), floored=floored, selection="sample" if sampling else "argmax",
+                            p_cooperate=None if p_coop is None else round(p_coop, 12), sample_seed=sample_seed)
 
     async def _generated_action(self, p: _Player, round_no: int) -> ActionRecord:
         d = self.dilemma
@@ -328,8 +379,9 @@ class GameEngine:
             parsed = parse_action(text, d)
             if parsed is not None or attempt == self.spec.max_reasks:
                 break
+            first, second = self.options
             p.messages.append(Message(
-                role="user", content=f"Please answer with exactly one word: '{d.cooperate}' or '{d.defect}'.",
+                role="user", content=f"Please answer with exactly one word: '{first}' or '{second}'.",
                 meta={"kind": "reask", "round": round_no},
             ))
         action = parsed or "invalid"
@@ -374,12 +426,35 @@ class GameEngine:
         })
         return record
 
+    async def _close_conversation_round(self, round_no: int, talk: list[tuple[str, str]]) -> RoundRecord:
+        """The conversation control's end of a round: a short note in place of the act prompt and the
+        results (no action, no payoff), so its histories grow by about as much per round as a game's.
+        The hooks run before it as before an act turn, so an intervention keeps its schedule."""
+        turns = self.spec.chat_turns
+        for p in self.players:
+            await self._before_turn(p, round_no, "act", 0)
+            others = [q.name for q in self.players if q is not p]
+            names = ", ".join(others[:-1]) + f" and {others[-1]}" if len(others) > 1 else others[0]
+            p.messages.append(Message(
+                role="user",
+                content=f"Round {round_no} of the conversation is over: {names} wrote {turns} message(s) each, "
+                        "and so did you. Nobody chose an action and nobody earned or lost anything.",
+                meta={"kind": ROUND_NOTE, "round": round_no},
+            ))
+        self.on_event("round", {"round": round_no, "players": [p.name for p in self.players],
+                                "labels": ["-"] * len(self.players), "payoffs": [0.0] * len(self.players),
+                                "totals": [0.0] * len(self.players)})
+        return RoundRecord(round=round_no, actions=[], payoffs=[], talk=talk)
+
     async def play(self) -> GamePlay:
         started = time.perf_counter()
         error: str | None = None
         try:
             for round_no in range(1, self.spec.rounds + 1):
                 talk = await self._talk(round_no)
+                if self.conversation:
+                    self.rounds.append(await self._close_conversation_round(round_no, talk))
+                    continue
                 actions = await self._act_phase(round_no)
                 self.rounds.append(self._resolve(round_no, actions, talk))
         except Exception as exc:  # recorded: the run goes on and the record says what failed
@@ -402,8 +477,22 @@ class GameEngine:
             )
             for p in self.players
         ]
-        return GamePlay(game=self.dilemma.model_dump(), players=players, rounds=self.rounds,
+        game = CONVERSATION_RECORD if self.conversation else self.dilemma.model_dump()
+        return GamePlay(game=game, players=players, rounds=self.rounds,
                         wall_seconds=round(wall, 6), error=error)
+
+
+CONVERSATION_RECORD: dict[str, Any] = {"name": "conversation", "title": "Conversation", "kind": "conversation"}
+"""What a record's ``game`` holds for the conversation control (it has no actions and no payoffs)."""
+
+
+def _p_first(lp_a: float, lp_b: float) -> float:
+    """p(a) renormalised over two log-probabilities (either may be -inf, not both)."""
+    if lp_b == -math.inf:
+        return 1.0
+    if lp_a == -math.inf:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(lp_b - lp_a))
 
 
 def _recordable(exc: Exception) -> bool:

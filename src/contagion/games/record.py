@@ -69,10 +69,20 @@ class GameSpec(BaseModel):
     reveal_horizon: bool = Field(True, description="Whether players are told the number of rounds.")
     seed: Seed = seed_field(0, description="Seed of the talk order, sampling and everything random in the game.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    action_mode: Literal["auto", "score", "generate"] = Field(
-        "auto", description="auto: score actions by log-prob when the backend can, else generate and parse."
+    action_mode: Literal["auto", "score", "sample", "generate"] = Field(
+        "auto", description="auto: the more likely action by log-prob when the backend can score, else generate "
+                            "and parse; sample: drawn from the two actions' renormalised probabilities with a "
+                            "recorded seed (generate and parse when the backend cannot score)."
     )
     max_reasks: int = Field(2, ge=0, le=10, description="Re-asks after an unparseable action (generate mode).")
+    option_order: Literal["cooperate-first", "defect-first"] = Field(
+        "cooperate-first", description="Which action the act prompt lists (and scores) first; configs "
+                                       "counterbalance it by seed parity."
+    )
+    framing: Literal["standard", "neutral"] = Field(
+        "standard", description="neutral: rules without the game's name, story or moral words; the actions "
+                                "are the labels 'J' (cooperative) and 'K'."
+    )
 
 
 class ActionRecord(BaseModel):
@@ -88,6 +98,12 @@ class ActionRecord(BaseModel):
     format_version: int | None = Field(
         None, description="Action format (games.engine.ACTION_FORMAT_VERSION); None in records made before it."
     )
+    selection: Literal["argmax", "sample"] | None = Field(
+        None, description="Scored actions: the more likely action (argmax) or a draw from p_cooperate (sample)."
+    )
+    p_cooperate: float | None = Field(None, description="Scored actions: p(cooperate) renormalised over the two.")
+    sample_seed: int | None = Field(None, description="Sampled actions: the seed of the draw (uniform < p_cooperate "
+                                                      "is cooperate).")
 
 
 class InjectionEvent(BaseModel):
