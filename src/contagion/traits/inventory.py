@@ -375,8 +375,9 @@ def load_hub(traits: Sequence[str] | None = None, *, dataset: str | Path | None 
         except ConnectionError as exc:
             raise UserError(
                 f"cannot reach the Hugging Face hub for dataset {name} ({exc}). Connect to the network, or "
-                f"point {HUB_DATASET_ENV} at a local copy (a directory with persona/<trait>.jsonl), or use "
-                "--inventory builtin or a directory of persona .jsonl files"
+                f"point {HUB_DATASET_ENV} at a local copy (a directory with persona/<trait>.jsonl), or measure with "
+                "the builtin inventory or a directory of persona .jsonl files (--inventory, or the config's "
+                "assessment.inventory)"
             ) from None
         except Exception as exc:  # datasets raises many types (schema, cast, HTTP); all mean a bad source
             raise UserError(f"cannot load {rel} from hub dataset {name}: {type(exc).__name__}: {exc}") from None
