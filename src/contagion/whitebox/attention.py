@@ -177,7 +177,12 @@ def attention_backend(spec: str) -> AttentionBackend:
         raise UserError(advice)
     # a fresh backend (nothing is loaded yet; the model itself is loaded once per process and shared);
     # whether it can report attention is its own declaration
-    backend = build(spec)
+    try:
+        backend = build(spec)
+    except UserError:
+        if kind.name != "hf":  # e.g. gguf:PATH with a missing file: the advice, not the loader's complaint
+            raise UserError(advice) from None
+        raise
     if not backend.capabilities.attention or not hasattr(backend, "attention_to_segments"):
         raise UserError(advice)
     return backend
