@@ -128,15 +128,17 @@ async def retry_call(
     retry_after_max: float = 60,
     on_retry: Callable[[BaseException | None], None] | None = None,
     what: str = "the call",
+    attempts_before: int = 0,
 ) -> T:
     """Await ``call()`` until it succeeds, retrying what :func:`should_retry` allows, up to ``max_retries``
     extra attempts, with :func:`backoff_seconds` between attempts. The last error is raised with a note
-    saying how many attempts were made; ``on_retry`` is told of every retry."""
+    saying how many attempts were made; ``on_retry`` is told of every retry. ``attempts_before`` counts
+    attempts the caller already made (for the backoff and the note)."""
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
-        return backoff_seconds(state.attempt_number, exc, initial=backoff_initial, maximum=backoff_max,
-                               retry_after_max=retry_after_max)
+        return backoff_seconds(state.attempt_number + attempts_before, exc, initial=backoff_initial,
+                               maximum=backoff_max, retry_after_max=retry_after_max)
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None:
@@ -149,7 +151,7 @@ async def retry_call(
         before_sleep=before_sleep,
         reraise=True,
     )
-    attempts = 0
+    attempts = attempts_before
     try:
         async for attempt in retrying:
             with attempt:
@@ -517,11 +519,23 @@ class RobustBackend(Backend):
             raise BackendError(message, transient=True) from None
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        # The first attempt runs bare: most calls succeed, and the retry machinery costs about a millisecond a
+        # call, which a simulated or local model would pay thousands of times per run for nothing.
+        try:
+            return await self._attempt(call)
+        except Exception as exc:
+            if self.max_retries == 0 or not should_retry(exc):
+                self._record(Usage(calls=1, failures=1))
+                raise
+            first = exc
+        self._record(Usage(retries=1))
+        await asyncio.sleep(backoff_seconds(1, first, initial=self.backoff_initial, maximum=self.backoff_max,
+                                            retry_after_max=self.retry_after_max))
         try:
             return await retry_call(
-                lambda: self._attempt(call), max_retries=self.max_retries, backoff_initial=self.backoff_initial,
+                lambda: self._attempt(call), max_retries=self.max_retries - 1, backoff_initial=self.backoff_initial,
                 backoff_max=self.backoff_max, retry_after_max=self.retry_after_max,
-                on_retry=lambda _: self._record(Usage(retries=1)), what=self.spec,
+                on_retry=lambda _: self._record(Usage(retries=1)), what=self.spec, attempts_before=1,
             )
         except Exception:
             self._record(Usage(calls=1, failures=1))
