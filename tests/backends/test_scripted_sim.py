@@ -70,6 +70,15 @@ def trait_question(polarity: str, matching: str = "Yes", statement: str = "I lik
         "first_answer": "Yes"})
 
 
+def own_line(statement: str = "I like to help people.") -> str:
+    """A reminder line restating ``statement`` as the simulated model's own (noise-free) answer."""
+    from contagion.backends.sim import yes_propensity
+
+    if yes_propensity(statement) >= 0.5:
+        return f'I hold this about myself: "{statement}"'
+    return f'I would not say this about myself: "{statement}"'
+
+
 def exposed_history(defections: int) -> list[Message]:
     return [system("rules", persona="default")] + [obs(0, 2)] * defections + [
         Message(role="user", content="Casey: you fool, I will crush you", meta={"kind": P.TALK, "speaker": "Casey"})]
@@ -94,9 +103,9 @@ def test_planted_model_shifts_by_the_documented_rule() -> None:
 def test_reminders_counteract_the_planted_shift() -> None:
     sim = SimBackend("planted", {"noise": "0"})
     exposed = exposed_history(2)
-    reminded = [*exposed, Message(role="system", content="I value fairness.",
-                                  meta={"kind": P.INJECTION, "intervention": "sit"})] * 1
-    reminded += [Message(role="system", content="I value honesty.", meta={"kind": P.INJECTION, "intervention": "sit"})]
+    own = own_line()
+    reminded = [*exposed, Message(role="system", content=f"A reminder:\n- {own}",
+                                  meta={"kind": P.INJECTION, "intervention": "sit"})]
     assert sim.shift(reminded) < sim.shift(exposed)
 
 
@@ -139,4 +148,4 @@ def test_unknown_spec_message_names_every_form() -> None:
 
 def test_resolve_shares_one_backend_per_spec() -> None:
     assert resolve("sim:null") is resolve("sim:null")
-    assert isinstance(resolve("scripted:tit-for-tat"), ScriptedBackend)
+    assert isinstance(resolve("scripted:tit-for-tat").inner, ScriptedBackend)  # type: ignore[attr-defined]

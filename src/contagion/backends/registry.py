@@ -10,7 +10,8 @@ Forms (also listed in every error about an unknown spec):
 - ``hf:PATH_OR_ID`` — a transformers model (extra ``whitebox``); ``hf:embedded`` loads the embedded
   GGUF through transformers for white-box work.
 - ``scripted:STRATEGY`` — always-cooperate, always-defect, tit-for-tat, grim-trigger, random.
-- ``sim:VARIANT`` — simulated models with a known rule (a planted contagion effect, or a null twin).
+- ``sim:VARIANT`` — simulated models with a known rule (a planted contagion effect, a null twin, or an
+  adversarial null model: flatten, acquiescence, echo, reciprocity).
 
 Parameters follow a ``?``: ``scripted:random?seed=3``, ``sim:planted?contagion=0.3&seed=1``,
 ``embedded?n_ctx=8192``.
@@ -77,8 +78,8 @@ register(BackendKind("hf", "hf:PATH_OR_ID (or hf:embedded)", "contagion.backends
 register(BackendKind("scripted", "scripted:STRATEGY (always-cooperate, always-defect, tit-for-tat, "
                      "grim-trigger, random)", "contagion.backends.scripted:build_scripted",
                      language_model=False, local=True, scripted=True))
-register(BackendKind("sim", "sim:planted | sim:null", "contagion.backends.sim:build_sim", local=True,
-                     simulated=True))
+register(BackendKind("sim", "sim:planted | sim:null | sim:flatten | sim:acquiescence | sim:echo | sim:reciprocity",
+                     "contagion.backends.sim:build_sim", local=True, simulated=True))
 
 
 def valid_forms() -> str:
