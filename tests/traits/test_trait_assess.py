@@ -141,7 +141,7 @@ def test_question_message_text_and_meta() -> None:
         "item_id": "narcissism-y01",
     }
     assert b.meta["first_answer"] == "No"
-    assert QUESTION_FORMAT_VERSION == 1 and ANSWER_PREFIX == "Answer: "
+    assert QUESTION_FORMAT_VERSION == 2 and ANSWER_PREFIX == ""  # v2: nothing pre-filled
 
 
 def test_contexts() -> None:
@@ -167,7 +167,7 @@ async def test_calls_share_the_context_prefix_in_a_fixed_order() -> None:
     for n, (messages, choices, prefix) in enumerate(backend.calls):
         assert messages[: len(history)] == history  # the shared, reusable prefix
         assert len(messages) == len(history) + 1
-        assert choices == ["Yes", "No"] and prefix == "Answer: "
+        assert choices == ["Yes", "No"] and prefix == ""
         item = inv.items[n // 2]
         assert messages[-1].meta["item_id"] == item.id
         assert messages[-1].meta["first_answer"] == ("Yes" if n % 2 == 0 else "No")

