@@ -26,6 +26,8 @@ SIM_CONFIG: dict[str, Any] = {
     "rounds": 3,
     "repetitions": 3,
     "assessment": {"items": 4},
+    "action_mode": "auto",  # argmax actions: the no-chat repetitions replay one game (the clustering tests)
+    "seat_order": "fixed",
 }
 """54 games: all-default, one-malicious and scripted-defector groups, three interventions, chat and no chat."""
 

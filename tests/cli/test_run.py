@@ -258,7 +258,8 @@ def test_run_says_when_repetitions_replay_the_same_game(tmp_path: Path) -> None:
     # Without chat, the simulated model's actions and answers depend on its context only: the three
     # repetitions of each no-chat cell are one game played three times. With chat, the talk order and
     # the chat vary with the seed, so repetitions differ.
-    grid = {**GRID, "models": ["sim:planted"], "games": ["prisoners-dilemma"], "interventions": ["none"]}
+    grid = {**GRID, "models": ["sim:planted"], "games": ["prisoners-dilemma"], "interventions": ["none"],
+            "action_mode": "auto"}  # argmax actions (the grid default, sample, makes repetitions differ)
     no_chat = _config(tmp_path / "no-chat.yaml", {**grid, "chat_turns": [0, 1]})
     result = CliRunner().invoke(app, ["run", str(no_chat), "--out", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output

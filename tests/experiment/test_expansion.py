@@ -174,9 +174,10 @@ def test_pre_play_profiles_are_measured_once_and_reused(tmp_path: Path, monkeypa
         assert all(len(games) >= 4 for games in used.values())  # each reused across games (reps, chat, ...)
         malicious = [r for r in store.iter_records() if r.labels["composition"] == "one-malicious"]
         for record in malicious:
-            assert record.players[2].pre_profile is None  # never measured, never steered
-            assert record.players[2].injections == []
-            assert not record.players[2].focal
+            (bad,) = [p for p in record.players if p.persona == "malicious"]  # its seat varies with the seed
+            assert bad.pre_profile is None  # never measured, never steered
+            assert bad.injections == []
+            assert not bad.focal
 
     # a rerun with a wider grid measures nothing again and runs only the new games
     calls.clear()

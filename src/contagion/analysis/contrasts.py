@@ -4,7 +4,7 @@ Each contrast answers one question of the study (:data:`QUESTIONS`) from a run's
 estimators of :mod:`contagion.analysis.estimators`: **contagion** (post − pre of default agents, per
 composition), **amplification** (next to a malicious LM vs in an all-default group), **reciprocity**
 (a malicious LM vs a scripted always-defect co-player), **chat** (with vs without chat) and
-**mitigation** (each intervention vs none, and SIT vs repetition). :func:`compute_contrasts` computes
+**mitigation** (each intervention vs none, SIT vs repetition, SIT vs placebo). :func:`compute_contrasts` computes
 them; a run without the conditions a contrast compares gets ``not in this run``.
 
 Three facts about the data shape every test here:
@@ -17,14 +17,18 @@ Three facts about the data shape every test here:
    measurement — and its measurement error, which does not average out over games. Comparisons
    between conditions pair agents by baseline (and by the other design factors), so the error
    cancels exactly. The post − pre test of a single condition cannot cancel it; it adds the
-   baseline's error variance, estimated from the between-game spread of the same instrument's
-   post-play readings for agents sharing that baseline (a conservative bound: that spread also holds
-   real between-game differences). Without this term the null simulated model "shows contagion" in
-   about half of seeded runs.
-3. **Many traits are tested at once.** The pro-social index is the primary outcome, tested at α.
+   baseline's error variance, estimated by **resampling items** (:func:`item_baseline_variance`): each
+   measured item's post − pre, averaged over the agents sharing the baseline, varies from item to item
+   by the baseline's per-item error (and real item differences), so the spread of those item means over
+   the item count bounds the error a finite item sample leaves in the baseline — a bound that does not
+   grow with real between-game differences, so more games still buy power. Without this term the
+   null simulated model "shows contagion" in about half of seeded runs.
+3. **Many tests are made at once.** The primary family (:data:`PRIMARY_FAMILY`, declared once) holds,
+   per model, the pro-social index of every contagion, amplification, reciprocity, pooled-chat and
+   mitigation comparison and the behaviour slope of default agents; it is Holm-corrected as one family.
    Trait p-values are adjusted across the traits of one comparison (Holm by default; Benjamini–
-   Hochberg on request) and a trait is called significant only when the index is (serial
-   gatekeeping), so the family-wise error over the index and its traits stays at α.
+   Hochberg on request) and a trait is called significant only when its index is significant in the
+   family (serial gatekeeping), so the family-wise error over all of it stays at α.
 
 Effect sizes are Cohen's *d_z* (mean paired difference / its SD over agents) for post − pre and
 Cohen's *d* (difference / pooled SD over agents) for two conditions.
@@ -39,7 +43,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from contagion.analysis.estimators import CORRECTIONS, baseline_variance, mixed_model, one_sample, two_sample
+from contagion.analysis.estimators import (
+    CORRECTIONS,
+    ONE_SAMPLE_ITEM_TEST,
+    baseline_variance,
+    holm,
+    item_resampling_variance,
+    mixed_model,
+    one_sample,
+    slope,
+    two_sample,
+)
 from contagion.analysis.tables import (
     ALL_DEFAULT,
     MALICIOUS_LM,
@@ -50,6 +64,8 @@ from contagion.analysis.tables import (
 )
 
 ALPHA = 0.05
+DEFECTION = "defection"
+"""The ``trait`` value of the behaviour contrast's rows (the slope of defection on defection seen)."""
 MIN_GAMES = 10
 """Fewer distinct games than this in a cell or arm and the report warns that the cell cannot support a claim."""
 
@@ -78,8 +94,8 @@ class Contrast:
         return self.status == "ok"
 
     def index_rows(self) -> pd.DataFrame:
-        """The pro-social index rows (the primary outcome)."""
-        return self.rows[self.rows["trait"] == PROSOCIAL]
+        """The primary-outcome rows: the pro-social index (the behaviour contrast: its slopes)."""
+        return self.rows[self.rows["trait"].isin([PROSOCIAL, DEFECTION])]
 
 
 QUESTIONS = {
@@ -89,8 +105,10 @@ QUESTIONS = {
     "reciprocity": "Does a malicious LM co-player change drift more than a scripted always-defect co-player "
                    "(plain reciprocity)?",
     "chat": "Does talking (chat turns > 0) change drift, compared with the no-chat control?",
-    "mitigation": "Do interventions (system-prompt repetition, SIT, adaptive SIT) reduce drift compared with "
-                  "none, and does SIT beat repetition?",
+    "mitigation": "Do interventions (system-prompt repetition, placebo, SIT, adaptive SIT) reduce drift compared "
+                  "with none, and does SIT beat repetition and a length-matched placebo?",
+    "behaviour": "Do agents defect more after seeing others defect (a regression of defection on the defection "
+                 "seen the round before, by persona)?",
 }
 
 
@@ -158,13 +176,62 @@ def _warning(n_games: int, settings: AnalysisSettings, what: str = "games") -> s
     return ""
 
 
+_ITEM_KEYS = ["model", "game", "composition", "intervention", "chat_turns", "pre_key"]
+
+
+def item_baseline_variance(sub: pd.DataFrame, items: pd.DataFrame | None, trait: str,
+                           polarity: dict[str, str]) -> float:
+    """The error the shared baseline measurements add to the mean drift of ``sub`` (one trait, or the
+    index), estimated by resampling items: for each baseline ``k``, each measured item's post − pre is
+    averaged over the agents of ``sub``'s cells sharing ``k``, and :func:`item_resampling_variance` of
+    those item means (weighted as the trait mean or the index weighs them) estimates ``σ²_k``; the mean
+    of all N drifts carries ``Σ_k (n_k / N)² σ²_k``. NaN when the run has no item table or too few items.
+    """
+    if items is None or items.empty or sub.empty:
+        return math.nan
+    cells = sub[_ITEM_KEYS].astype(str).drop_duplicates()
+    it = items[items["persona"].astype(str).isin(set(sub["persona"].astype(str)))]
+    it = it.assign(**{c: it[c].astype(str) for c in _ITEM_KEYS}).merge(cells, on=_ITEM_KEYS)
+    if it.empty:
+        return math.nan
+    counts = sub["pre_key"].astype(str).value_counts()
+    n_all = float(counts.sum())
+    total = 0.0
+    for key, n_k in counts.items():
+        per_item = (it[it["pre_key"] == key].groupby(["trait", "item_id"], observed=True)[["drift_sum", "n"]]
+                    .sum().reset_index())
+        if per_item.empty:
+            return math.nan
+        means = per_item["drift_sum"].to_numpy() / per_item["n"].to_numpy()
+        present = set(per_item["trait"].astype(str))
+        if trait == PROSOCIAL:
+            pro = [t for t in present if polarity.get(t) == "pro"]
+            anti = [t for t in present if polarity.get(t) == "anti"]
+            if not pro or not anti:
+                return math.nan
+            weights = {**{t: 1 / len(pro) for t in pro}, **{t: -1 / len(anti) for t in anti}}
+        else:
+            weights = {trait: 1.0}
+        var = item_resampling_variance(means, per_item["trait"].to_numpy(), weights)
+        if not np.isfinite(var):
+            return math.nan
+        total += (n_k / n_all) ** 2 * var
+    return total
+
+
 def _one_sample_family(df: pd.DataFrame, contrast: str, comparison: str, model: str,
-                       settings: AnalysisSettings) -> list[dict[str, Any]]:
+                       settings: AnalysisSettings, items: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    polarity = {str(t): str(p) for t, p in df.groupby("trait", observed=True)["polarity"].first().items()}
     for trait, sub in df.groupby("trait", observed=True, sort=False):
-        base_var = baseline_variance(sub["post"].to_numpy(), sub["pre_key"].to_numpy())
+        base_var = item_baseline_variance(sub, items, str(trait), polarity)
+        by_items = bool(np.isfinite(base_var))
+        if not by_items:  # no item table (older callers): the between-game spread of post-play readings
+            base_var = baseline_variance(sub["post"].to_numpy(), sub["pre_key"].to_numpy())
         est = one_sample(sub["drift"].to_numpy(), _cluster_col(sub).to_numpy(), baseline_var=base_var,
                          resamples=settings.resamples, seed=settings.seed)
+        if by_items:
+            est.test = ONE_SAMPLE_ITEM_TEST
         rows.append({
             "contrast": contrast, "comparison": comparison, "model": model, "trait": str(trait),
             "polarity": str(sub["polarity"].iloc[0]), "estimate": est.estimate, "ci_low": est.ci_low,
@@ -227,7 +294,8 @@ def contagion(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
     for model in _models(df):
         dm = df[df["model"].astype(str) == model]
         for comp, sub in dm.groupby("composition", observed=True, sort=True):
-            rows += _one_sample_family(sub, "contagion", f"post − pre · {comp}", model, settings)
+            rows += _one_sample_family(sub, "contagion", f"post − pre · {comp}", model, settings,
+                                       tables.item_drift)
     return Contrast("contagion", QUESTIONS["contagion"], "ok", note=note, rows=_frame(rows))
 
 
@@ -300,7 +368,8 @@ def chat(tables: RunTables, settings: AnalysisSettings | None = None) -> Contras
 
 
 def mitigation(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
-    """Each intervention − none, and each SIT variant − each repetition (default agents, all compositions)."""
+    """Each intervention − none, each SIT variant − each repetition and − each placebo (default agents, all
+    compositions)."""
     settings = settings or AnalysisSettings()
     df = _defaults(tables)
     if df.empty:
@@ -309,10 +378,12 @@ def mitigation(tables: RunTables, settings: AnalysisSettings | None = None) -> C
     none = [str(lbl) for lbl, k in labels.items() if k == "none"]
     repeat = sorted(str(lbl) for lbl, k in labels.items() if k == "repeat-system")
     sit = sorted(str(lbl) for lbl, k in labels.items() if k.startswith("sit"))
+    placebo = sorted(str(lbl) for lbl, k in labels.items() if k == "placebo")
     pairs: list[tuple[str, str]] = []
     for base in none:
-        pairs += [(lbl, base) for lbl in (*repeat, *sit)]
+        pairs += [(lbl, base) for lbl in (*repeat, *placebo, *sit)]
     pairs += [(s, r) for s in sit for r in repeat]
+    pairs += [(s, p) for s in sit for p in placebo]  # SIT's content beyond a reminder of its length
     if not pairs:
         return Contrast("mitigation", QUESTIONS["mitigation"], "not in this run",
                         "needs games with no intervention and with an intervention (or SIT and repetition)")
@@ -335,32 +406,163 @@ def mitigation(tables: RunTables, settings: AnalysisSettings | None = None) -> C
                     rows=_frame(rows), mixed=mixed)
 
 
+def seen_defection(actions: pd.DataFrame) -> pd.DataFrame:
+    """Language-model players' actions from round 2 on, each with the share of defections among the other
+    players' valid actions of the round before (``seen``) and whether it defected (``defect``); invalid
+    actions are left out (they are neither)."""
+    df = actions[["game_id", "cluster", "model", "game", "composition", "intervention", "chat_turns", "round",
+                  "player", "persona", "lm", "action"]].copy()
+    df["action"] = df["action"].astype(str)
+    df["d"] = (df["action"] == "defect").astype(float)
+    df["v"] = (df["action"] != "invalid").astype(float)
+    tot = df.groupby(["game_id", "round"], observed=True)[["d", "v"]].transform("sum")
+    others_valid = tot["v"] - df["v"]
+    df["seen_now"] = np.where(others_valid > 0, (tot["d"] - df["d"]) / others_valid.where(others_valid > 0, 1), np.nan)
+    prev = df[["game_id", "player", "round", "seen_now"]].assign(round=df["round"] + 1)
+    prev = prev.rename(columns={"seen_now": "seen"})
+    out = df.merge(prev, on=["game_id", "player", "round"], how="inner")
+    out = out[out["lm"].astype(bool) & (out["v"] > 0) & out["seen"].notna()]
+    return out.rename(columns={"d": "defect"}).drop(columns=["seen_now", "v"]).reset_index(drop=True)
+
+
+def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
+    """Defection regressed on the defection the agent saw the round before, per persona (LM players)."""
+    settings = settings or AnalysisSettings()
+    if tables.actions.empty:
+        return Contrast("behaviour", QUESTIONS["behaviour"], "not in this run", "no actions")
+    df = seen_defection(tables.actions)
+    if df.empty:
+        return Contrast("behaviour", QUESTIONS["behaviour"], "not in this run",
+                        "needs games of two rounds or more with language-model players")
+    rows: list[dict[str, Any]] = []
+    for (model, persona), sub in df.groupby(["model", "persona"], observed=True, sort=True):
+        if sub.empty:
+            continue
+        strata = sub[["game", "intervention", "chat_turns", "round"]].astype(str).agg("|".join, axis=1)
+        est = slope(sub["defect"].to_numpy(), sub["seen"].to_numpy(), sub["cluster"].to_numpy(),
+                    strata=strata.to_numpy())
+        rows.append({
+            "contrast": "behaviour", "comparison": f"defection ~ defection seen · {persona}", "model": str(model),
+            "trait": DEFECTION, "polarity": "behaviour", "estimate": est.estimate, "ci_low": est.ci_low,
+            "ci_high": est.ci_high, "ci_method": est.ci_method, "p": est.p, "p_adj": est.p, "test": est.test,
+            "correction": "", "effect": est.effect, "effect_name": est.effect_name, "n_agents": est.n_agents,
+            "n_games": est.n_games, "games_a": est.n_games, "games_b": 0, "mean_a": float(sub["defect"].mean()),
+            "mean_b": float(sub["seen"].mean()),
+            "significant": bool(np.isfinite(est.p) and est.p < settings.alpha),
+            "warning": _warning(est.n_games, settings),
+        })
+    return Contrast("behaviour", QUESTIONS["behaviour"], "ok",
+                    note="Slope of defecting (1/0) on the share of the others' defections one round before, "
+                         "within game type × intervention × chat × round; a positive slope is reciprocity.",
+                    rows=_frame(rows))
+
+
 CONTRASTS = {"contagion": contagion, "amplification": amplification, "reciprocity": reciprocity, "chat": chat,
-             "mitigation": mitigation}
+             "mitigation": mitigation, "behaviour": behaviour}
+
+
+def _all_rows(row: Any) -> bool:
+    return True
+
+
+PRIMARY_FAMILY: dict[str, tuple[str, Any]] = {
+    "contagion": ("post − pre of default agents, every composition", _all_rows),
+    "amplification": ("malicious LM − all-default", _all_rows),
+    "reciprocity": ("malicious LM − scripted always-defect", _all_rows),
+    "chat": ("chat − no chat, pooled over compositions",
+             lambda r: str(r["comparison"]).endswith("(all compositions)")),
+    "mitigation": ("every intervention − none, SIT − repetition, SIT − placebo", _all_rows),
+    "behaviour": ("defection ~ defection seen, default agents", lambda r: str(r["comparison"]).endswith("· default")),
+}
+"""THE primary family, declared once: per model, the primary-outcome row (pro-social index; the slope for
+behaviour) of every comparison listed here is one test of the family, and the family is Holm-corrected
+together (:func:`apply_primary_family`). Other primary-outcome rows (chat per composition, behaviour of
+other personas) are secondary: reported with their unadjusted p, never called significant."""
+
+
+def is_primary_outcome(row: Any) -> bool:
+    """Whether a contrast row is a primary-outcome row (the index, or the behaviour slope)."""
+    return str(row["trait"]) in (PROSOCIAL, DEFECTION)
+
+
+def apply_primary_family(contrasts: dict[str, Contrast], settings: AnalysisSettings) -> None:
+    """Holm over the primary family of each model (in place), then gate each comparison's traits by its
+    index: a trait is significant only when its Holm-across-traits p is below α and its index is, as a
+    member of the family, significant."""
+    members: list[tuple[str, int]] = []
+    for name, (_, in_family) in PRIMARY_FAMILY.items():
+        c = contrasts.get(name)
+        if c is None or not c.available:
+            continue
+        for i, row in c.rows.iterrows():
+            if is_primary_outcome(row) and in_family(row):
+                members.append((name, int(i)))
+    models = {(n, i): str(contrasts[n].rows.at[i, "model"]) for n, i in members}
+    for model in sorted(set(models.values())):
+        fam = [(n, i) for n, i in members if models[(n, i)] == model]
+        adjusted = holm([float(contrasts[n].rows.at[i, "p"]) for n, i in fam])
+        m = int(np.sum(~np.isnan([float(contrasts[n].rows.at[i, "p"]) for n, i in fam])))
+        for (n, i), pa in zip(fam, adjusted, strict=True):
+            rows = contrasts[n].rows
+            rows.at[i, "p_adj"] = float(pa)
+            rows.at[i, "correction"] = f"Holm over the primary family ({m} tests of {model})"
+            rows.at[i, "significant"] = bool(np.isfinite(pa) and pa < settings.alpha)
+    in_fam = set(members)
+    for name, c in contrasts.items():
+        if not c.available or c.rows.empty:
+            continue
+        rows = c.rows
+        gates: dict[tuple[str, str], bool] = {}
+        for i, row in rows.iterrows():
+            if is_primary_outcome(row):
+                if (name, int(i)) not in in_fam:
+                    rows.at[i, "p_adj"] = rows.at[i, "p"]
+                    rows.at[i, "correction"] = "secondary (outside the primary family; unadjusted)"
+                    rows.at[i, "significant"] = False
+                gates[(str(row["comparison"]), str(row["model"]))] = bool(rows.at[i, "significant"])
+        for i, row in rows.iterrows():
+            if not is_primary_outcome(row):
+                gate = gates.get((str(row["comparison"]), str(row["model"])), False)
+                pa = float(row["p_adj"])
+                rows.at[i, "significant"] = bool(gate and np.isfinite(pa) and pa < settings.alpha)
+        c.rows = rows.astype({"significant": bool})
 
 
 def compute_contrasts(tables: RunTables, names: tuple[str, ...] | None = None,
                       settings: AnalysisSettings | None = None) -> dict[str, Contrast]:
-    """The named contrasts (all by default) of a run; absent conditions give ``not in this run``."""
+    """The named contrasts (all by default) of a run; absent conditions give ``not in this run``.
+
+    The primary family (:data:`PRIMARY_FAMILY`) is always computed whole and Holm-corrected together, so
+    asking for fewer contrasts never makes a test less strict.
+    """
     settings = settings or AnalysisSettings()
-    return {n: CONTRASTS[n](tables, settings) for n in (names or tuple(CONTRASTS))}
+    wanted = names or tuple(CONTRASTS)
+    needed = list(dict.fromkeys([*PRIMARY_FAMILY, *wanted]))
+    out = {n: CONTRASTS[n](tables, settings) for n in needed}
+    apply_primary_family(out, settings)
+    return {n: out[n] for n in wanted}
 
 
 def drift_by_cell(drift: pd.DataFrame, by: tuple[str, ...] = ("model", "game", "composition", "intervention",
                                                                "chat_turns"),
-                  trait: str = PROSOCIAL, settings: AnalysisSettings | None = None) -> pd.DataFrame:
+                  trait: str = PROSOCIAL, settings: AnalysisSettings | None = None,
+                  items: pd.DataFrame | None = None) -> pd.DataFrame:
     """Post − pre of default agents for one trait (the index by default) in each cell of ``by``.
 
     ``drift`` is :attr:`RunTables.drift` or a subset of it. Each cell gets the one-sample estimate
-    of :func:`one_sample` (cluster bootstrap CI, cluster-robust t with baseline error).
+    of :func:`one_sample` (cluster bootstrap CI, cluster-robust t with baseline error: by item resampling
+    when ``items`` — :attr:`RunTables.item_drift` — is given, else from the between-game spread).
     """
     settings = settings or AnalysisSettings()
     df = _default_agents(drift)
+    polarity = {str(t): str(p) for t, p in df.groupby("trait", observed=True)["polarity"].first().items()}
     df = df[df["trait"].astype(str) == trait]
     rows: list[dict[str, Any]] = []
     for key, sub in df.groupby(list(by), observed=True, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        base_var = baseline_variance(sub["post"].to_numpy(), sub["pre_key"].to_numpy())
+        base_var = item_baseline_variance(sub, items, trait, polarity)
+        if not np.isfinite(base_var):
+            base_var = baseline_variance(sub["post"].to_numpy(), sub["pre_key"].to_numpy())
         est = one_sample(sub["drift"].to_numpy(), _cluster_col(sub).to_numpy(), baseline_var=base_var,
                          resamples=settings.resamples, seed=settings.seed)
         records = int(sub["game_id"].nunique()) if "records" not in sub else int(

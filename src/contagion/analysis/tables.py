@@ -5,7 +5,9 @@ data frames with one row per observation, so they can also be used directly in a
 
 * :attr:`RunTables.drift` — one row per **focal agent and trait** (a focal agent is a player with
   both a pre-play and a post-play profile): the condition (model, game, composition, intervention,
-  chat turns, rep, seed), the player, ``pre``, ``post`` and ``drift = post − pre``. Pre and post are
+  chat turns, rep, seed; the design factors ``option_order`` — which action the act prompt listed
+  first —, ``co_player_seat`` — the seat of the non-default co-player, -1 for none — and ``framing``),
+  the player, ``pre``, ``post`` and ``drift = post − pre``. Pre and post are
   trait means over the items both profiles scored (paired, as :func:`contagion.traits.profile.drift`
   does). Each agent also has one row with ``trait == PROSOCIAL`` for the pro-social index (mean of
   the pro-social trait means minus mean of the anti-social ones; ``polarity == "index"``).
@@ -131,6 +133,9 @@ class RunTables:
     yes-saying moves the two apart)."""
     instrument: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per agent: answer mass, toward-½ and excluded items, pre and post (flattening and lost confidence)."""
+    item_drift: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Post − pre per measured item, summed over the agents of a cell that share a baseline (``drift_sum``,
+    ``n``): the item-resampling estimate of a shared baseline's error (:mod:`contagion.analysis.contrasts`)."""
 
     @property
     def agents(self) -> pd.DataFrame:
@@ -166,14 +171,15 @@ def distinct_agents(drift: pd.DataFrame) -> pd.DataFrame:
         return drift
     first = drift.groupby(keys, observed=True, sort=False, as_index=False).agg(
         game_id=("game_id", "first"), rep=("rep", "first"), seed=("seed", "first"), pre=("pre", "mean"),
-        post=("post", "mean"), drift=("drift", "mean"), n_items=("n_items", "first"), records=("game_id", "size"))
+        post=("post", "mean"), drift=("drift", "mean"), n_items=("n_items", "first"), records=("game_id", "size"),
+        **{c: (c, "first") for c in ("option_order", "co_player_seat", "framing") if c in drift.columns})
     return first
 
 
 # -- building ---------------------------------------------------------------------------------------
 
 _COND_COLS = ("game_id", "cluster", "model", "game", "composition", "composition_kind", "intervention",
-              "intervention_kind", "chat_turns", "rep", "seed")
+              "intervention_kind", "chat_turns", "rep", "seed", "option_order", "co_player_seat", "framing")
 _DRIFT_COLS = (*_COND_COLS, "player", "persona", "pre_key", "trait", "polarity", "pre", "post", "drift", "n_items")
 _ACTION_COLS = (*_COND_COLS, "round", "player", "persona", "focal", "lm", "action", "payoff")
 _PLAYER_COLS = (*_COND_COLS, "player", "index", "persona", "backend", "focal", "lm", "total", "cooperation",
@@ -181,6 +187,8 @@ _PLAYER_COLS = (*_COND_COLS, "player", "index", "persona", "backend", "focal", "
 _GAME_COLS = (*_COND_COLS, "status", "error", "players", "rounds", "cooperation", "invalid_rate", "injections",
               "winner", "wall_seconds")
 _SET_COLS = (*_COND_COLS, "player", "persona", "set", "pre", "post", "drift", "n_items")
+_ITEM_COLS = ("model", "game", "composition", "intervention", "intervention_kind", "chat_turns", "persona",
+              "pre_key", "trait", "item_id", "drift_sum", "n")
 _INSTRUMENT_COLS = (*_COND_COLS, "player", "persona", "mass_pre", "mass_post", "mass_drift", "toward_half_pre",
                     "toward_half_post", "toward_half_drift", "excluded_pre", "excluded_post", "measured_items")
 
@@ -258,6 +266,15 @@ def history_key(record: GameRecord) -> str:
     return record.transcript_key()
 
 
+def co_player_seat(record: GameRecord) -> int:
+    """The seat (0-based) of the first co-player that is not a default-persona language model — the
+    malicious, benevolent or scripted player whose seat configs randomise — or -1 when there is none."""
+    for i, p in enumerate(record.spec.game.players):
+        if p.persona != "default" or _scripted(p.backend):
+            return i
+    return -1
+
+
 def _winner(players: list[PlayerRecord]) -> str:
     if not players:
         return ""
@@ -277,6 +294,7 @@ class TableBuilder:
         self._games = _Columns(_GAME_COLS)
         self._sets = _Columns(_SET_COLS)
         self._instrument = _Columns(_INSTRUMENT_COLS)
+        self._items: dict[tuple[Any, ...], list[float]] = {}
 
     def add(self, record: GameRecord) -> None:
         """Add one game's rows (the record can be dropped afterwards)."""
@@ -295,7 +313,7 @@ class TableBuilder:
             str(labels.get("game", record.spec.game.game)), composition, kind,
             str(labels.get("intervention", record.spec.intervention.label())), record.spec.intervention.name,
             int(labels.get("chat_turns", record.spec.game.chat_turns)), int(labels.get("rep", 0)),
-            record.spec.game.seed,
+            record.spec.game.seed, record.spec.game.option_order, co_player_seat(record), record.spec.game.framing,
         )
         self.info.seeds.add(record.spec.game.seed)
         if record.contagion_version:
@@ -308,6 +326,8 @@ class TableBuilder:
         self.info.counts["ok"] = self.info.counts.get("ok", 0) + 1
         lm = [p.language_model for p in players]
         for rnd in record.rounds:
+            if not rnd.actions:  # the non-game control (conversation): talk only, no actions
+                continue
             for i, p in enumerate(players):
                 self._actions.add((*cond, rnd.round, p.name, p.persona, p.focal, lm[i], rnd.actions[i],
                                    rnd.payoffs[i]))
@@ -352,6 +372,13 @@ class TableBuilder:
                 _one_format("question", info.question_formats, int(prof["question_format_version"]))
         means = paired_trait_means(pre, post)
         key = _pre_key(pre)
+        before = {it["item_id"]: float(it["score"]) for it in pre.get("items", []) if _chosen(it, "measure", None)}
+        for it in post.get("items", []):
+            if it["item_id"] in before and _chosen(it, "measure", None):
+                acc = self._items.setdefault((*cond[2:5], *cond[6:9], p.persona, key, it["trait"],
+                                              it["item_id"]), [0.0, 0])
+                acc[0] += float(it["score"]) - before[it["item_id"]]
+                acc[1] += 1
         for trait, (polarity, a, b, n) in means.items():
             info.items_per_trait[trait] = max(info.items_per_trait.get(trait, 0), n)
             self._drift.add((*cond, p.name, p.persona, key, trait, polarity, a, b, b - a, n))
@@ -378,7 +405,9 @@ class TableBuilder:
         """The tables of every record added so far."""
         return RunTables(drift=self._drift.frame(), actions=self._actions.frame(), players=self._players.frame(),
                          games=self._games.frame(), info=self.info, drift_sets=self._sets.frame(),
-                         instrument=self._instrument.frame())
+                         instrument=self._instrument.frame(),
+                         item_drift=pd.DataFrame([(*k, v[0], int(v[1])) for k, v in self._items.items()],
+                                                 columns=list(_ITEM_COLS)))
 
 
 def _one_format(kind: str, seen: set[int], version: int) -> None:

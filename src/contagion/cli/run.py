@@ -45,7 +45,8 @@ def _print_summary(summary: RunSummary, run_dir: Path, resume: str) -> None:
             f"Note: {summary.replays} of the {summary.finished} games finished now replayed another one exactly "
             "(the same transcript). Without chat, actions chosen by comparing log-probabilities do not depend "
             "on the seed, so repetitions of such cells add compute but no information; the report counts each "
-            "distinct game once. Give such conditions chat turns, or run them from a config with repetitions: 1.",
+            "distinct game once. Give such conditions chat turns or action_mode: sample (the default), or run them "
+            "from a config with repetitions: 1.",
             style="yellow", highlight=False, markup=False,
         )
     if summary.failures:

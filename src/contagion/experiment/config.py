@@ -10,10 +10,19 @@ Compositions list the seats at the table. Each seat is a persona name (``default
 ``[PERSONA=]BACKEND_SPEC`` (``malicious=embedded``, ``scripted:always-defect``,
 ``scripted:random?p=0.3``): only a leading name before ``=`` and before any ``:`` is a persona.
 Repetition ``r`` uses seed ``seed + r`` in every cell, so conditions are compared on common seeds.
+
+Design controls, resolved per game from its seed (the same in every cell, so they are balanced across
+conditions and recorded in the spec and the labels): ``option_order: counterbalanced`` lists the
+cooperative action first in games of even seed and the other first in games of odd seed (both in the
+act prompt and in the scored order); ``seat_order: shuffled`` permutes the composition's seats with a
+shuffle seeded by the game's seed (label ``seats``: the composition's seat index now in each place), so
+the malicious or scripted co-player's seat varies. ``action_mode: sample`` (the default) draws each
+action from the two actions' probabilities, so repetitions without chat are different games.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +34,7 @@ from contagion.backends.registry import kind_of
 from contagion.errors import UserError
 from contagion.experiment.record import TrialSpec
 from contagion.fileio import load_yaml, validation_message
-from contagion.games.dilemmas import load_dilemma
+from contagion.games.dilemmas import is_conversation, load_dilemma, tie_problem
 from contagion.games.record import GameSpec, PlayerSpec, split_seat
 from contagion.personas import BUILTIN as BUILTIN_PERSONAS
 from contagion.personas import Persona
@@ -59,7 +68,20 @@ class ExperimentConfig(BaseModel):
     chat_turns: list[Int] = Field(
         default_factory=lambda: [0, 1], description="Chat turns per round; 0 = no chat (the no-chat control)."
     )
-    reveal_horizon: bool = Field(True, description="Tell players how many rounds there are.")
+    reveal_horizon: bool = Field(True, description="Tell players how many rounds there are (also: horizon).")
+    horizon: Literal["revealed", "hidden"] = Field(
+        "revealed", description="revealed: players are told the number of rounds; hidden: they are not "
+                                "(the same setting as reveal_horizon, which it must agree with when both are given)."
+    )
+    framing: Literal["standard", "neutral"] = Field(
+        "standard", description="neutral: rules without the game's name, story or moral words, actions 'J' and 'K'."
+    )
+    option_order: Literal["counterbalanced", "cooperate-first", "defect-first"] = Field(
+        "counterbalanced", description="Which action the act prompt lists first; counterbalanced: by seed parity."
+    )
+    seat_order: Literal["shuffled", "fixed"] = Field(
+        "shuffled", description="shuffled: each game permutes the composition's seats (seeded by its seed)."
+    )
     repetitions: Int = Field(1, ge=1, le=100000, description="Games per cell (seeds seed .. seed+repetitions-1).")
     seed: Seed = seed_field(0, le=INT64_MAX - 100000, description="Base seed (repetition r uses seed + r).")
     focal: Literal["default", "all-lm"] = Field(
@@ -69,10 +91,29 @@ class ExperimentConfig(BaseModel):
     assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
     measure_traits: bool = Field(True, description="Measure focal players' traits before and after play.")
     generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(max_tokens=60))
-    action_mode: Literal["auto", "score", "generate"] = "auto"
+    action_mode: Literal["sample", "auto", "score", "generate"] = Field(
+        "sample", description="sample: draw each action from the two actions' probabilities (seeded, recorded); "
+                              "auto/score: the more likely action; generate: reply text parsed."
+    )
     personas: list[Persona] = Field(default_factory=list, description="Extra personas (name, text).")
     max_failure_rate: float = Field(0.05, ge=0.0, le=1.0, description="Exit non-zero above this failure rate.")
     concurrency: Int | None = Field(None, ge=1, le=1024, description="Games in flight (default: by backend).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _horizon(cls, data: Any) -> Any:
+        """``horizon`` and ``reveal_horizon`` are one setting: either sets both, and they must agree."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        horizon, reveal = data.get("horizon"), data.get("reveal_horizon")
+        if horizon in ("revealed", "hidden") and isinstance(reveal, bool) and (horizon == "revealed") != reveal:
+            raise ValueError(f"horizon: {horizon} contradicts reveal_horizon: {str(reveal).lower()} (give one of them)")
+        if horizon in ("revealed", "hidden") and "reveal_horizon" not in data:
+            data["reveal_horizon"] = horizon == "revealed"
+        elif isinstance(reveal, bool) and "horizon" not in data:
+            data["horizon"] = "revealed" if reveal else "hidden"
+        return data
 
     @field_validator("models")
     @classmethod
@@ -94,6 +135,8 @@ class ExperimentConfig(BaseModel):
         if len(set(games)) != len(games):
             raise ValueError("a game is listed twice")
         for g in games:
+            if is_conversation(g):  # the non-game control
+                continue
             try:
                 load_dilemma(g)
             except UserError as exc:
@@ -151,6 +194,11 @@ class ExperimentConfig(BaseModel):
                         kind_of(backend)
                     except UserError as exc:
                         raise ValueError(f"{where}: {exc}") from None
+            for game in self.games:
+                if not is_conversation(game):
+                    problem = tie_problem(load_dilemma(game), len(seats))
+                    if problem:
+                        raise ValueError(f"{where}: {problem}")
         return self
 
     # -- expansion ------------------------------------------------------------------------------
@@ -177,17 +225,36 @@ class ExperimentConfig(BaseModel):
                     for iv in interventions:
                         for turns in self.chat_turns:
                             for rep in range(self.repetitions):
+                                seed = self.seed + rep
+                                order = self.seating(seed, len(players))
+                                options = self.options_for(seed)
                                 spec = TrialSpec(
                                     game=GameSpec(
-                                        game=game, players=players, rounds=self.rounds, chat_turns=turns,
-                                        reveal_horizon=self.reveal_horizon, seed=self.seed + rep,
+                                        game=game, players=tuple(players[i] for i in order), rounds=self.rounds,
+                                        chat_turns=turns, reveal_horizon=self.reveal_horizon, seed=seed,
                                         generation=self.generation, action_mode=self.action_mode,
+                                        option_order=options, framing=self.framing,
                                     ),
                                     intervention=iv, assessment=self.assessment, measure=self.measure_traits,
                                 )
                                 labels = {"model": model, "game": game, "composition": comp_name,
-                                          "intervention": iv.label(), "chat_turns": turns, "rep": rep}
+                                          "intervention": iv.label(), "chat_turns": turns, "rep": rep,
+                                          "option_order": options, "seats": order}
                                 yield spec, labels
+
+    def seating(self, seed: int, n: int) -> list[int]:
+        """The composition's seat index in each place of a game with this seed: a seeded shuffle
+        (``seat_order: shuffled``), or the identity (``fixed``)."""
+        order = list(range(n))
+        if self.seat_order == "shuffled":
+            random.Random(f"seats:{seed}").shuffle(order)
+        return order
+
+    def options_for(self, seed: int) -> Literal["cooperate-first", "defect-first"]:
+        """The act prompt's option order of a game with this seed (``counterbalanced``: by seed parity)."""
+        if self.option_order == "counterbalanced":
+            return "cooperate-first" if seed % 2 == 0 else "defect-first"
+        return self.option_order
 
     def size(self) -> int:
         return (len(self.models) * len(self.games) * len(self.compositions) * len(self.interventions)

@@ -208,7 +208,7 @@ def conversation_text(players: int, rounds: int | None) -> str:
         f"You are taking part in a conversation with {others} other participant{'s' if others > 1 else ''}. "
         f"{horizon}",
         "Each round, every participant writes short messages that all the others read.",
-        "There are no actions, points or scores: nothing is won or lost.",
+        "Nothing is at stake; simply talk with the others.",
     ])
 
 

@@ -438,7 +438,7 @@ class GameEngine:
             p.messages.append(Message(
                 role="user",
                 content=f"Round {round_no} of the conversation is over: {names} wrote {turns} message(s) each, "
-                        "and so did you. Nobody chose an action and nobody earned or lost anything.",
+                        "and so did you. Nothing else happened in this round of the conversation.",
                 meta={"kind": ROUND_NOTE, "round": round_no},
             ))
         self.on_event("round", {"round": round_no, "players": [p.name for p in self.players],

@@ -1,4 +1,4 @@
-"""Steering interventions (none, repeat-system, SIT, adaptive SIT): their specs and how one is made.
+"""Steering interventions (none, repeat-system, SIT, adaptive SIT, placebo): their specs and how one is made.
 
 A trial (:func:`contagion.experiment.trial.run_trial`) makes one intervention per agent under study with
 :func:`make_intervention`; the guard for other people's agents uses the same objects.
@@ -16,6 +16,7 @@ from contagion.steering.interventions import (
     PARAMS,
     AdaptiveParams,
     Intervention,
+    PlaceboParams,
     RepeatParams,
     RepeatSystem,
     Sit,
@@ -23,6 +24,7 @@ from contagion.steering.interventions import (
     SitParams,
     select_reminders,
 )
+from contagion.steering.placebo import Placebo
 from contagion.traits.profile import Profile
 from contagion.traits.settings import AssessmentSettings
 
@@ -56,7 +58,7 @@ def validate_intervention(spec: InterventionSpec) -> Any:
 
 def needs_profile(spec: InterventionSpec) -> bool:
     """Whether the intervention needs the agent's pre-play trait profile."""
-    return spec.name in ("sit", "sit-adaptive")
+    return spec.name in ("sit", "sit-adaptive", "placebo")
 
 
 def make_intervention(
@@ -72,6 +74,9 @@ def make_intervention(
         return RepeatSystem(params, chat=chat)
     if profile is None:
         raise UserError(f"intervention {spec.name} needs the agent's pre-play trait profile, and none is available")
+    if spec.name == "placebo":  # checked before sit: PlaceboParams is a SitParams
+        assert isinstance(params, PlaceboParams)
+        return Placebo(params, chat=chat, profile=profile, seed=seed)
     if spec.name == "sit":
         assert isinstance(params, SitParams)
         return Sit(params, chat=chat, profile=profile, seed=seed)

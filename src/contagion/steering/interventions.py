@@ -18,6 +18,10 @@
   of those items with their pre-play scores, and injects SIT reminders only when the index dropped by
   more than ``threshold``. Every probe and decision is logged in the record, with the probe's calls
   and prompt tokens; the probes' model work is included in the player's token and time totals.
+* ``placebo`` — the control for SIT (:mod:`contagion.steering.placebo`): injects exactly when SIT
+  would, a message within 10 % of the SIT message's length in characters, with no trait content
+  (``kind=neutral``) or generic pro-social sentences not drawn from the agent's profile
+  (``kind=generic``). Takes SIT's parameters, so it matches any SIT variant it is run beside.
 
 Schedule: an injection due in round ``r`` (``r % k == 0``) is placed before the agent's first turn of
 that round (``position=turn``, the talk turn, or the act turn when there is no chat) or right before
@@ -73,11 +77,18 @@ class AdaptiveParams(SitParams):
     probe_items: int = Field(2, ge=1, le=20, description="Probe items per trait (seeded sample of the pre items).")
 
 
+class PlaceboParams(SitParams):
+    kind: Literal["neutral", "generic"] = Field(
+        "neutral", description="neutral: sentences without trait content; generic: generic pro-social sentences."
+    )
+
+
 PARAMS: dict[str, type[_Params]] = {
     "none": NoneParams,
     "repeat-system": RepeatParams,
     "sit": SitParams,
     "sit-adaptive": AdaptiveParams,
+    "placebo": PlaceboParams,
 }
 
 

@@ -1,0 +1,210 @@
+"""Placebo interventions: reminders matched to SIT's in schedule and length, without SIT's content.
+
+``placebo:kind=neutral`` injects sentences with no trait, moral or game content (facts about rivers,
+kettles and libraries); ``placebo:kind=generic`` injects generic pro-social sentences that are not
+drawn from the agent's own profile ("Keeping a promise shows respect for the person it was made to.").
+Both are written for this project.
+
+How a placebo matches SIT: it builds, from the same parameters (``k``, ``n``, ``source``, ``pool``,
+``min_support``, ``position``, ``role``), the same profile and the same seed, the SIT reminder the agent
+would have been given at that turn — so it injects exactly when SIT would (and skips when SIT would
+have nothing to say) — and replaces it by a message of the same shape: a header, then one bullet per
+SIT bullet. Each bullet is one bank sentence, or two joined by a space, chosen to be as close as possible
+in **characters** to its SIT bullet (seeded tie-breaks; sentences are not reused until the bank runs
+low), the header's difference in length spread over the bullets. Characters, not tokens: the match
+needs no tokenizer and is the same on every backend; for English prose a tokenizer's count follows the
+character count closely. The whole message is within :data:`TOLERANCE` (10 %) of the SIT message's
+length for the reminders the built-in inventories give; every injection logs both lengths
+(``sit_chars``, ``placebo_chars``) so a run can show it.
+
+The placebo needs the agent's pre-play profile (to know SIT's message); its own words never depend on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+from contagion.games.engine import Injection, TurnContext
+from contagion.messages import Message
+from contagion.steering.interventions import Intervention, PlaceboParams, Sit, SitParams, _due, reminder_message
+from contagion.traits.profile import Profile
+
+TOLERANCE = 0.10
+"""A placebo message's length may differ from the SIT message it replaces by at most this share."""
+
+HEADERS = {
+    "neutral": "A few general notes, written down before this game began:",
+    "generic": "A reminder of some principles, written down before this game began:",
+}
+
+NEUTRAL = (
+    "The door is blue.",
+    "A cup sits on the shelf.",
+    "The room has two windows.",
+    "A clock hangs on the wall.",
+    "The lamp has a green shade.",
+    "Bees carry pollen from flower to flower.",
+    "Oak trees can live for several hundred years.",
+    "Most maps put north at the top of the page.",
+    "Glass is made by heating sand until it melts.",
+    "A small fern grows in the shade under the stairs.",
+    "Silk comes from the cocoons of a kind of moth.",
+    "A violin has four strings and is played with a bow.",
+    "A long wooden bench stands beside the front door.",
+    "The valley road winds between two low hills.",
+    "Old clocks in the hall are wound once a week.",
+    "Tea leaves are picked, dried and then packed into boxes.",
+    "A kettle takes a few minutes to boil on a small stove.",
+    "The train to the coast leaves from the second platform.",
+    "Bread dough is left to rise before it goes into the oven.",
+    "The river runs past the old mill before it reaches the sea.",
+    "The museum keeps its maps in a room on the top floor.",
+    "Most libraries sort their books by subject and then by author.",
+    "The kitchen window looks out over a row of apple trees.",
+    "Potatoes were brought to Europe from South America long ago.",
+    "The ferry crosses the bay in a little under an hour.",
+    "Moss grows thickly along the foot of the old garden wall.",
+    "The shop on the corner sells stamps, envelopes and string.",
+    "Ink was once made from soot, water and a little gum arabic.",
+    "The cathedral in the old town took more than a century to build.",
+    "A pencil is made of graphite held in a thin casing of cedar wood.",
+    "The canal was dug to carry coal from the mines to the market town.",
+    "Paper was once made by hand from old cotton and linen rags.",
+    "The path along the cliff top runs for about three miles to the harbour.",
+    "The old bridge is built of stone blocks cut from a quarry up the valley.",
+    "The lighthouse on the point was repainted white and red some years ago.",
+    "The harbour has moorings for about forty small boats and a single ferry.",
+    "A tall bookcase in the hallway holds atlases, dictionaries and old letters.",
+    "Salt was once carried across the desert by long caravans of camels and mules.",
+    "The village square has a fountain, a bakery, a post office and a lime tree.",
+    "Before the railway came, letters between the two towns went by coach along the valley road.",
+    "The orchard behind the house has pear, plum and apple trees planted in long, even rows.",
+    "The library's reading room has tall windows, long oak tables and a brass lamp at every seat.",
+)
+"""Sentences with no trait, moral, social or game content (and nothing on mathematics or weather, the
+built-in inventory's neutral control traits)."""
+
+GENERIC = (
+    "Kindness costs little.",
+    "Honesty matters.",
+    "Everyone deserves to be treated with dignity.",
+    "Fair treatment helps people feel respected.",
+    "Listening carefully to others is a sign of respect.",
+    "Keeping a promise shows respect for the person it was made to.",
+    "Helping someone in need is worthwhile even when nobody notices.",
+    "Patience with other people usually pays off over time.",
+    "Telling the truth matters, even when a lie would be easier.",
+    "A thank-you and a kind word go a long way.",
+    "People do better when they look out for one another.",
+    "It is good to think about how one's decisions affect other people.",
+    "Respecting others includes respecting their interests and their time.",
+    "Forgiving small mistakes helps people get along.",
+    "Caring about the well-being of others is part of being a good person.",
+    "Taking advantage of someone who relies on you does lasting harm.",
+    "Being open about one's intentions makes it easier for others to rely on you.",
+    "Sharing generously tends to be returned in kind.",
+    "Treating others as one would like to be treated is a sound rule.",
+    "Saying sorry after a mistake helps repair what it damaged.",
+    "Decent people do not mislead others for their own advantage.",
+    "Speaking to people politely, even in disagreement, keeps the conversation open.",
+    "Standing by what one has said builds a reputation for reliability.",
+    "Considering other people's needs alongside one's own is a mark of maturity.",
+    "Most disagreements can be settled calmly and without anyone being deceived.",
+    "Small acts of consideration make shared spaces better for everyone in them.",
+    "A good neighbour lends a hand without being asked and without keeping count.",
+    "Honest mistakes deserve understanding; deliberate deception deserves none.",
+    "Communities hold together when their members are truthful and fair with each other.",
+    "Looking after people who are weaker or less fortunate than oneself is worth the effort.",
+)
+"""Generic pro-social sentences (general statements, none in the first person, none from an inventory)."""
+
+BANKS = {"neutral": NEUTRAL, "generic": GENERIC}
+
+
+def _bullet(sentence: str) -> str:
+    return f"- {sentence}"
+
+
+def placebo_message(sentences: list[str], role: str, kind: str) -> Message:
+    """The placebo's message: its header, then one bullet per entry (the shape of SIT's message)."""
+    body = "\n".join(_bullet(s) for s in sentences)
+    return Message(role=role, content=f"{HEADERS[kind]}\n{body}")
+
+
+class LengthMatcher:
+    """Picks bank sentences (one, or two joined by a space) closest in characters to a target, without
+    reusing a sentence until fewer than four are left unused; seeded tie-breaks."""
+
+    def __init__(self, bank: tuple[str, ...], seed: str) -> None:
+        self.bank = bank
+        self.rng = random.Random(seed)
+        self.used: set[int] = set()
+
+    def pick(self, target: int) -> str:
+        free = [i for i in range(len(self.bank)) if i not in self.used]
+        if len(free) < 4:
+            self.used.clear()
+            free = list(range(len(self.bank)))
+        gap, chosen = self._closest(free, target)
+        if gap > 0.03 * target:  # the unused sentences fit badly: the whole bank may reuse one
+            everything = list(range(len(self.bank)))
+            gap_all, chosen_all = self._closest(everything, target)
+            if gap_all < gap:
+                chosen = chosen_all
+        self.used.update(chosen)
+        return " ".join(self.bank[i] for i in chosen)
+
+    def _closest(self, indices: list[int], target: int) -> tuple[int, tuple[int, ...]]:
+        options: list[tuple[int, float, tuple[int, ...]]] = []
+        for i in indices:
+            options.append((abs(len(self.bank[i]) - target), self.rng.random(), (i,)))
+        for i, j in itertools.permutations(indices, 2):
+            length = len(self.bank[i]) + 1 + len(self.bank[j])
+            options.append((abs(length - target), self.rng.random(), (i, j)))
+        gap, _, chosen = min(options)
+        return gap, chosen
+
+
+def match_reminder(sit_sentences: list[str], role: str, kind: str, matcher: LengthMatcher) -> Message:
+    """The placebo message replacing the SIT message made of ``sit_sentences``: same number of bullets,
+    each matched in characters to its SIT bullet, the header's length difference spread over them."""
+    sit = reminder_message(sit_sentences, role)
+    header_gap = len(sit.content.split("\n", 1)[0]) - len(HEADERS[kind])
+    n = len(sit_sentences)
+    picks = []
+    for i, s in enumerate(sit_sentences):
+        share = header_gap // n + (1 if i < header_gap % n else 0)
+        picks.append(matcher.pick(max(1, len(s) + share)))
+    return placebo_message(picks, role, kind)
+
+
+class Placebo(Intervention):
+    """Injects a length- and schedule-matched placebo where SIT would inject its reminder."""
+
+    name = "placebo"
+    params: PlaceboParams
+
+    def __init__(self, params: PlaceboParams, *, chat: bool, profile: Profile, seed: int) -> None:
+        super().__init__(params, chat=chat)
+        sit_params = SitParams.model_validate(params.model_dump(exclude={"kind"}))
+        self.shadow = Sit(sit_params, chat=chat, profile=profile, seed=seed)
+        self.matcher = LengthMatcher(BANKS[params.kind], f"placebo:{params.kind}:{seed}")
+
+    async def before_turn(self, ctx: TurnContext) -> list[Injection]:
+        p = self.params
+        if not _due(ctx, p.k, p.position, self.chat):
+            return []
+        sentences = self.shadow._take()  # the reminder SIT would have injected here (and SIT's rotation)
+        if not sentences:
+            self._log.append({"round": ctx.round, "event": "skipped", "reason": "SIT would have no supported reminder"})
+            return []
+        message = match_reminder(sentences, p.role, p.kind, self.matcher)
+        sit_chars = len(reminder_message(sentences, p.role).content)
+        entry: dict[str, Any] = {"round": ctx.round, "event": "placebo", "kind": p.kind, "sit_chars": sit_chars,
+                                 "placebo_chars": len(message.content), "bullets": len(sentences)}
+        self._log.append(entry)
+        reason = (f"round {ctx.round} is a multiple of k={p.k}; {p.kind} placebo matched to SIT's reminder "
+                  f"({len(message.content)} vs {sit_chars} characters)")
+        return [Injection(message=message, reason=reason, intervention=self.name)]
