@@ -307,7 +307,11 @@ class TableBuilder:
         composition = str(labels.get("composition", ""))
         if composition and composition not in self.info.compositions and (players or record.spec.game.players):
             self.info.compositions[composition] = kind
-            self.info.composition_seats[composition] = [p.label() for p in record.spec.game.players]
+            seats = [p.label() for p in record.spec.game.players]
+            order = labels.get("seats")  # a shuffled seating: composition seat order[k] sits in place k
+            if isinstance(order, list) and sorted(order) == list(range(len(seats))):
+                seats = [seats[order.index(j)] for j in range(len(seats))]
+            self.info.composition_seats[composition] = seats
         cond = (
             record.spec_hash, history_key(record), str(labels.get("model", players[0].backend if players else "")),
             str(labels.get("game", record.spec.game.game)), composition, kind,
