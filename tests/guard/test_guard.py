@@ -89,7 +89,7 @@ def test_sit_schedule_reminds_every_k_turns_before_the_last_user_message_and_rot
 
 def test_reminder_goes_at_the_end_when_the_last_message_is_not_the_users(guard_file: Path) -> None:
     guard = SITGuard.load(guard_file, schedule="sit:k=1,n=1,role=user")
-    tool_turn = [{"role": "user", "content": "hi"},
+    tool_turn: list[dict[str, Any]] = [{"role": "user", "content": "hi"},
                  {"role": "assistant", "content": None, "tool_calls": [
                      {"id": "1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
                  {"role": "tool", "tool_call_id": "1", "content": "42"}]

@@ -60,7 +60,7 @@ def role_of(item: Message | Mapping[str, Any]) -> str | None:
     """The role an item plays in the conversation (``None`` for items without one, e.g. a tool call)."""
     if isinstance(item, Message):
         return item.role
-    role = item.get("role")
+    role = item.get("role") if isinstance(item, Mapping) else getattr(item, "role", None)
     return str(role) if role is not None else None
 
 
@@ -69,6 +69,9 @@ def to_message(item: Message | Mapping[str, Any]) -> Message | None:
     model (e.g. a reasoning item). Anything that is neither a Message nor a mapping is a user error."""
     if isinstance(item, Message):
         return item
+    dump = getattr(item, "model_dump", None)
+    if callable(dump) and not isinstance(item, Mapping):  # a pydantic item (e.g. an Agents SDK output item)
+        item = dump(exclude_unset=True)
     if not isinstance(item, Mapping):
         raise UserError(
             f"the guard reads OpenAI-style message dicts or contagion Message objects, not {type(item).__name__}"

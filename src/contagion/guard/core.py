@@ -13,8 +13,8 @@ a game has rounds):
 * ``sit-adaptive:m=1,threshold=0.05,k=1`` — on turns 1+m, 1+2m, … (after every ``m`` turns), *probe*:
   score a seeded sample of the profile's held-out *measured* items (``probe_items`` per trait; never an
   item a reminder quotes) after the conversation so far, and compare their pro-social index with the
-  same items' scores before interaction. Remind (on turns that are multiples of ``k``) only while the last valid probe found
-  the index fallen by more than ``threshold``.
+  same items' scores before interaction. Remind (on turns that are multiples of ``k``) only while the
+  last valid probe found the index fallen by more than ``threshold``.
 
 The reminder is one message (role ``system`` by default, ``role=user`` in the schedule otherwise) placed
 right before the conversation's last message when that is the user's, else at the end. It is inserted
@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -416,7 +416,14 @@ class SITGuard:
                 raise
         return self._decide(turn, items, probe)
 
-    async def asteer(self, messages: Sequence[Item]) -> list[Item]:
+    @overload
+    async def asteer(self, messages: Sequence[Message]) -> list[Message]: ...
+    @overload
+    async def asteer(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
+    @overload
+    async def asteer(self, messages: Sequence[Item]) -> list[Item]: ...
+
+    async def asteer(self, messages: Sequence[Item]) -> list[Any]:
         """The messages for this turn's model call, with a reminder inserted when the schedule says so.
 
         ``messages`` are OpenAI-style dicts or contagion :class:`Message` objects; the list returned holds
@@ -425,7 +432,14 @@ class SITGuard:
         items = list(messages)
         return apply(items, await self.adecide(items))
 
-    def steer(self, messages: Sequence[Item]) -> list[Item]:
+    @overload
+    def steer(self, messages: Sequence[Message]) -> list[Message]: ...
+    @overload
+    def steer(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
+    @overload
+    def steer(self, messages: Sequence[Item]) -> list[Item]: ...
+
+    def steer(self, messages: Sequence[Item]) -> list[Any]:
         """:meth:`asteer` from synchronous code."""
         items = list(messages)
         return apply(items, self.decide(items))

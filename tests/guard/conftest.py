@@ -1,0 +1,61 @@
+"""Fixtures of the adapter tests: one llama.cpp server and one measured guard profile per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contagion.guard import REMINDER_OPENING, SITGuard
+from contagion.testing.loopback import LoopbackServer
+from contagion.traits.settings import AssessmentSettings
+from tests.guard.servers import LlamaServer, forward_to
+
+NEGOTIATOR = ("You are Ana, one of three towns sharing one reservoir in a dry summer. Negotiate a fair "
+              "water allocation with the other two towns. Answer in one short sentence.")
+SETTINGS = AssessmentSettings(traits=("agreeableness", "machiavellianism"), items=2, source_items=3, bootstrap=100)
+MODEL = "smollm2"
+
+
+@pytest.fixture(scope="session")
+def llama() -> Iterator[LlamaServer]:
+    with LlamaServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def guard_profile(llama: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The negotiator's profile, measured once on the served model (the guard talks to it directly)."""
+    guard = SITGuard.from_system_prompt(f"openai:{MODEL}@{llama.base_url}", NEGOTIATOR, settings=SETTINGS)
+    return guard.save(tmp_path_factory.mktemp("guard") / "ana.guard.json")
+
+
+@pytest.fixture
+def recorder(llama: LlamaServer) -> Iterator[LoopbackServer]:
+    """The framework's endpoint: records each request body, then passes it on to the llama.cpp server."""
+    with LoopbackServer(forward_to(llama.base_url), model=MODEL) as server:
+        yield server
+
+
+def reminders_in(request: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(position, message) of every guard reminder in one chat request body."""
+    return [(i, m) for i, m in enumerate(request["messages"])
+            if isinstance(m.get("content"), str) and m["content"].startswith(REMINDER_OPENING)]
+
+
+def assert_reminders_exactly_where_decided(requests: list[dict[str, Any]], guard: SITGuard) -> None:
+    """One request per turn; a reminder in a request iff the guard decided to remind on that turn, with
+    exactly the decided text, right before the request's last (user) message."""
+    decisions = guard.decisions()
+    assert len(requests) == len(decisions)
+    for request, decision in zip(requests, decisions, strict=True):
+        found = reminders_in(request)
+        if decision.action == "pass":
+            assert found == [], f"turn {decision.turn}: a reminder the guard did not decide"
+            continue
+        assert len(found) == 1, f"turn {decision.turn}: {len(found)} reminders"
+        position, message = found[0]
+        assert message["content"] == decision.reminder and message["role"] == decision.role
+        assert position == len(request["messages"]) - 2 and request["messages"][-1]["role"] == "user"
