@@ -9,12 +9,13 @@ How a placebo matches SIT: it builds, from the same parameters (``k``, ``n``, ``
 ``min_support``, ``position``, ``role``), the same profile and the same seed, the SIT reminder the agent
 would have been given at that turn — so it injects exactly when SIT would (and skips when SIT would
 have nothing to say) — and replaces it by a message of the same shape: a header, then one bullet per
-SIT bullet. Each bullet is one bank sentence, or two joined by a space, chosen to be as close as possible
-in **characters** to its SIT bullet (seeded tie-breaks; sentences are not reused until the bank runs
-low), the header's difference in length spread over the bullets. Characters, not tokens: the match
-needs no tokenizer and is the same on every backend; for English prose a tokenizer's count follows the
-character count closely. The whole message is within :data:`TOLERANCE` (10 %) of the SIT message's
-length for the reminders the built-in inventories give; every injection logs both lengths
+SIT bullet. Each bullet is one bank sentence, or a few joined by spaces (the longest lead when two are
+too short), chosen to be as close as possible in **characters** to its SIT bullet (seeded tie-breaks;
+sentences are not reused until the bank runs low), the header's difference in length spread over the
+bullets. Characters, not tokens: the match needs no tokenizer and is the same on every backend; for
+English prose a tokenizer's count follows the character count closely. The whole message is within
+:data:`TOLERANCE` (10 %) of the SIT message's length (within 2 % on the built-in inventory in our
+tests); every injection logs both lengths
 (``sit_chars``, ``placebo_chars``) so a run can show it.
 
 The placebo needs the agent's pre-play profile (to know SIT's message); its own words never depend on it.
@@ -45,13 +46,20 @@ NEUTRAL = (
     "The room has two windows.",
     "A clock hangs on the wall.",
     "The lamp has a green shade.",
+    "A map hangs in the hallway.",
+    "A blue bowl sits on the table.",
+    "The road bends near the church.",
+    "A wooden spoon lies by the sink.",
+    "The garden gate is painted green.",
+    "There is a fern on the windowsill.",
+    "The library closes in the evening.",
     "Bees carry pollen from flower to flower.",
     "Oak trees can live for several hundred years.",
     "Most maps put north at the top of the page.",
     "Glass is made by heating sand until it melts.",
     "A small fern grows in the shade under the stairs.",
-    "Silk comes from the cocoons of a kind of moth.",
-    "A violin has four strings and is played with a bow.",
+    "Silk comes from the cocoons of a species of moth.",
+    "A violin has four strings and a bow of horsehair.",
     "A long wooden bench stands beside the front door.",
     "The valley road winds between two low hills.",
     "Old clocks in the hall are wound once a week.",
@@ -74,7 +82,7 @@ NEUTRAL = (
     "Paper was once made by hand from old cotton and linen rags.",
     "The path along the cliff top runs for about three miles to the harbour.",
     "The old bridge is built of stone blocks cut from a quarry up the valley.",
-    "The lighthouse on the point was repainted white and red some years ago.",
+    "The lighthouse on the headland was repainted white and red some years ago.",
     "The harbour has moorings for about forty small boats and a single ferry.",
     "A tall bookcase in the hallway holds atlases, dictionaries and old letters.",
     "Salt was once carried across the desert by long caravans of camels and mules.",
@@ -89,12 +97,20 @@ built-in inventory's neutral control traits)."""
 GENERIC = (
     "Kindness costs little.",
     "Honesty matters.",
+    "Good manners cost nothing.",
+    "Promises are worth keeping.",
+    "Fairness matters to everyone.",
+    "Helping others is worthwhile.",
+    "Decency is never out of date.",
+    "Listening is a form of respect.",
+    "Everyone deserves a fair hearing.",
+    "Gratitude strengthens friendships.",
     "Everyone deserves to be treated with dignity.",
     "Fair treatment helps people feel respected.",
     "Listening carefully to others is a sign of respect.",
     "Keeping a promise shows respect for the person it was made to.",
     "Helping someone in need is worthwhile even when nobody notices.",
-    "Patience with other people usually pays off over time.",
+    "Patience with other people is usually worth it in the end.",
     "Telling the truth matters, even when a lie would be easier.",
     "A thank-you and a kind word go a long way.",
     "People do better when they look out for one another.",
@@ -134,8 +150,8 @@ def placebo_message(sentences: list[str], role: str, kind: str) -> Message:
 
 
 class LengthMatcher:
-    """Picks bank sentences (one, or two joined by a space) closest in characters to a target, without
-    reusing a sentence until fewer than four are left unused; seeded tie-breaks."""
+    """Picks bank sentences (one, or a few joined by spaces) closest in characters to a target, without
+    reusing a sentence until the unused ones run low; seeded tie-breaks."""
 
     def __init__(self, bank: tuple[str, ...], seed: str) -> None:
         self.bank = bank
@@ -144,17 +160,26 @@ class LengthMatcher:
 
     def pick(self, target: int) -> str:
         free = [i for i in range(len(self.bank)) if i not in self.used]
-        if len(free) < 4:
+        if len(free) < 6 or sum(len(self.bank[i]) for i in free) < 2 * target:
             self.used.clear()
             free = list(range(len(self.bank)))
+        lead: list[int] = []  # a target longer than two sentences: lead with the longest unused ones
+        two = sorted((len(self.bank[i]) for i in free), reverse=True)[:2]
+        while target > sum(two) + 1 and len(free) > 4:
+            longest = max(free, key=lambda i: (len(self.bank[i]), self.rng.random()))
+            lead.append(longest)
+            free.remove(longest)
+            target -= len(self.bank[longest]) + 1
+            two = sorted((len(self.bank[i]) for i in free), reverse=True)[:2]
         gap, chosen = self._closest(free, target)
         if gap > 0.03 * target:  # the unused sentences fit badly: the whole bank may reuse one
-            everything = list(range(len(self.bank)))
-            gap_all, chosen_all = self._closest(everything, target)
+            rest = [i for i in range(len(self.bank)) if i not in lead]
+            gap_all, chosen_all = self._closest(rest, target)
             if gap_all < gap:
                 chosen = chosen_all
-        self.used.update(chosen)
-        return " ".join(self.bank[i] for i in chosen)
+        picked = (*lead, *chosen)
+        self.used.update(picked)
+        return " ".join(self.bank[i] for i in picked)
 
     def _closest(self, indices: list[int], target: int) -> tuple[int, tuple[int, ...]]:
         options: list[tuple[int, float, tuple[int, ...]]] = []
