@@ -1,0 +1,53 @@
+"""Power of a headline contrast: achieved (from a run's standard error) and planned (games needed).
+
+A headline's test is a cluster-robust t-test with ``G − 1`` degrees of freedom (games are clusters).
+Its standard error is recovered exactly from the reported estimate and two-sided p-value
+(``|estimate| / se = t⁻¹(1 − p/2; df)``), so the power comes from the very test the report ran, with
+no second estimator. Power at effect ``δ``: ``P(|T| > t_crit)`` for ``T`` noncentral t with
+noncentrality ``δ / se``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy import stats
+
+
+def standard_error(estimate: float, p: float, df: int, ci: tuple[float, float] | None = None) -> float:
+    """The t-test's standard error from its estimate and two-sided p-value; where that cannot be inverted
+    accurately (p near 0 or 1, a zero estimate) the 95 % interval's half-width over ``t(0.975; df)``.
+    NaN when neither is available."""
+    if df < 1:
+        return math.nan
+    if math.isfinite(estimate) and math.isfinite(p) and estimate != 0 and 1e-12 < p < 0.9:
+        t = float(stats.t.isf(p / 2, df))
+        if t > 0:
+            return abs(estimate) / t
+    if ci is not None and all(math.isfinite(x) for x in ci) and ci[1] > ci[0]:
+        return (ci[1] - ci[0]) / (2 * float(stats.t.isf(0.025, df)))
+    return math.nan
+
+
+def power(effect: float, se: float, df: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided t-test (``df``) to detect ``effect`` given standard error ``se``."""
+    if df < 1 or not math.isfinite(se) or se <= 0:
+        return math.nan
+    crit = float(stats.t.isf(alpha / 2, df))
+    ncp = abs(effect) / se
+    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+
+
+def games_needed(effect: float, se: float, games: int, *, alpha: float = 0.05, target: float = 0.8,
+                 limit: int = 100_000) -> int | None:
+    """Games per arm for ``target`` power at ``effect``, from a pilot whose standard error was ``se`` with
+    ``games`` games per arm (the standard error falls as ``1/√games``). None when the pilot says nothing."""
+    if games < 1 or not math.isfinite(se) or se <= 0:
+        return None
+    unit = se * math.sqrt(games)
+    n = 2
+    while n <= limit:
+        if power(effect, unit / math.sqrt(n), 2 * n - 1, alpha) >= target:
+            return n
+        n += 1 if n < 50 else max(1, n // 20)
+    return None

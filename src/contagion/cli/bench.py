@@ -1,0 +1,94 @@
+"""``contagion bench`` and ``contagion leaderboard``."""
+
+# No ``from __future__ import annotations``: typer reads the option types at run time.
+
+import shlex
+from pathlib import Path
+
+import typer
+
+from contagion.cli.app import app, console, err_console, user_errors
+from contagion.errors import UserError
+
+BENCH_HELP = """Benchmark one model: run the frozen contagion protocol and write its contagion card.
+
+MODEL_SPEC is any backend spec (embedded, gguf:PATH, openai:MODEL@URL, inspect:PROVIDER/MODEL, hf:…,
+sim:planted …). The protocol (built-in, versioned and hashed) plays a one-malicious group under no
+intervention, system-prompt repetition, a length-matched placebo and SIT; an all-default group; a
+scripted always-defect co-player; and a non-game conversation control — with sampled actions,
+counterbalanced option order, shuffled seats and held-out trait items. Sizes: smoke (the embedded
+model in minutes; supports no claim), standard, paper.
+
+Writes OUT/card.json and OUT/card.html (headline numbers with CIs, p-values, power, warnings), the
+full report OUT/report.html, and the store. Rerunning the same command resumes.
+"""
+
+
+@app.command(help=BENCH_HELP)
+@user_errors
+def bench(
+    model: str = typer.Argument(..., help="Backend spec of the model under study."),
+    size: str = typer.Option("standard", "--size", "-s", help="smoke, standard or paper."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory for the benchmark (created; reused to resume)."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine) or ray."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
+    inventory: str | None = typer.Option(None, "--inventory",
+                                         help="Trait inventory instead of the protocol's built-in v2: hub, or a "
+                                              "path to persona JSONL (a different protocol hash)."),
+    protocol_file: Path | None = typer.Option(None, "--protocol", help="A protocol file instead of the built-in one."),
+    no_report: bool = typer.Option(False, "--no-report", help="Write the card only, not the full report."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
+) -> None:
+    from contagion.bench.protocol import load_protocol
+    from contagion.bench.run import run_bench
+    from contagion.cli.run import check_executor
+
+    check_executor(executor)
+    protocol = load_protocol(size, protocol_file, inventory)
+    console.print(f"contagion bench: {model} · protocol {protocol.name} v{protocol.version} ({protocol.size}, "
+                  f"hash {protocol.hash}) · {protocol.games()} trials into {out}", highlight=False)
+    result = run_bench(model, protocol, out, executor=executor, address=address, progress=not no_progress,
+                       report=not no_report)
+    if result.card is None:
+        resume = f"contagion bench {shlex.quote(model)} --size {size} --out {shlex.quote(str(out))}"
+        console.print(f"Interrupted. Resume with:\n  {resume}", highlight=False, markup=False)
+        raise typer.Exit(130)
+    card = result.card
+    for h in card["headlines"]:
+        if not h.get("available"):
+            line = f"  {h['title']}: not in this run"
+        else:
+            est = h.get("estimate")
+            lo, hi = h.get("ci_low"), h.get("ci_high")
+            ci = f"[{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "[—]"
+            p = h.get("p_holm") if h.get("p_holm") is not None else h.get("p")
+            mark = " detected" if h.get("detected") else ""
+            est_text = f"{est:+.3f}" if est is not None else "—"
+            p_text = f"{p:.3g}" if p is not None else "—"
+            line = f"  {h['title']}: {est_text} {ci} p={p_text}{mark}"
+        console.print(line, highlight=False, markup=False)
+    console.print(f"Verdict: {card['verdict']}", highlight=False, markup=False)
+    if result.failed:
+        err_console.print(f"{result.failed} game(s) failed; they are left out (see the report).")
+    console.print(f"Card: {result.card_html.resolve() if result.card_html else ''}  ({result.seconds:.0f} s)",
+                  highlight=False, markup=False)
+    if result.report:
+        console.print(f"Report: {result.report.resolve()}", highlight=False, markup=False)
+
+
+@app.command()
+@user_errors
+def leaderboard(
+    cards: list[Path] = typer.Argument(..., help="card.json files (or benchmark directories holding one)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for leaderboard.html and leaderboard.csv."),
+) -> None:
+    """Compare contagion cards: one self-contained HTML page (a table, a forest plot per headline) and a CSV.
+
+    Cards measured under different protocols (version, size or hash) are refused.
+    """
+    from contagion.bench.render import load_card, write_leaderboard
+
+    if not cards:
+        raise UserError("give at least one card")
+    html, csv_path = write_leaderboard([load_card(c) for c in cards], out)
+    console.print(f"Leaderboard: {html.resolve()}\nCSV: {csv_path.resolve()}", highlight=False, markup=False)
