@@ -28,7 +28,7 @@ def test_one_row_per_focal_agent_and_trait(sim_run_dir: Path) -> None:
     assert len(games) == 54 and (games["status"] == "ok").all()
     assert t.info.counts == {"ok": 54, "failed": 0}
     traits = t.traits
-    assert len(traits) == 9
+    assert len(traits) == 11  # builtin:v2: 9 traits + 2 neutral controls
     # focal = default-persona LM players: 3 in all-default, 2 in the other two compositions
     per_game = t.agents.groupby("composition", observed=True)["game_id"].count() / 18
     assert dict(per_game) == {"all-default": 3, "one-malicious": 2, "scripted-defector": 2}
