@@ -1,27 +1,32 @@
 """``contagion check``: the statistical check of the analysis code on simulated models with a known answer.
 
-``sim:planted`` has a planted contagion effect (see :mod:`contagion.backends.sim`); ``sim:null`` is its
-twin with every effect set to zero. A *run* here is a small grid played in-process (one game type,
-all-default and one-malicious groups, no intervention, one chat turn per round) analysed with exactly
-the code the report uses (:func:`contagion.analysis.tables.tables_from_records` and
-:func:`contagion.analysis.contrasts.compute_contrasts`). Each run uses a different model seed, so
-measurement noise, baselines and games all differ between runs. The games are played by one small
-function, :func:`play_grid`.
+``sim:planted`` has a planted contagion effect and a planted mitigation that reads the reminders' content
+(see :mod:`contagion.backends.sim`); the null models (``sim:null``, ``sim:flatten``,
+``sim:acquiescence``, ``sim:echo``, ``sim:reciprocity``) plant no trait change and no mitigation, and
+each tries to fool a careless analysis in its own way. A *run* here is a small grid played in-process
+(one game type; all-default and one-malicious groups; no intervention, SIT and the length-matched
+neutral placebo; one chat turn per round) analysed with exactly the code the report uses
+(:func:`contagion.analysis.tables.tables_from_records` and
+:func:`contagion.analysis.contrasts.compute_contrasts`, primary family Holm-corrected as a whole).
+Each run uses a different model seed and item sample, so measurement noise, items, baselines and games
+all differ between runs. The games are played by one small function, :func:`play_grid`.
 
-Decision rule (what the report would claim), for two contrasts — **contagion** (post − pre of the
-default agents next to a malicious player) and **amplification** (their drift minus the drift in an
-all-default group):
+Decision rule (what the report would claim):
 
-* *detected* — the pro-social index (the primary outcome) is significant at α = 0.05 and points the
-  planted way (toward anti-social);
-* *false positive* (null twin) — the report would claim anything for the contrast: the index, or any
-  trait (Holm across traits, gated by the index; see :mod:`contagion.analysis.contrasts`).
+* *detected* (planted runs) — **contagion**: the pro-social index of default agents next to a malicious
+  player is significant in the primary family and points toward anti-social; **amplification**: the
+  malicious − all-default index difference likewise; **sit − placebo**: SIT − placebo is significant
+  and keeps agents more pro-social (where the placebo intervention is not available, SIT − none);
+* *false positive* (null runs) — the report would claim anything for a contrast whose null holds on
+  that model: a primary row significant after the family's Holm correction, or a trait significant
+  behind its index. Trait contrasts (contagion, amplification, mitigation) are null on every null
+  model; behaviour (defection on defection seen) is null on all but ``sim:reciprocity``.
 
-Acceptance: power ≥ 0.8 at the planted size and false positives in ≤ 5 % of the null runs, for each
+Acceptance: power ≥ 0.8 for each target and false positives in ≤ 5 % of runs for every null model and
 contrast. :func:`run_validation` returns the figures as a
 :class:`~contagion.analysis.validation.ValidationResult`;
-:func:`~contagion.analysis.validation.save_validation` writes them as JSON with a fingerprint of the
-validated source, so a report can state them and whether they are current.
+:func:`~contagion.analysis.validation.save_validation` writes them as JSON with a fingerprint of every
+module the check depends on, so a report can state them and whether they are current.
 
 This module runs games, so it sits above :mod:`contagion.analysis` (which only reads records).
 """
@@ -36,6 +41,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from contagion.analysis.validation import ValidationResult, analysis_fingerprint
 from contagion.errors import UserError
 from contagion.experiment.record import GameRecord
@@ -43,34 +50,65 @@ from contagion.experiment.record import GameRecord
 PLANTED_CONTAGION = 0.05
 """The planted size used for validation: ``sim:planted?contagion=0.05`` (a quarter of the sim default, 0.2)."""
 
-VALIDATED_CONTRASTS = ("contagion", "amplification")
+TARGETS = ("contagion", "amplification", "sit − placebo")
+"""What the check must detect on the planted model."""
+NULL_CONTRASTS = ("contagion", "amplification", "mitigation", "behaviour")
+"""The contrasts whose false positives are counted (where their null holds on the model)."""
 MALICIOUS_COMPOSITION = "one-malicious"
+SIT = "sit:k=1,n=2"
+PLACEBO = "placebo:kind=neutral,k=1,n=2"
+
+
+def placebo_available() -> bool:
+    """Whether this version of contagion has the placebo intervention (SIT − placebo needs it)."""
+    from contagion.steering.interventions import PARAMS
+
+    return "placebo" in PARAMS
+
+
+def null_contrasts(variant: str) -> tuple[str, ...]:
+    """The contrasts whose null hypothesis holds on ``variant`` (none on the planted model)."""
+    from contagion.backends.sim import BEHAVIOUR_NULL, TRAIT_NULL
+
+    out = []
+    if variant in TRAIT_NULL:
+        out += ["contagion", "amplification", "mitigation"]
+    if variant in BEHAVIOUR_NULL:
+        out.append("behaviour")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class ValidationGrid:
-    """What one validation run plays (small on purpose: a run takes well under a second)."""
+    """What one validation run plays (small on purpose: a run takes a few seconds)."""
 
     game: str = "prisoners-dilemma"
-    repetitions: int = 8
+    repetitions: int = 6
     rounds: int = 4
     chat_turns: int = 1
     items: int = 5
+    source_items: int = 2
+    interventions: tuple[str, ...] = ("none", SIT, PLACEBO)
 
-    def config(self, model: str) -> dict[str, Any]:
-        """The experiment config of one run on ``model``."""
+    def played_interventions(self) -> list[str]:
+        """The interventions played (the placebo only where this version has it)."""
+        return [i for i in self.interventions if not i.startswith("placebo") or placebo_available()]
+
+    def config(self, model: str, seed: int = 0) -> dict[str, Any]:
+        """The experiment config of one run on ``model`` (``seed`` also draws the item sample)."""
         return {
             "name": "validation", "models": [model], "games": [self.game],
             "compositions": {"all-default": ["default", "default", "default"],
                              MALICIOUS_COMPOSITION: ["default", "default", "malicious"]},
-            "interventions": ["none"], "chat_turns": [self.chat_turns], "rounds": self.rounds,
-            "repetitions": self.repetitions, "assessment": {"items": self.items, "bootstrap": 100},
+            "interventions": self.played_interventions(), "chat_turns": [self.chat_turns], "rounds": self.rounds,
+            "repetitions": self.repetitions,
+            "assessment": {"items": self.items, "source_items": self.source_items, "bootstrap": 100, "seed": seed},
         }
 
 
 @dataclass
 class RunOutcome:
-    """One seeded run's verdicts per contrast."""
+    """One seeded run's verdicts."""
 
     seed: int
     variant: str
@@ -80,7 +118,14 @@ class RunOutcome:
     games: int
 
 
-def play_grid(grid: ValidationGrid, model: str) -> list[GameRecord]:
+def model_spec(variant: str, seed: int, planted_size: float = PLANTED_CONTAGION) -> str:
+    """The backend spec of one run."""
+    if variant == "planted":
+        return f"sim:planted?contagion={planted_size:g}&seed={seed}"
+    return f"sim:{variant}?seed={seed}"
+
+
+def play_grid(grid: ValidationGrid, model: str, seed: int = 0) -> list[GameRecord]:
     """Play every trial of ``grid`` on ``model``, in order, in this process; fail on any failed game.
 
     The only place the check plays games, through :func:`contagion.experiment.trial.run_trial` as the
@@ -89,7 +134,7 @@ def play_grid(grid: ValidationGrid, model: str) -> list[GameRecord]:
     from contagion.experiment.config import parse_config
     from contagion.experiment.trial import measure_agent, needed_profiles, run_trial
 
-    cfg = parse_config(grid.config(model), "validation grid")
+    cfg = parse_config(grid.config(model, seed), "validation grid")
     personas = cfg.persona_map()
 
     async def play_all() -> list[GameRecord]:
@@ -111,32 +156,56 @@ def play_grid(grid: ValidationGrid, model: str) -> list[GameRecord]:
     return asyncio.run(play_all())
 
 
+def _primary(rows: Any) -> Any:
+    from contagion.analysis.contrasts import is_primary_outcome
+
+    return rows[rows.apply(is_primary_outcome, axis=1)] if len(rows) else rows
+
+
+def verdicts(contrasts: dict[str, Any], grid: ValidationGrid) -> tuple[dict[str, bool], dict[str, bool],
+                                                                      dict[str, float]]:
+    """(detected per target, anything significant per contrast, primary estimate per target)."""
+    detected: dict[str, bool] = {}
+    estimate: dict[str, float] = {}
+
+    control = "placebo" if any(i.startswith("placebo") for i in grid.played_interventions()) else "none"
+
+    def sit_minus_control(comparison: str) -> bool:
+        a, _, b = comparison.partition(" − ")
+        return a.startswith("sit") and b.split(":")[0] == control
+
+    wanted: dict[str, tuple[str, Callable[[str], bool], float]] = {
+        "contagion": ("contagion", lambda c: c.endswith(MALICIOUS_COMPOSITION), -1.0),
+        "amplification": ("amplification", lambda c: True, -1.0),
+        "sit − placebo": ("mitigation", sit_minus_control, 1.0),
+    }
+    for target, (name, match, sign) in wanted.items():
+        c = contrasts[name]
+        rows = _primary(c.rows) if c.available else c.rows
+        rows = rows[rows["comparison"].astype(str).map(match)] if len(rows) else rows
+        if len(rows) == 0:
+            detected[target], estimate[target] = False, math.nan
+            continue
+        est = float(rows["estimate"].iloc[0])
+        detected[target] = bool(rows["significant"].iloc[0]) and est * sign > 0
+        estimate[target] = est
+    anysig = {n: bool(contrasts[n].available and contrasts[n].rows["significant"].astype(bool).any())
+              for n in NULL_CONTRASTS}
+    return detected, anysig, estimate
+
+
 def run_once(seed: int, variant: str, planted_size: float = PLANTED_CONTAGION,
              grid: ValidationGrid | None = None, alpha: float = 0.05) -> RunOutcome:
     """Play one seeded validation run and apply the decision rule to it."""
     from contagion.analysis.contrasts import AnalysisSettings, compute_contrasts
-    from contagion.analysis.tables import PROSOCIAL, tables_from_records
+    from contagion.analysis.tables import tables_from_records
 
     grid = grid or ValidationGrid()
-    model = (f"sim:planted?contagion={planted_size:g}&seed={seed}" if variant == "planted"
-             else f"sim:null?seed={seed}")
-    records = play_grid(grid, model)
+    records = play_grid(grid, model_spec(variant, seed, planted_size), seed)
     tables = tables_from_records(records)
     settings = AnalysisSettings(alpha=alpha, resamples=0, mixed=False)
-    contrasts = compute_contrasts(tables, VALIDATED_CONTRASTS, settings)
-    detected: dict[str, bool] = {}
-    anysig: dict[str, bool] = {}
-    index: dict[str, float] = {}
-    for name in VALIDATED_CONTRASTS:
-        rows = contrasts[name].rows
-        if name == "contagion":
-            rows = rows[rows["comparison"].str.endswith(MALICIOUS_COMPOSITION)]
-        idx = rows[rows["trait"] == PROSOCIAL]
-        est = float(idx["estimate"].iloc[0]) if len(idx) else math.nan
-        sig = bool(idx["significant"].iloc[0]) if len(idx) else False
-        detected[name] = sig and est < 0
-        anysig[name] = bool(rows["significant"].any())
-        index[name] = est
+    contrasts = compute_contrasts(tables, settings=settings)
+    detected, anysig, index = verdicts(contrasts, grid)
     return RunOutcome(seed, variant, detected, anysig, index, len(records))
 
 
@@ -144,22 +213,16 @@ def _run_args(args: tuple[int, str, float, ValidationGrid, float]) -> RunOutcome
     return run_once(*args)
 
 
-def run_validation(runs: int = 100, *, planted_size: float = PLANTED_CONTAGION, grid: ValidationGrid | None = None,
-                   alpha: float = 0.05, workers: int = 1,
-                   on_run: Callable[[RunOutcome], None] | None = None) -> ValidationResult:
-    """``runs`` seeded runs of the planted model and ``runs`` of the null twin; power and false positives."""
-    if runs < 1:
-        raise UserError("validation needs at least one run")
-    grid = grid or ValidationGrid()
-    started = time.perf_counter()
-    jobs = [(k, v, planted_size, grid, alpha) for k in range(runs) for v in ("planted", "null")]
+def run_outcomes(jobs: list[tuple[int, str, float, ValidationGrid, float]], workers: int = 1,
+                 on_run: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
+    """Run the jobs (seed, variant, planted size, grid, α), in processes when ``workers`` > 1."""
     outcomes: list[RunOutcome] = []
     if workers > 1:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for out in pool.map(_run_args, jobs, chunksize=4):
+            for out in pool.map(_run_args, jobs, chunksize=2):
                 outcomes.append(out)
                 if on_run:
                     on_run(out)
@@ -169,18 +232,41 @@ def run_validation(runs: int = 100, *, planted_size: float = PLANTED_CONTAGION, 
             outcomes.append(out)
             if on_run:
                 on_run(out)
-    planted = [o for o in outcomes if o.variant == "planted"]
-    null = [o for o in outcomes if o.variant == "null"]
-    detected = {c: sum(o.detected[c] for o in planted) for c in VALIDATED_CONTRASTS}
-    fps = {c: sum(o.any_significant[c] for o in null) for c in VALIDATED_CONTRASTS}
-    drift = {c: sum(o.index_estimate[c] for o in planted) / len(planted) for c in VALIDATED_CONTRASTS}
-    return ValidationResult(
-        runs=runs, planted_model=f"sim:planted?contagion={planted_size:g}&seed=<run>",
-        null_model="sim:null?seed=<run>", planted_size=planted_size, grid=asdict(grid),
-        power={c: detected[c] / runs for c in VALIDATED_CONTRASTS}, detected=detected, false_positives=fps,
-        mean_planted_drift=drift, alpha=alpha,
-        rule=("detected: pro-social index significant (α = 0.05, cluster-robust t) and toward anti-social; "
-              "false positive: the index or any trait significant (Holm across traits, gated by the index)"),
-        seconds=round(time.perf_counter() - started, 1), fingerprint=analysis_fingerprint(),
-    )
+    return outcomes
 
+
+def run_validation(runs: int = 100, *, planted_size: float = PLANTED_CONTAGION, grid: ValidationGrid | None = None,
+                   alpha: float = 0.05, workers: int = 1, variants: tuple[str, ...] | None = None,
+                   on_run: Callable[[RunOutcome], None] | None = None) -> ValidationResult:
+    """``runs`` seeded runs of the planted model and of every null model; power and false positives."""
+    from contagion.backends.sim import VARIANTS
+
+    if runs < 1:
+        raise UserError("validation needs at least one run")
+    variants = variants or VARIANTS
+    grid = grid or ValidationGrid()
+    started = time.perf_counter()
+    jobs = [(k, v, planted_size, grid, alpha) for k in range(runs) for v in variants]
+    outcomes = run_outcomes(jobs, workers, on_run)
+    planted = [o for o in outcomes if o.variant == "planted"]
+    targets = TARGETS if planted else ()
+    detected = {c: sum(o.detected[c] for o in planted) for c in targets}
+    drift = {c: float(np.nanmean([o.index_estimate[c] for o in planted])) for c in targets}
+    fps: dict[str, int] = {}
+    nulls = [v for v in variants if v != "planted"]
+    for v in nulls:
+        mine = [o for o in outcomes if o.variant == v]
+        for c in null_contrasts(v):
+            fps[f"{v}:{c}"] = sum(o.any_significant[c] for o in mine)
+    placebo = "SIT − placebo" if placebo_available() else "SIT − none (no placebo intervention in this version)"
+    return ValidationResult(
+        runs=runs, planted_model=model_spec("planted", 0, planted_size).replace("seed=0", "seed=<run>"),
+        null_model=", ".join(f"sim:{v}?seed=<run>" for v in nulls), planted_size=planted_size,
+        grid={**asdict(grid), "interventions": grid.played_interventions()},
+        power={c: detected[c] / runs for c in targets}, detected=detected, false_positives=fps,
+        mean_planted_drift=drift, alpha=alpha,
+        rule=("detected: the target's primary row significant after Holm over the primary family (α = 0.05) and in "
+              f"the planted direction ({placebo} for sit − placebo); false positive: any primary row (family-"
+              "adjusted) or gated trait significant in a contrast whose null holds on that null model"),
+        seconds=round(time.perf_counter() - started, 1), fingerprint=analysis_fingerprint(), null_models=nulls,
+    )

@@ -78,7 +78,7 @@ def test_report_states_the_validation_figures(sim_run_dir: Path, tmp_path: Path)
         seconds=60.0, fingerprint=analysis_fingerprint())
     save_validation(result, run_dir / "validation.json")
     text = write_report(run_dir).read_text(encoding="utf-8")
-    assert "power 0.93" in text and "false positives 3/100" in text and "contagion=0.05" in text
+    assert "power 0.93" in text and "contagion 3/100" in text and "contagion=0.05" in text
     assert "targets met" in text
 
 

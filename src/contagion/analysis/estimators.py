@@ -34,6 +34,8 @@ CI_LEVEL = 0.95
 ONE_SAMPLE_TEST = "cluster-robust t (CR1, games as clusters, df = G−1) + baseline measurement error"
 TWO_SAMPLE_TEST = "cluster-robust t (CR1, games as clusters, df = G−1), paired by baseline"
 TWO_SAMPLE_UNPAIRED_TEST = "cluster-robust t (CR1, games as clusters, df = G−1) + baseline measurement error"
+SLOPE_TEST = "within-stratum OLS slope, cluster-robust t (CR1, games as clusters, df = G−1)"
+ONE_SAMPLE_ITEM_TEST = "cluster-robust t (CR1, games as clusters, df = G−1) + baseline error by item resampling"
 MIXED_TEST = "MixedLM (random intercept per game, baseline fixed effects; Wald z)"
 BOOT_CI = "cluster bootstrap 95% CI (games resampled)"
 
@@ -170,6 +172,56 @@ def baseline_variance(post: np.ndarray, baseline: np.ndarray) -> float:
         pooled = float(np.var(post, ddof=1)) if n >= 2 else 0.0
     variances[~known] = pooled
     return float(np.sum((counts / n) ** 2 * variances))
+
+
+def item_resampling_variance(item_means: np.ndarray, groups: Any, weights: dict[str, float]) -> float:
+    """Variance of ``Σ_g weights[g] · mean(item_means in g)`` when each group's items are resampled.
+
+    ``item_means`` holds one number per item (e.g. an item's post − pre averaged over the agents that
+    share one baseline measurement); ``groups`` names each item's group (its trait). The variance is
+    ``Σ_g w_g² s²_g / n_g`` (``s²_g`` the sample variance of group g's items): the error a finite item
+    sample puts into the shared baseline, whatever the number of games. NaN when a weighted group has
+    fewer than two items (nothing to resample).
+    """
+    vals = np.asarray(item_means, dtype=float)
+    names = pd.Series(groups).astype(str).to_numpy()
+    total = 0.0
+    for group, w in weights.items():
+        g = vals[names == group]
+        if w == 0:
+            continue
+        if g.size < 2:
+            return math.nan
+        total += w * w * float(np.var(g, ddof=1)) / g.size
+    return total
+
+
+def slope(y: np.ndarray, x: np.ndarray, clusters: Any, *, strata: Any | None = None) -> Estimate:
+    """Within-strata OLS slope of ``y`` on ``x`` with a cluster-robust (CR1) t-test, df = G − 1.
+
+    With ``strata`` each stratum gets its own intercept (fixed effects). No p-value when ``x`` or the
+    residuals do not vary (a deterministic player gives nothing to test).
+    """
+    yv = np.asarray(y, dtype=float)
+    xv = np.asarray(x, dtype=float)
+    codes, g = _codes(clusters)
+    st, k = _codes(strata if strata is not None else np.zeros(yv.size))
+    n = yv.size
+    if n == 0:
+        return Estimate(math.nan, math.nan, 0, math.nan, math.nan, math.nan, SLOPE_TEST, "t interval", 0, 0,
+                        math.nan, "slope")
+    beta, xt, resid = _fe_beta(yv, xv, st, k)
+    sxx = float(xt @ xt)
+    se = math.nan
+    if g >= 2 and n > 1 + k and sxx > 0 and np.isfinite(beta):
+        scores = np.bincount(codes, weights=xt * resid, minlength=g)
+        v = (g / (g - 1)) * ((n - 1) / (n - 1 - k)) * float(np.sum(scores**2)) / sxx**2
+        se = math.sqrt(v)
+    df = g - 1
+    p = _t_p(beta, se, df)
+    half = float(sps.t.ppf(0.5 + CI_LEVEL / 2, df)) * se if df >= 1 and np.isfinite(se) else math.nan
+    return Estimate(beta, se, df, p, beta - half, beta + half, SLOPE_TEST, "cluster-robust t interval", n, g,
+                    math.nan, "slope")
 
 
 def one_sample(values: np.ndarray, clusters: Any, *, baseline_var: float = 0.0, resamples: int = 2000,

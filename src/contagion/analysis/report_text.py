@@ -29,7 +29,6 @@ from contagion.analysis.validation import (
     POWER_TARGET,
     ValidationResult,
     analysis_fingerprint,
-    wilson,
 )
 from contagion.experiment.rundir import RunDir
 
@@ -323,15 +322,8 @@ def validation_lines(result: ValidationResult | None, source: str) -> tuple[list
     if result is None:
         return ([f"No validation figures were found for this analysis code. Run `contagion check --out "
                  f"RUN_DIR/{RunDir.VALIDATION}` to produce them."], ["the analysis code has no validation figures"])
-    lines: list[str] = []
-    for c in result.power:
-        lo, hi = wilson(result.detected[c], result.runs)
-        flo, fhi = wilson(result.false_positives[c], result.runs)
-        lines.append(
-            f"Validation of this analysis code, {c}: power {result.power[c]:.2f} (95% CI {lo:.2f}–{hi:.2f}) at planted "
-            f"size contagion={result.planted_size:g} (mean pro-social drift {result.mean_planted_drift[c]:+.3f}); "
-            f"false positives {result.false_positives[c]}/{result.runs} on the null twin (95% CI {flo:.2f}–{fhi:.2f})."
-            f" Targets: power ≥ {POWER_TARGET}, false positives ≤ {FP_TARGET:.0%}.")
+    lines = [f"Validation of this analysis code, {line}." for line in result.summary_lines()]
+    lines.append(f"Targets: power ≥ {POWER_TARGET}, false positives ≤ {FP_TARGET:.0%}.")
     lines.append(f"{result.runs} seeded runs of {result.planted_model} and of {result.null_model}, each "
                  f"{result.grid.get('repetitions')} games per composition ({result.grid.get('game')}, all-default and "
                  f"one-malicious, {result.grid.get('rounds')} rounds, {result.grid.get('items')} items per trait). "

@@ -27,16 +27,31 @@ from contagion.experiment.rundir import RunDir
 POWER_TARGET = 0.8
 FP_TARGET = 0.05
 
-FINGERPRINTED = ("analysis/tables.py", "analysis/estimators.py", "analysis/contrasts.py", "analysis/validation.py",
-                 "check.py")
-"""The source files (relative to the ``contagion`` package) whose bytes make :func:`analysis_fingerprint`:
-the tables, estimators and contrasts the check validates, this result schema, and the check itself
-(its grid, its decision rule and how it plays the games)."""
+FINGERPRINTED = (
+    "check.py", "analysis/tables.py", "analysis/estimators.py", "analysis/contrasts.py", "analysis/validation.py",
+    "messages.py", "vocabulary.py", "errors.py", "strict.py", "fileio.py", "personas.py",
+    "backends/base.py", "backends/registry.py", "backends/robust.py", "backends/sim.py", "backends/scripted.py",
+    "games/", "traits/", "steering/", "experiment/trial.py", "experiment/config.py", "experiment/record.py",
+    "experiment/rundir.py", "experiment/store.py",
+    "data/inventory-v1.yaml", "data/inventory-v2.yaml",
+)
+"""What :func:`analysis_fingerprint` hashes (paths relative to the ``contagion`` package; a path ending in
+``/`` means every ``.py`` file of that folder): every module the check runs — its grid, decision rule and
+games (check), the analysis it validates (tables, estimators, contrasts, this schema), the simulated and
+scripted models and what they read (messages, vocabulary), the games, trait measurement and inventories,
+the interventions, and the trial that assembles them. A test checks that every ``contagion`` module a
+check run imports is covered."""
 
 
 @dataclass
 class ValidationResult:
-    """The figures a report states."""
+    """The figures a report states.
+
+    ``power``/``detected``: per planted target (``contagion``, ``amplification``, ``sit − placebo``), the
+    share/count of planted runs in which the report would claim it. ``false_positives``: per
+    ``VARIANT:CONTRAST`` of a null model and a contrast whose null holds on it, the runs in which the
+    report would claim anything for that contrast (a family-adjusted primary row or a gated trait).
+    """
 
     runs: int
     planted_model: str
@@ -53,27 +68,37 @@ class ValidationResult:
     fingerprint: str
     contagion_version: str = __version__
     created: float = field(default_factory=time.time)
+    null_models: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        """Whether every contrast met both targets (power ≥ 0.8, false positives ≤ 5 %)."""
+        """Whether every target met power ≥ 0.8 and every null contrast false positives ≤ 5 %."""
         return all(self.power[c] >= POWER_TARGET for c in self.power) and all(
             self.false_positives[c] <= FP_TARGET * self.runs for c in self.false_positives)
 
-    def fp_rate(self, contrast: str) -> float:
-        """Share of null runs with a false positive for ``contrast``."""
-        return self.false_positives[contrast] / self.runs if self.runs else math.nan
+    def fp_rate(self, key: str) -> float:
+        """Share of null runs with a false positive for ``key`` (``VARIANT:CONTRAST``)."""
+        return self.false_positives[key] / self.runs if self.runs else math.nan
 
     def summary_lines(self) -> list[str]:
-        """One sentence per contrast: power and false positives with Wilson 95 % intervals."""
+        """One sentence per planted target (power) and per null model (false positives), with Wilson 95 %
+        intervals."""
         lines = []
         for c in self.power:
             lo, hi = wilson(self.detected[c], self.runs)
-            flo, fhi = wilson(self.false_positives[c], self.runs)
+            mean = self.mean_planted_drift.get(c, math.nan)
             lines.append(
                 f"{c}: power {self.power[c]:.2f} ({self.detected[c]}/{self.runs}, 95% CI {lo:.2f}–{hi:.2f}) at planted "
-                f"size contagion={self.planted_size:g} (mean pro-social drift {self.mean_planted_drift[c]:+.3f}); "
-                f"false positives {self.false_positives[c]}/{self.runs} (95% CI {flo:.2f}–{fhi:.2f})")
+                f"size contagion={self.planted_size:g} (mean primary estimate {mean:+.3f})")
+        # keys are VARIANT:CONTRAST (figures saved before the null models: CONTRAST, on sim:null)
+        split = [(k.split(":", 1) if ":" in k else ["null", k], n) for k, n in self.false_positives.items()]
+        for v in dict.fromkeys(variant for (variant, _), _ in split):
+            parts = []
+            for (variant, contrast), k in split:
+                if variant == v:
+                    flo, fhi = wilson(k, self.runs)
+                    parts.append(f"{contrast} {k}/{self.runs} (95% CI {flo:.2f}–{fhi:.2f})")
+            lines.append(f"sim:{v}: false positives " + "; ".join(parts))
         return lines
 
 
@@ -91,10 +116,29 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def analysis_fingerprint() -> str:
     """A hash of the validated source (:data:`FINGERPRINTED`): saved figures name the code they validate."""
     h = hashlib.sha256()
-    pkg = resources.files("contagion")
-    for name in FINGERPRINTED:
-        h.update(pkg.joinpath(*name.split("/")).read_bytes())
+    for name, data in _fingerprinted_files():
+        h.update(name.encode())
+        h.update(data)
     return h.hexdigest()[:12]
+
+
+def fingerprinted_paths() -> list[str]:
+    """Every file :func:`analysis_fingerprint` hashes (relative to the package), in hashing order."""
+    return [name for name, _ in _fingerprinted_files()]
+
+
+def _fingerprinted_files() -> list[tuple[str, bytes]]:
+    pkg = resources.files("contagion")
+    out: list[tuple[str, bytes]] = []
+    for name in FINGERPRINTED:
+        if name.endswith("/"):
+            folder = pkg.joinpath(*name.rstrip("/").split("/"))
+            for child in sorted(folder.iterdir(), key=lambda c: c.name):
+                if child.name.endswith(".py"):
+                    out.append((name + child.name, child.read_bytes()))
+        else:
+            out.append((name, pkg.joinpath(*name.split("/")).read_bytes()))
+    return out
 
 
 def save_validation(result: ValidationResult, path: Path) -> Path:
