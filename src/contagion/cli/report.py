@@ -90,9 +90,10 @@ def check(
 ) -> None:
     """Validate the analysis code on simulated models with a known answer.
 
-    Plays seeded small grids on sim:planted (a planted contagion effect) and on its null twin
-    sim:null, analyses each with the report's own code, and prints the power to detect the planted
-    effect and the false-positive rate on the null twin (targets: power >= 0.8, false positives
+    Plays seeded small grids on sim:planted (planted contagion and content-driven mitigation) and on
+    every null model (null, flatten, acquiescence, echo, reciprocity), analyses each with the report's
+    own code, and prints the power for contagion, amplification and SIT - placebo and the false-positive
+    rate of every contrast whose null holds on each null model (targets: power >= 0.8, false positives
     <= 5%). Exits 1 when a target is missed.
     """
     from contagion.analysis.validation import save_validation
@@ -100,13 +101,16 @@ def check(
 
     n = 40 if quick else runs
     _check_out(out)
-    console.print(f"Validating the analysis on {n} seeded runs of sim:planted and of sim:null ({workers} worker(s))…")
+    from contagion.backends.sim import VARIANTS
+
+    console.print(f"Validating the analysis on {n} seeded runs of each of sim:{', sim:'.join(VARIANTS)} "
+                  f"({workers} worker(s))…")
     done = [0]
 
     def progress(_: object) -> None:
         done[0] += 1
         if done[0] % 20 == 0:
-            err_console.print(f"  {done[0]}/{2 * n} runs", highlight=False)
+            err_console.print(f"  {done[0]}/{len(VARIANTS) * n} runs", highlight=False)
 
     result = run_validation(n, workers=workers, on_run=progress)
     for line in result.summary_lines():
