@@ -259,7 +259,8 @@ def test_run_says_when_repetitions_replay_the_same_game(tmp_path: Path) -> None:
     # repetitions of each no-chat cell are one game played three times. With chat, the talk order and
     # the chat vary with the seed, so repetitions differ.
     grid = {**GRID, "models": ["sim:planted"], "games": ["prisoners-dilemma"], "interventions": ["none"],
-            "action_mode": "auto"}  # argmax actions (the grid default, sample, makes repetitions differ)
+            # argmax actions, fixed seats and option order (the grid defaults make repetitions differ)
+            "action_mode": "auto", "seat_order": "fixed", "option_order": "cooperate-first"}
     no_chat = _config(tmp_path / "no-chat.yaml", {**grid, "chat_turns": [0, 1]})
     result = CliRunner().invoke(app, ["run", str(no_chat), "--out", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
@@ -268,7 +269,7 @@ def test_run_says_when_repetitions_replay_the_same_game(tmp_path: Path) -> None:
     assert "Note: 4 of the 12 games finished now replayed another one exactly" in text
     assert "the report counts each distinct game once" in text
     with Store.open_existing(tmp_path / "a") as store:
-        keys = [(r.spec.chat_turns, r.transcript_key()) for r in store.iter_records()]
+        keys = [(r.spec.game.chat_turns, r.transcript_key()) for r in store.iter_records()]
     assert len({k for c, k in keys if c == 0}) == 2 and len({k for c, k in keys if c == 1}) == 6
 
     chat = _config(tmp_path / "chat.yaml", {**grid, "chat_turns": [1]})

@@ -18,7 +18,7 @@ from contagion.cli.common import check_output_path, parse_intervention
 from contagion.errors import UserError
 from contagion.experiment.trial import TrialSpec, run_trial
 from contagion.fileio import validation_message, write_atomic
-from contagion.games.dilemmas import load_dilemma
+from contagion.games.dilemmas import is_conversation, load_dilemma
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.personas import Persona, load_personas, resolve_persona
 
@@ -61,7 +61,8 @@ def play(
              "default=openai:qwen2.5-7b@http://localhost:8000/v1",
     ),
     game: str = typer.Option("prisoners-dilemma", "--game", "-g",
-                             help="prisoners-dilemma, chicken, stag-hunt, or a YAML game file."),
+                             help="prisoners-dilemma, chicken, stag-hunt, a YAML game file, or conversation "
+                                  "(the non-game control: talk only, no actions or payoffs)."),
     rounds: int = typer.Option(5, "--rounds", "-r", help="Rounds to play (≥ 1)."),
     chat_turns: int = typer.Option(1, "--chat-turns", help="Chat messages per player per round; 0 = no chat."),
     hide_horizon: bool = typer.Option(False, "--hide-horizon", help="Do not tell players how many rounds."),
@@ -71,8 +72,9 @@ def play(
     intervention: str = typer.Option(
         "none", "--intervention", "-i",
         help="Steering of the default-persona players (of every LM player when none is default): "
-             "none, repeat-system[:k=2], sit[:k=2,n=3], sit-adaptive[:m=1,threshold=0.05]. "
-             "SIT measures each agent's pre-play traits first.",
+             "none, repeat-system[:k=2], sit[:k=2,n=3], sit-adaptive[:m=1,threshold=0.05], "
+             "placebo[:kind=neutral|generic,k=2,n=3] (SIT's schedule and length, without its content). "
+             "SIT and the placebo measure each agent's pre-play traits first.",
     ),
     persona_file: Path | None = typer.Option(None, "--personas", help="YAML file of extra personas (name, text)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the game record (JSON) here."),
@@ -93,7 +95,7 @@ def play(
     if out is not None:
         check_output_path(out)
     extra: dict[str, Persona] = load_personas(persona_file) if persona_file else {}
-    dilemma = load_dilemma(game)
+    title = "Conversation" if is_conversation(game) else load_dilemma(game).title
     seats = [PlayerSpec.parse(p) for p in player]
     # the agents under study (steered by the intervention) are the default-persona language models;
     # with none at the table, every language-model player is
@@ -116,7 +118,7 @@ def play(
         raise UserError(validation_message(exc, "bad game settings", _OPTION, show_input=True)) from None
     spec = TrialSpec(game=game_spec, intervention=ispec, measure=False)
 
-    console.print(Text.assemble(("contagion play: ", "bold"), f"{dilemma.title}, {len(seats)} players, "
+    console.print(Text.assemble(("contagion play: ", "bold"), f"{title}, {len(seats)} players, "
                                 f"{rounds} rounds, {chat_turns} chat turn(s), intervention {ispec.label()}"))
     for i, s in enumerate(seats):
         console.print(f"  player {i + 1}: {s.label()}", highlight=False)
