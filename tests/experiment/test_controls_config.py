@@ -142,3 +142,12 @@ def test_a_run_with_every_control_is_analysable(tmp_path: Path) -> None:
     assert mitigation.available
     comparisons = set(mitigation.rows["comparison"])
     assert {"placebo:k=1,kind=neutral,n=2 − none", "sit:k=1,n=2 − placebo:k=1,kind=neutral,n=2"} <= comparisons
+
+
+def test_the_conversation_is_played_only_with_talk() -> None:
+    cfg = parse_config({**SMALL, "games": ["prisoners-dilemma", "conversation"], "chat_turns": [0, 2]})
+    expanded = list(cfg.expand())
+    assert len(expanded) == cfg.size() == (2 + 1) * 2 * 2  # conversation x chat 0 is no game: not in the grid
+    assert {s.game.chat_turns for s, lab in expanded if lab["game"] == "conversation"} == {2}
+    with pytest.raises(UserError, match="the conversation game needs chat_turns above 0"):
+        parse_config({**SMALL, "games": ["conversation"], "chat_turns": [0]})

@@ -176,6 +176,8 @@ class ExperimentConfig(BaseModel):
         # messages start with the key (compositions.NAME): a model validator has no location of its own
         if not self.compositions:
             raise ValueError("compositions: at least one composition is needed")
+        if any(is_conversation(g) for g in self.games) and not any(t > 0 for t in self.chat_turns):
+            raise ValueError("games: the conversation game needs chat_turns above 0 (it is only talk)")
         known = set(BUILTIN_PERSONAS) | {p.name for p in self.personas}
         seatings: dict[tuple[str, ...], str] = {}
         for name, seats in self.compositions.items():
@@ -223,7 +225,7 @@ class ExperimentConfig(BaseModel):
                 for comp_name, seats in self.compositions.items():
                     players = self.players_for(seats, model)
                     for iv in interventions:
-                        for turns in self.chat_turns:
+                        for turns in self.turns_for(game):
                             for rep in range(self.repetitions):
                                 seed = self.seed + rep
                                 order = self.seating(seed, len(players))
@@ -256,9 +258,14 @@ class ExperimentConfig(BaseModel):
             return "cooperate-first" if seed % 2 == 0 else "defect-first"
         return self.option_order
 
+    def turns_for(self, game: str) -> list[int]:
+        """The chat settings a game is played with: all of ``chat_turns``, but only those above 0 for the
+        conversation control (without talk it would be nothing at all)."""
+        return [t for t in self.chat_turns if t > 0] if is_conversation(game) else list(self.chat_turns)
+
     def size(self) -> int:
-        return (len(self.models) * len(self.games) * len(self.compositions) * len(self.interventions)
-                * len(self.chat_turns) * self.repetitions)
+        cells = sum(len(self.turns_for(g)) for g in self.games)
+        return len(self.models) * cells * len(self.compositions) * len(self.interventions) * self.repetitions
 
     def persona_map(self) -> dict[str, Persona]:
         return {p.name: p for p in self.personas}
