@@ -19,6 +19,7 @@ import argparse
 import math
 import time
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
@@ -27,13 +28,13 @@ TARGETS = {"contagion": ("contagion", "post − pre · one-malicious", -1.0),
            "sit − placebo": ("mitigation", "sit:k=1,n=2 − placebo:k=1,kind=neutral,n=2", 1.0)}
 
 
-def family_rows(grid: object, model: str, seed: int) -> list[dict[str, object]]:
+def family_rows(grid: Any, model: str, seed: int) -> list[dict[str, Any]]:
     """One check-style run: the primary family's rows (comparison, estimate, significant)."""
     from contagion.analysis.contrasts import AnalysisSettings, compute_contrasts, is_primary_outcome
     from contagion.analysis.tables import tables_from_records
     from contagion.check import play_grid
 
-    tables = tables_from_records(play_grid(grid, model, seed))  # type: ignore[arg-type]
+    tables = tables_from_records(play_grid(grid, model, seed))
     contrasts = compute_contrasts(tables, settings=AnalysisSettings(resamples=0, mixed=False))
     out = []
     for c in contrasts.values():
@@ -88,10 +89,10 @@ def main() -> None:
         for seed in range(args.seeds):
             rows = {r["comparison"]: r for r in family_rows(grid, model_spec("planted", seed, args.size), seed)}
             for comp, r in rows.items():
-                estimates[comp].append(float(r["estimate"]))  # type: ignore[arg-type]
+                estimates[comp].append(float(r["estimate"]))
             for target, (_, comp, sign) in targets.items():
                 r = rows.get(comp)
-                if r is not None and r["significant"] and float(r["estimate"]) * sign > 0:  # type: ignore[arg-type]
+                if r is not None and r["significant"] and float(r["estimate"]) * sign > 0:
                     hits[(target, n)] += 1
         print(f"  {n:>3} games/cell: " + ", ".join(f"{t} {hits[(t, n)] / args.seeds:.2f}" for t in targets)
               + f"  ({time.perf_counter() - t0:.0f} s)")
