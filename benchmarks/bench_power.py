@@ -91,8 +91,8 @@ def main() -> None:
             for comp, r in rows.items():
                 estimates[comp].append(float(r["estimate"]))
             for target, (_, comp, sign) in targets.items():
-                r = rows.get(comp)
-                if r is not None and r["significant"] and float(r["estimate"]) * sign > 0:
+                hit = rows.get(comp)
+                if hit is not None and hit["significant"] and float(hit["estimate"]) * sign > 0:
                     hits[(target, n)] += 1
         print(f"  {n:>3} games/cell: " + ", ".join(f"{t} {hits[(t, n)] / args.seeds:.2f}" for t in targets)
               + f"  ({time.perf_counter() - t0:.0f} s)")
