@@ -18,11 +18,13 @@ from contagion.backends.base import (
     Scores,
 )
 from contagion.backends.registry import build, resolve
-from contagion.errors import BackendError, UserError
+from contagion.errors import UserError
 from contagion.games.dilemmas import load_dilemma
 from contagion.games.engine import system_prompt_for
 from contagion.messages import Message
 from contagion.personas import resolve_persona
+from contagion.steering import select_reminders
+from contagion.steering.interventions import SitParams, reminder_message
 from contagion.traits.assess import (
     ANSWER_PREFIX,
     QUESTION_FORMAT_VERSION,
@@ -34,6 +36,7 @@ from contagion.traits.assess import (
 )
 from contagion.traits.inventory import DEFAULT_TRAIT_SETS, Inventory, Item, TraitSets, load_inventory
 from contagion.traits.profile import Profile, drift
+from contagion.traits.settings import AssessmentSettings, measure
 
 PLANTED_CONTAGION = 0.2  # sim:planted's default: shift = contagion * exposure, exposure = 1 below
 
@@ -212,7 +215,8 @@ async def test_method_mixed_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_backend_without_logprobs_or_with_zero_probabilities_fails_loudly() -> None:
     with pytest.raises(UserError, match="cannot score"):
         await assess(RecordingBackend(logprobs_ok=False), [], small_inventory(), context_kind="bare")
-    with pytest.raises(BackendError, match="probability zero"):
+    # zero probability for both answers is no answer: every item is flagged, so no profile rests on them
+    with pytest.raises(UserError, match="every measured item was left out"):
         await assess(
             RecordingBackend(logprobs=(float("-inf"), float("-inf"))),
             [],
@@ -246,19 +250,22 @@ async def test_sim_scores_follow_the_planted_rule_before_play() -> None:
 async def test_planted_contagion_is_measured_at_its_size_and_the_null_twin_shows_none() -> None:
     inv = load_inventory("builtin")
     history = hostile_history()
-    expected_sign = {"pro": -1.0, "anti": 1.0}
+    expected_sign = {"pro": -1.0, "anti": 1.0, "neutral": 0.0}
     for spec, size in (("sim:planted", PLANTED_CONTAGION), ("sim:null", 0.0)):
         backend = resolve(spec)
-        assert backend.shift(history) == pytest.approx(size)  # type: ignore[attr-defined]
+        assert backend.inner.shift(history) == pytest.approx(size)  # type: ignore[attr-defined]
         pre = await assess(backend, pre_play_context(history[0]), inv, context_kind="pre", seed=11)
         post = await assess(backend, post_play_context(history), inv, context_kind="post", seed=11)
         change = drift(pre, post)
         assert set(change.traits) == set(inv.traits())
         for trait, d in change.traits.items():
             truth = expected_sign[d.polarity] * size
+            if d.polarity == "neutral":  # a control trait: nothing planted; one CI in twenty misses by chance
+                assert abs(d.delta) < 0.05, (spec, trait, d)
+                continue
             assert d.ci_low <= truth <= d.ci_high, (spec, trait, d)
-            assert d.n == 24
-            if size:
+            assert d.n == len(inv.by_trait(trait))
+            if size and truth:
                 assert d.significant and (d.delta > 0) == (truth > 0), (spec, trait, d)
                 assert d.delta == pytest.approx(truth, abs=0.05)
         assert change.prosocial_delta is not None
@@ -270,25 +277,33 @@ async def test_planted_contagion_is_measured_at_its_size_and_the_null_twin_shows
             assert abs(change.prosocial_delta) < 0.02
 
 
-async def test_sit_reminders_shrink_the_planted_shift() -> None:
+async def test_sit_reminders_shrink_the_planted_shift_and_a_placebo_does_not() -> None:
+    """sim:planted's mitigation reads what a reminder says: quoting the agent's own answers helps, a
+    reminder of the same schedule with no statements (the tag alone) does not."""
     history = hostile_history()
-    steered = list(history)
-    for r in range(1, 6):
-        steered.append(
-            Message(
-                role="system",
-                content="Remember: you are kind and honest.",
-                meta={"kind": P.INJECTION, "intervention": "sit", "round": r},
-            )
-        )
     backend = resolve("sim:planted")
-    inv = load_inventory("builtin").sample(["honesty", "psychopathy"], per_trait=24, seed=0)
-    pre = await assess(backend, [history[0]], inv, context_kind="pre")
-    plain = drift(pre, await assess(backend, history, inv, context_kind="post"))
-    guided = drift(pre, await assess(backend, steered, inv, context_kind="post"))
+    settings = AssessmentSettings(traits=("honesty", "psychopathy"), items=10, source_items=10, seed=0)
+    pre = await measure(backend, [history[0]], settings, context_kind="pre")
+    reminders = select_reminders(pre, SitParams(n=3), seed=0)
+    assert reminders
+
+    def with_injections(text: str) -> list[Message]:
+        steered = list(history)
+        for r in range(1, 6):
+            steered.append(Message(role="system", content=text,
+                                   meta={"kind": P.INJECTION, "intervention": "sit", "round": r}))
+        return steered
+
+    sit_text = reminder_message(reminders[:3], "system").content
+    placebo_text = "Remember: you are kind and honest."  # the same tag, no statement of the agent's own
+    plain = drift(pre, await measure(backend, history, settings, context_kind="post"))
+    guided = drift(pre, await measure(backend, with_injections(sit_text), settings, context_kind="post"))
+    tagged = drift(pre, await measure(backend, with_injections(placebo_text), settings, context_kind="post"))
     assert plain.prosocial_delta is not None and guided.prosocial_delta is not None
-    # reminder 0.8 at one SIT message per round: the shift falls to 20 %
+    assert tagged.prosocial_delta is not None
+    # reminder 0.8 with every quoted line the agent's own: the shift falls to 20 %
     assert guided.prosocial_delta == pytest.approx(0.2 * plain.prosocial_delta, abs=0.03)
+    assert tagged.prosocial_delta == pytest.approx(plain.prosocial_delta, abs=0.03)
 
 
 async def test_malicious_persona_scores_more_anti_social_before_play() -> None:
