@@ -59,7 +59,6 @@ class ScoreMethod(StrEnum):
 
     FULL = "full-continuation"  # sum of token log-probs of the whole continuation
     FIRST_TOKEN = "first-token-top-logprobs"  # log-prob of the first token from a server's top_logprobs
-    FIRST_TOKEN_FULL = "first-token-full-vocabulary"  # the same first-token rule over a local model's whole vocabulary
     SAMPLED = "sampled-fallback"  # frequencies of sampled answers; an estimate, labelled as such
     SCRIPTED = "scripted"  # a scripted player's deterministic choice (log-prob 0 or -inf)
     SIMULATED = "simulated"  # a simulated model's known rule
@@ -192,11 +191,12 @@ class Backend(ABC):
         """Log-probability of each choice as the start of the assistant's reply (after ``prefix``).
 
         With an empty ``prefix`` (question and action format v2) every language-model backend scores the
-        reply's *first token* right after the chat template opens the assistant turn, by the one rule of
-        :mod:`contagion.backends.first_token` — a local model over its whole vocabulary
-        (``first-token-full-vocabulary``), a server over its ``top_logprobs`` — so one model gives the same
-        score on every backend. With a ``prefix`` (format v1) a local model scores the full continuation
-        after it; a server cannot pre-fill it and appends an instruction instead.
+        reply's *first token* right after the chat template opens the assistant turn, by one computation
+        (:mod:`contagion.backends.first_token`): the distribution's top-k tokens — a server's
+        ``top_logprobs``, or the same list from a local model's logits — matched to the choices by one rule
+        (method ``first-token-top-logprobs``), so one model gives the same score on every backend. With a
+        ``prefix`` (format v1) a local model scores the full continuation after it; a server cannot
+        pre-fill it and appends an instruction instead.
 
         Every call returns one score per choice, in order, or raises; never a partial result.
         """

@@ -1,12 +1,12 @@
-"""The first-reply-token rule: which first tokens of a reply count as which answer.
+"""First-token scoring: one computation for every backend, so one model gives one score wherever it runs.
 
-One rule for every backend, so one model gives one score wherever it runs. A chat server reports the
-distribution of the reply's first token (``top_logprobs``, its k most likely tokens); a local backend
-(llama.cpp, transformers) has the whole distribution at the same position — right after the chat
-template opens the assistant turn. Both apply :func:`owner` to every token they see and score each
-choice as ``log Σ p(token)`` over the tokens it owns (:func:`choice_logprobs`). A local backend sums over
-the whole vocabulary, a server over its top-k, so the two differ only by matching tokens outside the
-server's top-k (each less likely than the k-th candidate).
+What is scored (question and action format v2) is the reply's **first token**, right after the chat
+template opens the assistant turn — nothing pre-filled. A chat server reports that token's distribution
+as ``top_logprobs``: its :data:`TOP_K` most likely tokens, each with its text and log-probability. A
+local backend (llama.cpp, transformers) computes the same list from its own logits at the same position
+after the same tokens (:func:`top_candidates`), and every backend turns the list into scores with
+:func:`score_candidates`. The local backends thus do exactly what the server does: they see no more
+than its top-k, so they agree with it up to the numerics of the model's own computation.
 
 A token **owns** a choice when its text, stripped of whitespace and case-folded, is
 
@@ -16,14 +16,23 @@ A token **owns** a choice when its text, stripped of whitespace and case-folded,
    begin ``cooperate`` (a multi-token answer starts with such a token), while ``"s"`` begins both
    ``swerve`` and ``straight`` and so counts for neither.
 
-The rule depends on the token's text and the choices only — never on which other tokens are present —
-so a server's top-k and a full vocabulary are read the same way.
+The rule depends on the token's text and the choices only, never on which other tokens are present. A
+choice's log-probability is ``log Σ p(token)`` over the candidates it owns. A choice that no candidate
+owns gets a **floor**, ``min(candidate log-prob) − ln 2`` (below every candidate, as the truth must be,
+without pretending to know how far), and is listed in ``floored``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+TOP_K = 20
+"""Candidates of the first-token distribution: the most a chat API returns (``top_logprobs`` ≤ 20)."""
 
 
 def normalise(text: str) -> str:
@@ -32,7 +41,7 @@ def normalise(text: str) -> str:
 
 
 def owner(token_text: str, targets: Sequence[str]) -> int | None:
-    """Index of the choice whose normalised text ``targets[i]`` the token owns, or None (see module doc)."""
+    """Index of the choice whose normalised text ``targets[i]`` the token owns, or None (module doc)."""
     t = normalise(token_text)
     if not t:
         return None
@@ -44,7 +53,7 @@ def owner(token_text: str, targets: Sequence[str]) -> int | None:
 
 
 def targets_of(choices: Sequence[str]) -> list[str]:
-    """The normalised choices; a choice without text is an error (nothing could own it)."""
+    """The normalised choices; a choice without text is an error (no token could own it)."""
     targets = [normalise(c) for c in choices]
     if any(not t for t in targets):
         raise ValueError("every choice must contain non-space text")
@@ -60,31 +69,44 @@ def logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def choice_logprobs(
-    candidates: Iterable[tuple[str, float]], choices: Sequence[str]
-) -> tuple[list[float], dict[str, list[str]]]:
-    """Each choice's log-probability from (token text, log-prob) pairs, and the tokens that matched it.
+def top_candidates(
+    logprobs: npt.ArrayLike, text_of: Callable[[int], str], k: int = TOP_K
+) -> list[tuple[str, float]]:
+    """The ``k`` most likely tokens of a full first-token distribution as (text, log-prob), most likely
+    first, one entry per distinct text (the first, as a server's ``top_logprobs`` object keeps one per
+    key). ``logprobs`` is indexed by token id; ``text_of(id)`` gives a token's text."""
+    values = np.asarray(logprobs, dtype=np.float64)
+    k = min(k, values.shape[0])
+    ids = np.argpartition(-values, k - 1)[:k]
+    ids = ids[np.argsort(-values[ids], kind="stable")]
+    out: dict[str, float] = {}
+    for i in ids:
+        out.setdefault(str(text_of(int(i))), float(values[i]))
+    return list(out.items())
 
-    A choice no candidate owns gets ``-inf`` (a server then floors it; a local backend, which saw every
-    token, reports the ``-inf``).
-    """
+
+def score_candidates(
+    candidates: Iterable[tuple[str, float]], choices: Sequence[str]
+) -> tuple[list[float], dict[str, Any]]:
+    """Each choice's log-probability from (token text, log-prob) candidates, floored where no candidate
+    owns it, and the detail every first-token score carries: ``matched`` (choice → its tokens),
+    ``floored`` (choices given the floor), ``floor`` and ``candidates`` (how many were read)."""
     targets = targets_of(choices)
+    pairs = list(candidates)
+    finite = [lp for _, lp in pairs if math.isfinite(lp)]
+    if not finite:
+        raise ValueError("first-token candidates without a finite log-probability")
+    floor = min(finite) - math.log(2.0)
     hits: list[list[tuple[str, float]]] = [[] for _ in choices]
-    for token, lp in candidates:
+    for token, lp in pairs:
         i = owner(token, targets)
         if i is not None:
             hits[i].append((token, lp))
-    logprobs = [logsumexp([lp for _, lp in h]) for h in hits]
-    matched = {c: [tok for tok, _ in h] for c, h in zip(choices, hits, strict=True) if h}
-    return logprobs, matched
-
-
-def owned_ids(vocabulary: Sequence[str], choices: Sequence[str]) -> list[list[int]]:
-    """For each choice, the ids of the vocabulary's tokens (``vocabulary[id]`` = the token's text) it owns."""
-    targets = targets_of(choices)
-    out: list[list[int]] = [[] for _ in choices]
-    for token_id, text in enumerate(vocabulary):
-        i = owner(text, targets)
-        if i is not None:
-            out[i].append(token_id)
-    return out
+    logprobs = [logsumexp([lp for _, lp in h]) if h else floor for h in hits]
+    detail: dict[str, Any] = {
+        "matched": {c: [tok for tok, _ in h] for c, h in zip(choices, hits, strict=True) if h},
+        "floored": [c for c, h in zip(choices, hits, strict=True) if not h],
+        "floor": floor,
+        "candidates": len(pairs),
+    }
+    return logprobs, detail

@@ -11,8 +11,11 @@ worker thread under one lock per model (it is CPU bound; parallel calls would on
 
 **Prefix reuse.** The backend keeps the key/value cache of the last prompt it ran, keyed by its token
 ids. A new prompt whose tokens start with (part of) the cached ones only encodes the new suffix: the
-cache is cropped to the longest common prefix. ``score_choices`` encodes the shared prompt once and
-scores each continuation from that cache, cropping it back after each choice. With
+cache is cropped to the longest common prefix. Without a prefix (question and action format v2),
+``score_choices`` reads the first reply token's distribution after the prompt and scores its top-k
+tokens as a server's ``top_logprobs`` are (:mod:`contagion.backends.first_token`); after a prefix (v1)
+it encodes the shared prompt once and scores each continuation from that cache, cropping it back after
+each choice. With
 ``prefix_reuse=0`` nothing is kept: every choice is scored by one full forward pass over prompt and
 continuation — the reference that the cached path is tested against.
 """
@@ -44,7 +47,7 @@ from contagion.backends.base import (
     common_prefix,
     split_prefix,
 )
-from contagion.backends.first_token import owned_ids, targets_of
+from contagion.backends.first_token import score_candidates, targets_of, top_candidates
 from contagion.backends.paths import embedded_model_path
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError, MissingExtraError
 from contagion.messages import Message, wire
@@ -95,8 +98,7 @@ class LoadedModel:
     keep_arg: str | None  # "logits_to_keep", "num_logits_to_keep" or None
     stop_ids: frozenset[int]
     lock: threading.Lock = field(default_factory=threading.Lock)
-    vocabulary: list[str] = field(default_factory=list)  # every token's text, for the first-token rule
-    owned: dict[tuple[str, ...], list[list[int]]] = field(default_factory=dict)
+    texts: dict[int, str] = field(default_factory=dict)  # token id -> its text, for first-token candidates
 
 
 @dataclass
@@ -433,7 +435,7 @@ class HFBackend(Backend):
     async def score_choices(
         self, messages: Sequence[Message], choices: Sequence[str], *, prefix: str = ""
     ) -> Scores:
-        """Without ``prefix`` (format v2): the first-token rule over the whole vocabulary. With one (v1):
+        """Without ``prefix`` (format v2): the first reply token's top-k, scored as a server's. With one (v1):
         the sum of token log-probs of each choice after the templated prompt plus ``prefix``."""
         if not choices:
             raise ValueError("score_choices needs at least one choice")
@@ -451,37 +453,34 @@ class HFBackend(Backend):
             conts.append(cont)
         return conts
 
-    def _owned(self, state: LoadedModel, size: int, choices: Sequence[str]) -> list[list[int]]:
-        """Per choice, the ids of the vocabulary's tokens that own it by the first-token rule (cached)."""
-        key = tuple(choices)
-        owned = state.owned.get(key)
-        if owned is None:
-            if len(state.vocabulary) != size:  # each id decoded alone, as a server reports a top token
-                known = min(size, len(state.tokenizer))
-                texts = state.tokenizer.batch_decode([[i] for i in range(known)], clean_up_tokenization_spaces=False)
-                state.vocabulary = [*texts, *[""] * (size - known)]
-            owned = state.owned[key] = owned_ids(state.vocabulary, choices)
-        return owned
+    @staticmethod
+    def _token_text(state: LoadedModel, token: int) -> str:
+        """A token's text decoded on its own, as a server reports a top token."""
+        text = state.texts.get(token)
+        if text is None:
+            known = token < len(state.tokenizer)
+            text = state.tokenizer.decode([token], clean_up_tokenization_spaces=False) if known else ""
+            state.texts[token] = text
+        return str(text)
 
     def _first_token(self, state: LoadedModel, messages: Sequence[Message], choices: Sequence[str]) -> Scores:
-        """Format v2: each choice's first-token log-probability right after the generation prompt, summed
-        over the vocabulary tokens that own it (:mod:`contagion.backends.first_token`)."""
+        """Format v2: the reply's first-token distribution right after the generation prompt, its top-k
+        tokens scored as a server's ``top_logprobs`` are (:mod:`contagion.backends.first_token`)."""
         torch = _require("torch")
         t0 = time.perf_counter()
         targets_of(choices)
         prompt = self.encode(self.render(messages))
         _, last, encoded = self._extend(state, prompt, keep_new=1)
-        first = torch.log_softmax(last.float(), dim=-1)
-        owned = self._owned(state, int(first.shape[-1]), choices)
-        logprobs = [float(torch.logsumexp(first[ids], dim=0)) if ids else float("-inf") for ids in owned]
+        first = torch.log_softmax(last.double(), dim=-1).numpy()
+        candidates = top_candidates(first, lambda token: self._token_text(state, token))
+        logprobs, detail = score_candidates(candidates, choices)
         return Scores(
             choices=[ChoiceScore(choice=c, logprob=lp) for c, lp in zip(choices, logprobs, strict=True)],
-            method=ScoreMethod.FIRST_TOKEN_FULL,
+            method=ScoreMethod.FIRST_TOKEN,
             prompt_tokens=len(prompt),
             prompt_tokens_encoded=encoded,
             seconds=time.perf_counter() - t0,
-            detail={"tokens": {c: len(ids) for c, ids in zip(choices, owned, strict=True)},
-                    "prefix_reuse": self.prefix_reuse},
+            detail={**detail, "prefix_reuse": self.prefix_reuse},
         )
 
     def _score(

@@ -16,12 +16,12 @@ Scoring (:meth:`OpenAIBackend.score_choices`): a chat API cannot score a given c
 backend asks for one token at temperature 0 with ``top_logprobs`` and reads each choice's log-prob off
 that first-token distribution (method ``first-token-top-logprobs``):
 
-- tokens are matched to choices by the first-token rule that every backend applies
-  (:mod:`contagion.backends.first_token`): a token counts for a choice when both are equal after
-  stripping spaces and ignoring case (" Yes", "Yes" and "YES" all count for "Yes"), or when it is a
-  proper prefix of that choice and of no other ("Co" for "Cooperate", the first token of a multi-token
-  answer); the probabilities of all matching tokens are summed. A local backend applies the same rule
-  to its whole vocabulary, so the two differ only by matching tokens outside the server's top-k;
+- tokens are matched to choices by the first-token rule that every backend applies to the same
+  top-k list (:mod:`contagion.backends.first_token`; local backends compute the list from their own
+  logits): a token counts for a choice when both are equal after stripping spaces and ignoring case
+  (" Yes", "Yes" and "YES" all count for "Yes"), or when it is a proper prefix of that choice and of no
+  other ("Co" for "Cooperate", the first token of a multi-token answer); the probabilities of all
+  matching tokens are summed;
 - a choice with no matching token among the returned candidates gets a *floor*: the log of half the
   probability of the least likely returned candidate, i.e. ``min(logprob) - ln 2`` — below anything
   returned, as the truth must be, without pretending to know how far below. Floored choices are
@@ -93,7 +93,7 @@ from contagion.backends.base import (
     ScoreMethod,
     Scores,
 )
-from contagion.backends.first_token import choice_logprobs
+from contagion.backends.first_token import score_candidates
 from contagion.backends.robust import leaf_errors, retry_call, should_retry
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, wire
@@ -474,26 +474,15 @@ class OpenAIBackend(Backend):
             return None  # score_choices decides: a server without logprobs, or a transient fault
         self._logprobs_seen = True
         prompt, _, encoded = self._usage(data)
-        finite = [lp for _, lp in candidates if math.isfinite(lp)]
-        if not finite:
+        if not any(math.isfinite(lp) for _, lp in candidates):
             raise BackendError(f"{self.base_url} sent top_logprobs without a finite value")
-        floor = min(finite) - math.log(2.0)  # half the least likely candidate: below all of them
-
-        logprobs, matched = choice_logprobs(candidates, choices)  # the rule every backend applies
-        scored: list[ChoiceScore] = []
-        floored: list[str] = []
-        for choice_text, lp in zip(choices, logprobs, strict=True):
-            if choice_text in matched:
-                scored.append(ChoiceScore(choice=choice_text, logprob=lp))
-            else:
-                floored.append(choice_text)
-                scored.append(ChoiceScore(choice=choice_text, logprob=floor))
+        logprobs, detail = score_candidates(candidates, choices)  # the computation every backend makes
         return Scores(
-            choices=scored,
+            choices=[ChoiceScore(choice=c, logprob=lp) for c, lp in zip(choices, logprobs, strict=True)],
             method=ScoreMethod.FIRST_TOKEN,
             prompt_tokens=prompt,
             prompt_tokens_encoded=encoded,
-            detail={"matched": matched, "floored": floored, "floor": floor, "candidates": len(candidates)},
+            detail=detail,
         )
 
     def _no_logprobs(self, reason: str) -> None:

@@ -23,14 +23,14 @@ Phases of a round:
 **Action format, version 2** (:data:`ACTION_FORMAT_VERSION`, in every :class:`ActionRecord`): the act
 prompt ends with its own instruction ("Reply with one word: 'cooperate' or 'defect'."), nothing is
 pre-filled in the assistant's turn, and what is scored is the reply's first token right after the chat
-template opens the assistant turn, by the first-token rule of :mod:`contagion.backends.first_token` —
-the same tokens on every backend (a local model sums over its whole vocabulary, a server over its
-``top_logprobs``). An action name of several tokens is scored by its first tokens: a token counts for an
-action when it is the whole name or begins it and not the other name ("co" for *cooperate*, "st" for
-*stag*); the method is recorded as ``score:first-token-full-vocabulary`` or
-``score:first-token-top-logprobs``. The player's history then holds its reply as the action's name
-alone (an empty reply when no action was valid), the answer the format asks for. Version 1 pre-filled
-``"I choose: "`` in-process and appended an instruction on servers, so its scores differed by backend.
+template opens the assistant turn, by the first-token computation of
+:mod:`contagion.backends.first_token` — the same tokens on every backend. An action name of several
+tokens is scored by its first tokens: a token counts for an action when it is the whole name or begins
+it and not the other name ("co" for *cooperate*, "st" for *stag*). The method is recorded as
+``score:first-token-top-logprobs`` on every backend that has logits (local models compute the server's
+top-k list themselves). The player's history then holds its reply as the action's name alone (an empty
+reply when no action was valid), the answer the format asks for. Version 1 pre-filled ``"I choose: "``
+in-process and appended an instruction on servers, so its scores differed by backend.
 
 Before each of a language-model player's turns the engine calls that player's :class:`TurnHook` (the
 intervention) and appends what it returns; every injection is recorded as an event.

@@ -17,18 +17,20 @@ because scores from different formats are not comparable, and the analysis refus
   the assistant turn. No system prompt is added: the bare context really is bare.
 * **No pre-fill; the first reply token is scored.** Nothing is written into the assistant's turn
   (:data:`ANSWER_PREFIX` is empty). What is scored is the model's first reply token right after the chat
-  template opens the assistant turn, choices ``"Yes"`` and ``"No"``, by the first-token rule of
-  :mod:`contagion.backends.first_token`: a token counts for an answer when it equals it after stripping
-  spaces and case (``"Yes"``, ``" yes"``, ``"YES"``), or begins it and not the other (``"Y"``); each
-  answer's probability is the sum over its tokens. A local model (``embedded``, ``gguf:``, ``hf:``)
-  sums over its whole vocabulary; an OpenAI-compatible server over the ``top_logprobs`` it returns for
-  that same position after the same tokens (an answer it omits is floored and flagged).
+  template opens the assistant turn, choices ``"Yes"`` and ``"No"``, computed as an OpenAI-compatible
+  server's ``top_logprobs`` are (:mod:`contagion.backends.first_token`): the 20 most likely first tokens,
+  each counting for an answer when it equals it after stripping spaces and case (``"Yes"``, ``" yes"``,
+  ``"YES"``) or begins it and not the other (``"Y"``); an answer's probability is the sum over its
+  tokens, and an answer none of the 20 tokens gives is floored (and the item flagged). A server returns
+  the list; a local model (``embedded``, ``gguf:``, ``hf:``) computes the same list from its logits at
+  the same position after the same tokens. Method: ``first-token-top-logprobs`` everywhere.
   *Why*: a chat API cannot pre-fill the assistant's turn, so the version-1 prefix ``"Answer: "`` was
-  pre-filled in-process but became an appended instruction on servers — two different questions,
-  whose scores differed by about 0.3 for the same model (SmolLM2-135M: 0.40 vs 0.67 on agreeableness).
-  Scoring the first reply token after a question that ends with its own instruction is the one thing
-  every backend can compute, so one model gives one score wherever it runs (a test checks ``embedded``,
-  ``hf:embedded`` and llama-cpp-python's server on the same GGUF).
+  pre-filled in-process but became an appended instruction on servers — two different questions, whose
+  scores differed by about 0.3 for the same model (SmolLM2-135M: 0.40 vs 0.67 on agreeableness). The
+  first reply token after a question that ends with its own instruction is what every backend can
+  compute, and computing it the server's way on local backends too (rather than over the whole
+  vocabulary) makes even the answers' floors the same; so one model gives one score wherever it runs (a
+  test checks ``embedded``, ``hf:embedded`` and llama-cpp-python's server on the same GGUF).
 * **Without logprobs** (a server that returns none): the backend's sampled fallback draws short
   replies and counts which answer each starts with; the profile's ``method`` then reads
   ``sampled-fallback`` — an estimate, labelled as such, of the same first-reply quantity.

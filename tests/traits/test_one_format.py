@@ -1,0 +1,136 @@
+"""One question, every backend (issue 13, item 5): the same GGUF through ``embedded`` (llama.cpp in
+process), ``hf:embedded`` (transformers) and llama-cpp-python's own OpenAI-compatible server gives the
+same per-item trait scores and the same scored actions, because format v2 scores the same first reply
+token on each. Also the sampled fallback (item 7): a server without logprobs still gives a profile,
+labelled ``sampled-fallback``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from contagion.backends.base import Backend, ScoreMethod, run_sync
+from contagion.backends.registry import resolve
+from contagion.games.engine import ACTION_FORMAT_VERSION, play_game, system_messages
+from contagion.games.record import GameSpec, PlayerSpec
+from contagion.traits.assess import QUESTION_FORMAT_VERSION, assess, pre_play_context
+from contagion.traits.inventory import Inventory, load_builtin
+from contagion.traits.profile import Profile
+from tests.backends.llama_server import LlamaServer
+
+pytestmark = pytest.mark.slow
+
+LLAMA_CPP_TOLERANCE = 0.02
+"""embedded vs the server: the same engine on the same tokens (measured: 0.0001 per item at most)."""
+
+
+def items(inventory: Inventory) -> Inventory:
+    """12 agreeableness and 12 machiavellianism items (24, a pro-social and an anti-social trait)."""
+    chosen = [it for it in inventory.items if it.trait == "agreeableness"][:12]
+    chosen += [it for it in inventory.items if it.trait == "machiavellianism"][:12]
+    return inventory.model_copy(update={"items": chosen})
+
+
+def game(backend: str, seed: int = 5) -> GameSpec:
+    return GameSpec(players=(PlayerSpec(backend=backend), PlayerSpec(backend="scripted:tit-for-tat", focal=False),
+                             PlayerSpec(backend="scripted:always-defect", focal=False)),
+                    rounds=4, chat_turns=0, seed=seed, action_mode="score")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LlamaServer]:
+    with LlamaServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def backends(server: LlamaServer) -> Iterator[dict[str, Backend]]:
+    out: dict[str, Backend] = {name: resolve(spec) for name, spec in
+           (("embedded", "embedded"), ("hf", "hf:embedded"), ("server", server.spec()))}
+    yield out
+    for backend in out.values():
+        run_sync(backend.aclose())
+
+
+@pytest.fixture(scope="module")
+def profiles(backends: dict[str, Backend]) -> dict[str, Profile]:
+    inventory = items(load_builtin())
+    context = pre_play_context(system_messages(game("embedded"))[0])
+    return {name: run_sync(assess(b, context, inventory, context_kind="pre", bootstrap=20))
+            for name, b in backends.items()}
+
+
+def test_at_least_20_items_are_scored_the_same_way_everywhere(profiles: dict[str, Profile]) -> None:
+    for name, profile in profiles.items():
+        assert len(profile.items) >= 20, name
+        assert profile.method == ScoreMethod.FIRST_TOKEN.value, name
+        assert profile.question_format_version == QUESTION_FORMAT_VERSION == 2
+
+
+def test_embedded_and_the_server_give_the_same_item_scores(profiles: dict[str, Profile]) -> None:
+    a, b = profiles["embedded"].items, profiles["server"].items
+    assert [x.item_id for x in a] == [y.item_id for y in b]
+    gaps = [abs(x.score - y.score) for x, y in zip(a, b, strict=True)]
+    assert max(gaps) <= LLAMA_CPP_TOLERANCE, gaps
+    assert [x.floored for x in a] == [y.floored for y in b]  # even the floors agree: the same top-k
+
+
+def test_transformers_scores_the_same_tokens(backends: dict[str, Backend], profiles: dict[str, Profile]) -> None:
+    """hf:embedded asks the same question: the same prompt tokens, the same position, the same method.
+    Its numbers are not llama.cpp's: transformers computes in float32 on the de-quantised weights,
+    llama.cpp's Q4_1 kernels on activations quantised to 8 bits (measured on these items: the item
+    scores differ by about 0.04 at the median; README, "Scoring"). So no numeric bound is asserted."""
+    from contagion.backends.embedded import LlamaCppBackend
+    from contagion.backends.hf import HFBackend
+    from contagion.traits.assess import question_message
+
+    embedded, hf = backends["embedded"], backends["hf"]
+    inner_e = getattr(embedded, "inner", embedded)
+    inner_h = getattr(hf, "inner", hf)
+    assert isinstance(inner_e, LlamaCppBackend) and isinstance(inner_h, HFBackend)
+    context = pre_play_context(system_messages(game("embedded"))[0])
+    for item in items(load_builtin()).items:
+        messages = [*context, question_message(item, "pro")]
+        assert inner_h.encode(inner_h.render(messages)) == inner_e.prompt_tokens(messages)[0], item.id
+    assert profiles["hf"].method == profiles["embedded"].method == ScoreMethod.FIRST_TOKEN.value
+    assert all(0.0 <= it.score <= 1.0 for it in profiles["hf"].items)
+
+
+def test_a_scored_game_chooses_the_same_actions_in_process_and_on_the_server(
+    backends: dict[str, Backend],
+) -> None:
+    plays = {}
+    for name in ("embedded", "server"):
+        backend = backends[name]
+        spec = game(backend.spec)
+        seats = [backend, resolve("scripted:tit-for-tat"), resolve("scripted:always-defect")]
+        plays[name] = run_sync(play_game(spec, backends=seats))
+    chosen = {name: [a.action for a in play.players[0].actions] for name, play in plays.items()}
+    assert chosen["embedded"] == chosen["server"], chosen
+    assert len(set(chosen["embedded"])) == 2  # a game in which the choice really changes
+    logprobs = [[a.logprobs for a in play.players[0].actions] for play in plays.values()]
+    for a, b in zip(*logprobs, strict=True):
+        assert a is not None and b is not None
+        assert max(abs(a[k] - b[k]) for k in a) < 1e-3
+    for name, play in plays.items():
+        for a in play.players[0].actions:
+            assert a.method == f"score:{ScoreMethod.FIRST_TOKEN.value}", name
+            assert a.format_version == ACTION_FORMAT_VERSION == 2
+            assert a.action != "invalid"
+    # the player's own replies are the one-word answers the format asks for (nothing pre-filled)
+    replies = [m.content for m in plays["server"].players[0].messages if m.meta.get("kind") == "own_action"]
+    assert replies and all(r in ("cooperate", "defect") for r in replies)
+
+
+def test_sampled_fallback_gives_a_labelled_profile(server: LlamaServer) -> None:
+    backend = resolve(server.spec() + "?logprobs=0&samples=8")
+    inventory = items(load_builtin())
+    two = inventory.model_copy(update={"items": inventory.items[:2]})
+    try:
+        profile = run_sync(assess(backend, pre_play_context(system_messages(game("embedded"))[0]), two,
+                                  context_kind="pre", bootstrap=20))
+    finally:
+        run_sync(backend.aclose())
+    assert profile.method == ScoreMethod.SAMPLED.value
+    assert all(0.0 <= it.score <= 1.0 for it in profile.items)
