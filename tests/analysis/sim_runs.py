@@ -26,8 +26,10 @@ SIM_CONFIG: dict[str, Any] = {
     "rounds": 3,
     "repetitions": 3,
     "assessment": {"items": 4},
-    "action_mode": "auto",  # argmax actions: the no-chat repetitions replay one game (the clustering tests)
+    # argmax actions, fixed seats and option order: the no-chat repetitions replay one game (the clustering tests)
+    "action_mode": "auto",
     "seat_order": "fixed",
+    "option_order": "cooperate-first",
 }
 """54 games: all-default, one-malicious and scripted-defector groups, three interventions, chat and no chat."""
 
