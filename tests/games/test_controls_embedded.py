@@ -5,8 +5,6 @@ alternates with the seed; the malicious player's seat varies with the seed; acti
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from rich.console import Console
 
@@ -84,7 +82,7 @@ def test_the_option_order_alternates_with_the_seed(records: dict[tuple[str, int]
 
 def test_the_malicious_seat_varies_with_the_seed(records: dict[tuple[str, int], GameRecord]) -> None:
     seat = {}
-    for (iv, seed), record in records.items():
+    for (_, seed), record in records.items():
         personas = [p.persona for p in record.players]
         assert sorted(personas) == ["default", "default", "malicious"]
         where = personas.index("malicious")
