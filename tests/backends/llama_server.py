@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +12,15 @@ import urllib.request
 from types import TracebackType
 
 from contagion.backends.paths import embedded_model_path
+
+
+def _die_with_parent() -> None:
+    """In the server's process before exec (Linux): be sent SIGTERM when the test process dies, so a
+    test run that is killed leaves no server behind."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port() -> int:
@@ -44,7 +55,8 @@ class LlamaServer:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path()),
                "--logits_all", "true", "--chat_format", "chat_template.default", "--n_ctx", str(self.n_ctx),
                "--host", "127.0.0.1", "--port", str(self.port)]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.STARTUP_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
