@@ -106,3 +106,14 @@ async def test_history_rows_are_tidy_and_sum_to_one(hf: HFBackend) -> None:
     assert first["message_index"] == 2 and second["message_index"] == 6
     assert int(second["tokens_so_far"]) > int(first["tokens_so_far"])
     assert first["share_injection"] == 0.0 and float(second["share_injection"]) > 0.0
+
+
+@pytest.mark.slow
+async def test_history_rows_carry_the_dilution_baseline(hf: HFBackend) -> None:
+    rows = await history_attention_rows(hf, HISTORY)
+    first, second = rows[0], rows[30]
+    system_tokens = (await hf.attention_to_segments(HISTORY[:2], LABELS[:2])).tokens_per_label["system"]
+    for row in (first, second):  # the system prompt's tokens do not change; the context grows
+        assert row["system_tokens"] == system_tokens > 0
+        assert row["baseline_system"] == pytest.approx(system_tokens / int(row["tokens_so_far"]))
+    assert float(second["baseline_system"]) < float(first["baseline_system"])  # dilution alone lowers it

@@ -8,6 +8,7 @@ position that produces the player's next reply, in one layer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,9 +26,16 @@ TEMPLATE = "template"
 SEGMENTS = (SYSTEM, INJECTION, OTHERS, OBSERVATION, OWN, OTHER_PROMPTS, TEMPLATE)
 """Every segment, in column order; ``template`` is the chat-format tokens between message contents."""
 
-COLUMNS = ("turn", "message_index", "tokens_so_far", "layer", *(f"share_{s}" for s in SEGMENTS))
+BASELINE = "baseline_system"
+"""The dilution baseline of the system prompt's share: system-prompt tokens ÷ all prompt tokens at that point,
+the share a query spreading its attention evenly over the context would give it. Decay of ``share_system``
+that only follows this line is dilution; decay beyond it is the system prompt losing attention."""
+
+COLUMNS = ("turn", "message_index", "tokens_so_far", "system_tokens", BASELINE, "layer",
+           *(f"share_{s}" for s in SEGMENTS))
 """Columns of one player's rows: ``turn`` (1-based), ``message_index`` (index of the assistant message),
-``tokens_so_far`` (prompt tokens), ``layer`` (0-based) and one ``share_*`` per segment (they sum to 1)."""
+``tokens_so_far`` (prompt tokens), ``system_tokens`` (tokens of the system prompt), ``baseline_system``
+(:data:`BASELINE`), ``layer`` (0-based) and one ``share_*`` per segment (they sum to 1)."""
 
 TABLE_COLUMNS = (
     "game", "player", "persona", "player_backend", "intervention", "composition", "attention_model",
@@ -42,8 +50,8 @@ the history; ``round`` (1-based, from the assistant message's meta) and ``phase`
 of the turn; then :data:`COLUMNS`.
 """
 
-INT_COLUMNS = ("round", "turn", "message_index", "tokens_so_far", "layer")
-"""Integer columns; ``share_*`` columns are floats, the others strings."""
+INT_COLUMNS = ("round", "turn", "message_index", "tokens_so_far", "system_tokens", "layer")
+"""Integer columns; ``share_*`` and ``baseline_system`` columns are floats, the others strings."""
 
 
 def parquet_schema() -> Any:
@@ -51,7 +59,7 @@ def parquet_schema() -> Any:
     import pyarrow as pa
 
     def kind(column: str) -> Any:
-        if column.startswith("share_"):
+        if column.startswith("share_") or column == BASELINE:
             return pa.float64()
         return pa.int64() if column in INT_COLUMNS else pa.string()
 
@@ -78,10 +86,84 @@ def system_share_by_length(turn_means: pd.DataFrame, *, max_exact: int = 12, bin
         # bins are closed on the left, the last one on both sides: every length falls in one
         index = np.clip(np.searchsorted(edges, tokens, side="right") - 1, 0, bins - 1)
         df["tokens"] = (edges[index] + edges[index + 1]) / 2
+    extra = {BASELINE: (BASELINE, "mean")} if BASELINE in df.columns else {}
     out = (
         df.groupby(["intervention", "tokens"], observed=True)
-        .agg(share_system=("share_system", "mean"), sd=("share_system", "std"), n=("share_system", "size"))
+        .agg(share_system=("share_system", "mean"), sd=("share_system", "std"), n=("share_system", "size"), **extra)
         .reset_index()
     )
     out["se"] = (out["sd"] / out["n"].pow(0.5)).fillna(0.0)
     return out.drop(columns="sd")
+
+
+@dataclass
+class Correlation:
+    """A correlation with its 95 % confidence interval (Fisher z)."""
+
+    method: str
+    r: float
+    ci_low: float
+    ci_high: float
+    p: float
+    n: int
+
+
+def _fisher_ci(r: float, n: int, se_scale: float = 1.0) -> tuple[float, float]:
+    import math
+
+    from scipy import stats
+
+    if n < 4 or not abs(r) < 1:
+        return math.nan, math.nan
+    z, half = math.atanh(r), stats.norm.ppf(0.975) * se_scale / math.sqrt(n - 3)
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+def correlations(x: Any, y: Any) -> list[Correlation]:
+    """Pearson's r and Spearman's ρ of ``x`` and ``y`` with 95 % Fisher-z intervals (SE 1/√(n−3) for r;
+    1.06/√(n−3) for ρ, Fieller, Hartley & Pearson 1957). NaN where n < 4 or a variable is constant."""
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(x.size)
+    out = []
+    for method, scale in (("Pearson", 1.0), ("Spearman", 1.06)):
+        if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+            out.append(Correlation(method, math.nan, math.nan, math.nan, math.nan, n))
+            continue
+        res = stats.pearsonr(x, y) if method == "Pearson" else stats.spearmanr(x, y)
+        r, p = float(res[0]), float(res[1])
+        low, high = _fisher_ci(r, n, scale)
+        out.append(Correlation(method, r, low, high, p, n))
+    return out
+
+
+def decay_by_agent(turn_means: pd.DataFrame) -> pd.DataFrame:
+    """Per (game, player): attention decay from its first to its last measured turn.
+
+    ``turn_means`` has one row per turn (``game``, ``player``, ``turn``, ``share_system`` and, when
+    present, ``baseline_system``, averaged over layers). ``decay`` = share at the first turn − share at the
+    last; ``decay_beyond_dilution`` = the same for ``share_system − baseline_system`` (NaN without the
+    baseline); ``turns`` the turns measured. Agents with a single turn are left out.
+    """
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for (game, player), sub in turn_means.groupby(["game", "player"], observed=True, sort=True):
+        sub = sub.sort_values("turn")
+        if len(sub) < 2:
+            continue
+        first, last = sub.iloc[0], sub.iloc[-1]
+        beyond = (float(first["share_system"] - first[BASELINE]) - float(last["share_system"] - last[BASELINE])
+                  if BASELINE in sub.columns else np.nan)
+        rows.append({"game": str(game), "player": str(player),
+                     "intervention": str(first.get("intervention", "")),
+                     "decay": float(first["share_system"]) - float(last["share_system"]),
+                     "decay_beyond_dilution": beyond, "turns": len(sub)})
+    return pd.DataFrame(rows, columns=["game", "player", "intervention", "decay", "decay_beyond_dilution", "turns"])

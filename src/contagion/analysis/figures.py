@@ -186,6 +186,9 @@ def attention_lines(data: pd.DataFrame, *, title: str = "Attention to the system
             se = line["se"].fillna(0).to_numpy(dtype=float)
             ax.fill_between(line["tokens"], line["share_system"] - se, line["share_system"] + se, color=colour,
                             alpha=0.15, linewidth=0)
+            if "baseline_system" in line:  # dilution: system tokens / all tokens (decay beyond it is real)
+                ax.plot(line["tokens"], line["baseline_system"], linestyle="--", linewidth=1, color=colour,
+                        label=f"{_short(str(name))}: dilution baseline")
         ax.set_xlabel("tokens in the context so far")
         ax.set_ylabel("share of attention to system prompt")
         ax.set_ylim(bottom=0)
@@ -214,6 +217,9 @@ def attention_figure(by_length: pd.DataFrame, *, layers: int = 0) -> Figure:
         low = line["share_system"] - line["se"]
         high = line["share_system"] + line["se"]
         ax.fill_between(line["tokens"], low, high, color=colour, alpha=0.15, linewidth=0)
+        if "baseline_system" in line:  # dilution: system tokens / all tokens
+            ax.plot(line["tokens"], line["baseline_system"], linestyle="--", linewidth=1, color=colour,
+                    label=f"{name}: dilution baseline")
     ax.set_xlabel("tokens in the player's context so far")
     ax.set_ylabel("share of attention to the system prompt")
     ax.set_ylim(bottom=0)

@@ -17,6 +17,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from contagion.analysis import figures
+from contagion.analysis.attention import BASELINE, correlations, decay_by_agent
 from contagion.analysis.contrasts import AnalysisSettings, drift_by_cell, trait_matrix
 from contagion.analysis.report_text import PROSOCIAL, Table, cell_table, coop_table, fnum
 from contagion.analysis.tables import RunTables, cooperation_by_round
@@ -34,9 +35,10 @@ class Figure:
 
 
 
-def attention_figure(run_dir: Path) -> tuple[Figure | None, str]:
+def attention_figure(run_dir: Path, tables: RunTables | None = None) -> tuple[Figure | None, str]:
     """The attention section from ``RUN_DIR/attention/attention.csv`` (None when there is none), or a note
-    saying why the table cannot be shown."""
+    saying why the table cannot be shown. Each share is shown beside its dilution baseline; with ``tables``
+    each agent's attention decay is set against its own drift (scatter and correlations)."""
     path = RunDir(run_dir).attention_csv
     shown = path.relative_to(run_dir)
     if not path.exists():
@@ -56,8 +58,10 @@ def attention_figure(run_dir: Path) -> tuple[Figure | None, str]:
     if keys:
         df = (df.groupby(["intervention", *keys], observed=True, dropna=False)
               .agg(tokens_so_far=("tokens_so_far", "mean"), share_system=("share_system", "mean"),
-                   **({"share_injection": ("share_injection", "mean")} if "share_injection" in df.columns else {}))
+                   **({"share_injection": ("share_injection", "mean")} if "share_injection" in df.columns else {}),
+                   **({BASELINE: (BASELINE, "mean")} if BASELINE in df.columns else {}))
               .reset_index())
+    turn_means = df.copy()
     tokens = df["tokens_so_far"].astype(float)
     distinct = sorted(tokens.unique())
     if len(distinct) <= 12:
@@ -71,20 +75,81 @@ def attention_figure(run_dir: Path) -> tuple[Figure | None, str]:
                            "n": ("share_system", "size")}
     if "share_injection" in df.columns:
         agg["share_injection"] = ("share_injection", "mean")
+    base = BASELINE in df.columns
+    if base:
+        agg[BASELINE] = (BASELINE, "mean")
     out = df.groupby(["intervention", "tokens"], observed=True).agg(**agg).reset_index()
     out["se"] = out["sd"] / out["n"].pow(0.5)
     svg = figures.attention_lines(out)
     table = Table(["intervention", "tokens so far (bin centre)", "share to system prompt", "± SE",
+                   *(["dilution baseline", "share − baseline"] if base else []),
                    *(["share to injections"] if "share_injection" in out else []), "turns"],
                   [[str(r["intervention"]), f"{r['tokens']:.0f}", fnum(r["share_system"]), fnum(r["se"]),
+                    *([fnum(r[BASELINE]), fnum(r["share_system"] - r[BASELINE])] if base else []),
                     *([fnum(r["share_injection"])] if "share_injection" in out else []), str(r["n"])]
                    for r in out.to_dict("records")],
                   f"From {shown} (averaged over layers per turn; the band is ± 1 SE over turns, which are not "
                   "independent within a game).")
     fig = Figure("attention", "Attention to the system prompt", Markup(svg),
                  "Mean share of the attention that the position producing a player's next reply pays to its "
-                 "system prompt, against the number of tokens already in its context, by intervention.", table)
+                 "system prompt, against the number of tokens already in its context, by intervention."
+                 + (" Dashed: the dilution baseline (system-prompt tokens ÷ all tokens, the share an even spread "
+                    "would give); decay that follows it is dilution, decay below it is the prompt losing attention."
+                    if base else " (This table predates the dilution baseline: re-run contagion attention.)"),
+                 table)
+    if tables is not None:
+        fig.extra_tables += attention_drift_tables(turn_means, tables)
+        scatter = attention_drift_svg(turn_means, tables)
+        if scatter is not None:
+            fig.svg = Markup(str(fig.svg) + scatter)
     return fig, ""
+
+
+def _agent_decay_and_drift(turn_means: pd.DataFrame, tables: RunTables) -> pd.DataFrame:
+    """Per measured agent: attention decay (first − last turn; beyond dilution when the baseline is there)
+    beside its own pro-social index drift (post − pre; negative is toward anti-social)."""
+    if not {"game", "player", "turn"} <= set(turn_means.columns) or tables.drift.empty:
+        return pd.DataFrame()
+    decay = decay_by_agent(turn_means)
+    agents = tables.agents[["game_id", "player", "drift"]].astype({"game_id": str, "player": str})
+    return decay.merge(agents.rename(columns={"game_id": "game"}), on=["game", "player"], how="inner")
+
+
+def attention_drift_tables(turn_means: pd.DataFrame, tables: RunTables) -> list[Table]:
+    """The correlation of each agent's attention decay with its own drift (Pearson and Spearman, Fisher CI)."""
+    df = _agent_decay_and_drift(turn_means, tables)
+    if df.empty:
+        return []
+    rows = []
+    for column, what in (("decay", "decay of the share"), ("decay_beyond_dilution", "decay beyond dilution")):
+        if df[column].notna().sum() == 0:
+            continue
+        for c in correlations(df[column], df["drift"]):
+            rows.append([what, c.method, fnum(c.r), f"[{fnum(c.ci_low)}, {fnum(c.ci_high)}]", fnum(c.p), str(c.n)])
+    return [Table(["attention decay (first − last turn)", "correlation", "r", "95 % CI (Fisher z)", "p", "agents"],
+                  rows, "Each measured agent's attention decay against its own pro-social index drift (post − pre). "
+                  "A negative r means agents whose system prompt lost more attention drifted more toward "
+                  "anti-social. Agents of one game are not independent, so the interval is optimistic.")]
+
+
+def attention_drift_svg(turn_means: pd.DataFrame, tables: RunTables) -> str | None:
+    """A scatter of attention decay (beyond dilution when available) against drift, one point per agent."""
+    df = _agent_decay_and_drift(turn_means, tables)
+    if df.empty:
+        return None
+    column = "decay_beyond_dilution" if df["decay_beyond_dilution"].notna().any() else "decay"
+    with figures.rc_context(figures._RC):
+        fig = figures._figure(4.8, 3.2)
+        ax = fig.add_subplot()
+        for j, (name, sub) in enumerate(df.groupby("intervention", sort=True)):
+            ax.scatter(sub[column], sub["drift"], s=14, color=figures.PALETTE[j % len(figures.PALETTE)],
+                       label=str(name))
+        ax.axhline(0, color="#999999", linewidth=0.6)
+        ax.set_xlabel("attention decay " + ("beyond dilution " if column != "decay" else "") + "(first − last turn)")
+        ax.set_ylabel("pro-social index drift")
+        ax.set_title("Attention decay and drift, per agent", loc="left")
+        ax.legend(title="intervention", fontsize=7)
+        return figures.to_svg(fig)
 
 
 
@@ -195,7 +260,7 @@ def report_figures(tables: RunTables, settings: AnalysisSettings, run_dir: Path)
     ``run_dir`` exists but cannot be shown."""
     figs = [f for f in (drift_figure(tables, settings), cooperation_figure(tables),
                         mitigation_figure(tables, settings), heatmap_figure(tables)) if f is not None]
-    attention, attention_note = attention_figure(run_dir)
+    attention, attention_note = attention_figure(run_dir, tables)
     if attention is not None:
         figs.append(attention)
     return figs, attention_note

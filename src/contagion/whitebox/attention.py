@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from contagion import vocabulary as P
 from contagion.analysis.attention import (
+    BASELINE,
     INJECTION,
     OBSERVATION,
     OTHER_PROMPTS,
@@ -108,8 +109,9 @@ async def history_attention_rows(
     A turn is each assistant message after the first message; its row set describes the prompt just
     before it (``messages[:i]`` with the generation prompt), read at the position that produces the
     turn's first token. Columns: :data:`~contagion.analysis.attention.COLUMNS` — ``turn`` (1-based),
-    ``message_index`` (index of the assistant message), ``tokens_so_far`` (prompt tokens), ``layer``
-    (0-based) and one ``share_*`` per segment; the shares of a row sum to 1. With a prefix-caching
+    ``message_index`` (index of the assistant message), ``tokens_so_far`` (prompt tokens),
+    ``system_tokens``, ``baseline_system`` (system tokens ÷ prompt tokens: the dilution baseline),
+    ``layer`` (0-based) and one ``share_*`` per segment; the shares of a row sum to 1. With a prefix-caching
     backend each prompt extends the previous one, so only the new messages are encoded.
     """
     labels = segment_labels(messages)
@@ -121,10 +123,13 @@ async def history_attention_rows(
         turn += 1
         shares = await backend.attention_to_segments(messages[:i], labels[:i])
         for layer, per_label in enumerate(shares.per_layer):
+            system_tokens = int(shares.tokens_per_label.get(SYSTEM, 0))
             row: dict[str, float | int] = {
                 "turn": turn,
                 "message_index": i,
                 "tokens_so_far": shares.tokens,
+                "system_tokens": system_tokens,
+                BASELINE: system_tokens / shares.tokens if shares.tokens else 0.0,
                 "layer": layer,
             }
             for segment in SEGMENTS:
@@ -582,6 +587,7 @@ def _turn_means(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "tokens_so_far": first["tokens_so_far"],
             "share_system": sum(float(r["share_system"]) for r in group) / len(group),
             "share_injection": sum(float(r["share_injection"]) for r in group) / len(group),
+            BASELINE: float(first[BASELINE]),
         })
     return out
 
