@@ -120,8 +120,8 @@ def child_overhead(config_path: str, out: str) -> dict[str, Any]:
     import asyncio
 
     from contagion.backends.base import GenerationConfig
-    from contagion.experiment.config import load_config
     from contagion.backends.registry import resolve
+    from contagion.experiment.config import load_config
     from contagion.experiment.runner import Runner
     from contagion.experiment.store import Store
     from contagion.messages import Message

@@ -12,10 +12,10 @@ from typing import Any
 from rich.console import Console
 
 from contagion.experiment.config import parse_config
-from contagion.experiment.trial import failed_record
+from contagion.experiment.record import GameRecord
 from contagion.experiment.runner import Runner
 from contagion.experiment.store import Store
-from contagion.experiment.record import GameRecord
+from contagion.experiment.trial import failed_record
 
 SIM_CONFIG: dict[str, Any] = {
     "name": "sim test run",

@@ -18,8 +18,8 @@ from contagion.analysis.tables import (
     payoffs_by_condition,
     tables_from_records,
 )
-from contagion.experiment.store import Store
 from contagion.experiment.record import GameRecord
+from contagion.experiment.store import Store
 
 
 def test_one_row_per_focal_agent_and_trait(sim_run_dir: Path) -> None:

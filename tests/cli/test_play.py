@@ -52,7 +52,8 @@ def test_play_prints_the_game_and_writes_the_record(runner: CliRunner, tmp_path:
     record = load(out)
     assert record.error is None
     assert record.spec.game.game == "chicken" and record.spec.game.rounds == 3 and record.spec.game.seed == 7
-    assert [p.label() for p in record.spec.game.players] == ["scripted:tit-for-tat", "sim:planted", "malicious=sim:planted"]
+    assert [p.label() for p in record.spec.game.players] == ["scripted:tit-for-tat", "sim:planted",
+                                                             "malicious=sim:planted"]
     assert [p.persona for p in record.players] == ["default", "default", "malicious"]
     # the conversation is printed as it happens, and the action table with labels and payoffs
     for r in record.rounds:

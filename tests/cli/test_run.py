@@ -25,8 +25,8 @@ import contagion
 import contagion.cli
 from contagion.cli.app import app
 from contagion.cli.run import demo_config
-from contagion.experiment.store import Store
 from contagion.experiment.record import GameRecord
+from contagion.experiment.store import Store
 from contagion.testing import LoopbackServer, RawResponse
 from contagion.testing.loopback import default_responder
 
