@@ -246,11 +246,17 @@ def _scoring(tables: RunTables, model: str) -> dict[str, Any]:
 def compute_card(run_dir: Path, protocol: Protocol, model: str, *, seconds: float | None = None,
                  settings: AnalysisSettings | None = None) -> dict[str, Any]:
     """The card of the benchmark run in ``run_dir`` (nothing written)."""
+    return card_from_tables(load_tables(Path(run_dir)), protocol, model, seconds=seconds, settings=settings,
+                            run_dir=str(run_dir))
+
+
+def card_from_tables(tables: RunTables, protocol: Protocol, model: str, *, seconds: float | None = None,
+                     settings: AnalysisSettings | None = None, run_dir: str = "") -> dict[str, Any]:
+    """The card of a benchmark's tables (a run directory's, or records played elsewhere, e.g. in Inspect)."""
     settings = settings or AnalysisSettings()
-    tables = load_tables(Path(run_dir))
     info = tables.info
     if info.counts.get("ok", 0) == 0:
-        raise UserError(f"{run_dir} holds no finished game; nothing to put on a card")
+        raise UserError(f"{run_dir or 'these records'} hold no finished game; nothing to put on a card")
     contrasts = compute_contrasts(tables, settings=settings)
     numbers = headline_numbers(tables, contrasts, protocol, model, settings)
     primary_p = [_f((numbers[h] or {}).get("p")) for h in PRIMARY]
