@@ -9,6 +9,8 @@ Forms (also listed in every error about an unknown spec):
   OpenAI). The API key comes from ``OPENAI_API_KEY`` (or ``CONTAGION_API_KEY``), never from the spec.
 - ``hf:PATH_OR_ID`` — a transformers model (extra ``whitebox``); ``hf:embedded`` loads the embedded
   GGUF through transformers for white-box work.
+- ``inspect:PROVIDER/MODEL`` — any model Inspect AI reaches, through its model API (extra ``inspect``);
+  ``inspect:active`` is the model of the Inspect evaluation it runs in.
 - ``scripted:STRATEGY`` — always-cooperate, always-defect, tit-for-tat, grim-trigger, random.
 - ``sim:VARIANT`` — simulated models with a known rule (a planted contagion effect, a null twin, or an
   adversarial null model: flatten, acquiescence, echo, reciprocity).
@@ -78,6 +80,8 @@ register(BackendKind("hf", "hf:PATH_OR_ID (or hf:embedded)", "contagion.backends
 register(BackendKind("scripted", "scripted:STRATEGY (always-cooperate, always-defect, tit-for-tat, "
                      "grim-trigger, random)", "contagion.backends.scripted:build_scripted",
                      language_model=False, local=True, scripted=True))
+register(BackendKind("inspect", "inspect:PROVIDER/MODEL (Inspect AI's model API; extra inspect)",
+                     "contagion.backends.inspect_backend:build_inspect"))
 register(BackendKind("sim", "sim:planted | sim:null | sim:flatten | sim:acquiescence | sim:echo | sim:reciprocity",
                      "contagion.backends.sim:build_sim", local=True, simulated=True))
 
