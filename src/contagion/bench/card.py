@@ -267,7 +267,7 @@ def card_from_tables(tables: RunTables, protocol: Protocol, model: str, *, secon
         entry: dict[str, Any] = {"id": h.id, "title": h.title, "question": h.question, "primary": h.primary,
                                  "direction": h.direction, "units": h.units, "available": n is not None}
         if n is None:
-            entry["reason"] = "not in this run"
+            entry.update(reason="not in this run", significant=False, detected=False)
             heads.append(entry)
             continue
         entry.update(n)

@@ -15,6 +15,7 @@ needs the extra ``inspect``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
@@ -31,7 +32,7 @@ from contagion.bench.card import card_from_tables
 from contagion.bench.protocol import Protocol, load_protocol
 from contagion.bench.render import write_card
 from contagion.experiment.record import GameRecord, TrialSpec
-from contagion.experiment.trial import run_trial
+from contagion.experiment.trial import measure_agent, needed_profiles, run_trial
 
 MODEL = f"inspect:{ACTIVE}"
 
@@ -52,7 +53,11 @@ def samples(protocol: Protocol) -> list[Sample]:
 
 @solver
 def play_trial() -> Solver:
-    """Play the sample's trial (pre-play profiles, interventions, game, post-play profiles) on the model."""
+    """Play the sample's trial (pre-play profiles, interventions, game, post-play profiles) on the model.
+
+    Each distinct pre-play profile (model, system prompt, settings) is measured once per evaluation and
+    handed to every trial that needs it, as the runner does."""
+    profiles: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         from contagion.personas import Persona
@@ -60,12 +65,25 @@ def play_trial() -> Solver:
         spec = TrialSpec.model_validate_json(state.metadata["spec"])
         labels = json.loads(state.metadata["labels"])
         personas = {p["name"]: Persona.model_validate(p) for p in json.loads(state.metadata["personas"])}
-        record = await run_trial(spec, labels=labels, personas=personas)
+        pre: list[dict[str, Any] | None] = [None] * len(spec.game.players)
+        for i, key, system in needed_profiles(spec, personas):
+            key = f"{state.model}|{key}"
+            if key not in profiles:
+                profiles[key] = asyncio.ensure_future(_measure(spec.game.players[i].backend, system, spec))
+            try:
+                pre[i] = await asyncio.shield(profiles[key])
+            except Exception:
+                profiles.pop(key, None)  # the trial measures it itself (and records a failure there)
+        record = await run_trial(spec, labels=labels, personas=personas, pre_profiles=pre)
         state.store.set("record", record.model_dump_json())
         state.completed = True
         return state
 
     return solve
+
+
+async def _measure(backend: str, system: Any, spec: TrialSpec) -> dict[str, Any]:
+    return (await measure_agent(backend, system, spec.assessment)).to_record()
 
 
 def _drift(record: GameRecord) -> float:
@@ -81,9 +99,10 @@ def contagion_card(size: str = "standard", out: str | None = None, protocol: str
     def compute(scores: list[SampleScore]) -> Value:
         records = [GameRecord.model_validate_json(s.score.metadata["record"]) for s in scores
                    if s.score.metadata and "record" in s.score.metadata]
-        if not records:
+        proto = _protocol(size, protocol)
+        if len(records) < proto.games():  # while the evaluation runs: the card needs every game
             return {}
-        card = card_from_tables(tables_from_records(records), _protocol(size, protocol), MODEL)
+        card = card_from_tables(tables_from_records(records), proto, MODEL)
         name = next((s.score.metadata.get("model") for s in scores if s.score.metadata), None)
         card["model"] = f"inspect:{name}" if name else MODEL
         card["backend"] = "inspect"
