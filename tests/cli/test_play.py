@@ -140,7 +140,7 @@ def test_play_on_the_embedded_model(runner: CliRunner, tmp_path: Path) -> None:
     record = load(out)
     lm = record.players[0]
     assert lm.backend == "embedded" and lm.completion_tokens > 0 and lm.prompt_tokens > 0
-    assert [a.method for a in lm.actions] == ["score:full-continuation"] * 2
+    assert [a.method for a in lm.actions] == ["score:first-token-top-logprobs"] * 2
     assert record.invalid_rate == 0.0
     said = [t for r in record.rounds for t in r.talk if t[0] == "Avery"]
     assert len(said) == 2 and all(f"Avery: {t}" in result.output for _, t in said)

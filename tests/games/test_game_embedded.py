@@ -4,6 +4,8 @@ the same record at temperature 0, whatever the state of the prefix cache."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from contagion import vocabulary as P
@@ -39,21 +41,31 @@ def game() -> GamePlay:
     return run_sync(play_game(SPEC, backends=[resolve("embedded")] * 3))
 
 
-def test_a_real_three_player_game_completes_with_valid_actions(game: GamePlay) -> None:
+def test_a_real_three_player_game_completes_and_records_each_action_as_scored(game: GamePlay) -> None:
     assert game.error is None
     assert len(game.rounds) == 2 and len(game.players) == 3
-    assert game.invalid_rate == 0.0
+    invalid = 0
     for p in game.players:
         assert p.backend == "embedded"
         assert len(p.actions) == 2
         for a in p.actions:
-            # the embedded model scores both action names (full-continuation log-likelihood)
-            assert a.action in ("cooperate", "defect") and a.label in ("swerve", "straight")
-            assert a.method == "score:full-continuation"
+            # format v2: the reply's first token, scored by the shared rule; a choice no candidate owns is floored
+            assert a.method == "score:first-token-top-logprobs" and a.format_version == 2
             assert a.logprobs is not None and set(a.logprobs) == {"swerve", "straight"}
             assert all(-1e9 < v < 0 for v in a.logprobs.values())
+            assert a.mass is not None and 0 < a.mass <= 1
+            # raw mass of the two actions; a floored one counts at its floor (the mass is then an upper bound)
+            assert a.mass == pytest.approx(sum(math.exp(v) for v in a.logprobs.values()))
+            if len(a.floored) == 2 or a.logprobs["swerve"] == a.logprobs["straight"]:
+                # the model gave neither action: recorded as invalid, never mapped to a default
+                assert a.action == "invalid" and a.label is None
+                invalid += 1
+                continue
+            assert a.action in ("cooperate", "defect") and a.label in ("swerve", "straight")
             chosen = "swerve" if a.action == "cooperate" else "straight"
-            assert a.logprobs[chosen] == max(a.logprobs.values())
+            assert a.logprobs[chosen] == max(a.logprobs.values()) and chosen not in a.floored
+    assert game.invalid_rate == pytest.approx(invalid / 6)
+    for p in game.players:
         # every player wrote one chat message per round and read the two others'
         assert sum(m.meta.get("kind") == "own_talk" for m in p.messages) == 2
         assert sum(m.meta.get("kind") == P.TALK for m in p.messages) == 4
@@ -68,6 +80,8 @@ def test_a_real_three_player_game_completes_with_valid_actions(game: GamePlay) -
         for i in range(len(r.actions)):
             others = sum(coop) - coop[i]
             expected = d["S"] + (d["R"] - d["S"]) * others / 2 if coop[i] else d["P"] + (d["T"] - d["P"]) * others / 2
+            if r.actions[i] == "invalid":  # no payoff, and never counted as cooperating for the others
+                expected = 0.0
             assert r.payoffs[i] == pytest.approx(expected)
     assert game.players[2].persona == "malicious" and "Lie to them" in game.players[2].system_prompt
 
@@ -89,7 +103,7 @@ def test_same_seed_on_a_fresh_model_gives_an_identical_record(game: GamePlay) ->
 def test_each_history_is_encoded_about_once(game: GamePlay) -> None:
     """Prefix reuse across a player's turns: the prompt tokens encoded over the game stay within 1.2 x
     the minimum (each player's final history, chat-templated, encoded once) — not the sum of all prompts."""
-    backend = resolve("embedded")
+    backend = resolve("embedded").inner
     assert isinstance(backend, LlamaCppBackend)
     minimum = sum(len(backend.tokenize(backend.render(p.messages, add_generation_prompt=False))) for p in game.players)
     encoded = sum(p.prompt_tokens_encoded for p in game.players)

@@ -1,5 +1,5 @@
 """Every intervention in a real game on the embedded model (SmolLM2-135M through llama.cpp): 2 rounds, a
-small trait assessment (2 items for each of 2 traits) for the pre-play profile SIT needs."""
+small trait assessment (2 measured and 2 SIT-source items for each of 2 traits) for the pre-play profile SIT needs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from contagion.traits.profile import Profile
 
 pytestmark = pytest.mark.slow
 
-ASSESS = {"items": 2, "traits": ["agreeableness", "machiavellianism"], "bootstrap": 100}
+ASSESS = {"items": 2, "source_items": 2, "traits": ["agreeableness", "machiavellianism"], "bootstrap": 100}
 
 
 def play(intervention: str, chat_turns: int = 0) -> GameRecord:
@@ -27,7 +27,7 @@ def play(intervention: str, chat_turns: int = 0) -> GameRecord:
     record = run_sync(run_trial(spec))
     assert record.error is None, record.error
     lm = record.players[0]
-    assert [a.method for a in lm.actions] == ["score:full-continuation"] * 2
+    assert [a.method for a in lm.actions] == ["score:first-token-top-logprobs"] * 2
     assert record.invalid_rate == 0.0 and lm.model_seconds > 0
     GameRecord.model_validate_json(record.to_json())
     return record
@@ -51,7 +51,8 @@ def sit_checks(record: GameRecord, params: SitParams) -> list[str]:
     lm = record.players[0]
     assert lm.pre_profile is not None
     profile = Profile.from_record(lm.pre_profile)
-    assert profile.context_kind == "pre" and profile.method == "full-continuation" and len(profile.items) == 4
+    assert profile.context_kind == "pre" and profile.method == "first-token-top-logprobs"
+    assert len(profile.measured_items()) == 4 and len(profile.source_items()) == 4
     own = select_reminders(profile, params, seed=record.spec.game.seed * 1000)
     told = [line[2:] for e in lm.injections for line in e.text.splitlines()[1:]]
     assert set(told) <= set(own)  # only the agent's own, supported statements

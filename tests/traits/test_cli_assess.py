@@ -102,7 +102,7 @@ def test_assess_bare_context_with_persona_directory(runner: CliRunner, persona_d
 def test_assess_embedded_model(runner: CliRunner) -> None:
     result = invoke(runner, "--model", "embedded", "--traits", "honesty,narcissism", "--items", "2", "--debias")
     assert result.exit_code == 0, result.output
-    assert "scoring method: full-continuation" in result.output
+    assert "scoring method: first-token-top-logprobs" in result.output
     assert "Trait profile of embedded" in result.output
 
 

@@ -92,7 +92,8 @@ class ActionRecord(BaseModel):
     method: str = Field(description="'score:<method>' or 'generate' (text parsed).")
     logprobs: dict[str, float] | None = None
     raw: list[str] = Field(default_factory=list, description="Reply texts when the action was generated.")
-    mass: float | None = Field(None, description="Scored actions: p(cooperate) + p(defect), raw.")
+    mass: float | None = Field(None, description="Scored actions: p(cooperate) + p(defect), raw; a floored "
+                                              "action counts at its floor, so the mass is then an upper bound.")
     floored: list[str] = Field(default_factory=list, description="Action names a server did not return (floors).")
     attempts: int = 1
     format_version: int | None = Field(
