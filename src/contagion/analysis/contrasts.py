@@ -7,7 +7,7 @@ composition), **amplification** (next to a malicious LM vs in an all-default gro
 **mitigation** (each intervention vs none, SIT vs repetition, SIT vs placebo). :func:`compute_contrasts` computes
 them; a run without the conditions a contrast compares gets ``not in this run``.
 
-Three facts about the data shape every test here:
+Five facts about the data shape every test here:
 
 1. **Agents in one game are not independent** — they saw the same conversation. Games are the
    clusters of every estimator. Games whose transcripts are identical (a deterministic model with no
@@ -29,6 +29,14 @@ Three facts about the data shape every test here:
    Trait p-values are adjusted across the traits of one comparison (Holm by default; Benjamini–
    Hochberg on request) and a trait is called significant only when its index is significant in the
    family (serial gatekeeping), so the family-wise error over all of it stays at α.
+
+4. **Context length moves a model's confidence.** Two arms can differ in how much the agents read
+   (reminders, chat), and a model that loses confidence with length pulls every answer toward ½, which
+   moves the index with no trait change. Each two-condition comparison also compares the agents'
+   answer-mass drift (``mass_estimate``, ``mass_p``); where it differs (p < α) the index is not called
+   significant and the row says why (the confidence gate).
+5. **Sampled actions reuse their random draws across cells** (common seeds), so the behaviour slope
+   clusters on games linked by a seed or a transcript (:func:`linked_clusters`), not on single games.
 
 Effect sizes are Cohen's *d_z* (mean paired difference / its SD over agents) for post − pre and
 Cohen's *d* (difference / pooled SD over agents) for two conditions.
@@ -71,7 +79,7 @@ MIN_GAMES = 10
 
 ROW_COLUMNS = ("contrast", "comparison", "model", "trait", "polarity", "estimate", "ci_low", "ci_high", "ci_method",
                "p", "p_adj", "test", "correction", "effect", "effect_name", "n_agents", "n_games", "games_a",
-               "games_b", "mean_a", "mean_b", "significant", "warning")
+               "games_b", "mean_a", "mean_b", "significant", "warning", "mass_estimate", "mass_p")
 
 
 @dataclass
@@ -159,7 +167,7 @@ def _finish_family(rows: list[dict[str, Any]], settings: AnalysisSettings) -> li
     for r in index:
         r["p_adj"] = r["p"]
         r["correction"] = "primary outcome (unadjusted; gates the traits)"
-        r["significant"] = bool(np.isfinite(r["p"]) and r["p"] < settings.alpha)
+        r["significant"] = bool(np.isfinite(r["p"]) and r["p"] < settings.alpha) and not _mass_gated(r, settings)
         gate = r["significant"]
     adjusted = adjust([r["p"] for r in traits])
     m = sum(not math.isnan(x["p"]) for x in traits)
@@ -168,6 +176,18 @@ def _finish_family(rows: list[dict[str, Any]], settings: AnalysisSettings) -> li
         r["correction"] = f"{label} over {m} traits, gated by the index"
         r["significant"] = bool(gate and np.isfinite(pa) and pa < settings.alpha)
     return rows
+
+
+def _mass_gated(row: Any, settings: AnalysisSettings) -> bool:
+    """Whether the confidence gate holds this index row back (see :func:`_mass_difference`)."""
+    p = row.get("mass_p", math.nan) if isinstance(row, dict) else row["mass_p"]
+    return bool(p is not None and np.isfinite(float(p)) and float(p) < settings.alpha)
+
+
+def _gate_warning(row: Any) -> str:
+    note = MASS_GATE.format(est=float(row["mass_estimate"]), p=float(row["mass_p"]))
+    old = str(row["warning"] or "")
+    return note if not old else f"{old}; {note}"
 
 
 def _warning(n_games: int, settings: AnalysisSettings, what: str = "games") -> str:
@@ -243,14 +263,50 @@ def _one_sample_family(df: pd.DataFrame, contrast: str, comparison: str, model: 
     return _finish_family(rows, settings)
 
 
+MASS_GATE = ("answer mass differs between the arms (Δ {est:+.3f}, p = {p:.3g}): the difference may be lost "
+             "confidence rather than trait change, so it is not claimed")
+"""The warning of a two-condition comparison held back by the confidence gate (:func:`_mass_difference`)."""
+
+
+def _mass_difference(df: pd.DataFrame, instrument: pd.DataFrame | None, resamples: int,
+                     seed: int) -> tuple[float, float]:
+    """(difference, p) of the agents' answer-mass drift between the arms of ``df`` (index rows with
+    ``_arm`` and ``_stratum``), compared exactly as the index is; NaN without the instrument table or
+    mass figures.
+
+    The confidence gate: the arms of a comparison can differ in context length (an intervention's
+    reminders, chat, a longer game), and a model that loses confidence with length moves every answer
+    toward ½ — which shifts the pro-social index wherever its baseline is not 0, with no trait change
+    at all. When the answer mass (p(Yes) + p(No)) drifts differently in the two arms (p < α,
+    unadjusted: the gate errs on the side of holding a claim back), the comparison's index is not
+    called significant.
+    """
+    if instrument is None or instrument.empty or "mass_drift" not in instrument.columns:
+        return math.nan, math.nan
+    mass = instrument[["game_id", "player", "mass_drift", "mass_post"]].dropna()
+    if mass.empty:
+        return math.nan, math.nan
+    idx = df[df["trait"] == PROSOCIAL][["game_id", "player", "_arm", "_stratum", "cluster"]]
+    both = idx.assign(game_id=idx["game_id"].astype(str), player=idx["player"].astype(str)).merge(
+        mass.assign(game_id=mass["game_id"].astype(str), player=mass["player"].astype(str)),
+        on=["game_id", "player"])
+    if both.empty or both["_arm"].all() or not both["_arm"].any():
+        return math.nan, math.nan
+    est = two_sample(both["mass_drift"].to_numpy(dtype=float), both["_arm"].to_numpy(dtype=bool),
+                     both["cluster"].astype(str).to_numpy(), baselines=both["_stratum"].to_numpy(),
+                     post=both["mass_post"].to_numpy(dtype=float), resamples=0, seed=seed)
+    return float(est.estimate), float(est.p)
+
+
 def _two_sample_family(df: pd.DataFrame, arm: pd.Series, contrast: str, comparison: str, model: str,
                        settings: AnalysisSettings, mixed_out: list[dict[str, Any]],
-                       blocks: tuple[str, ...]) -> list[dict[str, Any]]:
+                       blocks: tuple[str, ...], instrument: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     strata = df["pre_key"].astype(str)
     for col in blocks:
         strata = strata + "|" + df[col].astype(str)
     df = df.assign(_arm=arm.to_numpy(), _stratum=strata.to_numpy())
+    mass_est, mass_p = _mass_difference(df, instrument, settings.resamples, settings.seed)
     for trait, sub in df.groupby("trait", observed=True, sort=False):
         est = two_sample(sub["drift"].to_numpy(), sub["_arm"].to_numpy(), _cluster_col(sub).to_numpy(),
                          baselines=sub["_stratum"].to_numpy(), post=sub["post"].to_numpy(),
@@ -264,6 +320,8 @@ def _two_sample_family(df: pd.DataFrame, arm: pd.Series, contrast: str, comparis
             "n_games": est.n_games, "games_a": ga, "games_b": gb, "mean_a": est.extra.get("mean_a", math.nan),
             "mean_b": est.extra.get("mean_b", math.nan),
             "warning": _warning(min(ga, gb), settings, "games in an arm"),
+            "mass_estimate": mass_est if trait == PROSOCIAL else math.nan,
+            "mass_p": mass_p if trait == PROSOCIAL else math.nan,
         })
         if settings.mixed and trait == PROSOCIAL:
             arm_cluster = np.where(sub["_arm"].to_numpy(), "A|", "B|") + _cluster_col(sub).astype(str).to_numpy()
@@ -321,7 +379,7 @@ def _kind_contrast(tables: RunTables, name: str, kind_a: str, kind_b: str,
             continue
         arm = dm["composition_kind"].astype(str) == kind_a
         rows += _two_sample_family(dm, arm, name, f"{comp_a} − {comp_b}", model, settings, mixed,
-                                   ("game", "chat_turns", "intervention"))
+                                   ("game", "chat_turns", "intervention"), tables.instrument)
     if not rows:
         return Contrast(name, QUESTIONS[name], "not in this run", "no model played both compositions")
     return Contrast(name, QUESTIONS[name], "ok", note=note, rows=_frame(rows), mixed=mixed)
@@ -354,13 +412,13 @@ def chat(tables: RunTables, settings: AnalysisSettings | None = None) -> Contras
         if arm.all() or not arm.any():
             continue
         rows += _two_sample_family(dm, arm, "chat", "chat − no chat (all compositions)", model, settings, mixed,
-                                   ("game", "composition", "intervention"))
+                                   ("game", "composition", "intervention"), tables.instrument)
         for comp, sub in dm.groupby("composition", observed=True, sort=True):
             a = sub["chat_turns"].astype(int) > 0
             if a.all() or not a.any():
                 continue
             rows += _two_sample_family(sub, a, "chat", f"chat − no chat · {comp}", model, settings, mixed,
-                                       ("game", "intervention"))
+                                       ("game", "intervention"), tables.instrument)
     if not rows:
         return Contrast("chat", QUESTIONS["chat"], "not in this run", "no model played both with and without chat")
     return Contrast("chat", QUESTIONS["chat"], "ok", note=(note + " Pooled over compositions, and per composition."
@@ -397,7 +455,7 @@ def mitigation(tables: RunTables, settings: AnalysisSettings | None = None) -> C
             if arm.all() or not arm.any():
                 continue
             rows += _two_sample_family(sub, arm, "mitigation", f"{a_lbl} − {b_lbl}", model, settings, mixed,
-                                       ("game", "composition", "chat_turns"))
+                                       ("game", "composition", "chat_turns"), tables.instrument)
     if not rows:
         return Contrast("mitigation", QUESTIONS["mitigation"], "not in this run", "no model played the pairs")
     return Contrast("mitigation", QUESTIONS["mitigation"], "ok",
@@ -410,8 +468,9 @@ def seen_defection(actions: pd.DataFrame) -> pd.DataFrame:
     """Language-model players' actions from round 2 on, each with the share of defections among the other
     players' valid actions of the round before (``seen``) and whether it defected (``defect``); invalid
     actions are left out (they are neither)."""
-    df = actions[["game_id", "cluster", "model", "game", "composition", "intervention", "chat_turns", "round",
-                  "player", "persona", "lm", "action"]].copy()
+    cols = ["game_id", "cluster", "model", "game", "composition", "intervention", "chat_turns", "round",
+            "player", "persona", "lm", "action"]
+    df = actions[cols + (["seed"] if "seed" in actions.columns else [])].copy()
     df["action"] = df["action"].astype(str)
     df["d"] = (df["action"] == "defect").astype(float)
     df["v"] = (df["action"] != "invalid").astype(float)
@@ -425,6 +484,37 @@ def seen_defection(actions: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"d": "defect"}).drop(columns=["seen_now", "v"]).reset_index(drop=True)
 
 
+def linked_clusters(df: pd.DataFrame) -> pd.Series:
+    """Clusters of games whose actions are not independent, for the behaviour slope: games joined by a
+    shared seed (a grid runs every cell on common seeds, and a sampled action's uniform draw depends on
+    the game's seed, round and seat only, so cells of one seed reuse the same draws) or by a shared
+    transcript (``cluster``: replays). Connected components of that relation, per model; without a
+    ``seed`` column, the transcript clusters.
+
+    Clustering on single games here made the slope's standard error too small by about the square root
+    of the cells per seed: the null simulated models "showed reciprocity" in a quarter to half of the
+    check's runs.
+    """
+    if "seed" not in df.columns:
+        return df["cluster"].astype(str)
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    model = df["model"].astype(str)
+    seeds = "s|" + model + "|" + df["seed"].astype(str)
+    hist = "h|" + model + "|" + df["cluster"].astype(str)
+    for a, b in set(zip(seeds, hist, strict=True)):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+    return pd.Series([find(a) for a in seeds], index=df.index)
+
+
 def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
     """Defection regressed on the defection the agent saw the round before, per persona (LM players)."""
     settings = settings or AnalysisSettings()
@@ -435,11 +525,12 @@ def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
         return Contrast("behaviour", QUESTIONS["behaviour"], "not in this run",
                         "needs games of two rounds or more with language-model players")
     rows: list[dict[str, Any]] = []
+    df = df.assign(_linked=linked_clusters(df))
     for (model, persona), sub in df.groupby(["model", "persona"], observed=True, sort=True):
         if sub.empty:
             continue
         strata = sub[["game", "intervention", "chat_turns", "round"]].astype(str).agg("|".join, axis=1)
-        est = slope(sub["defect"].to_numpy(), sub["seen"].to_numpy(), sub["cluster"].to_numpy(),
+        est = slope(sub["defect"].to_numpy(), sub["seen"].to_numpy(), sub["_linked"].to_numpy(),
                     strata=strata.to_numpy())
         rows.append({
             "contrast": "behaviour", "comparison": f"defection ~ defection seen · {persona}", "model": str(model),
@@ -453,7 +544,8 @@ def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
         })
     return Contrast("behaviour", QUESTIONS["behaviour"], "ok",
                     note="Slope of defecting (1/0) on the share of the others' defections one round before, "
-                         "within game type × intervention × chat × round; a positive slope is reciprocity.",
+                         "within game type × intervention × chat × round, clustered on games that share a seed "
+                         "or a transcript; a positive slope is reciprocity.",
                     rows=_frame(rows))
 
 
@@ -506,7 +598,8 @@ def apply_primary_family(contrasts: dict[str, Contrast], settings: AnalysisSetti
             rows = contrasts[n].rows
             rows.at[i, "p_adj"] = float(pa)
             rows.at[i, "correction"] = f"Holm over the primary family ({m} tests of {model})"
-            rows.at[i, "significant"] = bool(np.isfinite(pa) and pa < settings.alpha)
+            rows.at[i, "significant"] = bool(np.isfinite(pa) and pa < settings.alpha) and not _mass_gated(
+                rows.loc[i], settings)
     in_fam = set(members)
     for name, c in contrasts.items():
         if not c.available or c.rows.empty:
@@ -514,6 +607,9 @@ def apply_primary_family(contrasts: dict[str, Contrast], settings: AnalysisSetti
         rows = c.rows
         gates: dict[tuple[str, str], bool] = {}
         for i, row in rows.iterrows():
+            if is_primary_outcome(row) and _mass_gated(row, settings) and "answer mass differs" not in str(
+                    row["warning"] or ""):
+                rows.at[i, "warning"] = _gate_warning(row)
             if is_primary_outcome(row):
                 if (name, int(i)) not in in_fam:
                     rows.at[i, "p_adj"] = rows.at[i, "p"]
