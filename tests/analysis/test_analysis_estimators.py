@@ -35,6 +35,10 @@ def test_holm_and_bh_match_statsmodels() -> None:
     p = np.array([0.01, 0.04, 0.03, 0.20, 0.001, 0.5])
     assert np.allclose(holm(p), multipletests(p, method="holm")[1])
     assert np.allclose(benjamini_hochberg(p), multipletests(p, method="fdr_bh")[1])
+    rng = np.random.default_rng(7)
+    for m in (1, 2, 5, 17, 40):  # ties, values near 1 and the cap included
+        q = np.round(rng.uniform(0, 1, m) ** 3, 2)
+        assert np.allclose(holm(q), multipletests(q, method="holm")[1])
     with_nan = holm([0.01, math.nan, 0.02])
     assert math.isnan(with_nan[1]) and np.allclose(with_nan[[0, 2]], [0.02, 0.02])
 

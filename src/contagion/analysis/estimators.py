@@ -56,8 +56,20 @@ def _adjust(pvalues: np.ndarray | list[float], method: str) -> np.ndarray:
 
 
 def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:
-    """Holm–Bonferroni adjusted p-values (family-wise error). NaN entries stay NaN and do not count."""
-    return _adjust(pvalues, "holm")
+    """Holm–Bonferroni adjusted p-values (family-wise error). NaN entries stay NaN and do not count.
+
+    The step-down formula itself (the i-th smallest of m p-values times m − i + 1, made monotone, capped
+    at 1), equal to statsmodels' ``multipletests(method="holm")`` (a test checks it), which runs a full
+    garbage collection on every call — a quarter of a second each in a large analysis."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        m = order.size
+        stepped = np.maximum.accumulate(p[order] * np.arange(m, 0, -1))
+        out[order] = np.minimum(stepped, 1.0)
+    return out
 
 
 def benjamini_hochberg(pvalues: np.ndarray | list[float]) -> np.ndarray:

@@ -23,9 +23,10 @@ The placebo needs the agent's pre-play profile (to know SIT's message); its own 
 
 from __future__ import annotations
 
-import itertools
 import random
 from typing import Any
+
+import numpy as np
 
 from contagion.games.engine import Injection, TurnContext
 from contagion.messages import Message
@@ -182,14 +183,24 @@ class LengthMatcher:
         return " ".join(self.bank[i] for i in picked)
 
     def _closest(self, indices: list[int], target: int) -> tuple[int, tuple[int, ...]]:
-        options: list[tuple[int, float, tuple[int, ...]]] = []
-        for i in indices:
-            options.append((abs(len(self.bank[i]) - target), self.rng.random(), (i,)))
-        for i, j in itertools.permutations(indices, 2):
-            length = len(self.bank[i]) + 1 + len(self.bank[j])
-            options.append((abs(length - target), self.rng.random(), (i, j)))
-        gap, _, chosen = min(options)
-        return gap, chosen
+        """The single sentence or ordered pair of sentences closest in length to ``target``: the least
+        gap, ties broken by a seeded draw per option (one draw per single, then per ordered pair, in
+        order). Vectorised; the same choice and the same use of the generator as comparing
+        (gap, draw, option) tuples one by one."""
+        n = len(indices)
+        lengths = np.array([len(self.bank[i]) for i in indices], dtype=np.int64)
+        draws = np.array([self.rng.random() for _ in range(n * n)], dtype=np.float64)  # n singles, n(n-1) pairs
+        single_gap = np.abs(lengths - target)
+        a, b = np.nonzero(~np.eye(n, dtype=bool))  # ordered pairs (i, j), i != j, in row-major order
+        pair_gap = np.abs(lengths[a] + 1 + lengths[b] - target)
+        gaps = np.concatenate([single_gap, pair_gap])
+        best = gaps.min()
+        tied = np.flatnonzero(gaps == best)
+        k = int(tied[np.argmin(draws[tied])])
+        if k < n:
+            return int(best), (indices[k],)
+        k -= n
+        return int(best), (indices[int(a[k])], indices[int(b[k])])
 
 
 def match_reminder(sit_sentences: list[str], role: str, kind: str, matcher: LengthMatcher) -> Message:
