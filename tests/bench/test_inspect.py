@@ -62,7 +62,7 @@ def test_inspect_eval_of_the_task_writes_one_sample_per_game(server: LlamaServer
     data = yaml.safe_load(BUILTIN.read_text(encoding="utf-8"))
     data["sizes"]["tiny"] = {"games": ["prisoners-dilemma"], "rounds": 1, "chat_turns": 1, "games_per_cell": 1,
                              "control_games_per_cell": 1, "items": 1, "source_items": 1, "debias": False,
-                             "max_tokens": 8}
+                             "max_tokens": 8, "traits": ["agreeableness", "machiavellianism"]}
     protocol_file = tmp_path / "tiny.yaml"
     protocol_file.write_text(yaml.safe_dump(data), encoding="utf-8")
     trials = load_protocol("tiny", protocol_file).games()

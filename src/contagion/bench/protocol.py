@@ -45,6 +45,8 @@ class SizeSpec(BaseModel):
     source_items: int = Field(ge=1)
     debias: bool = False
     max_tokens: int = Field(ge=1)
+    traits: list[str] | None = Field(None, min_length=1, description="Traits measured; default every trait of "
+                                     "the inventory. A custom protocol file may narrow them (its hash says so).")
     power_note: str = ""
 
 
@@ -117,7 +119,7 @@ class Protocol:
         base = {
             **self.data.common, "models": [model], "rounds": s.rounds, "chat_turns": [s.chat_turns],
             "assessment": {"inventory": self.inventory, "items": s.items, "source_items": s.source_items,
-                           "debias": s.debias, "seed": 0},
+                           "debias": s.debias, "seed": 0, **({"traits": list(s.traits)} if s.traits else {})},
             "generation": {"max_tokens": s.max_tokens, "temperature": 0.0},
         }
         title = f"{self.name} v{self.version} ({self.size})"
@@ -165,6 +167,7 @@ class Protocol:
                 "chat_turns": s.chat_turns, "games_per_cell": s.games_per_cell,
                 "control_games_per_cell": s.control_games_per_cell, "inventory": self.inventory,
                 "items": s.items, "source_items": s.source_items, "debias": s.debias,
+                **({"traits": list(s.traits)} if s.traits else {}),
                 "interventions": {r: self.label(r) for r in ROLES},
                 "compositions": {**self.data.compositions,
                                  self.data.control.composition: self.data.compositions["one-malicious"]},
