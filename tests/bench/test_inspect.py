@@ -40,7 +40,7 @@ def play(tmp: Path, spec: str, name: str) -> dict:
     out = tmp / f"{name}.json"
     seats = ["--player", spec, "--player", spec, "--player", f"malicious={spec}"]
     result = CliRunner().invoke(app, ["play", "--game", "prisoners-dilemma", *seats, "--rounds", "3",
-                                      "--chat-turns", "1", "--seed", "3", "--out", str(out)])
+                                      "--chat-turns", "1", "--max-tokens", "12", "--seed", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text(encoding="utf-8"))
 
