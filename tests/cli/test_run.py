@@ -291,7 +291,7 @@ def test_run_help_documents_the_command() -> None:
 
 def test_demo_config_is_the_promised_experiment() -> None:
     """All three games; all-default vs one-malicious; none vs repeat-system vs SIT; traits before/after,
-    on the embedded model. (Running it takes ~10 minutes: done by hand, not here.)"""
+    on the embedded model. (Running it takes ~22 minutes: done by hand, not here.)"""
     cfg = demo_config()
     assert cfg.models == ["embedded"]
     assert set(cfg.games) == {"prisoners-dilemma", "chicken", "stag-hunt"}
