@@ -109,6 +109,9 @@ def _number(row: dict[str, Any], source: str) -> dict[str, Any]:
            "warning": row.get("warning", "") or ""}
     if "games_a" in row:
         out["games_a"], out["games_b"] = int(row["games_a"]), int(row["games_b"])
+    mass_p = row.get("mass_p")
+    if mass_p is not None and math.isfinite(float(mass_p)):  # the report's confidence gate (two-condition rows)
+        out["mass_estimate"], out["mass_p"] = float(row["mass_estimate"]), float(mass_p)
     return out
 
 
@@ -282,6 +285,10 @@ def card_from_tables(tables: RunTables, protocol: Protocol, model: str, *, secon
         entry["p_holm"] = p_adj
         test_p = p_adj if p_adj is not None else n["p"]
         significant = bool(test_p is not None and math.isfinite(test_p) and test_p < protocol.alpha)
+        # the report's confidence gate: where the arms' answer mass differs, the difference may be lost
+        # confidence, not trait change, and is not claimed (the row's warning says so)
+        entry["confidence_gated"] = bool(n.get("mass_p") is not None and n["mass_p"] < protocol.alpha)
+        significant = significant and not entry["confidence_gated"]
         entry["significant"] = significant
         entry["detected"] = bool(significant and math.isfinite(n["estimate"])
                                  and np.sign(n["estimate"]) == h.direction)
