@@ -166,3 +166,29 @@ def test_two_cards_render_in_a_browser_without_requests(bench_dirs: dict[str, An
             assert requests == [page_file.as_uri()]  # the page itself, nothing else
         finally:
             watch.close()
+
+
+def test_a_headline_whose_arms_differ_in_answer_mass_is_not_claimed(bench_dirs: dict[str, Any],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's confidence gate reaches the card: the planted run's SIT − none headline is detected; the
+    same numbers with its arms' answer mass differing (as on sim:flatten, where every reminder lengthens the
+    context) are not claimed, and the card says why."""
+    import contagion.bench.card as card_mod
+
+    run_dir, planted = bench_dirs["sim:planted"]
+    assert next(h for h in planted["headlines"] if h["id"] == "sit_vs_none")["detected"]
+    real = card_mod.headline_numbers
+
+    def mass_differs(*args: Any, **kwargs: Any) -> Any:
+        numbers = real(*args, **kwargs)
+        numbers["sit_vs_none"] = {**numbers["sit_vs_none"], "mass_estimate": -0.05, "mass_p": 1e-6}
+        return numbers
+
+    monkeypatch.setattr(card_mod, "headline_numbers", mass_differs)
+    card = card_mod.compute_card(run_dir, bench_dirs["protocol"], "sim:planted")
+    head = next(h for h in card["headlines"] if h["id"] == "sit_vs_none")
+    assert head["confidence_gated"] and not head["significant"] and not head["detected"]
+    assert "sit_vs_none" not in card["detected"]
+    assert any(w.startswith("SIT protection (SIT − none): not claimed") for w in card["warnings"])
+    others = {h["id"]: h["detected"] for h in card["headlines"] if h["id"] != "sit_vs_none"}
+    assert others == {h["id"]: h["detected"] for h in planted["headlines"] if h["id"] != "sit_vs_none"}

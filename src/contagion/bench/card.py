@@ -297,6 +297,10 @@ def card_from_tables(tables: RunTables, protocol: Protocol, model: str, *, secon
     warnings = report_warnings(tables, contrasts, cells, settings) + [f"Instrument: {w}." for w in
                                                                       instrument_warnings(tables)]
     for e in heads:
+        if e.get("confidence_gated"):
+            warnings.append(f"{e['title']}: not claimed although p < {protocol.alpha:g}: the answer mass of its arms "
+                            f"differs (Δ {e['mass_estimate']:+.3f}, p = {e['mass_p']:.3g}), so the difference may be "
+                            "lost confidence rather than trait change.")
         if e["primary"] and e.get("available") and e.get("power") is not None:
             pw = e["power"]
             if not (isinstance(pw, float) and math.isfinite(pw)):

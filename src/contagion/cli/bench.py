@@ -63,6 +63,8 @@ def bench(
             ci = f"[{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "[—]"
             p = h.get("p_holm") if h.get("p_holm") is not None else h.get("p")
             mark = " detected" if h.get("detected") else ""
+            if h.get("confidence_gated"):
+                mark = " not claimed: the arms' answer mass differs (lost confidence?)"
             est_text = f"{est:+.3f}" if est is not None else "—"
             p_text = f"{p:.3g}" if p is not None else "—"
             line = f"  {h['title']}: {est_text} {ci} p={p_text}{mark}"
