@@ -20,6 +20,7 @@ from contagion.experiment.trial import measure_agent
 from contagion.testing import LoopbackServer
 from contagion.traits.settings import AssessmentSettings
 
+
 def profile_once(base_url: str, settings: AssessmentSettings, concurrency: int) -> tuple[float, list[float]]:
     backend = resolve(f"openai:loopback@{base_url}")
     inner = backend.inner
