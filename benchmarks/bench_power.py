@@ -12,11 +12,12 @@
 
     PYTHONPATH=src python benchmarks/bench_power.py [--size 0.02] [--seeds 20] [--sizes 2 4 6 8 12]
 
-Measured once (2 shared cores, ``--size 0.02 --seeds 16 --sizes 4 6 8 11``, pilot of 8 games per cell, 1,001 s):
-amplification power 0.44 / 0.56 / 0.69 / 0.88 at 4 / 6 / 8 / 11 games per cell, crossing 0.8 at 9.8; the planner
-predicted 9 (ratio 0.92). Contagion (post − pre): the planner reports it out of reach (the 5-item baseline's error
-alone exceeds what an effect of 0.019 allows); the check's power was 0.00 / 0.00 / 0.06 / 0.12. With 16 seeds a
-power figure has an SE of about 0.1, so the crossing is itself uncertain by a game or two.
+Measured (2 idle cores, ``--size 0.02 --seeds 16 --sizes 4 6 8 11``, pilot of 8 games per cell, 160 s, on the
+code of the shipped check figures, fingerprint d48fedc37444): amplification power 0.44 / 0.56 / 0.62 / 0.88 at
+4 / 6 / 8 / 11 games per cell, crossing 0.8 at 10.1; the planner predicted 9 (ratio 0.89). Contagion (post − pre):
+the planner reports it out of reach (the 5-item baseline's error alone exceeds what an effect of 0.019 allows); the
+check's power was 0.00 / 0.00 / 0.00 / 0.12. With 16 seeds a power figure has an SE of about 0.1, so the crossing
+is itself uncertain by a game or two. (Before the faster placebo matcher and Holm the same run took 1,001 s.)
 """
 
 from __future__ import annotations
