@@ -49,7 +49,6 @@ from contagion.analysis.attention import (
     parquet_schema,
     system_share_by_length,
 )
-from contagion.analysis.figures import attention_figure, save_png
 from contagion.backends.hf import AttentionShares
 from contagion.backends.registry import build, is_language_model, kind_of
 from contagion.errors import BackendSpecError, UserError
@@ -550,6 +549,8 @@ async def measure_attention(
             raise UserError(f"no turns to measure in {source.path}")
         turn_means = pd.DataFrame(means)
         writer.finish_tables()
+        from contagion.analysis.figures import attention_figure, save_png  # matplotlib: only when a plot is drawn
+
         save_png(attention_figure(system_share_by_length(turn_means), layers=layers), writer.tmp[RunDir.ATTENTION_PNG])
         files = writer.commit()
     except BaseException:
