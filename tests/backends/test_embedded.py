@@ -198,3 +198,27 @@ def test_gguf_path_spec_loads_the_same_model() -> None:
     s = run_sync(b.score_choices([user(QUESTION)], ["Yes", "No"], prefix="Answer: "))
     ref = run_sync(resolve("embedded").score_choices([user(QUESTION)], ["Yes", "No"], prefix="Answer: "))
     assert s.logprobs == ref.logprobs
+
+
+def test_released_histories_free_their_lanes_down_to_the_cell_budget() -> None:
+    small = build("embedded?cells=1024")
+    assert isinstance(small, LlamaCppBackend) and small.cells == 1024
+    try:
+        histories = [[system(f"You are {name}, playing a repeated game."), *_history(12)[1:]]
+                     for name in ("Avery", "Blake", "Casey")]
+        first = [run_sync(small.score_choices([*h, user("Yes or no?")], ["Yes", "No"])) for h in histories]
+        assert len(small.lanes) == 3  # three live histories: none is idle, none is closed
+        assert sum(size for size, _ in small.lanes) > small.cells
+        small.release([system("You are Dana, playing a repeated game."), *_history(12)[1:]])  # not held
+        assert len(small.lanes) == 3
+        small.release(histories[0])
+        assert len(small.lanes) == 2 and sum(size for size, _ in small.lanes) > small.cells  # two still live
+        small.release(histories[1])
+        assert len(small.lanes) == 1
+        small.release(histories[2])  # within the budget: kept (idle) for a history that shares its prefix
+        assert len(small.lanes) == 1 and sum(size for size, _ in small.lanes) <= small.cells
+        # a released history can still be asked about: it is re-encoded, with the same scores
+        again = [run_sync(small.score_choices([*h, user("Yes or no?")], ["Yes", "No"])) for h in histories]
+        assert [s.logprobs for s in again] == [s.logprobs for s in first]
+    finally:
+        small.close()

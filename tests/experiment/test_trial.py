@@ -211,3 +211,15 @@ async def test_the_record_round_trips_through_json_with_its_versions_and_hash() 
     # the hash follows everything that changes the outcome, and nothing else
     assert TrialSpec.model_validate(data["spec"]).stable_hash() == spec.stable_hash()
     assert spec.model_copy(update={"measure": False}).stable_hash() != spec.stable_hash()
+
+
+async def test_a_finished_trial_releases_every_players_history_after_its_post_profile(monkeypatch) -> None:
+    from contagion.backends.base import Backend
+
+    released: list[tuple[str, int]] = []
+    monkeypatch.setattr(Backend, "release", lambda self, messages: released.append((self.spec, len(messages))))
+    spec = TrialSpec(game=GameSpec(players=(PlayerSpec.parse("sim:null"), PlayerSpec.parse("scripted:random?seed=2")),
+                                   rounds=2, seed=3), assessment={"items": 2, "bootstrap": 100})
+    record = await run_trial(spec)
+    assert record.error is None and record.players[0].post_profile is not None
+    assert released == [(p.backend, len(p.messages)) for p in record.players]  # once each, the whole history

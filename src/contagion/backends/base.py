@@ -220,6 +220,10 @@ class Backend(ABC):
         ]
         return await gather_bounded(calls, self.score_concurrency)
 
+    def release(self, messages: Sequence[Message]) -> None:  # noqa: B027 - optional hook
+        """A hint that no later request extends this history (a finished game's player): a backend that
+        keeps histories (the llama.cpp lanes) may free or recycle what holds it. Never changes a score."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, model memory)."""
 

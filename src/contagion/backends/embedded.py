@@ -16,6 +16,10 @@ goes to the lane holding the longest reusable prefix of its prompt and decodes o
 request that reuses nothing worth having takes an idle lane (not used in the last ``IDLE`` lane uses),
 else a new one while there are fewer than ``n_slots``, else the least recently used. So the games in
 flight each keep their players' lanes, and finished games' lanes are recycled rather than piled up.
+When a game ends, the trial calls :meth:`LlamaCppBackend.release` for each player's history: its lanes
+become idle at once, and idle lanes are closed, least recently used first, while all lanes together
+hold more than ``cells`` cache cells (default 8,192: about 190 MB for SmolLM2-135M). Lanes in use are
+never closed, so memory follows the histories in flight and concurrent games do not thrash.
 
 **Decode calls.** A candidate is scored in one llama.cpp decode call: the prompt tokens its lane does
 not hold yet and the candidate's tokens but the last, with logits computed only for the rows that are
@@ -85,6 +89,11 @@ REUSE_MIN = 32
 """A lane is worth reusing when it holds at least this many tokens of the prompt."""
 IDLE = 32
 """A lane not used in this many lane uses is idle: recycled before a new lane is opened."""
+CELLS = 8192
+"""Idle lanes are kept (for their reusable histories) while all lanes together hold at most this many
+cache cells; beyond it the least recently used idle lanes are closed (option ``cells``)."""
+RELEASE_TAIL = 128
+"""A released history frees a lane whose tokens follow it but for at most this many (a last question)."""
 
 # llama.cpp's OpenMP threads spin while they wait for each other; on a shared machine that burns the
 # cores other work needs. Must be set before llama_cpp loads libgomp (it is imported lazily below).
@@ -184,7 +193,7 @@ class LlamaCppBackend(Backend):
     batches_scores = True
 
     def __init__(self, path: str | Path, *, spec: str | None = None, n_ctx: int = 8192, n_threads: int = 0,
-                 n_slots: int = 12) -> None:
+                 n_slots: int = 12, cells: int = CELLS) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise BackendUnavailableError(f"GGUF file {self.path} does not exist; give an existing path as gguf:PATH")
@@ -192,6 +201,7 @@ class LlamaCppBackend(Backend):
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
         self.n_slots = max(1, n_slots)
+        self.cells = max(0, cells)
         self.capabilities = Capabilities(
             local=True, cpu_bound=True, logprobs=True, score_method=ScoreMethod.FULL, prefix_caching=True,
             deterministic=True,
@@ -291,6 +301,34 @@ class LlamaCppBackend(Backend):
                 lane.ctx.kv_cache_clear()
                 lane.tokens, lane.exact, lane.last_used = [], 0, -(10**9)
 
+    def release(self, messages: Sequence[Message]) -> None:
+        """No later request extends this history (a finished game's player): the lanes holding it become
+        idle at once, and idle lanes beyond the ``cells`` budget are closed. Scores never depend on it."""
+        if self._model is None or not messages:
+            return
+        tokens, end = self.prompt_tokens(messages)
+        history = tokens[:end]  # without the generation prompt
+        with self._lock:
+            for lane in self._lanes:
+                shared = common_prefix(lane.tokens, history)
+                if shared >= max(REUSE_MIN, len(history) // 2) and len(lane.tokens) - shared <= RELEASE_TAIL:
+                    lane.last_used = -(10**9)
+            self._trim()
+
+    def _idle(self, lane: _Lane) -> bool:
+        return self._clock - lane.last_used > IDLE or not lane.tokens
+
+    def _trim(self, keep: _Lane | None = None) -> None:
+        """Close idle lanes, least recently used first, while all lanes hold more than ``cells`` cells."""
+        total = sum(lane.n_ctx for lane in self._lanes)
+        for lane in sorted((x for x in self._lanes if x is not keep and self._idle(x)), key=lambda x: x.last_used):
+            if total <= self.cells:
+                break
+            for part in (lane.batch, lane.ctx):
+                part.close()
+            self._lanes.remove(lane)
+            total -= lane.n_ctx
+
     @property
     def lanes(self) -> list[tuple[int, int]]:
         """Each lane's (cache size, tokens held), for benchmarks and tests."""
@@ -376,7 +414,7 @@ class LlamaCppBackend(Backend):
             if keep > best_keep or (keep == best_keep and best is not None and lane.last_used < best.last_used):
                 best, best_keep = lane, keep
         if best is None or not target or best_keep < min(REUSE_MIN, len(target) - 2):
-            idle = [lane for lane in free if self._clock - lane.last_used > IDLE or not lane.tokens]
+            idle = [lane for lane in free if self._idle(lane)]
             if not self.reuse and free:  # nothing is reused: any lane will do
                 best = min(free, key=lambda lane: lane.last_used)
             elif idle:
@@ -390,6 +428,7 @@ class LlamaCppBackend(Backend):
             best_keep = self._reusable(best, target)
         self._clock += 1
         best.last_used = self._clock
+        self._trim(keep=best)
         return best, best_keep
 
     def _ensure_room(self, lane: _Lane, need: int) -> None:
@@ -611,7 +650,7 @@ def _sample(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generat
     return int(rng.choice(len(p), p=p))
 
 
-_OPTIONS = ("n_ctx", "n_threads", "n_slots")
+_OPTIONS = ("n_ctx", "n_threads", "n_slots", "cells")
 
 
 def _int_options(spec: str, params: dict[str, str]) -> dict[str, int]:

@@ -486,6 +486,10 @@ class RobustBackend(Backend):
                 out[i] = scores
         return [s for s in out if s is not None]
 
+    def release(self, messages: Sequence[Message]) -> None:
+        """Pass the hint on to the inner backend."""
+        self.inner.release(messages)
+
     async def aclose(self) -> None:
         """Close the inner backend (a shared cache is left open; close it yourself)."""
         await self.inner.aclose()

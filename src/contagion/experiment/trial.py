@@ -121,6 +121,8 @@ async def run_trial(
                 post = await measure(backends[i], post_play_context(player.messages), spec.assessment,
                                      context_kind="post")
                 player.post_profile = post.to_record()
+        for backend, player in zip(backends, play.players, strict=True):
+            backend.release(player.messages)  # the game is over: no request extends these histories
         return GameRecord(spec=spec, spec_hash=spec.stable_hash(), game=play.game, players=play.players,
                           rounds=play.rounds, wall_seconds=round(time.perf_counter() - started, 6),
                           error=play.error, contagion_version=__version__, labels=dict(labels or {}))
