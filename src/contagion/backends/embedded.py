@@ -26,9 +26,11 @@ not hold yet and the candidate's tokens but the last, with logits computed only 
 read (the last prompt token and the candidate's own). A history is decoded in calls of ``BLOCK`` tokens
 without logits. :meth:`LlamaCppBackend.score_choices_many` (one profile's items, one round's players)
 scores its requests in their order in one worker-thread call: the items after one context share its
-lane and decode one call each. (Several candidate sequences in one decode call over a shared prefix
-were tried: in this llama.cpp build a sequence's attention then also read the other sequences' cells
-— its scores moved by up to 0.6 — so each candidate keeps sequence 0 to itself.)
+lane and decode one call each. (Several sequences in one cache over a shared prefix were tried,
+``benchmarks/bench_multiseq.py``: in this llama.cpp build a sequence's scores move — by up to 0.9 in
+log-probability — when other sequences' cells share the cache, batched or not, and on the CPU the batch
+is no faster, since the matrix kernels cost the same per token at 32 or 512 tokens a call. So each
+lane's sequence 0 is the only one.)
 
 **Exact reuse.** On the CPU, llama.cpp computes a token's cache entries and logits the same, bit for
 bit, whatever other tokens share its decode call, as long as the call holds at least two tokens (a

@@ -12,6 +12,7 @@ produces the same record. A backend failure is not raised: it comes back as a re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -116,11 +117,14 @@ async def run_trial(
                             on_event=on_event, systems=systems)
         play = await engine.play()
         if play.error is None and spec.measure:
-            for i in _agents(spec):
-                player = play.players[i]
-                post = await measure(backends[i], post_play_context(player.messages), spec.assessment,
-                                     context_kind="post")
-                player.post_profile = post.to_record()
+            agents = _agents(spec)
+            # the players' profiles go out together (concurrent requests to a server; a local model
+            # takes them in turn); each is a function of its own history only
+            posts = await asyncio.gather(*(
+                measure(backends[i], post_play_context(play.players[i].messages), spec.assessment,
+                        context_kind="post") for i in agents))
+            for i, post in zip(agents, posts, strict=True):
+                play.players[i].post_profile = post.to_record()
         for backend, player in zip(backends, play.players, strict=True):
             backend.release(player.messages)  # the game is over: no request extends these histories
         return GameRecord(spec=spec, spec_hash=spec.stable_hash(), game=play.game, players=play.players,
