@@ -45,7 +45,8 @@ def main() -> None:
     full = load_inventory("builtin")
     inventory = Inventory(source=full.source, items=full.items[: args.items])
     print(f"default threads: {default_threads()} (affinity) of {os.cpu_count()} CPUs; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}; load average {os.getloadavg()[0]:.1f}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')};"
+          f" load average {os.getloadavg()[0]:.1f}")
     for load in ("as it is", "one busy process"):
         stop = multiprocessing.Event()
         spinner = multiprocessing.Process(target=_spin, args=(stop,), daemon=True) if load != "as it is" else None

@@ -222,3 +222,18 @@ def test_released_histories_free_their_lanes_down_to_the_cell_budget() -> None:
         assert [s.logprobs for s in again] == [s.logprobs for s in first]
     finally:
         small.close()
+
+
+def test_freeing_shared_local_models_empties_them_and_they_load_again_on_use() -> None:
+    from contagion.backends.registry import free_local_models
+
+    shared = resolve("embedded?cells=2048")  # a shared instance of its own (the spec is the key)
+    inner = shared.inner
+    assert isinstance(inner, LlamaCppBackend)
+    question = [*_history(2), user("Yes or no?")]
+    before = run_sync(shared.score_choices(question, ["Yes", "No"]))
+    assert inner.lanes and inner._model is not None
+    free_local_models()
+    assert inner.lanes == [] and inner._model is None
+    assert run_sync(shared.score_choices(question, ["Yes", "No"])).logprobs == before.logprobs
+    inner.close()

@@ -154,6 +154,19 @@ def resolve(spec: str) -> RobustBackend:
         return backend
 
 
+def free_local_models() -> None:
+    """Free the memory of every shared in-process llama.cpp model (its lanes and weights). The backends
+    stay usable: a model is loaded again on its next call."""
+    from contagion.backends.embedded import LlamaCppBackend
+
+    with _lock:
+        shared = list(_cache.values())
+    for backend in shared:
+        inner = getattr(backend, "inner", backend)
+        if isinstance(inner, LlamaCppBackend):
+            inner.close()
+
+
 def is_language_model(spec: str) -> bool:
     """Whether a spec names a language model (as opposed to a scripted strategy), without loading it."""
     return kind_of(spec).language_model

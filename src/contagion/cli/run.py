@@ -131,6 +131,9 @@ def demo(
 
 
 def _finish_with_report(out: Path) -> None:
+    from contagion.backends.registry import free_local_models
+
+    free_local_models()  # the games are over: the report's libraries need the model's memory more
     try:
         from contagion.analysis.report import write_report
     except ImportError:
