@@ -114,7 +114,7 @@ def demo(
     extend: bool = typer.Option(False, "--extend",
                                 help="Add games to a demo directory run with other --repetitions."),
 ) -> None:
-    """A small real experiment on the embedded model, then the report (about 20 minutes on 2 cores).
+    """A small real experiment on the embedded model, then the report (about 25 minutes on 2 cores).
 
     Three games; all-default vs one-malicious groups; no intervention vs system-prompt repetition vs
     SIT; each default agent's traits before and after play. The embedded model (SmolLM2-135M) is
