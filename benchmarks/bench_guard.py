@@ -33,7 +33,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from contagion.backends import GenerationConfig, resolve
-from contagion.backends.paths import embedded_model_path
+from contagion.backends.embedded import embedded_run_path
 from contagion.guard import SITGuard
 from contagion.messages import Message
 from contagion.traits.settings import AssessmentSettings
@@ -93,7 +93,7 @@ class LlamaServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LlamaServer:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path()), "--logits_all",
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_run_path()), "--logits_all",
                "true", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(360):

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from types import TracebackType
 
-from contagion.backends.paths import embedded_model_path
+from contagion.backends.embedded import embedded_run_path
 
 
 def _die_with_parent() -> None:
@@ -52,7 +52,7 @@ class LlamaServer:
         return f"openai:{model}@{self.base_url}"
 
     def __enter__(self) -> LlamaServer:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path()),
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_run_path()),
                "--logits_all", "true", "--chat_format", "chat_template.default", "--n_ctx", str(self.n_ctx),
                "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

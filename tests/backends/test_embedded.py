@@ -18,7 +18,7 @@ from contagion.backends.embedded import (
     split_calls,
 )
 from contagion.backends.registry import build, resolve
-from contagion.errors import BackendUnavailableError
+from contagion.errors import BackendSpecError, BackendUnavailableError
 from contagion.messages import assistant, system, user
 
 QUESTION = 'Is the following statement something you would say?\n"I like helping other people."\nAnswer Yes or No.'
@@ -194,10 +194,52 @@ def test_missing_gguf_path_is_a_clear_error(tmp_path) -> None:
 
 
 def test_gguf_path_spec_loads_the_same_model() -> None:
-    b = build(f"gguf:{embedded_model_path()}")
-    s = run_sync(b.score_choices([user(QUESTION)], ["Yes", "No"], prefix="Answer: "))
-    ref = run_sync(resolve("embedded").score_choices([user(QUESTION)], ["Yes", "No"], prefix="Answer: "))
-    assert s.logprobs == ref.logprobs
+    """``embedded`` is the shipped file in float32: ``gguf:SHIPPED?weights=f32`` is the same model, bit for
+    bit, and ``gguf:SHIPPED`` (the file as it is) is ``embedded?weights=asis``."""
+    def logprobs(spec: str) -> list[float]:
+        b = build(spec)
+        try:
+            return run_sync(b.score_choices([user(QUESTION)], ["Yes", "No"], prefix="Answer: ")).logprobs
+        finally:
+            run_sync(b.aclose())
+
+    shipped = embedded_model_path()
+    ref = run_sync(resolve("embedded").score_choices([user(QUESTION)], ["Yes", "No"], prefix="Answer: ")).logprobs
+    assert logprobs(f"gguf:{shipped}?weights=f32") == ref
+    assert logprobs(f"gguf:{shipped}") == logprobs("embedded?weights=asis") != ref
+
+
+def test_float_weights_are_written_once_atomically_and_reused(tmp_path, monkeypatch) -> None:
+    """The float copy goes to the cache directory under a name keyed by the source file; a second use
+    reuses it; the spec and the record name the weights whenever they are not the kind's default."""
+    from contagion.backends import dequantize
+
+    monkeypatch.setenv(dequantize.CACHE_ENV, str(tmp_path))
+    source = embedded_model_path()
+    target = dequantize.float_path(source, "f16")
+    assert target.parent == tmp_path / "models" and not target.exists()
+    first = dequantize.float_gguf(source, "f16", announce=False)
+    assert first == target and target.stat().st_size > 2 * source.stat().st_size
+    stamp = target.stat().st_mtime_ns
+    assert dequantize.float_gguf(source, "f16", announce=False) == target and target.stat().st_mtime_ns == stamp
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".partial-")] == []
+    b = build("embedded?weights=f16")
+    assert isinstance(b, LlamaCppBackend) and b.spec == b.identity == "embedded?weights=f16"
+    assert b.path == target
+    assert build("embedded").spec == "embedded" and build("embedded?n_ctx=4096").spec == "embedded"
+
+
+def test_weights_option_errors_are_clear(tmp_path, monkeypatch) -> None:
+    from contagion.backends import dequantize
+
+    with pytest.raises(BackendSpecError, match="weights='q8' .* not one of asis, f32, f16"):
+        build("embedded?weights=q8")
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a gguf file at all")
+    monkeypatch.setenv(dequantize.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(BackendUnavailableError, match="not a readable GGUF file"):
+        dequantize.float_gguf(bogus, "f32", announce=False)
+    assert [p for p in (tmp_path / "cache" / "models").iterdir() if p.suffix == ".gguf"] == []
 
 
 def test_released_histories_free_their_lanes_down_to_the_cell_budget() -> None:

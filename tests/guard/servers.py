@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from contagion.backends.paths import embedded_model_path
+from contagion.backends.embedded import embedded_run_path
 from contagion.testing.loopback import RawResponse
 
 
@@ -38,7 +38,7 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def __enter__(self) -> LlamaServer:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path()),
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_run_path()),
                "--logits_all", "true", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + self.STARTUP_SECONDS

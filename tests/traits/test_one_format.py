@@ -1,7 +1,7 @@
-"""One question, every backend (issue 13, item 5): the same GGUF through ``embedded`` (llama.cpp in
+"""One question, every backend (issue 13, item 5): the same model through ``embedded`` (llama.cpp in
 process), ``hf:embedded`` (transformers) and llama-cpp-python's own OpenAI-compatible server gives the
-same per-item trait scores and the same scored actions, because format v2 scores the same first reply
-token on each. Also the sampled fallback (item 7): a server without logprobs still gives a profile,
+same per-item trait scores (within 0.02) and the same scored actions, because format v2 scores the same
+first reply token on each, and ``embedded`` and the server run the weights transformers computes with. Also the sampled fallback (item 7): a server without logprobs still gives a profile,
 labelled ``sampled-fallback``."""
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from tests.backends.llama_server import LlamaServer
 pytestmark = pytest.mark.slow
 
 LLAMA_CPP_TOLERANCE = 0.02
-"""embedded vs the server: the same engine on the same tokens (measured: 0.0001 per item at most)."""
+"""The issue's bound for one model through every backend. Measured on these 24 items: embedded vs the
+server 0.0001 at most (the same engine on the same float32 file); embedded vs hf:embedded 0.0012 at most
+(llama.cpp's float32 kernels and float16 cache vs transformers in float32, on the same weights)."""
 
 
 def items(inventory: Inventory) -> Inventory:
@@ -76,11 +78,12 @@ def test_embedded_and_the_server_give_the_same_item_scores(profiles: dict[str, P
     assert [x.floored for x in a] == [y.floored for y in b]  # even the floors agree: the same top-k
 
 
-def test_transformers_scores_the_same_tokens(backends: dict[str, Backend], profiles: dict[str, Profile]) -> None:
-    """hf:embedded asks the same question: the same prompt tokens, the same position, the same method.
-    Its numbers are not llama.cpp's: transformers computes in float32 on the de-quantised weights,
-    llama.cpp's Q4_1 kernels on activations quantised to 8 bits (measured on these items: the item
-    scores differ by about 0.04 at the median; README, "Scoring"). So no numeric bound is asserted."""
+def test_transformers_scores_the_same_tokens_and_the_same_numbers(
+    backends: dict[str, Backend], profiles: dict[str, Profile],
+) -> None:
+    """hf:embedded asks the same question (the same prompt tokens, the same position, the same method)
+    and, because ``embedded`` runs the shipped weights de-quantised to float32 — the numbers transformers
+    computes with —, gives the same item scores within the bound."""
     from contagion.backends.embedded import LlamaCppBackend
     from contagion.backends.hf import HFBackend
     from contagion.traits.assess import question_message
@@ -94,25 +97,45 @@ def test_transformers_scores_the_same_tokens(backends: dict[str, Backend], profi
         messages = [*context, question_message(item, "pro")]
         assert inner_h.encode(inner_h.render(messages)) == inner_e.prompt_tokens(messages)[0], item.id
     assert profiles["hf"].method == profiles["embedded"].method == ScoreMethod.FIRST_TOKEN.value
-    assert all(0.0 <= it.score <= 1.0 for it in profiles["hf"].items)
+    a, b = profiles["embedded"].items, profiles["hf"].items
+    assert [x.item_id for x in a] == [y.item_id for y in b]
+    gaps = [abs(x.score - y.score) for x, y in zip(a, b, strict=True)]
+    assert len(gaps) >= 20 and max(gaps) <= LLAMA_CPP_TOLERANCE, gaps
+    assert [x.floored for x in a] == [y.floored for y in b]
 
 
-def test_a_scored_game_chooses_the_same_actions_in_process_and_on_the_server(
+def test_the_shipped_quantised_file_as_is_gives_other_numbers(profiles: dict[str, Profile]) -> None:
+    """Why ``embedded`` de-quantises: llama.cpp's Q4_1 kernels round the activations to 8 bits, which
+    moves these items by several hundredths (measured: 0.04 at the median, 0.08 at most) — the gap the
+    float file closes. If this ever fails, the bound above no longer shows anything."""
+    backend = resolve("embedded?weights=asis")
+    try:
+        context = pre_play_context(system_messages(game("embedded"))[0])
+        asis = run_sync(assess(backend, context, items(load_builtin()), context_kind="pre", bootstrap=20))
+    finally:
+        run_sync(backend.aclose())
+    assert asis.backend == "embedded?weights=asis" and profiles["embedded"].backend == "embedded"
+    gaps = sorted(abs(x.score - y.score) for x, y in zip(asis.items, profiles["hf"].items, strict=True))
+    assert gaps[len(gaps) // 2] > LLAMA_CPP_TOLERANCE, gaps
+
+
+def test_a_scored_game_chooses_the_same_actions_in_process_on_the_server_and_in_transformers(
     backends: dict[str, Backend],
 ) -> None:
     plays = {}
-    for name in ("embedded", "server"):
+    for name in ("embedded", "server", "hf"):
         backend = backends[name]
         spec = game(backend.spec)
         seats = [backend, resolve("scripted:tit-for-tat"), resolve("scripted:always-defect")]
         plays[name] = run_sync(play_game(spec, backends=seats))
     chosen = {name: [a.action for a in play.players[0].actions] for name, play in plays.items()}
-    assert chosen["embedded"] == chosen["server"], chosen
+    assert chosen["embedded"] == chosen["server"] == chosen["hf"], chosen
     assert len(set(chosen["embedded"])) == 2  # a game in which the choice really changes
-    logprobs = [[a.logprobs for a in play.players[0].actions] for play in plays.values()]
-    for a, b in zip(*logprobs, strict=True):
-        assert a is not None and b is not None
-        assert max(abs(a[k] - b[k]) for k in a) < 1e-3
+    logprobs = {name: [a.logprobs for a in play.players[0].actions] for name, play in plays.items()}
+    for other, bound in (("server", 1e-3), ("hf", 0.05)):
+        for a, b in zip(logprobs["embedded"], logprobs[other], strict=True):
+            assert a is not None and b is not None
+            assert max(abs(a[k] - b[k]) for k in a) < bound, (other, a, b)
     for name, play in plays.items():
         for a in play.players[0].actions:
             assert a.method == f"score:{ScoreMethod.FIRST_TOKEN.value}", name

