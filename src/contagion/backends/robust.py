@@ -64,8 +64,9 @@ from contagion.messages import Message
 
 T = TypeVar("T")
 
-CACHE_KEY_VERSION = 1
-"""Bumped when what goes into a cache key changes, so old entries are never misread."""
+CACHE_KEY_VERSION = 2
+"""Bumped when what goes into a cache key changes, so old entries are never misread (2: ``embedded``
+now names the shipped weights run in float32, not the Q4_1 file as it is)."""
 
 _jitter = random.Random()
 _RETRYABLE_TRANSPORT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
