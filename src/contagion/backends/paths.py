@@ -7,7 +7,7 @@ from pathlib import Path
 
 from contagion.errors import BackendUnavailableError
 
-EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct (GGUF, Q4_1)"
+EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct (GGUF, Q4_1 weights run in float32)"
 
 
 def embedded_model_path() -> Path:

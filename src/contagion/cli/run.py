@@ -114,12 +114,13 @@ def demo(
     extend: bool = typer.Option(False, "--extend",
                                 help="Add games to a demo directory run with other --repetitions."),
 ) -> None:
-    """A small real experiment on the embedded model, then the report (about 25 minutes on 2 cores).
+    """A small real experiment on the embedded model, then the report (about 22 minutes on 2 cores).
 
     Three games; all-default vs one-malicious groups; no intervention vs system-prompt repetition vs
     SIT; each default agent's traits before and after play. The embedded model (SmolLM2-135M) is
     tiny: the demo shows the machinery working end to end, not the paper's effect. Real experiments
-    use a real model: see `contagion run --help`.
+    use a real model: see `contagion run --help`. The first run on a machine writes the model's
+    float32 weights once (540 MB, ~10 s) to ~/.cache/contagion (or $CONTAGION_CACHE_DIR).
     """
     cfg = demo_config()
     if repetitions:
