@@ -6,8 +6,9 @@ On SmolLM2-135M that alone moves first-token trait scores by 0.04 at the median 
 (measured on 24 items), although the weights are the same numbers. Written once as a float GGUF file
 (each quantised tensor de-quantised by ``gguf``, the same routine transformers uses; everything else
 copied), llama.cpp runs its float kernels on exactly those numbers and the two backends agree to 0.001
-(float32) or 0.003 (float16) per item. On this project's 2-core CPU the float32 file is also the
-fastest of the three for llama.cpp (README, "Scoring").
+(float32) or 0.003 (float16) per item. On this project's 2-core CPU llama.cpp scores fastest on the
+float32 file and generates slowest (a generated token reads every weight: 540 MB instead of 98 MB);
+``benchmarks/bench_weights.py`` prints both.
 
 The file is written once per source file and precision into the cache directory
 (:envvar:`CONTAGION_CACHE_DIR`, else ``$XDG_CACHE_HOME/contagion``, else ``~/.cache/contagion``),
@@ -46,7 +47,9 @@ def cache_dir() -> Path:
 
 
 def float_path(source: Path, precision: str) -> Path:
-    """The cache file that holds ``source`` in ``precision`` (it may not exist yet)."""
+    """The cache file that holds ``source`` in ``precision`` (it may not exist yet). Its name is keyed by
+    the source's resolved path, size and modification time (cheap to compute at every load), not by a
+    hash of its content: a file replaced in place keeps its key only if size and mtime both match."""
     if precision not in PRECISIONS:
         raise BackendUnavailableError(f"unknown weight precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     stat = source.stat()

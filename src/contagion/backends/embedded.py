@@ -3,7 +3,8 @@
 **Weights.** ``embedded`` runs the shipped Q4_1 weights de-quantised to float32 (``weights="f32"``; the
 copy is written once by :mod:`contagion.backends.dequantize`): llama.cpp's quantised kernels round the
 activations to 8 bits, which moves SmolLM2's item scores by ~0.04 from what transformers computes on the
-same weights, while the float32 copy agrees with ``hf:embedded`` to 0.001 and runs faster on this CPU.
+same weights, while the float32 copy agrees with ``hf:embedded`` to 0.001 (it scores faster on this CPU,
+generates slower, and takes 540 MB instead of 98 MB: ``benchmarks/bench_weights.py``).
 ``?weights=asis`` runs the file as it is (the default for ``gguf:PATH``), ``?weights=f16`` a half-size copy.
 
 Scoring without a prefix (question and action format v2) takes the reply's first-token distribution
@@ -681,7 +682,7 @@ _OPTIONS = ("n_ctx", "n_threads", "n_slots", "cells", "weights")
 WEIGHTS = ("asis", "f32", "f16")
 EMBEDDED_WEIGHTS = "f32"
 """``embedded`` runs the shipped Q4_1 weights de-quantised to float32: the numbers ``hf:embedded`` and a
-llama.cpp server on the same float file compute, and on this CPU the fastest of the three (README)."""
+llama.cpp server on the same float file compute (README, "Scoring")."""
 
 
 def _options(spec: str, params: dict[str, str]) -> dict[str, Any]:
