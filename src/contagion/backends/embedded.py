@@ -265,9 +265,8 @@ class LlamaCppBackend(Backend):
                         "Install it with: pip install llama-cpp-python"
                     ) from None
                 set_verbose(False)
-                model_file = self.path
                 self._model = _internals.LlamaModel(
-                    path_model=str(model_file), params=llama_cpp.llama_model_default_params(), verbose=False
+                    path_model=str(self.path), params=llama_cpp.llama_model_default_params(), verbose=False
                 )
                 self._ensure_template(self._model)
             return self._model
@@ -689,11 +688,7 @@ def _options(spec: str, params: dict[str, str]) -> dict[str, Any]:
     bad = set(params) - set(_OPTIONS)
     if bad:
         raise BackendSpecError(f"unknown option(s) {sorted(bad)} in {spec!r}; valid: {sorted(_OPTIONS)}")
-    out: dict[str, Any] = {}
-    if "weights" in params:
-        if params["weights"] not in WEIGHTS:
-            raise BackendSpecError(f"weights={params['weights']!r} in {spec!r} is not one of {', '.join(WEIGHTS)}")
-        out["weights"] = params["weights"]
+    out: dict[str, Any] = {"weights": params["weights"]} if "weights" in params else {}  # checked by the backend
     try:
         out.update({k: int(v) for k, v in params.items() if k != "weights"})
     except ValueError:
