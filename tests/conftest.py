@@ -8,9 +8,14 @@ which skip with a reason when the folder is absent.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.backends.llama_server import LlamaServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -36,3 +41,18 @@ def anthropic_persona_dir() -> Path:
     if not (ANTHROPIC_PERSONA / "agreeableness.jsonl").is_file():
         pytest.skip(f"Anthropic's persona files are not beside this checkout ({ANTHROPIC_PERSONA})")
     return ANTHROPIC_PERSONA
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[LlamaServer]:
+    """llama-cpp-python's own OpenAI-compatible server on the embedded GGUF (float32 file), on 127.0.0.1.
+
+    One per test session, shared by every test that needs a real llama.cpp server (one-format, guard
+    adapters, Inspect): each start pays the model load, so the suite starts it once, when a test first
+    asks for it, and stops it when the session ends. The server answers one request at a time; tests
+    that share it do not depend on each other's requests.
+    """
+    from tests.backends.llama_server import LlamaServer
+
+    with LlamaServer() as server:
+        yield server

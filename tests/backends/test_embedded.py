@@ -232,7 +232,7 @@ def test_float_weights_are_written_once_atomically_and_reused(tmp_path, monkeypa
 def test_weights_option_errors_are_clear(tmp_path, monkeypatch) -> None:
     from contagion.backends import dequantize
 
-    with pytest.raises(BackendSpecError, match="weights='q8' .* not one of asis, f32, f16"):
+    with pytest.raises(BackendSpecError, match=r"weights='q8' .* not one of asis, f32, f16"):
         build("embedded?weights=q8")
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"not a gguf file at all")

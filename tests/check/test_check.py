@@ -15,6 +15,7 @@ from contagion.analysis.validation import (
     FP_TARGET,
     POWER_TARGET,
     ValidationResult,
+    _behaviour,
     analysis_fingerprint,
     find_validation,
     fingerprinted_paths,
@@ -125,3 +126,33 @@ def test_figures_round_trip_and_are_found_in_the_run_directory(tmp_path: Path) -
     assert load_validation(tmp_path / "missing.json") is None
     lo, hi = wilson(2, 40)
     assert 0 < lo < 0.05 < hi < 0.2
+
+
+def test_fingerprint_follows_behaviour_not_comments_or_docstrings() -> None:
+    """An edited comment, docstring or YAML comment keeps the shipped figures current (CI would otherwise
+    re-run the check for a typo fix); a changed constant, operator or data value makes them stale."""
+    from importlib import resources
+
+    source = resources.files("contagion").joinpath("analysis", "estimators.py").read_text(encoding="utf-8")
+    base = _behaviour("analysis/estimators.py", source.encode())
+    lines = source.splitlines()
+    first_def = next(i for i, line in enumerate(lines) if line.startswith("def "))
+    cosmetic = [
+        source.replace("\n", "\n# a comment a maintainer added\n", 1),
+        source.replace('"""', '"""Reworded. ', 1),
+        "\n".join(lines[:first_def]) + "\n\n\n" + "\n".join(lines[first_def:]) + "\n",
+    ]
+    for edited in cosmetic:
+        assert edited != source
+        assert _behaviour("analysis/estimators.py", edited.encode()) == base
+    # a docstring-only function still hashes (its body becomes `pass`, not an empty list)
+    assert _behaviour("x.py", b'def f():\n    """Only a docstring."""\n') == _behaviour("x.py", b"def f():\n    pass\n")
+    renamed = lines[first_def].replace("def ", "def x", 1)
+    behavioural = [source + "\nMARGIN = 1\n", source.replace(lines[first_def], renamed)]
+    for edited in behavioural:
+        assert edited != source
+        assert _behaviour("analysis/estimators.py", edited.encode()) != base
+    data = b"# inventory\nitems:\n  - id: a  # first\n    trait: x\n"
+    same = b"items:\n- id: a\n  trait: x\n"
+    assert _behaviour("data/i.yaml", data) == _behaviour("data/i.yaml", same)
+    assert _behaviour("data/i.yaml", data) != _behaviour("data/i.yaml", same.replace(b"x", b"y"))

@@ -1,4 +1,4 @@
-"""Fixtures of the adapter tests: one llama.cpp server and one measured guard profile per session."""
+"""Fixtures of the adapter tests: the suite's llama.cpp server and one measured guard profile per session."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from contagion.guard import REMINDER_OPENING, SITGuard
 from contagion.testing.loopback import LoopbackServer
 from contagion.traits.settings import AssessmentSettings
-from tests.guard.servers import LlamaServer, forward_to
+from tests.backends.llama_server import LlamaServer
+from tests.guard.servers import forward_to
 
 NEGOTIATOR = ("You are Ana, one of three towns sharing one reservoir in a dry summer. Negotiate a fair "
               "water allocation with the other two towns. Answer in one short sentence.")
@@ -20,9 +21,9 @@ MODEL = "smollm2"
 
 
 @pytest.fixture(scope="session")
-def llama() -> Iterator[LlamaServer]:
-    with LlamaServer() as server:
-        yield server
+def llama(llama_server: LlamaServer) -> LlamaServer:
+    """The suite's one llama.cpp server (tests/conftest.py)."""
+    return llama_server
 
 
 @pytest.fixture(scope="session")

@@ -1,68 +1,15 @@
-"""Servers for the adapter tests: llama-cpp-python's own OpenAI-compatible server running the embedded
-SmolLM2 on 127.0.0.1, and the project's loopback server in front of it recording every request body."""
+"""The adapter tests' loopback responder: passes each request on to the suite's llama.cpp server
+(``llama_server`` in tests/conftest.py) after the project's loopback server has recorded its body."""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
-from contagion.backends.embedded import embedded_run_path
 from contagion.testing.loopback import RawResponse
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LlamaServer:
-    """``python -m llama_cpp.server`` on the embedded GGUF, started and stopped by a test."""
-
-    STARTUP_SECONDS = 180.0
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> LlamaServer:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_run_path()),
-               "--logits_all", "true", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + self.STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with code {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/models", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.5)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"llama_cpp.server did not answer within {self.STARTUP_SECONDS:.0f} s")
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.process = None
 
 
 def forward_to(base_url: str) -> Callable[[dict[str, Any]], RawResponse]:

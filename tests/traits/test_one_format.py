@@ -1,8 +1,9 @@
 """One question, every backend (issue 13, item 5): the same model through ``embedded`` (llama.cpp in
 process), ``hf:embedded`` (transformers) and llama-cpp-python's own OpenAI-compatible server gives the
 same per-item trait scores (within 0.02) and the same scored actions, because format v2 scores the same
-first reply token on each, and ``embedded`` and the server run the weights transformers computes with. Also the sampled fallback (item 7): a server without logprobs still gives a profile,
-labelled ``sampled-fallback``."""
+first reply token on each, and ``embedded`` and the server run the weights transformers computes with.
+Also the sampled fallback (item 7): a server without logprobs still gives a profile, labelled
+``sampled-fallback``. The server is the suite's one llama.cpp server (``llama_server``)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,8 @@ def game(backend: str, seed: int = 5) -> GameSpec:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LlamaServer]:
-    with LlamaServer() as srv:
-        yield srv
+def server(llama_server: LlamaServer) -> LlamaServer:
+    return llama_server
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ a report can say whether they are current.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
@@ -20,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from contagion import __version__
 from contagion.experiment.rundir import RunDir
@@ -114,17 +117,43 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def analysis_fingerprint() -> str:
-    """A hash of the validated source (:data:`FINGERPRINTED`): saved figures name the code they validate."""
+    """A hash of what the validated source (:data:`FINGERPRINTED`) *does*: saved figures name the code they
+    validate. Python files are hashed as their syntax tree without docstrings and comments, data files as
+    the data they load to, so an edited comment, docstring, blank line or YAML comment keeps the figures
+    current, and any change a run could notice makes them stale."""
     h = hashlib.sha256()
     for name, data in _fingerprinted_files():
         h.update(name.encode())
-        h.update(data)
+        h.update(_behaviour(name, data))
     return h.hexdigest()[:12]
 
 
 def fingerprinted_paths() -> list[str]:
     """Every file :func:`analysis_fingerprint` hashes (relative to the package), in hashing order."""
     return [name for name, _ in _fingerprinted_files()]
+
+
+def _behaviour(name: str, data: bytes) -> bytes:
+    """The part of a fingerprinted file that can change a result: a module's syntax tree without its bare
+    string statements (docstrings, attribute docstrings) — comments and layout are not in the tree —, or a
+    YAML file's loaded data (key order kept: it is the order the code sees)."""
+    if name.endswith(".py"):
+        tree = ast.parse(data, filename=name)
+        for node in ast.walk(tree):
+            for field_name in ("body", "orelse", "finalbody"):
+                block = getattr(node, field_name, None)
+                if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+                    kept = [s for s in block if not _is_bare_string(s)]
+                    setattr(node, field_name, kept or [ast.Pass()])
+        return ast.dump(tree, annotate_fields=True, include_attributes=False).encode()
+    if name.endswith((".yaml", ".yml")):
+        return json.dumps(yaml.safe_load(data), ensure_ascii=False, default=str).encode()
+    return data
+
+
+def _is_bare_string(statement: ast.stmt) -> bool:
+    return (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+            and isinstance(statement.value.value, str))
 
 
 def _fingerprinted_files() -> list[tuple[str, bytes]]:
