@@ -14,8 +14,8 @@ from langchain_openai import ChatOpenAI
 from contagion.guard import SITGuard
 from contagion.guard.langgraph import pre_model_hook
 from contagion.testing.loopback import LoopbackServer
+from tests.backends.llama_server import LlamaServer
 from tests.guard.conftest import MODEL, NEGOTIATOR, assert_reminders_exactly_where_decided, reminders_in
-from tests.guard.servers import LlamaServer
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from openai import AsyncOpenAI
 from contagion.guard import SITGuard
 from contagion.guard.openai_agents import sit_input_filter
 from contagion.testing.loopback import LoopbackServer
+from tests.backends.llama_server import LlamaServer
 from tests.guard.conftest import MODEL, NEGOTIATOR, assert_reminders_exactly_where_decided, reminders_in
-from tests.guard.servers import LlamaServer
 
 pytestmark = pytest.mark.slow
 
