@@ -681,7 +681,7 @@ _OPTIONS = ("n_ctx", "n_threads", "n_slots", "cells", "weights")
 WEIGHTS = ("asis", "f32", "f16")
 EMBEDDED_WEIGHTS = "f32"
 """``embedded`` runs the shipped Q4_1 weights de-quantised to float32: the numbers ``hf:embedded`` and a
-llama.cpp server on the same float file compute (README, "Scoring")."""
+llama.cpp server on the same float file compute (docs/methods.md, "Scoring")."""
 
 
 def _options(spec: str, params: dict[str, str]) -> dict[str, Any]:

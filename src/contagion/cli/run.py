@@ -23,7 +23,7 @@ RUN_HELP = """Run an experiment grid from a YAML config into RUN_DIR (resumable)
 The config declares models, games, group compositions, interventions, rounds, chat turns,
 repetitions, the trait inventory and generation settings, and the design controls (action_mode:
 sample by default, option_order: counterbalanced, seat_order: shuffled, framing, horizon; the game
-conversation is the non-game control); see examples/ in the repository and the README.
+conversation is the non-game control); see examples/ and docs/reference/config.md in the repository.
 Rerunning the same command runs only the games that are missing (or failed). A run directory
 belongs to one config: a config with a different grid is refused unless --extend is given, which
 adds its games to the same run (only the new games are played; the report describes every config).
