@@ -142,6 +142,7 @@ def test_one_model_lanes_sized_to_the_history(backend: LlamaCppBackend) -> None:
     assert len(backend.lanes) == n
 
 
+@pytest.mark.slow  # long histories on the embedded model (~40-80 s)
 def test_a_lane_that_grows_keeps_exact_scores() -> None:
     small = build("embedded")
     assert isinstance(small, LlamaCppBackend)
@@ -242,6 +243,7 @@ def test_weights_option_errors_are_clear(tmp_path, monkeypatch) -> None:
     assert [p for p in (tmp_path / "cache" / "models").iterdir() if p.suffix == ".gguf"] == []
 
 
+@pytest.mark.slow  # long histories on the embedded model (~40-80 s)
 def test_released_histories_free_their_lanes_down_to_the_cell_budget() -> None:
     small = build("embedded?cells=1024")
     assert isinstance(small, LlamaCppBackend) and small.cells == 1024

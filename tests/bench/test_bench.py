@@ -66,6 +66,7 @@ def test_protocol_is_versioned_hashed_and_covers_the_design() -> None:
         load_protocol("huge")
 
 
+@pytest.mark.slow  # shares bench_dirs: two simulated benchmark runs (~60 s)
 def test_card_numbers_equal_the_full_reports(bench_dirs: dict[str, Any]) -> None:
     """Every headline read off a contrast is the very row the full report shows for the same store."""
     for model in ("sim:planted", "sim:null"):
@@ -102,6 +103,7 @@ def test_card_numbers_equal_the_full_reports(bench_dirs: dict[str, Any]) -> None
                 assert (row["p"] == h["p"]) or (math.isnan(row["p"]) and h["p"] is None)
 
 
+@pytest.mark.slow  # shares bench_dirs: two simulated benchmark runs (~60 s)
 def test_planted_effects_are_detected_and_the_null_shows_none(bench_dirs: dict[str, Any]) -> None:
     planted = bench_dirs["sim:planted"][1]
     null = bench_dirs["sim:null"][1]
@@ -119,6 +121,7 @@ def test_planted_effects_are_detected_and_the_null_shows_none(bench_dirs: dict[s
     assert len(PRIMARY) == 5
 
 
+@pytest.mark.slow  # shares bench_dirs: two simulated benchmark runs (~60 s)
 def test_leaderboard_refuses_two_protocol_versions(bench_dirs: dict[str, Any], tmp_path: Path) -> None:
     other = load_protocol("mini", small_protocol(tmp_path, version=2, games_per_cell=2))
     run_bench("sim:null", other, tmp_path / "v2", progress=False, report=False)
@@ -129,6 +132,7 @@ def test_leaderboard_refuses_two_protocol_versions(bench_dirs: dict[str, Any], t
     assert not (tmp_path / "lb" / LEADERBOARD_HTML).exists()
 
 
+@pytest.mark.slow  # shares bench_dirs: two simulated benchmark runs (~60 s)
 def test_a_benchmark_directory_belongs_to_one_model_and_protocol(bench_dirs: dict[str, Any]) -> None:
     run_dir, _ = bench_dirs["sim:null"]
     with pytest.raises(UserError, match="holds a benchmark of 'sim:null'"):
@@ -142,6 +146,7 @@ def browser() -> Iterator[Any]:
     yield from browser_fixture()
 
 
+@pytest.mark.slow  # shares bench_dirs: two simulated benchmark runs (~60 s)
 def test_two_cards_render_in_a_browser_without_requests(bench_dirs: dict[str, Any], browser: Any,
                                                         tmp_path: Path) -> None:
     cards = [str(bench_dirs[m][0]) for m in ("sim:planted", "sim:null")]
@@ -168,6 +173,7 @@ def test_two_cards_render_in_a_browser_without_requests(bench_dirs: dict[str, An
             watch.close()
 
 
+@pytest.mark.slow  # shares bench_dirs: two simulated benchmark runs (~60 s)
 def test_a_headline_whose_arms_differ_in_answer_mass_is_not_claimed(bench_dirs: dict[str, Any],
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The report's confidence gate reaches the card: the planted run's SIT − none headline is detected; the

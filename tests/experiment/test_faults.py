@@ -40,6 +40,7 @@ def _grid(model: str, **changes: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow  # ~40 s of retries against the fault-injecting server
 def test_run_completes_through_30_percent_faults(tmp_path: Path) -> None:
     plan = FaultPlan(rate=0.3, kinds=FAULT_KINDS, seed=6, hang_seconds=2.0, slow_seconds=0.2, retry_after=0.1)
     out = tmp_path / "run"
