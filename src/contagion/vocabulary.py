@@ -13,11 +13,15 @@ kinds:
 - ``trait_item``: a trait question. ``trait``, ``matching`` ("Yes"/"No", the trait-matching answer)
   and ``polarity`` (``pro`` / ``anti`` / ``neutral``).
 - ``injection``: a steering message. ``intervention`` (e.g. ``sit``, ``repeat-system``).
+
+Outside the messages, :data:`GAME_SEED` holds the seed of the trial being run (see :func:`game_seed`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from contagion.messages import Message
@@ -28,6 +32,24 @@ OBSERVATION = "observation"
 TALK = "talk"
 TRAIT_ITEM = "trait_item"
 INJECTION = "injection"
+
+GAME_SEED: ContextVar[int | None] = ContextVar("contagion_game_seed", default=None)
+"""The seed of the trial (game) the current call belongs to: set by
+:func:`contagion.experiment.trial.run_trial` for the whole trial, ``None`` elsewhere (e.g. a pre-play
+profile measured once for many games). It is not part of any message and no real model sees it; a
+simulated model draws its game-level random effect from it (``sim:…?game_sd=``), so games that share a
+seed — the same repetition in every cell of a grid — share that effect, as common seeds link a grid's
+games. Each asyncio task has its own value."""
+
+
+@contextmanager
+def game_seed(seed: int) -> Iterator[None]:
+    """Set :data:`GAME_SEED` to ``seed`` for the duration of a ``with`` block (restored after)."""
+    token = GAME_SEED.set(seed)
+    try:
+        yield
+    finally:
+        GAME_SEED.reset(token)
 
 
 def last_of_kind(messages: Sequence[Message], kind: str) -> Message | None:
