@@ -14,7 +14,7 @@ kinds:
   and ``polarity`` (``pro`` / ``anti`` / ``neutral``).
 - ``injection``: a steering message. ``intervention`` (e.g. ``sit``, ``repeat-system``).
 
-Outside the messages, :data:`GAME_SEED` holds the seed of the trial being run (see :func:`game_seed`).
+Outside the messages, :data:`CURRENT_GAME` holds the seed and game of the trial being run (see :func:`playing`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ TALK = "talk"
 TRAIT_ITEM = "trait_item"
 INJECTION = "injection"
 
-GAME_SEED: ContextVar[int | None] = ContextVar("contagion_game_seed", default=None)
-"""The seed of the trial (game) the current call belongs to: set by
+CURRENT_GAME: ContextVar[tuple[int, str] | None] = ContextVar("contagion_current_game", default=None)
+"""``(seed, game name)`` of the trial (game) the current call belongs to: set by
 :func:`contagion.experiment.trial.run_trial` for the whole trial, ``None`` elsewhere (e.g. a pre-play
 profile measured once for many games). It is not part of any message and no real model sees it; a
 simulated model draws its game-level random effect from it (``sim:…?game_sd=``), so games that share a
@@ -43,13 +43,13 @@ games. Each asyncio task has its own value."""
 
 
 @contextmanager
-def game_seed(seed: int) -> Iterator[None]:
-    """Set :data:`GAME_SEED` to ``seed`` for the duration of a ``with`` block (restored after)."""
-    token = GAME_SEED.set(seed)
+def playing(seed: int, game: str) -> Iterator[None]:
+    """Set :data:`CURRENT_GAME` to ``(seed, game)`` for the duration of a ``with`` block (restored after)."""
+    token = CURRENT_GAME.set((seed, game))
     try:
         yield
     finally:
-        GAME_SEED.reset(token)
+        CURRENT_GAME.reset(token)
 
 
 def last_of_kind(messages: Sequence[Message], kind: str) -> Message | None:

@@ -340,30 +340,50 @@ def test_trait_stances_read_trait_names_negations_and_mixed_mentions() -> None:
 def test_game_effect_is_drawn_from_the_game_seed_and_moves_play_and_post_play_answers() -> None:
     sim = SimBackend("null", {"noise": "0", "game_sd": "0.1"})
     plain = SimBackend("null", {"noise": "0"})
-    q = trait_question("pro", statement=STATEMENTS[0])
+    pro, anti = trait_question("pro", statement=STATEMENTS[0]), trait_question("anti", statement=STATEMENTS[1])
     pre = [system("rules", persona="default")]
     in_game = exposed_history(2)
-    with P.game_seed(7):
+    with P.playing(7, "prisoners-dilemma"):
         g = sim.game_effect()
         assert g != 0.0 and SimBackend("null", {"noise": "0", "game_sd": "0.1"}).game_effect() == g
         assert SimBackend("null", {"game_sd": "0.1", "seed": "3"}).game_effect() != g  # another model seed
-        # the same seed whatever the game type (another system prompt): the same effect
-        other_game = [system("other rules", persona="default"), *in_game[1:]]
-        assert p_match_of(sim, in_game, q) - p_match_of(plain, in_game, q) == pytest.approx(-g)
-        assert p_match_of(sim, other_game, q) - p_match_of(plain, other_game, q) == pytest.approx(-g)
-        assert p_match_of(sim, pre, q) == p_match_of(plain, pre, q)  # pre-play answers carry no game
-        assert sim.cooperation_probability([*pre, act()]) == pytest.approx(0.75 - 2 * g)
-    with P.game_seed(8):
+        # the pro-social index (pro minus anti) drifts by -g; cooperation moves by -g
+        assert p_match_of(sim, in_game, pro) - p_match_of(plain, in_game, pro) == pytest.approx(-g / 2)
+        assert p_match_of(sim, in_game, anti) - p_match_of(plain, in_game, anti) == pytest.approx(g / 2)
+        assert p_match_of(sim, pre, pro) == p_match_of(plain, pre, pro)  # pre-play answers carry no game
+        assert sim.cooperation_probability([*pre, act()]) == pytest.approx(0.75 - g)
+    with P.playing(7, "chicken"):
+        assert sim.game_effect() == g  # the same seed in another game type: the same effect (game_rho = 1)
+    with P.playing(8, "prisoners-dilemma"):
         assert sim.game_effect() != g
-    assert P.GAME_SEED.get() is None
-    with pytest.raises(RuntimeError, match="game_sd needs the game's seed"):
+    assert P.CURRENT_GAME.get() is None
+    with pytest.raises(RuntimeError, match="game_sd needs the game"):
         sim.cooperation_probability([*pre, act()])
-    assert p_match_of(sim, pre, q) == p_match_of(plain, pre, q)  # a pre-play profile needs no seed
+    assert p_match_of(sim, pre, pro) == p_match_of(plain, pre, pro)  # a pre-play profile needs no game
     draws = []
     for seed in range(400):
-        with P.game_seed(seed):
+        with P.playing(seed, "prisoners-dilemma"):
             draws.append(sim.game_effect())
     assert 0.09 < statistics.stdev(draws) < 0.11 and abs(statistics.mean(draws)) < 0.015
+
+
+def test_game_rho_is_the_share_of_the_game_effect_a_seed_shares_across_game_types() -> None:
+    def draws(rho: str) -> list[tuple[float, float]]:
+        sim = SimBackend("null", {"game_sd": "0.1", "game_rho": rho})
+        out = []
+        for seed in range(400):
+            pair = []
+            for game in ("prisoners-dilemma", "stag-hunt"):
+                with P.playing(seed, game):
+                    pair.append(sim.game_effect())
+            out.append((pair[0], pair[1]))
+        return out
+
+    for rho, low, high in (("0.5", 0.4, 0.6), ("0", -0.1, 0.1)):
+        d = draws(rho)
+        assert low < statistics.correlation(*zip(*d, strict=True)) < high
+        assert 0.09 < statistics.stdev(a for a, _ in d) < 0.11
+    assert all(a == b for a, b in draws("1"))
 
 
 def p_match_of(sim: SimBackend, history: list[Message], q: Message) -> float:
@@ -390,7 +410,7 @@ def test_run_trial_gives_every_game_of_a_seed_the_same_effect_across_game_types(
         return out
 
     p = asyncio.run(play())
-    assert P.GAME_SEED.get() is None
+    assert P.CURRENT_GAME.get() is None
     seeds = sorted({s for _, s in p})
     assert len(seeds) == 3 and all(len(v) == 1 for v in p.values())  # one effect per game, every player
     for seed in seeds:
@@ -398,8 +418,8 @@ def test_run_trial_gives_every_game_of_a_seed_the_same_effect_across_game_types(
     assert len({next(iter(p[("chicken", s)])) for s in seeds}) == 3  # and another one for each seed
     sim = SimBackend("null", {"noise": "0", "game_sd": "0.1"})
     for seed in seeds:
-        with P.game_seed(seed):
-            assert p[("chicken", seed)] == {round(0.75 - 2 * sim.game_effect(), 12)}
+        with P.playing(seed, "chicken"):
+            assert p[("chicken", seed)] == {round(0.75 - sim.game_effect(), 12)}
 
 
 def test_item_effect_is_fixed_per_item_and_appears_once_there_is_conversation() -> None:
@@ -420,7 +440,8 @@ def test_item_effect_is_fixed_per_item_and_appears_once_there_is_conversation() 
 
 @pytest.mark.parametrize("spec, name", [
     ("sim:flatten?lean=0.5", "lean"), ("sim:planted?lean=-0.6", "lean"), ("sim:null?game_sd=-0.1", "game_sd"),
-    ("sim:null?game_sd=0.9", "game_sd"), ("sim:null?item_sd=-1", "item_sd"), ("sim:flatten?mass_floor=0", "mass_floor"),
+    ("sim:null?game_sd=0.9", "game_sd"), ("sim:null?game_rho=1.2", "game_rho"), ("sim:null?item_sd=-1", "item_sd"),
+    ("sim:flatten?mass_floor=0", "mass_floor"),
     ("sim:flatten-keep?mass_floor=1.5", "mass_floor"), ("sim:trait-echo?trait_echo=0.8", "trait_echo"),
     ("sim:planted?flatten=-1", "flatten"), ("sim:trait-echo?lean=abc", "numbers"),
 ])

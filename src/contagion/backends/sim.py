@@ -32,21 +32,24 @@ The rule (``sim:planted``; every number is a parameter, ``sim:planted?contagion=
 * cooperation probability ``c = clip(coop − 2·s − reciprocity · D + persona_c + ε, 0.02, 0.98)`` where
   ``D`` is the share of defections among the others' actions in the last round, ``persona_c`` is
   −0.5 malicious, +0.2 benevolent; the player cooperates when ``c`` > 0.5.
-* chat: hostile sentences when the persona is malicious or ``s + ε`` > 0.15 (``s + g + ε`` with a game
-  effect, below), friendly otherwise.
+* chat: hostile sentences when the persona is malicious or ``s + ε`` > 0.15 (``s + g/2 + ε`` with a
+  game effect, below), friendly otherwise.
 
 Parameters of every variant, all 0 by default (so a default model is the one described above):
 
 * ``lean`` — a baseline lean toward the pro-social answer: ``p −= sign · lean`` (``lean=0.25`` answers
   pro-social items' trait-matching answer 0.25 more often and anti-social ones 0.25 less; neutral items
   unmoved). Real models start pro-social; at ½, flattening moves nothing. In (−0.5, 0.5).
-* ``game_sd`` — a game-level random effect ``g ~ N(0, game_sd)`` added to the shift ``s`` wherever the
-  context shows the game (its actions, chat and post-play answers; pre-play answers never), so a game's
-  pro-social index drifts by about ``−g`` and its cooperation probability by ``−2g``. ``g`` is drawn from
-  the model's ``seed`` and the game's seed (:data:`contagion.vocabulary.GAME_SEED`, set by
-  :func:`~contagion.experiment.trial.run_trial`): every game of one seed shares it, in every cell of a
-  grid (game types, compositions, interventions), as common seeds link a real grid's games. Needs the
-  game's seed: a game played outside ``run_trial`` with ``game_sd`` > 0 fails with a clear error.
+* ``game_sd`` — a game-level random effect ``g ~ N(0, game_sd)``: wherever the context shows the game
+  (its actions, chat and post-play answers; pre-play answers never), ``g/2`` is added to the shift ``s``,
+  so the game's pro-social index (pro-social minus anti-social trait means) drifts by ``−g`` and its
+  cooperation probability moves by ``−g``: ``game_sd`` is the between-game SD of the per-game index
+  drift, as ``contagion power`` assumes one. ``g`` is drawn from the model's ``seed`` and the game's seed
+  (:data:`contagion.vocabulary.CURRENT_GAME`, set by :func:`~contagion.experiment.trial.run_trial`):
+  games of one seed share it in every cell of a grid (compositions, interventions) and, by default, across
+  game types too, as common seeds link a real grid's games; ``game_rho`` (1, in [0, 1]) is the share of
+  its variance that games of one seed share across game types (the rest is drawn per seed and game).
+  Needs the game: a game played outside ``run_trial`` with ``game_sd`` > 0 fails with a clear error.
 * ``item_sd`` — an item-level random effect ``u(S) ~ N(0, item_sd)`` on the trait-matching probability,
   drawn from the model's ``seed`` and the statement, added wherever the context holds any conversation
   (a message that is not a system message): an item that moves after any conversation moves the same way
@@ -144,6 +147,7 @@ _DEFAULTS: dict[str, float] = {
     "trait_echo": 0.05,
     "lean": 0.0,
     "game_sd": 0.0,
+    "game_rho": 1.0,
     "item_sd": 0.0,
 }
 _NULL_ZEROED = ("contagion", "reminder", "repeat", "reciprocity")
@@ -155,6 +159,7 @@ _OWN_EFFECT = {"flatten": ("flatten", "flatten-keep"), "acquiescence": ("acquies
 _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "lean": (lambda v: -0.5 < v < 0.5, "a baseline lean toward the pro-social answer must lie in (-0.5, 0.5)"),
     "game_sd": (lambda v: 0 <= v <= 0.5, "the game-level random effect's SD must lie in [0, 0.5]"),
+    "game_rho": (lambda v: 0 <= v <= 1, "the share of the game effect common to a seed's games must lie in [0, 1]"),
     "item_sd": (lambda v: 0 <= v <= 0.5, "the item-level random effect's SD must lie in [0, 0.5]"),
     "mass_floor": (lambda v: 0 < v <= 1, "the answer mass left at infinite length must lie in (0, 1]"),
     "trait_echo": (lambda v: -0.5 <= v <= 0.5, "the move toward a mentioned trait must lie in [-0.5, 0.5]"),
@@ -403,14 +408,20 @@ class SimBackend(Backend):
         return random.Random(h.digest()).gauss(0.0, sd)
 
     def game_effect(self) -> float:
-        """``g``: the game-level random effect of the game being played (0 when ``game_sd`` is 0)."""
+        """``g``: the game-level random effect of the game being played (0 when ``game_sd`` is 0); a shift
+        of ``g/2`` moves the pro-social index by ``−g``."""
         if not self.p["game_sd"]:
             return 0.0
-        seed = P.GAME_SEED.get()
-        if seed is None:
-            raise RuntimeError(f"{self.spec}: game_sd needs the game's seed, which run_trial sets (contagion "
-                               "play, run, bench and check play games through it)")
-        return self._draw(f"game|{seed}", self.p["game_sd"])
+        game = P.CURRENT_GAME.get()
+        if game is None:
+            raise RuntimeError(f"{self.spec}: game_sd needs the game being played, which run_trial sets "
+                               "(contagion play, run, bench and check play games through it)")
+        seed, name = game
+        rho = self.p["game_rho"]
+        g = self._draw(f"game|{seed}", self.p["game_sd"])
+        if rho < 1:
+            g = math.sqrt(rho) * g + math.sqrt(1 - rho) * self._draw(f"game|{seed}|{name}", self.p["game_sd"])
+        return g
 
     def item_effect(self, statement: str) -> float:
         """``u(S)``: the item-level random effect of ``statement`` (0 when ``item_sd`` is 0)."""
@@ -444,7 +455,7 @@ class SimBackend(Backend):
         statement = str(item.meta.get("statement", item.content))
         y = yes_propensity(statement)
         base = y if str(item.meta.get("matching", "Yes")).strip().lower() == "yes" else 1 - y
-        s = self.shift(context) + (self.game_effect() if ctx.in_game else 0.0)
+        s = self.shift(context) + (self.game_effect() / 2 if ctx.in_game else 0.0)
         # the additions below are exact zeros at the defaults, so default answers are unchanged
         adjust = -sign * self.p["lean"]
         if ctx.conversation:
@@ -482,7 +493,7 @@ class SimBackend(Backend):
         persona = {"malicious": -0.5, "benevolent": 0.2}.get(ctx.persona, 0.0)
         return _clip(
             self.p["coop"]
-            - 2 * (self.shift(context) + self.game_effect())
+            - 2 * (self.shift(context) + self.game_effect() / 2)
             - self.p["reciprocity"] * ctx.last_defect
             + persona
             + self._noise(messages, "act")
@@ -492,7 +503,7 @@ class SimBackend(Backend):
     async def generate(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
         started = time.perf_counter()
         malicious = self._context(messages).persona == "malicious"
-        hostile = malicious or self.shift(messages) + self.game_effect() + self._noise(messages, "talk") > 0.15
+        hostile = malicious or self.shift(messages) + self.game_effect() / 2 + self._noise(messages, "talk") > 0.15
         pool = _HOSTILE if hostile else _FRIENDLY
         text = pool[int(_unit(str(len(messages)) + self.spec) * len(pool))]
         return Completion(text=text, completion_tokens=len(text.split()), seconds=time.perf_counter() - started)

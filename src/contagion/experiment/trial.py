@@ -32,7 +32,7 @@ from contagion.steering import make_intervention, needs_profile, validate_interv
 from contagion.traits.assess import QUESTION_FORMAT_VERSION, post_play_context, pre_play_context
 from contagion.traits.profile import Profile
 from contagion.traits.settings import AssessmentSettings, measure
-from contagion.vocabulary import GAME_SEED
+from contagion.vocabulary import CURRENT_GAME
 
 __all__ = ["GameRecord", "TrialSpec", "failed_record", "measure_agent", "needed_profiles", "profile_key",
            "run_trial"]
@@ -97,7 +97,7 @@ async def run_trial(
     rounds) for printing.
     """
     started = time.perf_counter()
-    seed_token = GAME_SEED.set(spec.game.seed)  # for simulated models' game-level effect (sim's game_sd)
+    game_token = CURRENT_GAME.set((spec.game.seed, spec.game.game))  # for simulated models' game_sd
     try:
         validate_intervention(spec.intervention)
         game = spec.game
@@ -138,4 +138,4 @@ async def run_trial(
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return failed_record(spec, labels, detail, time.perf_counter() - started)
     finally:
-        GAME_SEED.reset(seed_token)
+        CURRENT_GAME.reset(game_token)
