@@ -150,8 +150,8 @@ BATTERY_STATEMENTS = ["I try to see the best in the people I meet", "I enjoy put
 BATTERY_DIGEST = "cdeb5503fcae91e4"
 """Digest of every answer of the battery below, computed with the simulator before ``lean``, ``game_sd``,
 ``item_sd``, ``mass_floor`` and ``sim:trait-echo`` existed (commit 991b15d): at their defaults every answer
-— trait scores, action scores, chat — must stay bit-identical, so the shipped check figures and the golden
-records stay valid."""
+— trait scores, action scores, chat — must stay bit-identical, so the check's runs and the golden records
+stay what they were (the check's fingerprint, a hash of the source, still changes with the code)."""
 
 
 def _battery_histories() -> list[list[Message]]:
