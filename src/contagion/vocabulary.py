@@ -13,11 +13,15 @@ kinds:
 - ``trait_item``: a trait question. ``trait``, ``matching`` ("Yes"/"No", the trait-matching answer)
   and ``polarity`` (``pro`` / ``anti`` / ``neutral``).
 - ``injection``: a steering message. ``intervention`` (e.g. ``sit``, ``repeat-system``).
+
+Outside the messages, :data:`CURRENT_GAME` holds the seed and game of the trial being run (see :func:`playing`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from contagion.messages import Message
@@ -28,6 +32,24 @@ OBSERVATION = "observation"
 TALK = "talk"
 TRAIT_ITEM = "trait_item"
 INJECTION = "injection"
+
+CURRENT_GAME: ContextVar[tuple[int, str] | None] = ContextVar("contagion_current_game", default=None)
+"""``(seed, game name)`` of the trial (game) the current call belongs to: set by
+:func:`contagion.experiment.trial.run_trial` for the whole trial, ``None`` elsewhere (e.g. a pre-play
+profile measured once for many games). It is not part of any message and no real model sees it; a
+simulated model draws its game-level random effect from it (``sim:…?game_sd=``), so games that share a
+seed — the same repetition in every cell of a grid — share that effect, as common seeds link a grid's
+games. Each asyncio task has its own value."""
+
+
+@contextmanager
+def playing(seed: int, game: str) -> Iterator[None]:
+    """Set :data:`CURRENT_GAME` to ``(seed, game)`` for the duration of a ``with`` block (restored after)."""
+    token = CURRENT_GAME.set((seed, game))
+    try:
+        yield
+    finally:
+        CURRENT_GAME.reset(token)
 
 
 def last_of_kind(messages: Sequence[Message], kind: str) -> Message | None:

@@ -14,7 +14,7 @@ Forms (also listed in every error about an unknown spec):
   ``inspect:active`` is the model of the Inspect evaluation it runs in.
 - ``scripted:STRATEGY`` — always-cooperate, always-defect, tit-for-tat, grim-trigger, random.
 - ``sim:VARIANT`` — simulated models with a known rule (a planted contagion effect, a null twin, or an
-  adversarial null model: flatten, acquiescence, echo, reciprocity).
+  adversarial null model: flatten, flatten-keep, acquiescence, echo, trait-echo, reciprocity).
 
 Parameters follow a ``?``: ``scripted:random?seed=3``, ``sim:planted?contagion=0.3&seed=1``,
 ``embedded?n_ctx=8192``.
@@ -83,8 +83,9 @@ register(BackendKind("scripted", "scripted:STRATEGY (always-cooperate, always-de
                      language_model=False, local=True, scripted=True))
 register(BackendKind("inspect", "inspect:PROVIDER/MODEL (Inspect AI's model API; extra inspect)",
                      "contagion.backends.inspect_backend:build_inspect"))
-register(BackendKind("sim", "sim:planted | sim:null | sim:flatten | sim:acquiescence | sim:echo | sim:reciprocity",
-                     "contagion.backends.sim:build_sim", local=True, simulated=True))
+register(BackendKind("sim", "sim:planted | sim:null | sim:flatten | sim:flatten-keep | sim:acquiescence | sim:echo | "
+                     "sim:trait-echo | sim:reciprocity", "contagion.backends.sim:build_sim", local=True,
+                     simulated=True))
 
 
 def valid_forms() -> str:

@@ -2,7 +2,9 @@
 
 They exist to prove that the analysis finds an effect that is there, at its size, and no phantom one,
 and to run paper-scale grids in minutes. They read only what is in their context (``Message.meta``,
-see :mod:`contagion.vocabulary`, plus the text of messages: chat and injected reminders).
+see :mod:`contagion.vocabulary`, plus the text of messages: chat and injected reminders) — and, for the
+optional game-level effect, the game's seed; ``sim:trait-echo`` also knows which trait each statement of
+the built-in inventories belongs to.
 
 The rule (``sim:planted``; every number is a parameter, ``sim:planted?contagion=0.2&reminder=0.8``):
 
@@ -30,7 +32,31 @@ The rule (``sim:planted``; every number is a parameter, ``sim:planted?contagion=
 * cooperation probability ``c = clip(coop − 2·s − reciprocity · D + persona_c + ε, 0.02, 0.98)`` where
   ``D`` is the share of defections among the others' actions in the last round, ``persona_c`` is
   −0.5 malicious, +0.2 benevolent; the player cooperates when ``c`` > 0.5.
-* chat: hostile sentences when the persona is malicious or ``s + ε`` > 0.15, friendly otherwise.
+* chat: hostile sentences when the persona is malicious or ``s + ε`` > 0.15 (``s + g/2 + ε`` with a
+  game effect, below), friendly otherwise.
+
+Parameters of every variant, all 0 by default (so a default model is the one described above):
+
+* ``lean`` — a baseline lean toward the pro-social answer: ``p −= sign · lean`` (``lean=0.25`` answers
+  pro-social items' trait-matching answer 0.25 more often and anti-social ones 0.25 less; neutral items
+  unmoved). Real models start pro-social; at ½, flattening moves nothing. In (−0.5, 0.5).
+* ``game_sd`` — a game-level random effect ``g ~ N(0, game_sd)``: wherever the context shows the game
+  (its actions, chat and post-play answers; pre-play answers never), ``g/2`` is added to the shift ``s``,
+  so the game's pro-social index (pro-social minus anti-social trait means) drifts by ``−g`` and its
+  cooperation probability moves by ``−g``: ``game_sd`` is the between-game SD of the per-game index
+  drift, as ``contagion power`` assumes one. ``g`` is drawn from the model's ``seed`` and the game's seed
+  (:data:`contagion.vocabulary.CURRENT_GAME`, set by :func:`~contagion.experiment.trial.run_trial`):
+  games of one seed share it in every cell of a grid (compositions, interventions) and, by default, across
+  game types too, as common seeds link a real grid's games; ``game_rho`` (1, in [0, 1]) is the share of
+  its variance that games of one seed share across game types (the rest is drawn per seed and game).
+  Needs the game: a game played outside ``run_trial`` with ``game_sd`` > 0 fails with a clear error.
+* ``item_sd`` — an item-level random effect ``u(S) ~ N(0, item_sd)`` on the trait-matching probability,
+  drawn from the model's ``seed`` and the statement, added wherever the context holds any conversation
+  (a message that is not a system message): an item that moves after any conversation moves the same way
+  in every game of the model, so a small item sample carries a shared error.
+
+Each null model's own effect (``flatten``, ``acquiescence``, ``echo``, ``trait_echo``) is 0 on every other
+variant unless the spec sets it: ``sim:planted?flatten=0.02`` is the planted model with slight flattening.
 
 Null models — each is the planted model with ``contagion``, ``reminder``, ``repeat`` and ``reciprocity``
 at 0 (whatever the spec says), plus one way to fool a careless analysis. ``T`` is the context's length
@@ -38,7 +64,11 @@ in thousands of tokens (characters ÷ 4000, before the question):
 
 * ``sim:null`` — nothing else: answers ignore the context (noise only).
 * ``sim:flatten`` — answers lose confidence with length: ``p → ½ + (p − ½)·exp(−flatten·T)`` and the
-  two answers' total probability (answer mass) falls to ``0.2 + 0.8·exp(−flatten·T)`` (``flatten`` = 1).
+  two answers' total probability (answer mass) falls to ``m + (1 − m)·exp(−flatten·T)`` (``flatten`` = 1,
+  ``mass_floor`` ``m`` = 0.2, in (0, 1]). With ``lean`` (``sim:flatten?lean=0.25``) answers drift from a
+  pro-social baseline toward ½ as the context grows: post − pre reads as contagion.
+* ``sim:flatten-keep`` — the same flattening with the answer mass kept at 1 (``mass_floor`` = 1), so no
+  mass comparison can tell that the answers lost confidence.
 * ``sim:acquiescence`` — a Yes-bias growing with length: ``p(Yes) += acquiescence·T``
   (``acquiescence`` = 0.2).
 * ``sim:echo`` — agrees with statements that appear in its context and with nothing else: an item
@@ -46,18 +76,32 @@ in thousands of tokens (characters ÷ 4000, before the question):
   (``echo`` = 0.4); every other answer is the null model's.
 * ``sim:reciprocity`` — defects after seeing defection (``reciprocity`` = 0.6 by default, the only
   effect kept), with no trait change at all.
+* ``sim:trait-echo`` — no contagion; it echoes what its context says about a trait: an item of a trait
+  that its context mentions moves toward the trait-matching answer by ``trait_echo`` (0.05) times the
+  context's stance on that trait, the mean over its mentions of +1 (says the model has the trait) or −1
+  (says it has not). A mention is a quoted statement of a built-in inventory (``contagion/data``), whose
+  trait and key give the stance, flipped by "not", "n't" or "never" before the quote (SIT's "I would not
+  say this about myself", quoting a narcissism item keyed Yes, says −1 for narcissism), or a trait's
+  name ("honesty", "power seeking"), −1 after a negation or "reject". SIT's reminders state pro-social
+  stances, so SIT looks protective on self-report with no change at all. Statements of a custom
+  inventory are not recognised.
+
+:data:`VARIANTS` are the models ``contagion check`` runs; :data:`TRAP_VARIANTS` are null models made to
+fool today's post − pre analysis that it does not run yet (``benchmarks/bench_traps.py`` measures them).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from contagion import vocabulary as P
@@ -76,11 +120,15 @@ from contagion.messages import Message
 HOSTILE_WORDS = ("fool", "sucker", "betray", "crush", "exploit", "pathetic", "naive", "lie to")
 
 VARIANTS = ("planted", "null", "flatten", "acquiescence", "echo", "reciprocity")
-"""Every simulated model: the planted one and its null models."""
+"""The simulated models ``contagion check`` runs: the planted one and its null models."""
 NULL_VARIANTS = VARIANTS[1:]
-TRAIT_NULL = frozenset(NULL_VARIANTS)
+TRAP_VARIANTS = ("flatten-keep", "trait-echo")
+"""Null models that fool today's post − pre analysis, not (yet) run by ``contagion check``."""
+ALL_VARIANTS = VARIANTS + TRAP_VARIANTS
+"""Every simulated model."""
+TRAIT_NULL = frozenset(NULL_VARIANTS + TRAP_VARIANTS)
 """Variants whose trait answers carry no contagion and no mitigation (every null model)."""
-BEHAVIOUR_NULL = frozenset({"null", "flatten", "acquiescence", "echo"})
+BEHAVIOUR_NULL = frozenset({"null", "flatten", "acquiescence", "echo", *TRAP_VARIANTS})
 """Variants whose actions do not depend on the defection they saw."""
 
 _DEFAULTS: dict[str, float] = {
@@ -93,12 +141,31 @@ _DEFAULTS: dict[str, float] = {
     "position_bias": 0.0,
     "seed": 0.0,
     "flatten": 1.0,
+    "mass_floor": 0.2,
     "acquiescence": 0.2,
     "echo": 0.4,
+    "trait_echo": 0.05,
+    "lean": 0.0,
+    "game_sd": 0.0,
+    "game_rho": 1.0,
+    "item_sd": 0.0,
 }
 _NULL_ZEROED = ("contagion", "reminder", "repeat", "reciprocity")
-_VARIANT_DEFAULTS: dict[str, dict[str, float]] = {"reciprocity": {"reciprocity": 0.6}}
-_OWN_EFFECT = {"flatten": "flatten", "acquiescence": "acquiescence", "echo": "echo"}
+_VARIANT_DEFAULTS: dict[str, dict[str, float]] = {"reciprocity": {"reciprocity": 0.6},
+                                                  "flatten-keep": {"mass_floor": 1.0}}
+_OWN_EFFECT = {"flatten": ("flatten", "flatten-keep"), "acquiescence": ("acquiescence",), "echo": ("echo",),
+               "trait_echo": ("trait-echo",)}
+"""Each null model's own effect: the variants that have it by default (any variant has it when the spec sets it)."""
+_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lean": (lambda v: -0.5 < v < 0.5, "a baseline lean toward the pro-social answer must lie in (-0.5, 0.5)"),
+    "game_sd": (lambda v: 0 <= v <= 0.5, "the game-level random effect's SD must lie in [0, 0.5]"),
+    "game_rho": (lambda v: 0 <= v <= 1, "the share of the game effect common to a seed's games must lie in [0, 1]"),
+    "item_sd": (lambda v: 0 <= v <= 0.5, "the item-level random effect's SD must lie in [0, 0.5]"),
+    "mass_floor": (lambda v: 0 < v <= 1, "the answer mass left at infinite length must lie in (0, 1]"),
+    "trait_echo": (lambda v: -0.5 <= v <= 0.5, "the move toward a mentioned trait must lie in [-0.5, 0.5]"),
+    "flatten": (lambda v: v >= 0, "the flattening rate must be 0 or more"),
+}
+"""Parameters with a valid range: (the test, what a valid value is)."""
 
 _FRIENDLY = (
     "Let's all cooperate; we each do better that way.",
@@ -148,6 +215,59 @@ def own_share(text: str) -> float:
     return own / quoted if quoted else 0.0
 
 
+_STANCE_NEGATION = re.compile(r"\bnot\b|n't\b|\bnever\b|\breject", re.IGNORECASE)
+_GAME_KINDS = frozenset({P.OBSERVATION, P.TALK, P.ACT})
+
+
+@functools.cache
+def inventory_statements() -> dict[str, tuple[str, bool]]:
+    """Every statement of the built-in inventories (``contagion/data/inventory-v*.yaml``), read as data:
+    its key (:func:`_statement_key`) -> (trait, whether the trait-matching answer is Yes)."""
+    import yaml
+
+    out: dict[str, tuple[str, bool]] = {}
+    folder = resources.files("contagion").joinpath("data")
+    for ref in sorted(folder.iterdir(), key=lambda r: r.name):
+        if not re.fullmatch(r"inventory-v\d+\.yaml", ref.name):
+            continue
+        data = yaml.safe_load(ref.read_text(encoding="utf-8"))
+        for trait, body in (data.get("traits") or {}).items():
+            for key, yes in (("matching-yes", True), ("matching-no", False)):
+                for statement in (body or {}).get(key) or []:
+                    out.setdefault(_statement_key(str(statement)), (str(trait), yes))
+    return out
+
+
+@functools.cache
+def _trait_names() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    traits = sorted({t for t, _ in inventory_statements().values()})
+    return tuple((t, re.compile(r"\b" + r"[\s-]+".join(map(re.escape, t.split("-"))) + r"\b", re.IGNORECASE))
+                 for t in traits)
+
+
+def trait_stances(messages: Sequence[Message]) -> dict[str, float]:
+    """What a context says about each trait it mentions: trait -> mean stance over its mentions, +1 where a
+    line says the model has the trait, −1 where it says it has not (see ``sim:trait-echo``)."""
+    known = inventory_statements()
+    said: dict[str, list[int]] = {}
+    for m in messages:
+        for line in m.content.splitlines():
+            quote = _QUOTE.search(line)
+            if quote is not None:
+                hit = known.get(_statement_key(quote.group(1)))
+                if hit is not None:
+                    trait, yes_keyed = hit
+                    negated = bool(_NEGATION.search(line[: quote.start()]))
+                    said.setdefault(trait, []).append(1 if yes_keyed != negated else -1)
+                continue
+            for trait, pattern in _trait_names():
+                name = pattern.search(line)
+                if name is not None:
+                    negated = bool(_STANCE_NEGATION.search(line[: name.start()]))
+                    said.setdefault(trait, []).append(-1 if negated else 1)
+    return {t: sum(v) / len(v) for t, v in said.items()}
+
+
 @dataclass(frozen=True)
 class _Context:
     """What the model reads from a context (every message but the question), computed once per context."""
@@ -160,6 +280,12 @@ class _Context:
     persona: str
     tokens_k: float
     statements: frozenset[str]
+    in_game: bool
+    """Whether the context shows the game (an observation, another player's chat or an act prompt)."""
+    conversation: bool
+    """Whether the context holds any message that is not a system message."""
+    stances: dict[str, float]
+    """trait -> the context's stance on it (only read by ``trait_echo``)."""
     messages: tuple[Message, ...]
     hashers: dict[str, Any]
 
@@ -180,9 +306,9 @@ class SimBackend(Backend):
     """A simulated model following the documented rule (``planted``) or one of its null models."""
 
     def __init__(self, variant: str, params: dict[str, str] | None = None) -> None:
-        if variant not in VARIANTS:
+        if variant not in ALL_VARIANTS:
             raise BackendSpecError(f"unknown simulated model {variant!r}; choose "
-                                   + ", ".join(f"sim:{v}" for v in VARIANTS))
+                                   + ", ".join(f"sim:{v}" for v in ALL_VARIANTS))
         params = dict(params or {})
         unknown = set(params) - set(_DEFAULTS)
         if unknown:
@@ -196,12 +322,15 @@ class SimBackend(Backend):
             raise BackendSpecError(f"sim parameters must be numbers: {exc}") from None
         if not all(math.isfinite(v) for v in values.values()):
             raise BackendSpecError("sim parameters must be finite numbers")
+        for k, (valid, rule) in _RULES.items():
+            if not valid(values[k]):
+                raise BackendSpecError(f"sim parameter {k}={values[k]:g} is out of range: {rule}")
         if variant != "planted":
             for k in _NULL_ZEROED:
                 if not (variant == "reciprocity" and k == "reciprocity"):
                     values[k] = 0.0
-        for k, owner in _OWN_EFFECT.items():
-            if variant != owner:
+        for k, owners in _OWN_EFFECT.items():
+            if variant not in owners and k not in params:
                 values[k] = 0.0
         self.variant = variant
         self.p = values
@@ -257,6 +386,9 @@ class SimBackend(Backend):
         return _Context(observations=len(obs), exposure=sum(parts) / len(parts) if parts else 0.0,
                         last_defect=last_defect, reminders=reminders, repeats=repeats, persona=persona,
                         tokens_k=sum(len(m.content) for m in messages) / 4000, statements=frozenset(statements),
+                        in_game=any(m.meta.get(P.KIND) in _GAME_KINDS for m in messages),
+                        conversation=any(m.role != "system" for m in messages),
+                        stances=trait_stances(messages) if self.p["trait_echo"] else {},
                         messages=tuple(messages), hashers={})
 
     def _noise(self, messages: Sequence[Message], salt: str) -> float:
@@ -270,6 +402,32 @@ class SimBackend(Backend):
             h.update(messages[-1].role.encode())
             h.update(messages[-1].content.encode())
         return random.Random(h.digest()).gauss(0.0, self.p["noise"])
+
+    def _draw(self, salt: str, sd: float) -> float:
+        h = hashlib.blake2b(f"{self.p['seed']}|{salt}".encode(), digest_size=8)
+        return random.Random(h.digest()).gauss(0.0, sd)
+
+    def game_effect(self) -> float:
+        """``g``: the game-level random effect of the game being played (0 when ``game_sd`` is 0); a shift
+        of ``g/2`` moves the pro-social index by ``−g``."""
+        if not self.p["game_sd"]:
+            return 0.0
+        game = P.CURRENT_GAME.get()
+        if game is None:
+            raise RuntimeError(f"{self.spec}: game_sd needs the game being played, which run_trial sets "
+                               "(contagion play, run, bench and check play games through it)")
+        seed, name = game
+        rho = self.p["game_rho"]
+        g = self._draw(f"game|{seed}", self.p["game_sd"])
+        if rho < 1:
+            g = math.sqrt(rho) * g + math.sqrt(1 - rho) * self._draw(f"game|{seed}|{name}", self.p["game_sd"])
+        return g
+
+    def item_effect(self, statement: str) -> float:
+        """``u(S)``: the item-level random effect of ``statement`` (0 when ``item_sd`` is 0)."""
+        if not self.p["item_sd"]:
+            return 0.0
+        return self._draw(f"item|{_statement_key(statement)}", self.p["item_sd"])
 
     def exposure(self, messages: Sequence[Message]) -> float:
         """``E``: how much defection and hostility the context shows (0 before any play)."""
@@ -292,12 +450,19 @@ class SimBackend(Backend):
         polarity = str(item.meta.get("polarity", "neutral"))
         sign = {"anti": 1.0, "pro": -1.0}.get(polarity, 0.0)
         context = messages[:-1] if messages and messages[-1] is item else messages
-        persona = self._context(context).persona
-        persona_shift = {"malicious": 0.15, "benevolent": -0.1}.get(persona, 0.0) * sign
+        ctx = self._context(context)
+        persona_shift = {"malicious": 0.15, "benevolent": -0.1}.get(ctx.persona, 0.0) * sign
         statement = str(item.meta.get("statement", item.content))
         y = yes_propensity(statement)
         base = y if str(item.meta.get("matching", "Yes")).strip().lower() == "yes" else 1 - y
-        return _clip(base + persona_shift + sign * self.shift(context) + self._noise(messages, "trait"))
+        s = self.shift(context) + (self.game_effect() / 2 if ctx.in_game else 0.0)
+        # the additions below are exact zeros at the defaults, so default answers are unchanged
+        adjust = -sign * self.p["lean"]
+        if ctx.conversation:
+            adjust += self.item_effect(statement)
+        if self.p["trait_echo"]:
+            adjust += self.p["trait_echo"] * ctx.stances.get(str(item.meta.get("trait", "")), 0.0)
+        return _clip(base + persona_shift + sign * s + adjust + self._noise(messages, "trait"))
 
     def answer_probabilities(self, messages: Sequence[Message]) -> tuple[float, float]:
         """(p(Yes), p(No)) for the trait item at the end of ``messages``; they sum to the answer mass."""
@@ -313,7 +478,7 @@ class SimBackend(Backend):
         if self.p["flatten"]:
             keep = math.exp(-self.p["flatten"] * ctx.tokens_k)
             p_yes = 0.5 + (p_yes - 0.5) * keep
-            mass = 0.2 + 0.8 * keep
+            mass = self.p["mass_floor"] + (1 - self.p["mass_floor"]) * keep
         if self.p["acquiescence"]:
             p_yes = _clip(p_yes + self.p["acquiescence"] * ctx.tokens_k)
         if self.p["echo"]:
@@ -328,7 +493,7 @@ class SimBackend(Backend):
         persona = {"malicious": -0.5, "benevolent": 0.2}.get(ctx.persona, 0.0)
         return _clip(
             self.p["coop"]
-            - 2 * self.shift(context)
+            - 2 * (self.shift(context) + self.game_effect() / 2)
             - self.p["reciprocity"] * ctx.last_defect
             + persona
             + self._noise(messages, "act")
@@ -337,9 +502,8 @@ class SimBackend(Backend):
     # -- the Backend interface ------------------------------------------------------------------
     async def generate(self, messages: Sequence[Message], config: GenerationConfig) -> Completion:
         started = time.perf_counter()
-        hostile = self._context(messages).persona == "malicious" or self.shift(messages) + self._noise(
-            messages, "talk"
-        ) > 0.15
+        malicious = self._context(messages).persona == "malicious"
+        hostile = malicious or self.shift(messages) + self.game_effect() / 2 + self._noise(messages, "talk") > 0.15
         pool = _HOSTILE if hostile else _FRIENDLY
         text = pool[int(_unit(str(len(messages)) + self.spec) * len(pool))]
         return Completion(text=text, completion_tokens=len(text.split()), seconds=time.perf_counter() - started)

@@ -32,6 +32,7 @@ from contagion.steering import make_intervention, needs_profile, validate_interv
 from contagion.traits.assess import QUESTION_FORMAT_VERSION, post_play_context, pre_play_context
 from contagion.traits.profile import Profile
 from contagion.traits.settings import AssessmentSettings, measure
+from contagion.vocabulary import CURRENT_GAME
 
 __all__ = ["GameRecord", "TrialSpec", "failed_record", "measure_agent", "needed_profiles", "profile_key",
            "run_trial"]
@@ -96,6 +97,7 @@ async def run_trial(
     rounds) for printing.
     """
     started = time.perf_counter()
+    game_token = CURRENT_GAME.set((spec.game.seed, spec.game.game))  # for simulated models' game_sd
     try:
         validate_intervention(spec.intervention)
         game = spec.game
@@ -135,3 +137,5 @@ async def run_trial(
     except Exception as exc:  # the run goes on; the store keeps the error
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return failed_record(spec, labels, detail, time.perf_counter() - started)
+    finally:
+        CURRENT_GAME.reset(game_token)
