@@ -474,9 +474,8 @@ class OpenAIBackend(Backend):
             return None  # score_choices decides: a server without logprobs, or a transient fault
         self._logprobs_seen = True
         prompt, _, encoded = self._usage(data)
-        if not any(math.isfinite(lp) for _, lp in candidates):
-            raise BackendError(f"{self.base_url} sent top_logprobs without a finite value")
-        logprobs, detail = score_candidates(candidates, choices)  # the computation every backend makes
+        # the computation every backend makes; a NaN, +inf or positive candidate makes the scores invalid
+        logprobs, detail = score_candidates(candidates, choices)
         return Scores(
             choices=[ChoiceScore(choice=c, logprob=lp) for c, lp in zip(choices, logprobs, strict=True)],
             method=ScoreMethod.FIRST_TOKEN,

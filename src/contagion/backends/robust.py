@@ -387,7 +387,10 @@ class RobustBackend(Backend):
 
     def caches_scores(self, scores: Scores) -> bool:
         """Whether computed scores may be stored: log-probabilities involve no sampling, so yes, except
-        sampled-fallback estimates from a backend that is not deterministic."""
+        sampled-fallback estimates from a backend that is not deterministic, and invalid scores (never
+        kept: a later call may be answered properly)."""
+        if scores.invalid is not None:
+            return False
         return scores.method != ScoreMethod.SAMPLED or self.inner.capabilities.deterministic
 
     # -- calls --------------------------------------------------------------------------------

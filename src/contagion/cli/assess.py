@@ -69,6 +69,14 @@ def render_profile(profile: Profile, *, title: str) -> None:
         f"bootstrap seed {profile.seed}",
         highlight=False,
     )
+    if profile.invalid_items:
+        item, why = next(iter(profile.invalid_items.items()))
+        console.print(f"{len(profile.invalid_items)} item(s) left out: the model's scores were invalid (e.g. item "
+                      f"{item}: {why}); a log-probability must be finite (or -inf) and at most 0", style="red",
+                      highlight=False, markup=False)
+    if profile.excluded:
+        console.print(f"{profile.excluded} measured item(s) left out: answer mass under {profile.min_mass:g} or an "
+                      "answer the model did not return", highlight=False)
     cost = profile.cost
     console.print(
         f"{cost.calls} scoring calls, {cost.prompt_tokens_encoded} of {cost.prompt_tokens} prompt tokens "

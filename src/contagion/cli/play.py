@@ -137,7 +137,7 @@ def play(
                       + (f", {usage.failures} failed after their last attempt" if usage.failures else ""),
                       highlight=False)
     if record.error:
-        console.print(Text(f"The game stopped early: {record.error}", style="red"))
+        console.print(Text(f"The game failed: {record.error}", style="red"))
     if out is not None:
         write_atomic(out, record.model_dump_json(indent=1))
         console.print(f"record written to {out}")

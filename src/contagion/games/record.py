@@ -105,6 +105,9 @@ class ActionRecord(BaseModel):
     p_cooperate: float | None = Field(None, description="Scored actions: p(cooperate) renormalised over the two.")
     sample_seed: int | None = Field(None, description="Sampled actions: the seed of the draw (uniform < p_cooperate "
                                                       "is cooperate).")
+    problem: str | None = Field(None, exclude_if=lambda v: v is None,
+                                description="Why the action's scores were invalid (the model reported no "
+                                            "log-probability: NaN, +inf, above 0); the action is then invalid.")
 
 
 class InjectionEvent(BaseModel):
