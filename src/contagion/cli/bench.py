@@ -44,6 +44,8 @@ def bench(
     from contagion.cli.run import check_executor
 
     check_executor(executor)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a run directory (created, or reused to resume)")
     protocol = load_protocol(size, protocol_file, inventory)
     console.print(f"contagion bench: {model} · protocol {protocol.name} v{protocol.version} ({protocol.size}, "
                   f"hash {protocol.hash}) · {protocol.games()} trials into {out}", highlight=False)

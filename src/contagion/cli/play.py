@@ -92,6 +92,9 @@ def play(
         raise UserError(f"--rounds must be at least 1 (got {rounds})")
     if chat_turns < 0:
         raise UserError(f"--chat-turns must be 0 or more (got {chat_turns})")
+    if is_conversation(game) and chat_turns == 0:
+        raise UserError("--game conversation is only talk: with --chat-turns 0 nothing would be played; "
+                        "give --chat-turns 1 or more")
     if out is not None:
         check_output_path(out)
     extra: dict[str, Persona] = load_personas(persona_file) if persona_file else {}

@@ -210,6 +210,8 @@ class Runner:
 
     def run(self) -> RunSummary:
         self.preflight()
+        for note in self.config.notes():  # what the run takes other than asked, said before it starts
+            self.console.print(f"Note: {note}", style="yellow", highlight=False, markup=False, soft_wrap=True)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"
