@@ -41,6 +41,21 @@ class GenerationConfig(BaseModel):
         return self.temperature == 0.0 or self.seed is not None
 
 
+MAX_CHARS_PER_TOKEN = 32
+"""The longest reply taken, in characters per token asked (``max_tokens``): a token is a few characters, the
+longest in common vocabularies a few dozen. A server that sends more ignored ``max_tokens`` (or misbehaves);
+its reply is refused (:func:`reply_problem`), never stored."""
+
+
+def reply_problem(text: str, config: GenerationConfig) -> str | None:
+    """Why a generated reply cannot be taken (longer than :data:`MAX_CHARS_PER_TOKEN` × ``max_tokens``), or None."""
+    limit = MAX_CHARS_PER_TOKEN * config.max_tokens
+    if len(text) > limit:
+        return (f"a reply of {len(text):,} characters to a request for at most {config.max_tokens} tokens (more "
+                f"than {MAX_CHARS_PER_TOKEN} characters a token, {limit:,} in all)")
+    return None
+
+
 class Completion(BaseModel):
     """A generated reply and what it cost."""
 

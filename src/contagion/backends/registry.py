@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl
 from contagion.backends.base import Backend
 from contagion.backends.robust import RobustBackend
 from contagion.errors import BackendSpecError
+from contagion.redact import redact, secret_in
 
 REMOTE_TIMEOUT = 120.0
 """Seconds a remote call may take before it is retried (a backend with its own ``?timeout=`` keeps it)."""
@@ -105,6 +106,12 @@ def split_params(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def _parse(spec: str) -> tuple[BackendKind, str, dict[str, str]]:
+    secret = secret_in(spec)
+    if secret is not None:  # a spec is printed and recorded everywhere: a key in it would be too
+        raise BackendSpecError(
+            f"backend spec {redact(spec.strip())!r} carries a secret ({secret}); a spec is printed and written "
+            "into every record, so keys never go in it: set CONTAGION_API_KEY or OPENAI_API_KEY (or the "
+            "provider's own variable) instead")
     base, params = split_params(spec.strip())
     name, sep, rest = base.partition(":")
     kind = _KINDS.get(name)

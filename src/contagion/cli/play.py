@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contagion.backends.base import GenerationConfig, run_sync
-from contagion.backends.registry import kind_of
+from contagion.backends.registry import build, kind_of
 from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
 from contagion.cli.common import check_output_path, parse_intervention
@@ -21,6 +21,7 @@ from contagion.fileio import validation_message, write_atomic
 from contagion.games.dilemmas import is_conversation, load_dilemma
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.personas import Persona, load_personas, resolve_persona
+from contagion.redact import redact
 
 # schema field -> the option that sets it, so a validation error names what the user typed
 _OPTION = {"rounds": "--rounds", "chat_turns": "--chat-turns", "max_tokens": "--max-tokens",
@@ -109,6 +110,8 @@ def play(
     seats = [s.model_copy(update={"focal": f}) for s, f in zip(seats, focal, strict=True)]
     for s in seats:
         resolve_persona(s.persona, extra)
+    for backend_spec in dict.fromkeys(s.backend for s in seats):
+        build(backend_spec)  # every option checked (no model loaded, no network) before anything is printed
     try:
         generation = GenerationConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
     except ValidationError as exc:
@@ -124,7 +127,7 @@ def play(
     console.print(Text.assemble(("contagion play: ", "bold"), f"{title}, {len(seats)} players, "
                                 f"{rounds} rounds, {chat_turns} chat turn(s), intervention {ispec.label()}"))
     for i, s in enumerate(seats):
-        console.print(f"  player {i + 1}: {s.label()}", highlight=False)
+        console.print(f"  player {i + 1}: {redact(s.label())}", highlight=False)
     with track_usage() as usage:
         record = run_sync(run_trial(spec, personas=extra, on_event=_printer(not quiet)))
     summary = Table(title="Result", title_justify="left")
