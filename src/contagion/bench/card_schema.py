@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from contagion.errors import UserError
 from contagion.fileio import validation_message
+from contagion.redact import redact, secret_in
 from contagion.strict import Int
 
 CARD_VERSION = 1
@@ -140,4 +141,8 @@ def check_card(data: Any, source: str) -> dict[str, Any]:
         card = CardFile.model_validate(data)
     except ValidationError as exc:
         raise UserError(validation_message(exc, source, show_input=True)) from None
+    secret = secret_in(card.model)
+    if secret is not None:
+        raise UserError(f"{source}: model {redact(card.model)!r} carries a secret ({secret}); a leaderboard would "
+                        "publish it: remove it from the card")
     return card.model_dump(mode="json")
