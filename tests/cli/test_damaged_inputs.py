@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import contagion.cli  # noqa: F401  (registers the commands)
+import contagion.cli  # registers the commands (and locates the package data)
 from contagion.cli.app import app
 from contagion.experiment.config import parse_config
 from contagion.experiment.runner import Runner
@@ -203,6 +203,17 @@ def inventory_yaml(text: str) -> Callable[[Path, Path], list[str]]:
 
 
 INVENTORY_HEAD = "format: contagion-inventory/1\nversion: 1\n"
+PROTOCOL = Path(contagion.cli.__file__).parents[1] / "data" / "bench-v1.yaml"
+
+
+def protocol_with(change: Callable[[dict[str, Any]], None]) -> Callable[[Path, Path], list[str]]:
+    """``contagion bench`` with a protocol file: the built-in one, changed."""
+    def make(tmp: Path, _: Path) -> list[str]:
+        data = yaml.safe_load(PROTOCOL.read_text(encoding="utf-8"))
+        change(data)
+        path = _write(tmp / "protocol.yaml", data)
+        return ["bench", "sim:null", "--size", "smoke", "--protocol", str(path), "--out", str(tmp / "b")]
+    return make
 
 CASES = [
     # -- configs ---------------------------------------------------------------------------------
@@ -395,6 +406,15 @@ CASES = [
          ("carries a secret", "'key'"), (KEY, "player 1")),
     Case("play-url-fragment", play("-p", "openai:m@http://127.0.0.1:9/v1#part", "-p", "sim:null"),
          ("#fragment",), ("player 1",)),
+    # -- protocol files (issue 28) --------------------------------------------------------------------
+    Case("protocol-effect-size-infinite", protocol_with(lambda d: d.__setitem__("effect_size", float("inf"))),
+         ("protocol.yaml", "effect_size", "finite number")),
+    Case("protocol-rounds-a-boolean", protocol_with(lambda d: d["sizes"]["smoke"].__setitem__("rounds", True)),
+         ("protocol.yaml", "sizes.smoke.rounds", "valid integer")),
+    Case("protocol-version-text", protocol_with(lambda d: d.__setitem__("version", "one")),
+         ("protocol.yaml", "version")),
+    Case("protocol-unknown-key", protocol_with(lambda d: d.__setitem__("alfa", 0.05)),
+         ("protocol.yaml", "alfa", "unknown key")),
     # -- power (issue 28) ------------------------------------------------------------------------------
     Case("power-sd-nan", lambda tmp, _: ["power", str(_write(tmp / "grid.yaml", GRID)), "--sd", "nan"],
          ("--sd", "positive number")),
@@ -490,3 +510,26 @@ def test_export_into_a_directory_writes_the_default_name_inside(tmp_path: Path, 
         assert result.exit_code == 0, result.output
     assert sorted(p.name for p in target.iterdir()) == ["games.jsonl", "games.parquet"]
     assert len((target / "games.jsonl").read_text(encoding="utf-8").splitlines()) == 4
+
+
+def test_a_run_says_what_it_cuts_before_it_starts(tmp_path: Path) -> None:
+    config = _write(tmp_path / "grid.yaml", {**GRID, "assessment": {"items": 10**9, "bootstrap": 100}})
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    flat = squash(result.output)
+    assert squash("Note: assessment.items: 1000000000 per trait asked, but the inventory builtin:v2 has fewer") in flat
+    assert squash("agreeableness (24 of 24)") in flat
+    assert flat.index(squash("Note: assessment.items")) < flat.index(squash("Run summary"))
+
+
+def test_a_failed_start_into_a_used_run_keeps_it_and_says_a_rerun_resumes(tmp_path: Path, finished_run: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    config = _write(tmp_path / "grid.yaml", {**GRID, "models": ["sim:planted", "openai:m@http://127.0.0.1:9/v1"]})
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(copy), "--extend", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    flat = squash(result.output)
+    assert squash("cannot connect to the OpenAI-compatible server") in flat
+    assert squash("stored so far are kept: rerunning the same command resumes") in flat
+    with Store.open_existing(copy) as store:
+        assert store.counts() == {"ok": 4, "failed": 0}

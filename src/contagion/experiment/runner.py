@@ -104,6 +104,18 @@ class _Resumable(UserError):
     """A user error after the run stored something: the message says that a rerun resumes."""
 
 
+def _user_error(exc: BaseException) -> UserError | None:
+    """The user error behind ``exc`` (itself, or the first in a group of parallel tasks' errors), or None."""
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _user_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 class _Made:
     """What a run is about to create in its directory, so a failed start can remove exactly that."""
 
@@ -269,8 +281,10 @@ class Runner:
             stored = made.stored()
             if made.made_store and stored == 0:
                 made.undo()
-            elif stored and isinstance(exc, UserError) and not isinstance(exc, _Resumable):
-                raise _Resumable(f"{exc} ({stored} game(s) and profile(s) stored so far are kept: rerunning the "
+                raise
+            user = _user_error(exc)
+            if stored and user is not None and not isinstance(user, _Resumable):
+                raise _Resumable(f"{user} ({stored} game(s) and profile(s) stored so far are kept: rerunning the "
                                  "same command resumes)") from None
             raise
 
