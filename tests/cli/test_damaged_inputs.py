@@ -533,3 +533,19 @@ def test_a_failed_start_into_a_used_run_keeps_it_and_says_a_rerun_resumes(tmp_pa
     assert squash("stored so far are kept: rerunning the same command resumes") in flat
     with Store.open_existing(copy) as store:
         assert store.counts() == {"ok": 4, "failed": 0}
+
+
+def test_power_on_a_pilot_without_between_game_variance(tmp_path: Path) -> None:
+    """A noise-free simulated model drifts exactly alike in every game: no variance to plan from (it was a
+    ZeroDivisionError)."""
+    pilot = {**GRID, "models": ["sim:null?noise=0"], "repetitions": 3, "chat_turns": [0],
+             "compositions": {"all-default": ["default", "default", "default"],
+                              "one-malicious": ["default", "default", "malicious"]}}
+    run = tmp_path / "pilot"
+    assert Runner(parse_config(pilot), run, progress=False).run().finished == 6
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["power", str(run)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert squash("shows no between-game variance") in squash(result.output)
+    assert squash("give a config with --sd") in squash(result.output)
+    assert _snapshot(tmp_path) == before
