@@ -17,7 +17,8 @@ Forms (also listed in every error about an unknown spec):
   adversarial null model: flatten, acquiescence, echo, reciprocity).
 
 Parameters follow a ``?``: ``scripted:random?seed=3``, ``sim:planted?contagion=0.3&seed=1``,
-``embedded?n_ctx=8192``.
+``embedded?n_ctx=8192``. A spec carrying a secret (a URL's ``user:password@``, an ``api_key``/``key``/``token``
+parameter: :mod:`contagion.redact`) is refused: keys come from the environment, never from a spec.
 
 Every registered kind declares what it is (a language model or not, local, CPU-bound, simulated,
 scripted). :func:`kind_of` answers from the declaration without loading anything, and the backend's
