@@ -47,6 +47,19 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+CSV_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula in a text cell (CSV injection)."""
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell safe to open in a spreadsheet: text that begins like a formula (``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return) gets a leading apostrophe, so ``=HYPERLINK(…)`` is shown, never run. Numbers and
+    other values pass unchanged (a negative number is written by the CSV writer, not as text)."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_LEADS):
+        return "'" + value
+    return value
+
+
 class _StrictLoader(yaml.SafeLoader):
     """A safe loader that refuses duplicate keys in a mapping (YAML itself keeps the last silently)."""
 
@@ -112,7 +125,9 @@ def validation_message(exc: ValidationError, source: str | None = None,
     msg = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = f"unknown key (check the spelling; {keys_help})" if keys_help else "unknown key (check the spelling)"
-    if show_input and "input" in first and first["type"] != "extra_forbidden":
-        msg = f"{msg} (got {first['input']!r})"
+    if show_input and "input" in first and first["type"] != "extra_forbidden" \
+            and not isinstance(first["input"], dict | list | tuple):
+        shown = repr(first["input"])
+        msg = f"{msg} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     parts = [p for p in (source, loc) if p]
     return ": ".join([*parts, msg])

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import contagion.cli  # noqa: F401  (registers the commands)
+import contagion.cli  # registers the commands (and locates the package data)
 from contagion.cli.app import app
 from contagion.experiment.config import parse_config
 from contagion.experiment.runner import Runner
@@ -41,11 +41,13 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @dataclass(frozen=True)
 class Case:
     """``make(tmp, run)`` prepares the files and returns the command line; ``needles`` must be in the message
-    (``{tmp}`` is replaced by the case's directory, ``{store}`` by its store's path)."""
+    (``{tmp}`` is replaced by the case's directory, ``{store}`` by its store's path); ``absent`` must not be in
+    the output at all (a secret)."""
 
     id: str
     make: Callable[[Path, Path], list[str]]
     needles: tuple[str, ...]
+    absent: tuple[str, ...] = ()
 
 
 def _write(path: Path, data: Any) -> Path:
@@ -179,6 +181,39 @@ def in_run(command: str, *extra: str) -> Callable[[Path, Path], list[str]]:
 
 GAME_OK = {"name": "mine", "kind": "prisoners-dilemma", "cooperate": "share", "defect": "keep",
            "T": 5, "R": 3, "P": 1, "S": 0}
+KEY = "sk-live-DO-NOT-PRINT-4242"
+"""A secret written into specs: it must never appear in any output."""
+
+
+def play(*argv: str) -> Callable[[Path, Path], list[str]]:
+    return lambda tmp, _: ["play", *argv]
+
+
+def cli(*argv: str) -> Callable[[Path, Path], list[str]]:
+    """Any command; ``{tmp}`` in an argument is the case's directory."""
+    return lambda tmp, _: [a.replace("{tmp}", str(tmp)) for a in argv]
+
+
+def inventory_yaml(text: str) -> Callable[[Path, Path], list[str]]:
+    """``contagion assess`` on a YAML inventory holding ``text``."""
+    def make(tmp: Path, _: Path) -> list[str]:
+        return ["assess", "--model", "sim:planted", "--inventory", str(_write(tmp / "inv.yaml", text)),
+                "--bootstrap", "100"]
+    return make
+
+
+INVENTORY_HEAD = "format: contagion-inventory/1\nversion: 1\n"
+PROTOCOL = Path(contagion.cli.__file__).parents[1] / "data" / "bench-v1.yaml"
+
+
+def protocol_with(change: Callable[[dict[str, Any]], None]) -> Callable[[Path, Path], list[str]]:
+    """``contagion bench`` with a protocol file: the built-in one, changed."""
+    def make(tmp: Path, _: Path) -> list[str]:
+        data = yaml.safe_load(PROTOCOL.read_text(encoding="utf-8"))
+        change(data)
+        path = _write(tmp / "protocol.yaml", data)
+        return ["bench", "sim:null", "--size", "smoke", "--protocol", str(path), "--out", str(tmp / "b")]
+    return make
 
 CASES = [
     # -- configs ---------------------------------------------------------------------------------
@@ -210,6 +245,38 @@ CASES = [
          ("grid.yaml", "unknown option")),
     Case("config-unknown-strategy", run_with(compositions={"x": ["default", "scripted:sometimes"]}),
          ("grid.yaml", "sometimes")),
+    # -- config semantics (issue 28) ------------------------------------------------------------------
+    Case("config-persona-shadows-builtin", run_with(personas=[{"name": "malicious", "text": "Be kind."}]),
+         ("grid.yaml", "personas", "'malicious' is a built-in persona", "override: true")),
+    Case("config-persona-twice", run_with(personas=[{"name": "stoic", "text": "a"}, {"name": "stoic", "text": "b"}]),
+         ("grid.yaml", "persona 'stoic' is defined twice")),
+    Case("config-persona-name-not-a-word", run_with(personas=[{"name": "a=b", "text": "x"}]),
+         ("grid.yaml", "personas.0.name")),
+    Case("config-game-twice-by-alias", run_with(games=["prisoners-dilemma", "pd"]),
+         ("grid.yaml", "a game is listed twice", "'pd'", "the same game as 'prisoners-dilemma'")),
+    Case("config-game-file-twice-by-path", lambda tmp, r: run_with(
+        games=[str(_write(tmp / "g.yaml", yaml.safe_dump(GAME_OK))), str(tmp / "." / "g.yaml")])(tmp, r),
+         ("grid.yaml", "a game is listed twice")),
+    Case("config-payoff-nan", run_with_file("game.yaml", "name: g\nkind: custom\ncooperate: a\ndefect: b\n"
+                                            "T: .nan\nR: 1\nP: 0\nS: 0\n", games=["{file}"]),
+         ("game.yaml", "T", "finite number")),
+    Case("config-payoff-inf", run_with_file("game.yaml", "name: g\nkind: custom\ncooperate: a\ndefect: b\n"
+                                            "T: 1\nR: -.inf\nP: 0\nS: 0\n", games=["{file}"]),
+         ("game.yaml", "R", "finite number")),
+    Case("config-payoff-huge", run_with_file("game.yaml", "name: g\nkind: custom\ncooperate: a\ndefect: b\n"
+                                             "T: 1e300\nR: 1\nP: 0\nS: 0\n", games=["{file}"]),
+         ("game.yaml", "T", "1000000")),
+    Case("config-5000-seats", run_with(compositions={"crowd": ["default"] * 5000}),
+         ("grid.yaml", "compositions.crowd", "5000 seats", "at most 12 players")),
+    Case("config-items-leave-sit-nothing", run_with(interventions=["none", "sit:k=2,n=2"],
+                                                    assessment={"items": 10**9, "bootstrap": 100}),
+         ("grid.yaml", "assessment", "source set", "leaves no item over")),
+    Case("config-url-fragment", run_with(models=["openai:m@http://127.0.0.1:9/v1#frag"]),
+         ("grid.yaml", "models", "#fragment")),
+    Case("config-url-userinfo", run_with(models=[f"openai:m@http://user:{KEY}@127.0.0.1:9/v1"]),
+         ("grid.yaml", "carries a secret", "user:password@", "CONTAGION_API_KEY"), (KEY,)),
+    Case("config-url-api-key-param", run_with(compositions={"x": ["default", f"openai:m@http://h/v1?api_key={KEY}"]}),
+         ("grid.yaml", "carries a secret", "'api_key'"), (KEY,)),
     # -- game files --------------------------------------------------------------------------------
     Case("game-file-bad-yaml", run_with_file("game.yaml", "name: [x\n", games=["{file}"]),
          ("game.yaml", "not valid YAML")),
@@ -229,11 +296,40 @@ CASES = [
                                              assessment={"inventory": "{file}"}), ("inv.jsonl",)),
     Case("inventory-bad-yaml", run_with_file("inv.yaml", "traits: [\n", assessment={"inventory": "{file}"}),
          ("inv.yaml",)),
+    Case("inventory-yaml-key-twice-under-a-trait", inventory_yaml(
+        INVENTORY_HEAD + "traits:\n  kind:\n    matching-yes: [I am kind]\n    matching-yes: [I am nice]\n"),
+         ("inv.yaml", "line 6", "matching-yes appears twice")),
+    Case("inventory-yaml-top-key-twice", inventory_yaml(
+        INVENTORY_HEAD + "traits:\n  kind: {matching-yes: [I am kind]}\ntraits:\n  mean: {matching-yes: [I am]}\n"),
+         ("inv.yaml", "line 5", "'traits' appears twice")),
+    Case("inventory-yaml-unknown-key", inventory_yaml(
+        INVENTORY_HEAD + "descripton: x\ntraits:\n  kind: {matching-yes: [I am kind]}\n"),
+         ("inv.yaml", "line 3", "unknown key 'descripton'")),
+    Case("inventory-yaml-version-not-a-number", inventory_yaml(
+        "format: contagion-inventory/1\nversion: [1]\ntraits:\n  kind: {matching-yes: [I am kind]}\n"),
+         ("inv.yaml", "line 2", "version must be a whole number")),
+    Case("inventory-yaml-newer-format", inventory_yaml(
+        "format: contagion-inventory/2\ntraits:\n  kind: {matching-yes: [I am kind]}\n"),
+         ("inv.yaml", "newer contagion")),
+    Case("inventory-yaml-trait-not-a-name", inventory_yaml(
+        "format: contagion-inventory/1\ntraits:\n  ? [a, b]\n  : {matching-yes: [I am kind]}\n"),
+         ("inv.yaml", "line 3", "trait name must be plain text")),
     # -- persona files -----------------------------------------------------------------------------
     Case("persona-file-missing", persona_file(None), ("personas.yaml", "does not exist")),
     Case("persona-file-bad-yaml", persona_file("name: [\n"), ("personas.yaml", "not valid YAML")),
     Case("persona-file-not-utf8", persona_file(NOT_UTF8), ("personas.yaml", "UTF-8")),
     Case("persona-file-not-a-mapping", persona_file("- 42\n"), ("personas.yaml", "entry 1")),
+    Case("persona-file-shadows-builtin", persona_file("- name: malicious\n  text: Be kind.\n"),
+         ("personas.yaml", "'malicious' is a built-in persona", "override: true")),
+    Case("persona-file-name-twice", persona_file("- {name: zealot, text: a}\n- {name: zealot, text: b}\n"),
+         ("personas.yaml", "'zealot' is defined twice")),
+    Case("persona-file-name-with-spaces", persona_file("name: two words\ntext: hi\n"),
+         ("personas.yaml", "entry 1", "name", "pattern")),
+    Case("persona-file-text-not-text", persona_file("name: zealot\ntext: [1, 2]\n"),
+         ("personas.yaml", "entry 1", "text", "valid string")),
+    Case("persona-file-newer-format", persona_file("format: contagion-personas/2\npersonas: []\n"),
+         ("personas.yaml", "newer contagion")),
+    Case("persona-file-empty-list", persona_file("[]\n"), ("personas.yaml", "holds no persona")),
     # -- run targets --------------------------------------------------------------------------------
     Case("run-out-is-a-file", lambda tmp, _: ["run", str(_write(tmp / "grid.yaml", GRID)), "--out",
                                               str(_file(tmp))], ("plain.txt", "not a directory")),
@@ -286,6 +382,48 @@ CASES = [
          ("scripted:always-defect",)),
     Case("assess-scripted-bad-param", lambda tmp, _: ["assess", "--model", "scripted:random?p=abc"],
          ("scripted:random",)),
+    Case("assess-seed-negative", cli("assess", "--model", "sim:planted", "--seed", "-1"),
+         ("--seed", "greater than or equal to 0")),
+    Case("assess-seed-beyond-64-bits", cli("assess", "--model", "sim:planted", "--seed", str(2**70)),
+         ("--seed", "less than or equal to 9223372036854775807")),
+    Case("assess-bootstrap-huge", cli("assess", "--model", "sim:planted", "--bootstrap", str(10**9)),
+         ("--bootstrap", "less than or equal to 1000000")),
+    Case("assess-secret-spec", cli("assess", "--model", f"openai:m@http://127.0.0.1:9/v1?token={KEY}"),
+         ("carries a secret", "'token'"), (KEY,)),
+    # -- play (issue 28) -------------------------------------------------------------------------------
+    Case("play-conversation-without-chat", play("--game", "conversation", "--chat-turns", "0", "-p", "sim:null",
+                                                "-p", "sim:null"),
+         ("conversation", "--chat-turns 0", "nothing would be played")),
+    Case("play-13-players", play(*[a for _ in range(13) for a in ("-p", "sim:null")], "--rounds", "1"),
+         ("players", "at most 12")),
+    Case("play-userinfo-in-url", play("-p", f"openai:m@http://user:{KEY}@127.0.0.1:9/v1", "-p", "sim:null"),
+         ("carries a secret", "user:password@", "OPENAI_API_KEY"), (KEY, "player 1")),
+    Case("play-bare-key-in-url", play("-p", f"openai:m@https://{KEY}@127.0.0.1:9/v1", "-p", "sim:null"),
+         ("carries a secret",), (KEY, "player 1")),
+    Case("play-api-key-param", play("-p", f"openai:m@http://127.0.0.1:9/v1?api_key={KEY}", "-p", "sim:null"),
+         ("carries a secret", "'api_key'"), (KEY, "player 1")),
+    Case("play-key-param-of-inspect", play("-p", f"inspect:openai/m?base_url=http://h/v1&key={KEY}", "-p", "sim:null"),
+         ("carries a secret", "'key'"), (KEY, "player 1")),
+    Case("play-url-fragment", play("-p", "openai:m@http://127.0.0.1:9/v1#part", "-p", "sim:null"),
+         ("#fragment",), ("player 1",)),
+    # -- protocol files (issue 28) --------------------------------------------------------------------
+    Case("protocol-effect-size-infinite", protocol_with(lambda d: d.__setitem__("effect_size", float("inf"))),
+         ("protocol.yaml", "effect_size", "finite number")),
+    Case("protocol-rounds-a-boolean", protocol_with(lambda d: d["sizes"]["smoke"].__setitem__("rounds", True)),
+         ("protocol.yaml", "sizes.smoke.rounds", "valid integer")),
+    Case("protocol-version-text", protocol_with(lambda d: d.__setitem__("version", "one")),
+         ("protocol.yaml", "version")),
+    Case("protocol-unknown-key", protocol_with(lambda d: d.__setitem__("alfa", 0.05)),
+         ("protocol.yaml", "alfa", "unknown key")),
+    # -- power (issue 28) ------------------------------------------------------------------------------
+    Case("power-sd-nan", lambda tmp, _: ["power", str(_write(tmp / "grid.yaml", GRID)), "--sd", "nan"],
+         ("--sd", "positive number")),
+    Case("power-sd-inf", lambda tmp, _: ["power", str(_write(tmp / "grid.yaml", GRID)), "--sd", "inf"],
+         ("--sd", "positive number")),
+    Case("power-effect-inf", lambda tmp, _: ["power", str(_write(tmp / "grid.yaml", GRID)), "--effect", "inf"],
+         ("--effect", "positive number")),
+    Case("power-baseline-sd-inf", lambda tmp, _: ["power", str(_write(tmp / "grid.yaml", GRID)),
+                                                  "--baseline-sd", "inf"], ("--baseline-sd",)),
 ]
 
 
@@ -312,6 +450,8 @@ def test_damaged_input_exits_2_with_a_clear_message(case: Case, tmp_path: Path, 
     store = tmp_path / "run" / "store.sqlite"
     for needle in case.needles:
         assert squash(needle.replace("{tmp}", str(tmp_path)).replace("{store}", str(store))) in flat, output
+    for secret in case.absent:
+        assert secret not in output, output
     after = _snapshot(tmp_path)
     assert after == before, f"files changed: {set(after.items()) ^ set(before.items())}"  # nothing half-written
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
@@ -370,3 +510,42 @@ def test_export_into_a_directory_writes_the_default_name_inside(tmp_path: Path, 
         assert result.exit_code == 0, result.output
     assert sorted(p.name for p in target.iterdir()) == ["games.jsonl", "games.parquet"]
     assert len((target / "games.jsonl").read_text(encoding="utf-8").splitlines()) == 4
+
+
+def test_a_run_says_what_it_cuts_before_it_starts(tmp_path: Path) -> None:
+    config = _write(tmp_path / "grid.yaml", {**GRID, "assessment": {"items": 10**9, "bootstrap": 100}})
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    flat = squash(result.output)
+    assert squash("Note: assessment.items: 1000000000 per trait asked, but the inventory builtin:v2 has fewer") in flat
+    assert squash("agreeableness (24 of 24)") in flat
+    assert flat.index(squash("Note: assessment.items")) < flat.index(squash("Run summary"))
+
+
+def test_a_failed_start_into_a_used_run_keeps_it_and_says_a_rerun_resumes(tmp_path: Path, finished_run: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    config = _write(tmp_path / "grid.yaml", {**GRID, "models": ["sim:planted", "openai:m@http://127.0.0.1:9/v1"]})
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(copy), "--extend", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    flat = squash(result.output)
+    assert squash("cannot connect to the OpenAI-compatible server") in flat
+    assert squash("stored so far are kept: rerunning the same command resumes") in flat
+    with Store.open_existing(copy) as store:
+        assert store.counts() == {"ok": 4, "failed": 0}
+
+
+def test_power_on_a_pilot_without_between_game_variance(tmp_path: Path) -> None:
+    """A noise-free simulated model drifts exactly alike in every game: no variance to plan from (it was a
+    ZeroDivisionError)."""
+    pilot = {**GRID, "models": ["sim:null?noise=0"], "repetitions": 3, "chat_turns": [0],
+             "compositions": {"all-default": ["default", "default", "default"],
+                              "one-malicious": ["default", "default", "malicious"]}}
+    run = tmp_path / "pilot"
+    assert Runner(parse_config(pilot), run, progress=False).run().finished == 6
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["power", str(run)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert squash("shows no between-game variance") in squash(result.output)
+    assert squash("give a config with --sd") in squash(result.output)
+    assert _snapshot(tmp_path) == before

@@ -106,7 +106,7 @@ def test_racing_writers_never_replace_an_ok_record(tmp_path: Path) -> None:
     for p in racers:
         p.join(180)
         assert p.exitcode == 0
-    with Store.open_existing(target) as store:
+    with Store.open(target, create=False) as store:  # a writer: readers (open_existing) cannot write
         assert store.counts() == {"ok": 24, "failed": 0}
         # and a failed attempt written after the fact changes nothing
         record = next(store.iter_records())

@@ -103,7 +103,7 @@ def test_nothing_outside_backends_looks_at_a_spec_prefix() -> None:
 
 # lowest first; a module may import only from its own layer or lower ones
 LAYERS: list[set[str]] = [
-    {"messages", "errors", "fileio", "strict", "vocabulary", "personas", "__init__", "testing"},
+    {"messages", "errors", "fileio", "strict", "vocabulary", "personas", "redact", "__init__", "testing"},
     {"backends"},
     {"games"},
     {"traits"},

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contagion.messages import Message
 from contagion.strict import Int, Seed, seed_field
@@ -39,6 +39,21 @@ class GenerationConfig(BaseModel):
     def reproducible(self) -> bool:
         """Whether the same request may be answered from a cache."""
         return self.temperature == 0.0 or self.seed is not None
+
+
+MAX_CHARS_PER_TOKEN = 32
+"""The longest reply taken, in characters per token asked (``max_tokens``): a token is a few characters, the
+longest in common vocabularies a few dozen. A server that sends more ignored ``max_tokens`` (or misbehaves);
+its reply is refused (:func:`reply_problem`), never stored."""
+
+
+def reply_problem(text: str, config: GenerationConfig) -> str | None:
+    """Why a generated reply cannot be taken (longer than :data:`MAX_CHARS_PER_TOKEN` × ``max_tokens``), or None."""
+    limit = MAX_CHARS_PER_TOKEN * config.max_tokens
+    if len(text) > limit:
+        return (f"a reply of {len(text):,} characters to a request for at most {config.max_tokens} tokens (more "
+                f"than {MAX_CHARS_PER_TOKEN} characters a token, {limit:,} in all)")
+    return None
 
 
 class Completion(BaseModel):
@@ -64,13 +79,46 @@ class ScoreMethod(StrEnum):
     SIMULATED = "simulated"  # a simulated model's known rule
 
 
+LOGPROB_TOLERANCE = 1e-6
+"""How far above 0 a log-probability may lie and still be read as 0 (rounding in a model's or a server's
+arithmetic); anything higher claims a probability above 1."""
+
+
+def logprob_problem(value: object) -> str | None:
+    """Why ``value`` is not a log-probability, or None when it is one.
+
+    A log-probability is a number that is finite or ``-inf`` (an impossible answer) and at most 0, give or
+    take :data:`LOGPROB_TOLERANCE`. NaN, ``+inf`` and positive values (``+2.6`` would be a probability of
+    13) are not, and neither is anything that is not a number. This is the one rule every number a model
+    reports goes through: :class:`Scores` applies it to every score of every backend, and
+    :func:`contagion.backends.first_token.score_candidates` to every first-token candidate.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"not a number ({value!r})"
+    if math.isnan(value):
+        return "NaN"
+    if value == math.inf:
+        return "+infinity"
+    if value > LOGPROB_TOLERANCE:
+        return f"{value:g}, above 0 (a probability above 1)"
+    return None
+
+
 class ChoiceScore(BaseModel):
     choice: str
     logprob: float
 
 
 class Scores(BaseModel):
-    """Log-probabilities of candidate continuations, and how they were measured."""
+    """Log-probabilities of candidate continuations, and how they were measured.
+
+    Every score is checked where it enters (:func:`logprob_problem`, on construction): when one choice's
+    log-probability is not a log-probability, or the first-token candidates it came from were not (the
+    reason in ``detail["invalid"]``), the scores are **invalid**: :attr:`invalid` says why and every
+    choice's log-probability is NaN, so no number of them can be read as a value. Callers count such a
+    score as invalid (an item left out, an invalid action); :meth:`normalised` and :meth:`best` refuse it.
+    Values within :data:`LOGPROB_TOLERANCE` above 0 are read as 0.
+    """
 
     choices: list[ChoiceScore]
     method: ScoreMethod
@@ -79,13 +127,32 @@ class Scores(BaseModel):
     seconds: float = 0.0
     detail: dict[str, Any] = Field(default_factory=dict)
     cached: bool = False
+    invalid: str | None = Field(None, exclude_if=lambda v: v is None,
+                                description="Why these are not log-probabilities (then none is a value), or None.")
+
+    @model_validator(mode="after")
+    def _checked(self) -> Scores:
+        problems = [f"{c.choice!r}: {p}" for c in self.choices if (p := logprob_problem(c.logprob)) is not None]
+        if self.invalid is None and problems:
+            given = self.detail.get("invalid")
+            self.invalid = str(given) if given else "log-probability of " + "; ".join(problems)
+        if self.invalid is not None:
+            self.choices = [ChoiceScore(choice=c.choice, logprob=math.nan) for c in self.choices]
+        elif any(c.logprob > 0 for c in self.choices):  # within the tolerance: rounding above 0
+            self.choices = [ChoiceScore(choice=c.choice, logprob=min(c.logprob, 0.0)) for c in self.choices]
+        return self
 
     @property
     def logprobs(self) -> list[float]:
         return [c.logprob for c in self.choices]
 
+    def _valid(self) -> None:
+        if self.invalid is not None:
+            raise ValueError(f"invalid scores ({self.invalid})")
+
     def normalised(self) -> list[float]:
         """Probabilities renormalised over the candidates (softmax of the log-probs)."""
+        self._valid()
         lps = self.logprobs
         top = max(lps)
         if top == -math.inf:
@@ -95,6 +162,7 @@ class Scores(BaseModel):
         return [e / total for e in exps]
 
     def best(self) -> str:
+        self._valid()
         lps = self.logprobs
         return self.choices[lps.index(max(lps))].choice
 

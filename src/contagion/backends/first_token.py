@@ -20,6 +20,11 @@ The rule depends on the token's text and the choices only, never on which other 
 choice's log-probability is ``log Σ p(token)`` over the candidates it owns. A choice that no candidate
 owns gets a **floor**, ``min(candidate log-prob) − ln 2`` (below every candidate, as the truth must be,
 without pretending to know how far), and is listed in ``floored``.
+
+Every candidate's log-probability is checked first (:func:`contagion.backends.base.logprob_problem`): one
+NaN, ``+inf`` or positive value, or a list without any finite one, makes the whole distribution unusable —
+every choice gets NaN and ``detail["invalid"]`` says why, so the :class:`~contagion.backends.base.Scores`
+built from it are invalid (never a made-up value).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from contagion.backends.base import logprob_problem
 
 TOP_K = 20
 """Candidates of the first-token distribution: the most a chat API returns (``top_logprobs`` ≤ 20)."""
@@ -93,9 +100,13 @@ def score_candidates(
     ``floored`` (choices given the floor), ``floor`` and ``candidates`` (how many were read)."""
     targets = targets_of(choices)
     pairs = list(candidates)
+    bad = [(token, problem) for token, lp in pairs if (problem := logprob_problem(lp)) is not None]
     finite = [lp for _, lp in pairs if math.isfinite(lp)]
-    if not finite:
-        raise ValueError("first-token candidates without a finite log-probability")
+    if bad or not finite:
+        reason = ("first-token candidate " + "; ".join(f"{token!r}: {problem}" for token, problem in bad[:3])
+                  + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "") if bad
+                  else "no first-token candidate has a finite log-probability")
+        return [math.nan] * len(choices), {"invalid": reason, "candidates": len(pairs)}
     floor = min(finite) - math.log(2.0)
     hits: list[list[tuple[str, float]]] = [[] for _ in choices]
     for token, lp in pairs:

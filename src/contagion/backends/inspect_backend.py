@@ -153,9 +153,8 @@ class InspectBackend(Backend):
             pairs.setdefault(t.token, float(t.logprob))
         pairs.setdefault(first.token, float(first.logprob))
         candidates = list(pairs.items())
-        if not any(math.isfinite(v) for _, v in candidates):
-            raise BackendError(f"{self.spec}: top_logprobs without a finite value")
-        logprobs, detail = score_candidates(candidates, choices)  # the computation every backend makes
+        # the computation every backend makes; a NaN, +inf or positive candidate makes the scores invalid
+        logprobs, detail = score_candidates(candidates, choices)
         scored = [ChoiceScore(choice=c, logprob=v) for c, v in zip(choices, logprobs, strict=True)]
         usage = out.usage
         return Scores(choices=scored, method=ScoreMethod.FIRST_TOKEN,

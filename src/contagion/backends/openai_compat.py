@@ -75,6 +75,7 @@ import functools
 import json
 import math
 import os
+import re
 import ssl
 import threading
 import time
@@ -97,6 +98,7 @@ from contagion.backends.first_token import score_candidates
 from contagion.backends.robust import leaf_errors, retry_call, should_retry
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, wire
+from contagion.redact import redact
 
 API_KEY_ENV_VARS = ("CONTAGION_API_KEY", "OPENAI_API_KEY")
 """Environment variables holding the API key, first match wins."""
@@ -165,12 +167,24 @@ class OpenAIBackend(Backend):
         if not model:
             raise BackendSpecError("an openai: backend needs a model name: openai:MODEL@BASE_URL")
         base_url = base_url.strip().rstrip("/")
-        parts = urlsplit(base_url)
+        try:
+            parts = urlsplit(base_url)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise BackendSpecError(f"the BASE_URL of an openai: backend is not a valid URL ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BackendSpecError(
                 "the BASE_URL of an openai: backend must be an http(s) URL, e.g. "
                 "openai:MODEL@http://localhost:8000/v1"
             )
+        if parts.username is not None or parts.password is not None:
+            raise BackendSpecError(
+                "the BASE_URL of an openai: backend must not carry credentials (user:password@): set the key in "
+                f"{' or '.join(API_KEY_ENV_VARS)}")
+        if parts.fragment or base_url.endswith("#"):
+            raise BackendSpecError(
+                f"the BASE_URL of an openai: backend must not have a #fragment (got {redact(base_url)!r}); give the "
+                "server's URL, e.g. http://localhost:8000/v1")
         self.model = model
         self.base_url = base_url
         self.timeout = self._number(params, "timeout", 60.0, low=0.001)
@@ -279,7 +293,7 @@ class OpenAIBackend(Backend):
                 status = response.status
                 reason = response.reason or ""
                 wait = _retry_after(response.headers.get("Retry-After")) if status >= 400 else None
-                raw = await response.read()
+                raw = await _read_bounded(response, reply_limit(payload), self.base_url)
         except aiohttp.ClientConnectorError as exc:
             if not self._reached_server:
                 raise BackendUnavailableError(
@@ -474,9 +488,8 @@ class OpenAIBackend(Backend):
             return None  # score_choices decides: a server without logprobs, or a transient fault
         self._logprobs_seen = True
         prompt, _, encoded = self._usage(data)
-        if not any(math.isfinite(lp) for _, lp in candidates):
-            raise BackendError(f"{self.base_url} sent top_logprobs without a finite value")
-        logprobs, detail = score_candidates(candidates, choices)  # the computation every backend makes
+        # the computation every backend makes; a NaN, +inf or positive candidate makes the scores invalid
+        logprobs, detail = score_candidates(candidates, choices)
         return Scores(
             choices=[ChoiceScore(choice=c, logprob=lp) for c, lp in zip(choices, logprobs, strict=True)],
             method=ScoreMethod.FIRST_TOKEN,
@@ -626,6 +639,38 @@ async def _shutdown(client: aiohttp.ClientSession, guard: AsyncGenerator[None, N
         await client.close()
 
 
+REPLY_BASE_BYTES = 64 * 1024
+REPLY_BYTES_PER_TOKEN = 4 * 1024
+"""The largest HTTP reply body read: ``REPLY_BASE_BYTES`` plus this many bytes per token asked (``max_tokens``),
+room for the JSON, escaped text and a first token's 20 ``top_logprobs``. A larger body is refused unread."""
+
+
+def reply_limit(payload: dict[str, Any]) -> int:
+    """The most bytes read of the reply to ``payload`` (:data:`REPLY_BYTES_PER_TOKEN` × its ``max_tokens``)."""
+    tokens = payload.get("max_tokens")
+    return REPLY_BASE_BYTES + REPLY_BYTES_PER_TOKEN * (tokens if isinstance(tokens, int) and tokens > 0 else 1)
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int, where: str) -> bytes:
+    """The reply body, or a non-transient BackendError as soon as it is longer than ``limit`` bytes (what was
+    read of it is dropped: a reply that large is never parsed, returned or stored)."""
+    def too_large(size: str) -> BackendError:
+        return BackendError(f"{where} sent a reply of {size} bytes, more than the {limit:,} this client reads for "
+                            "the tokens asked; refused (it is not stored)")
+
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise too_large(f"{declared:,}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"more than {limit:,}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delay seconds or an HTTP date), or None if absent/unreadable."""
     if value is None:
@@ -674,8 +719,14 @@ def _leading_choice(answer: str, choices: Sequence[str], prefix: str) -> int | N
 
 
 def build_openai(rest: str, params: dict[str, str], spec: str) -> OpenAIBackend:
-    """The registry's factory for ``openai:MODEL@BASE_URL``."""
-    model, at, url = rest.rpartition("@")
+    """The registry's factory for ``openai:MODEL@BASE_URL`` (the ``@`` before the URL's scheme splits them, so a
+    model name may hold ``@`` and a URL's own ``@`` is never taken for the split)."""
+    found = list(re.finditer(r"@(?=https?://)", rest, flags=re.IGNORECASE))
+    if found:
+        cut = found[-1].start()
+        model, at, url = rest[:cut], "@", rest[cut + 1:]
+    else:
+        model, at, url = rest.rpartition("@")
     if not at or not model or not url:
         raise BackendSpecError(f"backend spec {spec!r} must look like openai:MODEL@BASE_URL")
     return OpenAIBackend(model=model, base_url=url, **params)

@@ -17,7 +17,8 @@ Forms (also listed in every error about an unknown spec):
   adversarial null model: flatten, flatten-keep, acquiescence, echo, trait-echo, reciprocity).
 
 Parameters follow a ``?``: ``scripted:random?seed=3``, ``sim:planted?contagion=0.3&seed=1``,
-``embedded?n_ctx=8192``.
+``embedded?n_ctx=8192``. A spec carrying a secret (a URL's ``user:password@``, an ``api_key``/``key``/``token``
+parameter: :mod:`contagion.redact`) is refused: keys come from the environment, never from a spec.
 
 Every registered kind declares what it is (a language model or not, local, CPU-bound, simulated,
 scripted). :func:`kind_of` answers from the declaration without loading anything, and the backend's
@@ -37,6 +38,7 @@ from urllib.parse import parse_qsl
 from contagion.backends.base import Backend
 from contagion.backends.robust import RobustBackend
 from contagion.errors import BackendSpecError
+from contagion.redact import redact, secret_in
 
 REMOTE_TIMEOUT = 120.0
 """Seconds a remote call may take before it is retried (a backend with its own ``?timeout=`` keeps it)."""
@@ -106,6 +108,12 @@ def split_params(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def _parse(spec: str) -> tuple[BackendKind, str, dict[str, str]]:
+    secret = secret_in(spec)
+    if secret is not None:  # a spec is printed and recorded everywhere: a key in it would be too
+        raise BackendSpecError(
+            f"backend spec {redact(spec.strip())!r} carries a secret ({secret}); a spec is printed and written "
+            "into every record, so keys never go in it: set CONTAGION_API_KEY or OPENAI_API_KEY (or the "
+            "provider's own variable) instead")
     base, params = split_params(spec.strip())
     name, sep, rest = base.partition(":")
     kind = _KINDS.get(name)

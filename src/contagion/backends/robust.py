@@ -13,9 +13,14 @@ Backends stay small; the shared hard parts live here once (as Inspect AI's ``Mod
   HTTP transport failures are retried with exponential backoff and jitter (tenacity); bad requests
   (400, 401, 404, ...), ``UserError``\\s and programming errors (``ValueError``, ``TypeError``, ...) are
   raised at once. An ``ExceptionGroup`` (parallel calls that failed together) is unwrapped first: it is
-  retried when every error in it is. A server's ``Retry-After`` is honoured, up to ``retry_after_max``
-  seconds. After the last attempt the last error is raised, with a note saying how many attempts were
-  made. :func:`retry_call` applies the same policy to any call (the sampled fallback's requests use it).
+  retried when every error in it is. A server's ``Retry-After`` is honoured up to ``retry_after_max``
+  seconds (:data:`RETRY_AFTER_MAX` by default), and a wait of a second or more is said on stderr (the
+  ``contagion.backends`` logger) while it lasts; a server that asks for longer is not waited for at all:
+  the call fails at once with a non-transient error saying so. After the last attempt the last error is
+  raised, with a note saying how many attempts were made. :func:`retry_call` applies the same policy to
+  any call (the sampled fallback's requests use it).
+- **Replies**: a generated reply longer than :data:`~contagion.backends.base.MAX_CHARS_PER_TOKEN` characters
+  per token asked is refused (a non-transient error), never returned or stored.
 - **Concurrency**: at most ``concurrency`` calls in flight per event loop (a semaphore per loop, since
   an asyncio semaphore belongs to one loop). Backoff sleeps do not hold a slot.
 - **Cache** (:class:`ResponseCache`): only when the same request must give the same answer (see
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import random
 import sqlite3
 import threading
@@ -58,12 +64,16 @@ from contagion.backends.base import (
     ScoreRequest,
     Scores,
     gather_bounded,
+    reply_problem,
 )
 from contagion.errors import BackendError, UserError
 from contagion.messages import Message
 
 T = TypeVar("T")
+log = logging.getLogger("contagion.backends")
 
+RETRY_AFTER_MAX = 60.0
+"""The longest wait a server may ask for with ``Retry-After`` (seconds) and still be waited for."""
 CACHE_KEY_VERSION = 2
 """Bumped when what goes into a cache key changes, so old entries are never misread (2: ``embedded``
 now names the shipped weights run in float32, not the Q4_1 file as it is)."""
@@ -120,13 +130,34 @@ def backoff_seconds(attempt: int, exc: BaseException | None, *, initial: float, 
     return wait
 
 
+def beyond_cap(exc: BaseException, retry_after_max: float, what: str) -> BackendError | None:
+    """The error to raise instead of waiting, when the server asked (``Retry-After``) for more than
+    ``retry_after_max`` seconds; None otherwise."""
+    asked = retry_after(exc)
+    if asked is None or asked <= retry_after_max or not should_retry(exc):
+        return None
+    error = BackendError(f"{what}: the server asked to wait {asked:,.0f} s before trying again (Retry-After), longer "
+                         f"than the {retry_after_max:g} s this client waits; try again later ({exc})", transient=False,
+                         status=getattr(exc, "status", None))
+    error.__cause__ = exc
+    return error
+
+
+def announce_wait(exc: BaseException | None, retry_after_max: float, what: str) -> None:
+    """Say on stderr (the ``contagion.backends`` logger) that a wait the server asked for is under way."""
+    asked = retry_after(exc)
+    if asked is not None and asked >= 1.0:
+        log.warning("%s: the server asked to wait %.0f s before trying again (Retry-After); waiting %.0f s",
+                    what, asked, min(asked, retry_after_max))
+
+
 async def retry_call(
     call: Callable[[], Awaitable[T]],
     *,
     max_retries: int,
     backoff_initial: float = 0.5,
     backoff_max: float = 20,
-    retry_after_max: float = 60,
+    retry_after_max: float = RETRY_AFTER_MAX,
     on_retry: Callable[[BaseException | None], None] | None = None,
     what: str = "the call",
     attempts_before: int = 0,
@@ -142,8 +173,19 @@ async def retry_call(
                                maximum=backoff_max, retry_after_max=retry_after_max)
 
     def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        announce_wait(exc, retry_after_max, what)
         if on_retry is not None:
-            on_retry(state.outcome.exception() if state.outcome is not None else None)
+            on_retry(exc)
+
+    async def checked() -> T:
+        try:
+            return await call()
+        except Exception as exc:
+            refused = beyond_cap(exc, retry_after_max, what)
+            if refused is not None:
+                raise refused from exc
+            raise
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max_retries + 1),
@@ -157,7 +199,7 @@ async def retry_call(
         async for attempt in retrying:
             with attempt:
                 attempts += 1
-                return await call()
+                return await checked()
     except Exception as exc:
         if attempts > 1:
             exc.add_note(f"{what}: gave up after {attempts} attempts")
@@ -302,7 +344,7 @@ class RobustBackend(Backend):
         max_retries: int = 5,
         backoff_initial: float = 0.5,
         backoff_max: float = 20,
-        retry_after_max: float = 60,
+        retry_after_max: float = RETRY_AFTER_MAX,
         concurrency: int | None = None,
         cache: ResponseCache | None = None,
     ) -> None:
@@ -387,7 +429,10 @@ class RobustBackend(Backend):
 
     def caches_scores(self, scores: Scores) -> bool:
         """Whether computed scores may be stored: log-probabilities involve no sampling, so yes, except
-        sampled-fallback estimates from a backend that is not deterministic."""
+        sampled-fallback estimates from a backend that is not deterministic, and invalid scores (never
+        kept: a later call may be answered properly)."""
+        if scores.invalid is not None:
+            return False
         return scores.method != ScoreMethod.SAMPLED or self.inner.capabilities.deterministic
 
     # -- calls --------------------------------------------------------------------------------
@@ -401,6 +446,10 @@ class RobustBackend(Backend):
                 self._record(Usage(calls=1, cached_calls=1))
                 return Completion.model_validate(hit).model_copy(update={"cached": True})
         completion = await self._call(lambda: self.inner.generate(messages, config))
+        problem = reply_problem(completion.text, config)
+        if problem is not None:  # refused whole: never returned, cached or stored
+            self._record(Usage(calls=1, failures=1))
+            raise BackendError(f"{self.spec} sent {problem}; refused (it is not stored)")
         self._record(
             Usage(
                 calls=1,
@@ -529,11 +578,16 @@ class RobustBackend(Backend):
         try:
             return await self._attempt(call)
         except Exception as exc:
+            refused = beyond_cap(exc, self.retry_after_max, self.spec)
+            if refused is not None:
+                self._record(Usage(calls=1, failures=1))
+                raise refused from exc
             if self.max_retries == 0 or not should_retry(exc):
                 self._record(Usage(calls=1, failures=1))
                 raise
             first = exc
         self._record(Usage(retries=1))
+        announce_wait(first, self.retry_after_max, self.spec)
         await asyncio.sleep(backoff_seconds(1, first, initial=self.backoff_initial, maximum=self.backoff_max,
                                             retry_after_max=self.retry_after_max))
         try:

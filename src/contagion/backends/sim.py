@@ -531,11 +531,17 @@ class SimBackend(Backend):
             probs[coop_i], probs[defect_i] = c, 1 - c
         return Scores(
             choices=[
-                ChoiceScore(choice=ch, logprob=math.log(pr) if pr > 0 else -math.inf)
-                for ch, pr in zip(choices, probs, strict=True)
+                ChoiceScore(choice=ch, logprob=_log(pr)) for ch, pr in zip(choices, probs, strict=True)
             ],
             method=ScoreMethod.SIMULATED,
         )
+
+
+def _log(p: float) -> float:
+    """log p; ``-inf`` for 0; NaN for a negative or NaN probability, so the score is invalid (never -inf)."""
+    if p == 0:
+        return -math.inf
+    return math.log(p) if p > 0 else math.nan
 
 
 def build_sim(rest: str, params: dict[str, str], spec: str) -> SimBackend:

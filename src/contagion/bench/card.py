@@ -38,12 +38,11 @@ from contagion.analysis.estimators import holm, one_sample, two_sample
 from contagion.analysis.report_text import instrument_warnings, report_warnings
 from contagion.analysis.tables import MALICIOUS_LM, PROSOCIAL, SCRIPTED_DEFECTOR, RunTables, load_tables
 from contagion.backends.registry import kind_of
+from contagion.bench.card_schema import CARD_VERSION
 from contagion.bench.power import power, standard_error
 from contagion.bench.protocol import Protocol
 from contagion.errors import UserError
 from contagion.games.dilemmas import is_conversation
-
-CARD_VERSION = 1
 
 
 @dataclass(frozen=True)

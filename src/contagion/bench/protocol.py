@@ -23,6 +23,7 @@ from contagion.errors import UserError
 from contagion.experiment.config import ExperimentConfig, parse_config
 from contagion.fileio import load_yaml, parse_yaml, validation_message
 from contagion.steering import parse_intervention
+from contagion.strict import Int
 
 BUILTIN_VERSION = 1
 MODEL_PLACEHOLDER = "<model>"
@@ -37,14 +38,14 @@ class SizeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     games: list[str] = Field(min_length=1)
-    rounds: int = Field(ge=1)
-    chat_turns: int = Field(ge=0)
-    games_per_cell: int = Field(ge=1)
-    control_games_per_cell: int = Field(ge=1)
-    items: int = Field(ge=1)
-    source_items: int = Field(ge=1)
+    rounds: Int = Field(ge=1, le=1000)
+    chat_turns: Int = Field(ge=0, le=20)
+    games_per_cell: Int = Field(ge=1, le=100_000)
+    control_games_per_cell: Int = Field(ge=1, le=100_000)
+    items: Int = Field(ge=1, le=1000)
+    source_items: Int = Field(ge=1, le=1000)
     debias: bool = False
-    max_tokens: int = Field(ge=1)
+    max_tokens: Int = Field(ge=1, le=8192)
     traits: list[str] | None = Field(None, min_length=1, description="Traits measured; default every trait of "
                                      "the inventory. A custom protocol file may narrow them (its hash says so).")
     power_note: str = ""
@@ -62,10 +63,10 @@ class ProtocolFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocol: str
-    version: int = Field(ge=1)
-    effect_size: float = Field(gt=0)
-    behaviour_effect_size: float = Field(gt=0)
+    protocol: str = Field(min_length=1)
+    version: Int = Field(ge=1)
+    effect_size: float = Field(gt=0, le=2, allow_inf_nan=False, description="On the pro-social index drift scale.")
+    behaviour_effect_size: float = Field(gt=0, le=1, allow_inf_nan=False, description="On the defection-rate scale.")
     alpha: float = Field(gt=0, lt=1)
     target_power: float = Field(gt=0, lt=1)
     common: dict[str, Any] = Field(default_factory=dict)
@@ -181,7 +182,7 @@ def _parse(data: Any, source: str) -> ProtocolFile:
     try:
         parsed = ProtocolFile.model_validate(data)
     except ValidationError as exc:
-        raise UserError(validation_message(exc, source)) from None
+        raise UserError(validation_message(exc, source, show_input=True)) from None
     missing = [r for r in ROLES if r not in parsed.interventions]
     if missing:
         raise UserError(f"{source}: interventions: missing role(s) {', '.join(missing)}")

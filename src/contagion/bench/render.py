@@ -20,8 +20,9 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from contagion.analysis.figures import to_svg
+from contagion.bench.card_schema import CardFile, check_card
 from contagion.errors import UserError
-from contagion.fileio import write_atomic
+from contagion.fileio import csv_cell, write_atomic
 
 CARD_JSON = "card.json"
 CARD_HTML = "card.html"
@@ -95,7 +96,9 @@ def render_card(card: dict[str, Any]) -> str:
 
 
 def write_card(card: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    """``out/card.json`` and ``out/card.html`` (each written whole or not at all)."""
+    """``out/card.json`` and ``out/card.html`` (each written whole or not at all). The card must satisfy its
+    schema (:class:`~contagion.bench.card_schema.CardFile`): a card this contagion writes, it also reads."""
+    CardFile.model_validate(card)
     out.mkdir(parents=True, exist_ok=True)
     js, html = out / CARD_JSON, out / CARD_HTML
     write_atomic(js, json.dumps(card, indent=2, sort_keys=False, allow_nan=False) + "\n")
@@ -107,20 +110,36 @@ def write_card(card: dict[str, Any], out: Path) -> tuple[Path, Path]:
 
 
 def load_card(path: Path) -> dict[str, Any]:
-    """A card from ``card.json`` (or a directory holding one); UserError when it is not a card."""
+    """A card from ``card.json`` (or a directory holding one), checked against its schema
+    (:func:`~contagion.bench.card_schema.check_card`); UserError when it is not a readable card."""
     path = Path(path)
     if path.is_dir():
         path = path / CARD_JSON
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except FileNotFoundError:
         raise UserError(f"no card at {path}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a readable card: not UTF-8 text") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"{path} is not a readable card: {exc}") from None
-    if not isinstance(card, dict) or "protocol" not in card or "headlines" not in card:
-        raise UserError(f"{path} is not a contagion card (no protocol or headlines)")
+    card = check_card(data, str(path))
     card["_path"] = str(path)
     return card
+
+
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity (Python's reader would take them): a card holding one is refused."""
+    raise ValueError(f"{name} is not a JSON number (a card holds finite numbers or null)")
+
+
+def csv_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """CSV text of ``rows``, every text cell made safe to open in a spreadsheet (:func:`csv_cell`)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for row in rows:
+        writer.writerow([csv_cell(v) for v in row])
+    return buf.getvalue()
 
 
 def _protocol_key(card: dict[str, Any]) -> tuple[Any, ...]:
@@ -158,9 +177,12 @@ def leaderboard_rows(cards: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_leaderboard(cards: Sequence[dict[str, Any]], out: Path) -> tuple[Path, Path]:
-    """``out/leaderboard.html`` and ``out/leaderboard.csv`` of comparable cards."""
+    """``out/leaderboard.html`` and ``out/leaderboard.csv`` of comparable cards: both are made first and
+    written only then, so a failure leaves neither (and ``out`` as it was)."""
     if not cards:
         raise UserError("give at least one card")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for leaderboard.html and leaderboard.csv")
     check_comparable(cards)
     models = [c["model"] for c in cards]
     if len(set(models)) != len(models):
@@ -172,14 +194,11 @@ def write_leaderboard(cards: Sequence[dict[str, Any]], out: Path) -> tuple[Path,
     units = {h["id"]: h["units"] for h in rows[0]["card"]["headlines"]}
     figures = [forest([{"label": r["model"], **_headline(r["card"], hid)} for r in rows], title=titles[hid],
                       xlabel=f"{units[hid]} (95% CI; filled: detected)") for hid in ids]
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
     head = ["model", "backend", "scoring", "protocol", "version", "size", "hash"]
     for hid in ids:
         head += [f"{hid}_{k}" for k in ("estimate", "ci_low", "ci_high", "p", "p_holm", "power", "detected",
                                         "n_games")]
-    writer.writerow(head)
+    table: list[list[Any]] = [head]
     for r in rows:
         p = r["card"]["protocol"]
         line: list[Any] = [r["model"], r["backend"], r["scoring"], p.get("name"), p.get("version"), p.get("size"),
@@ -188,11 +207,15 @@ def write_leaderboard(cards: Sequence[dict[str, Any]], out: Path) -> tuple[Path,
             h = _headline(r["card"], hid)
             line += ["" if h.get(k) is None else h.get(k) for k in ("estimate", "ci_low", "ci_high", "p", "p_holm",
                                                                     "power", "detected", "n_games")]
-        writer.writerow(line)
-    csv_path, html_path = out / LEADERBOARD_CSV, out / LEADERBOARD_HTML
-    write_atomic(csv_path, buf.getvalue())
+        table.append(line)
     html = _env().get_template("leaderboard.html.j2").render(
         rows=rows, ids=ids, titles=titles, figures=list(zip(ids, figures, strict=True)),
         protocol=rows[0]["card"]["protocol"])
+    csv_path, html_path = out / LEADERBOARD_CSV, out / LEADERBOARD_HTML
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {out}: {exc.strerror or exc}") from None
+    write_atomic(csv_path, csv_rows(table))
     write_atomic(html_path, html)
     return html_path, csv_path

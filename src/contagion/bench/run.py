@@ -8,6 +8,7 @@ is refused rather than mixed in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -74,16 +75,28 @@ def run_bench(model: str, protocol: Protocol, out: Path, *, executor: str = "loc
     """Run (or resume) the benchmark of ``model`` into ``out`` and write ``card.json`` and ``card.html``."""
     console = console or Console(stderr=True)
     configs = protocol.configs(model)  # validates before anything is written
+    made_dirs = [d for d in (out, *out.parents) if not d.exists()]
+    made_marker = not (out / MARKER).exists()
     claim(out, protocol, model)
     started = time.perf_counter()
     summaries: dict[str, RunSummary] = {}
-    for name, config in configs.items():
-        console.print(f"[bold]{name}[/]: {config.size()} game(s)")
-        summary = Runner(config, out, executor=executor, address=address, console=console, progress=progress,
-                         extend=True).run()
-        summaries[name] = summary
-        if summary.interrupted:
-            break
+    try:
+        for name, config in configs.items():
+            console.print(f"[bold]{name}[/]: {config.size()} game(s)")
+            summary = Runner(config, out, executor=executor, address=address, console=console, progress=progress,
+                             extend=True).run()
+            summaries[name] = summary
+            if summary.interrupted:
+                break
+    except BaseException:
+        # a start that failed before anything was stored (the runner removed its store): remove the marker
+        # too, and the directories made for it, so the failed command leaves nothing behind
+        if made_marker and not RunDir(out).holds_run():
+            (out / MARKER).unlink(missing_ok=True)
+            for d in made_dirs:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        raise
     seconds = time.perf_counter() - started
     if any(s.interrupted for s in summaries.values()):
         return BenchResult(None, None, None, None, summaries, seconds)

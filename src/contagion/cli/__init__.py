@@ -11,6 +11,7 @@ import typer
 from contagion.cli import play as _play  # noqa: F401
 from contagion.cli.app import app
 from contagion.errors import UserError
+from contagion.redact import redact
 
 try:  # commands added by later layers register only when present
     from contagion.cli import assess as _assess  # noqa: F401
@@ -31,7 +32,7 @@ def main() -> None:
     try:
         app()
     except UserError as exc:  # raised outside typer's own handling (e.g. at import time)
-        typer.echo(f"Error: {exc}", err=True)
+        typer.echo(f"Error: {redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from rich.text import Text
 
 from contagion import __version__
 from contagion.errors import UserError
+from contagion.redact import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +51,20 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _NoteHandler(logging.Handler):
+    """What the library says while it works (e.g. a server's Retry-After being waited out), as a note on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"Note: {redact(record.getMessage())}", style="yellow", markup=False, highlight=False,
+                          soft_wrap=True)
+
+
+_notes = logging.getLogger("contagion")
+if not any(isinstance(h, _NoteHandler) for h in _notes.handlers):
+    _notes.addHandler(_NoteHandler(logging.WARNING))
+    _notes.propagate = False
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
@@ -57,21 +73,24 @@ def _root(
 
 
 def user_errors(func: F) -> F:
-    """Turn a UserError into one clear line on stderr and exit code 2 (no traceback)."""
+    """Turn a UserError into one clear line on stderr and exit code 2 (no traceback); secrets in it (a URL's
+    user:password@, an api_key=… parameter) are masked (:func:`contagion.redact.redact`)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            err_console.print(Text.assemble(("Error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
+            err_console.print(Text.assemble(("Error: ", "bold red"), redact(str(exc))), highlight=False,
+                              soft_wrap=True)
             sys.exit(exc.exit_code)
         except BaseExceptionGroup as group:  # parallel tasks (asyncio.TaskGroup): a user error among them
             matched, _ = group.split(UserError)
             if matched is None:
                 raise
             first = _first_leaf(matched)
-            err_console.print(Text.assemble(("Error: ", "bold red"), str(first)), highlight=False, soft_wrap=True)
+            err_console.print(Text.assemble(("Error: ", "bold red"), redact(str(first))), highlight=False,
+                              soft_wrap=True)
             sys.exit(getattr(first, "exit_code", 2))
 
     return wrapper  # type: ignore[return-value]

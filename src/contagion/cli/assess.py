@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from contagion.backends.base import run_sync
@@ -14,7 +15,7 @@ from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
 from contagion.errors import BackendError, UserError
 from contagion.experiment.trial import measure_agent
-from contagion.fileio import write_atomic
+from contagion.fileio import validation_message, write_atomic
 from contagion.games.dilemmas import load_dilemma
 from contagion.games.engine import system_messages
 from contagion.games.record import GameSpec, PlayerSpec
@@ -25,6 +26,9 @@ from contagion.traits.settings import AssessmentSettings, measure
 
 PLAYERS = 3
 ROUNDS = 5
+# schema field -> the option that sets it, so a validation error names what the user typed
+_OPTION = {"seed": "--seed", "bootstrap": "--bootstrap", "items": "--items", "traits": "--traits",
+           "inventory": "--inventory"}
 CONTEXTS = ("pre", "bare")
 
 
@@ -69,6 +73,14 @@ def render_profile(profile: Profile, *, title: str) -> None:
         f"bootstrap seed {profile.seed}",
         highlight=False,
     )
+    if profile.invalid_items:
+        item, why = next(iter(profile.invalid_items.items()))
+        console.print(f"{len(profile.invalid_items)} item(s) left out: the model's scores were invalid (e.g. item "
+                      f"{item}: {why}); a log-probability must be finite (or -inf) and at most 0", style="red",
+                      highlight=False, markup=False)
+    if profile.excluded:
+        console.print(f"{profile.excluded} measured item(s) left out: answer mass under {profile.min_mass:g} or an "
+                      "answer the model did not return", highlight=False)
     cost = profile.cost
     console.print(
         f"{cost.calls} scoring calls, {cost.prompt_tokens_encoded} of {cost.prompt_tokens} prompt tokens "
@@ -116,8 +128,11 @@ def assess_command(
     extra = load_personas(personas_file) if personas_file is not None else None
     chosen_persona = resolve_persona(persona, extra)
     # one profile, no intervention: every sampled item is measured (no SIT source set is held back)
-    settings = AssessmentSettings(inventory=inventory, traits=tuple(wanted) if wanted else None, items=items,
-                                  debias=debias, seed=seed, bootstrap=bootstrap, source_items=0)
+    try:
+        settings = AssessmentSettings(inventory=inventory, traits=tuple(wanted) if wanted else None, items=items,
+                                      debias=debias, seed=seed, bootstrap=bootstrap, source_items=0)
+    except ValidationError as exc:
+        raise UserError(validation_message(exc, "bad assessment settings", _OPTION, show_input=True)) from None
     full = settings.inventory_full()
     sample = settings.inventory_sample()
     backend = resolve(model)

@@ -9,6 +9,7 @@ import typer
 
 from contagion.cli.app import app, console, err_console, user_errors
 from contagion.errors import UserError
+from contagion.redact import redact
 
 BENCH_HELP = """Benchmark one model: run the frozen contagion protocol and write its contagion card.
 
@@ -44,13 +45,16 @@ def bench(
     from contagion.cli.run import check_executor
 
     check_executor(executor)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a run directory (created, or reused to resume)")
     protocol = load_protocol(size, protocol_file, inventory)
-    console.print(f"contagion bench: {model} · protocol {protocol.name} v{protocol.version} ({protocol.size}, "
+    protocol.configs(model)  # the model's spec is checked (a key in it is refused) before anything is printed
+    console.print(f"contagion bench: {redact(model)} · protocol {protocol.name} v{protocol.version} ({protocol.size}, "
                   f"hash {protocol.hash}) · {protocol.games()} trials into {out}", highlight=False)
     result = run_bench(model, protocol, out, executor=executor, address=address, progress=not no_progress,
                        report=not no_report)
     if result.card is None:
-        resume = f"contagion bench {shlex.quote(model)} --size {size} --out {shlex.quote(str(out))}"
+        resume = f"contagion bench {shlex.quote(redact(model))} --size {size} --out {shlex.quote(str(out))}"
         console.print(f"Interrupted. Resume with:\n  {resume}", highlight=False, markup=False)
         raise typer.Exit(130)
     card = result.card

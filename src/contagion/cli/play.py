@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contagion.backends.base import GenerationConfig, run_sync
-from contagion.backends.registry import kind_of
+from contagion.backends.registry import build, kind_of
 from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
 from contagion.cli.common import check_output_path, parse_intervention
@@ -21,6 +21,7 @@ from contagion.fileio import validation_message, write_atomic
 from contagion.games.dilemmas import is_conversation, load_dilemma
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.personas import Persona, load_personas, resolve_persona
+from contagion.redact import redact
 
 # schema field -> the option that sets it, so a validation error names what the user typed
 _OPTION = {"rounds": "--rounds", "chat_turns": "--chat-turns", "max_tokens": "--max-tokens",
@@ -92,6 +93,9 @@ def play(
         raise UserError(f"--rounds must be at least 1 (got {rounds})")
     if chat_turns < 0:
         raise UserError(f"--chat-turns must be 0 or more (got {chat_turns})")
+    if is_conversation(game) and chat_turns == 0:
+        raise UserError("--game conversation is only talk: with --chat-turns 0 nothing would be played; "
+                        "give --chat-turns 1 or more")
     if out is not None:
         check_output_path(out)
     extra: dict[str, Persona] = load_personas(persona_file) if persona_file else {}
@@ -106,6 +110,8 @@ def play(
     seats = [s.model_copy(update={"focal": f}) for s, f in zip(seats, focal, strict=True)]
     for s in seats:
         resolve_persona(s.persona, extra)
+    for backend_spec in dict.fromkeys(s.backend for s in seats):
+        build(backend_spec)  # every option checked (no model loaded, no network) before anything is printed
     try:
         generation = GenerationConfig(temperature=temperature, max_tokens=max_tokens, seed=seed)
     except ValidationError as exc:
@@ -121,7 +127,7 @@ def play(
     console.print(Text.assemble(("contagion play: ", "bold"), f"{title}, {len(seats)} players, "
                                 f"{rounds} rounds, {chat_turns} chat turn(s), intervention {ispec.label()}"))
     for i, s in enumerate(seats):
-        console.print(f"  player {i + 1}: {s.label()}", highlight=False)
+        console.print(f"  player {i + 1}: {redact(s.label())}", highlight=False)
     with track_usage() as usage:
         record = run_sync(run_trial(spec, personas=extra, on_event=_printer(not quiet)))
     summary = Table(title="Result", title_justify="left")
@@ -137,7 +143,7 @@ def play(
                       + (f", {usage.failures} failed after their last attempt" if usage.failures else ""),
                       highlight=False)
     if record.error:
-        console.print(Text(f"The game stopped early: {record.error}", style="red"))
+        console.print(Text(f"The game failed: {record.error}", style="red"))
     if out is not None:
         write_atomic(out, record.model_dump_json(indent=1))
         console.print(f"record written to {out}")

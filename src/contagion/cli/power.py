@@ -69,6 +69,12 @@ def _members_from_run(run_dir: Path) -> tuple[list[Member], dict[str, int], str]
                         "to plan")
     if not any(math.isfinite(m.var_a) for m in members):
         raise UserError(f"run {run_dir} has too few games (fewer than 2 per arm) to estimate a between-game variance")
+    flat = [m for m in members if m.se2(1.0) == 0]
+    if flat:
+        raise UserError(
+            f"run {run_dir} shows no between-game variance for {flat[0].contrast} · {flat[0].comparison} (every game "
+            "of its arms drifted exactly alike, e.g. a model without noise or sampling), so the games a test needs "
+            "cannot be estimated from it; run a pilot whose games vary, or give a config with --sd")
     return members, P.unplanned_members(tables, P.game_means(tables)), (
         f"pilot variance from {run_dir} (between-game variance of the per-game mean drift of default agents)")
 
@@ -120,14 +126,15 @@ def power(
     """
     from contagion.analysis import power as P
 
-    if not effect > 0:
-        raise UserError(f"--effect must be positive (got {effect:g})")
+    if not (math.isfinite(effect) and effect > 0):
+        raise UserError(f"--effect must be a positive number (got {effect:g})")
     if not 0 < target < 1 or not 0 < alpha < 1:
         raise UserError("--power and --alpha must lie strictly between 0 and 1")
     if correction not in P.CORRECTIONS:
         raise UserError(f"--correction must be one of {', '.join(P.CORRECTIONS)} (got {correction!r})")
-    if sd <= 0 or baseline_sd < 0:
-        raise UserError("--sd must be positive and --baseline-sd not negative")
+    if not (math.isfinite(sd) and sd > 0) or not (math.isfinite(baseline_sd) and baseline_sd >= 0):
+        raise UserError(f"--sd must be a positive number and --baseline-sd a number not below 0 (got {sd:g} and "
+                        f"{baseline_sd:g})")
     if not source.exists():
         raise UserError(f"{source} does not exist: give a pilot run directory or an experiment config YAML")
     if source.is_dir():

@@ -60,8 +60,13 @@ def _print_summary(summary: RunSummary, run_dir: Path, resume: str) -> None:
                       highlight=False, markup=False)
 
 
+EXECUTORS = ("local", "ray")
+
+
 def check_executor(executor: str) -> None:
-    """Fail before anything is written when the executor cannot run here (e.g. Ray not installed)."""
+    """Fail before anything is written when the executor is unknown or cannot run here (Ray not installed)."""
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; choose {' or '.join(EXECUTORS)}")
     if executor == "ray" and importlib.util.find_spec("ray") is None:
         raise MissingExtraError("--executor ray", "cluster", "ray")
 

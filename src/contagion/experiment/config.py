@@ -34,10 +34,10 @@ from contagion.backends.registry import kind_of
 from contagion.errors import UserError
 from contagion.experiment.record import TrialSpec
 from contagion.fileio import load_yaml, validation_message
-from contagion.games.dilemmas import is_conversation, load_dilemma, tie_problem
-from contagion.games.record import GameSpec, PlayerSpec, split_seat
+from contagion.games.dilemmas import game_key, is_conversation, load_dilemma, tie_problem
+from contagion.games.record import MAX_PLAYERS, GameSpec, PlayerSpec, split_seat
 from contagion.personas import BUILTIN as BUILTIN_PERSONAS
-from contagion.personas import Persona
+from contagion.personas import Persona, check_personas
 from contagion.strict import INT64_MAX, Int, Seed, seed_field
 from contagion.traits.settings import AssessmentSettings
 
@@ -132,9 +132,13 @@ class ExperimentConfig(BaseModel):
     def _games(cls, games: list[str]) -> list[str]:
         if not games:
             raise ValueError("at least one game is needed")
-        if len(set(games)) != len(games):
-            raise ValueError("a game is listed twice")
+        seen: dict[str, str] = {}
         for g in games:
+            key = game_key(g)
+            if key in seen:
+                same = "" if seen[key] == g else f", the same game as {seen[key]!r}"
+                raise ValueError(f"a game is listed twice ({g!r}{same}): it would be played twice")
+            seen[key] = g
             if is_conversation(g):  # the non-game control
                 continue
             try:
@@ -178,6 +182,10 @@ class ExperimentConfig(BaseModel):
             raise ValueError("compositions: at least one composition is needed")
         if any(is_conversation(g) for g in self.games) and not any(t > 0 for t in self.chat_turns):
             raise ValueError("games: the conversation game needs chat_turns above 0 (it is only talk)")
+        try:
+            check_personas(self.personas, "personas")
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
         known = set(BUILTIN_PERSONAS) | {p.name for p in self.personas}
         seatings: dict[tuple[str, ...], str] = {}
         for name, seats in self.compositions.items():
@@ -187,6 +195,9 @@ class ExperimentConfig(BaseModel):
             where = f"compositions.{name}"
             if len(seats) < 2:
                 raise ValueError(f"{where}: composition {name!r} needs at least 2 seats")
+            if len(seats) > MAX_PLAYERS:
+                raise ValueError(f"{where}: composition {name!r} has {len(seats)} seats; a game takes at most "
+                                 f"{MAX_PLAYERS} players")
             for seat in seats:
                 persona, backend = _seat(seat)
                 if persona is not None and persona not in known:
@@ -298,8 +309,44 @@ class ExperimentConfig(BaseModel):
         if needs_inventory:
             try:
                 self.assessment.inventory_sample()
+                source_set = self.assessment.inventory_source()
             except UserError as exc:
                 raise UserError(f"{source}: assessment: {exc}") from None
+            sit = [i for i in self.interventions if needs_profile(parse_intervention(i))]
+            if sit and source_set is None:
+                raise UserError(
+                    f"{source}: assessment: {sit[0]} draws its reminders from SIT's source set (source_items: "
+                    f"{self.assessment.source_items} per trait, held out from the measured items), but "
+                    f"items: {self.assessment.items} leaves no item over for it; ask fewer items per trait")
+
+    def notes(self) -> list[str]:
+        """What the run will take other than the config says, stated before it starts: items per trait asked
+        beyond what the inventory has (the run measures every item there is, and holds back fewer or none for
+        SIT's source set)."""
+        from contagion.steering import needs_profile, parse_intervention
+
+        a = self.assessment
+        sit = any(needs_profile(parse_intervention(i)) for i in self.interventions)
+        if not (self.measure_traits or sit):
+            return []
+        full = a.inventory_full()
+        measured, source_set = a.inventory_sample(), a.inventory_source()
+        notes = []
+        traits = list(a.traits) if a.traits is not None else full.traits()
+        short = [(t, len(full.by_trait(t)), len(measured.by_trait(t))) for t in traits
+                 if a.items is not None and len(measured.by_trait(t)) < a.items]
+        if short:
+            shown = ", ".join(f"{t} ({m} of {n})" for t, n, m in short[:3]) + (" …" if len(short) > 3 else "")
+            notes.append(f"assessment.items: {a.items} per trait asked, but the inventory {full.source} has fewer: "
+                         f"{len(short)} trait(s) are measured on every item they have (measured of all: {shown})")
+        if a.source_items and sit:
+            held = [(t, len(source_set.by_trait(t)) if source_set is not None else 0) for t in traits]
+            few = [(t, k) for t, k in held if k < a.source_items]
+            if few:
+                shown = ", ".join(f"{t} ({k})" for t, k in few[:3]) + (" …" if len(few) > 3 else "")
+                notes.append(f"assessment.source_items: {a.source_items} per trait asked for SIT's source set, but "
+                             f"{len(few)} trait(s) have fewer items left after the measured ones: {shown}")
+        return notes
 
 
 def _seat(text: str) -> tuple[str | None, str | None]:

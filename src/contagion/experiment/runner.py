@@ -16,8 +16,10 @@ stops at once); rerunning the same command resumes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +35,7 @@ from contagion.backends.robust import should_retry
 from contagion.errors import UserError
 from contagion.experiment.config import ExperimentConfig
 from contagion.experiment.record import GameRecord, TrialSpec
+from contagion.experiment.rundir import RunDir
 from contagion.experiment.store import Store
 from contagion.experiment.trial import failed_record, measure_agent, needed_profiles, run_trial
 from contagion.traits.settings import AssessmentSettings
@@ -95,6 +98,61 @@ def default_concurrency(config: ExperimentConfig) -> int:
     if all(k.simulated or k.scripted for k in kinds):
         return 4
     return 8
+
+
+class _Resumable(UserError):
+    """A user error after the run stored something: the message says that a rerun resumes."""
+
+
+def _user_error(exc: BaseException) -> UserError | None:
+    """The user error behind ``exc`` (itself, or the first in a group of parallel tasks' errors), or None."""
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _user_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+class _Made:
+    """What a run is about to create in its directory, so a failed start can remove exactly that."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dirs = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
+        self.store = RunDir(run_dir).store
+        self.lock = run_dir / RunDir.LOCK
+        self.made_store = not self.store.exists()
+        self.made_lock = not self.lock.exists()
+
+    def stored(self) -> int | None:
+        """Games and profiles in the store (0 when there is none yet; None when it cannot be read)."""
+        if not self.store.is_file():
+            return 0
+        try:
+            conn = sqlite3.connect(self.store)  # read-write but only reading: SQLite tidies its journal on close
+            try:
+                conn.execute("PRAGMA query_only = ON")
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                return sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                           for t in ("games", "profiles") if t in tables)
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
+
+    def undo(self) -> None:
+        """Remove the store (and SQLite's journal files), the lock file and the directories this run made."""
+        for path in (self.store, self.store.with_name(self.store.name + "-wal"),
+                     self.store.with_name(self.store.name + "-shm")):
+            if self.made_store:
+                path.unlink(missing_ok=True)
+        if self.made_lock:
+            self.lock.unlink(missing_ok=True)
+        for d in self.dirs:  # innermost first
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
 
 
 class _Interrupt:
@@ -209,7 +267,28 @@ class Runner:
             raise UserError(f"cannot create the run directory {out}: {ancestor} is not writable")
 
     def run(self) -> RunSummary:
+        """Plan, play and store what is missing. A run that fails before anything was stored in a store it
+        created removes what it created (the store, its lock file, the run directory if it made it), so a
+        failed start leaves nothing behind; once games or profiles are stored they stay, and the error says
+        that rerunning resumes."""
         self.preflight()
+        for note in self.config.notes():  # what the run takes other than asked, said before it starts
+            self.console.print(f"Note: {note}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+        made = _Made(self.run_dir)
+        try:
+            return self._run_in_dir()
+        except BaseException as exc:
+            stored = made.stored()
+            if made.made_store and stored == 0:
+                made.undo()
+                raise
+            user = _user_error(exc)
+            if stored and user is not None and not isinstance(user, _Resumable):
+                raise _Resumable(f"{user} ({stored} game(s) and profile(s) stored so far are kept: rerunning the "
+                                 "same command resumes)") from None
+            raise
+
+    def _run_in_dir(self) -> RunSummary:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"

@@ -32,6 +32,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,11 +256,70 @@ class Store:
 
     @classmethod
     def open_existing(cls, run_dir: Path) -> Store:
+        """Open a run's store to read it (report, view, export, analysis): the connection cannot write, and an
+        archived run whose files or directory are read-only reads as well (:meth:`_connect_reader`). The one
+        exception: a store of an older schema is upgraded in place first (:data:`MIGRATIONS`), when it is
+        writable; a read-only one is refused with the fix."""
         if not run_dir.exists():
             raise UserError(f"run directory {run_dir} does not exist")
         if not run_dir.is_dir():
             raise UserError(f"{run_dir} is not a directory; give the run directory")
-        return cls.open(run_dir, create=False)
+        path = RunDir(run_dir).store
+        if not path.exists():
+            raise UserError(f"{run_dir} holds no contagion run (no {RunDir.STORE}); run `contagion run` first")
+        if not path.is_file():
+            raise StoreDamagedError(f"{path} is not a contagion store (not a file)")
+        conn = cls._connect_reader(path)
+        store = cls(path, conn)
+        try:
+            version = store._check_version(create=False)
+            if version is not None and version < STORE_SCHEMA_VERSION:
+                if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+                    raise UserError(f"{path} has store schema {version}, older than this contagion's "
+                                    f"({STORE_SCHEMA_VERSION}), and is read-only: upgrade a writable copy by opening "
+                                    "it once (e.g. contagion report COPY)")
+                store.close()
+                cls.open(run_dir, create=False).close()  # the upgrade, in place
+                return cls.open_existing(run_dir)
+        except sqlite3.DatabaseError as exc:
+            store.close()
+            raise StoreDamagedError(store._damage_text(exc)) from None
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @staticmethod
+    def _connect_reader(path: Path) -> sqlite3.Connection:
+        """A connection that cannot write. Where the store and its directory are writable, an ordinary
+        connection with ``PRAGMA query_only`` (SQLite removes the journal files it made when it closes);
+        otherwise — an archived, read-only run — a read-only one, ``immutable`` when SQLite cannot even
+        make its shared-memory file there (then nothing may be writing to it: a run holds write access)."""
+        def connect(uri: str) -> sqlite3.Connection:
+            conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file (and its journal)
+            return conn
+
+        base = "file:" + urllib.parse.quote(str(path.absolute()))
+        writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+        try:
+            if writable:
+                return connect(base)
+            try:
+                return connect(base + "?mode=ro")
+            except sqlite3.OperationalError:
+                wal = path.with_name(path.name + "-wal")
+                if wal.exists() and wal.stat().st_size:
+                    raise UserError(f"{path} is read-only and holds games not yet merged from {wal.name}; open it "
+                                    "once with write access (e.g. a copy) to read them") from None
+                return connect(base + "?mode=ro&immutable=1")
+        except sqlite3.DatabaseError as exc:
+            detail = str(exc) or type(exc).__name__
+            if "not a database" in detail or "file is encrypted" in detail:
+                raise StoreDamagedError(
+                    f"{path} is not a contagion store, or its header is damaged ({detail})") from None
+            raise UserError(f"{path} cannot be opened as a contagion store ({detail})") from None
 
     def _damage_text(self, exc: BaseException, what: str = "") -> str:
         detail = str(exc) or type(exc).__name__

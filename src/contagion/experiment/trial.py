@@ -26,6 +26,7 @@ from contagion.backends.registry import kind_of, resolve
 from contagion.errors import UserError
 from contagion.experiment.record import GameRecord, TrialSpec
 from contagion.games.engine import EventSink, GameEngine, TurnHook, system_messages
+from contagion.games.record import PlayerRecord
 from contagion.messages import Message
 from contagion.personas import Persona
 from contagion.steering import make_intervention, needs_profile, validate_intervention
@@ -34,8 +35,8 @@ from contagion.traits.profile import Profile
 from contagion.traits.settings import AssessmentSettings, measure
 from contagion.vocabulary import CURRENT_GAME
 
-__all__ = ["GameRecord", "TrialSpec", "failed_record", "measure_agent", "needed_profiles", "profile_key",
-           "run_trial"]
+__all__ = ["GameRecord", "TrialSpec", "failed_record", "invalid_scores", "measure_agent", "needed_profiles",
+           "profile_key", "run_trial"]
 
 ProfileRecord = dict[str, Any]
 
@@ -74,6 +75,20 @@ async def measure_agent(backend: Backend | str, system: Message | str, settings:
     if isinstance(backend, str):
         backend = resolve(backend)
     return await measure(backend, pre_play_context(system, persona=persona), settings, context_kind="pre")
+
+
+def invalid_scores(players: Sequence[PlayerRecord]) -> str | None:
+    """The error of a game in which a model reported scores that are no log-probabilities (NaN, +inf, above
+    0), or None. Such scores were never used as values (the actions are invalid, the items unscored), but
+    the game is not a clean one: it is stored as failed, so it is not analysed and a rerun plays it again."""
+    actions = [a.problem for p in players for a in p.actions if a.problem]
+    items = [why for p in players for prof in (p.pre_profile, p.post_profile) if prof
+             for why in (prof.get("invalid_items") or {}).values()]
+    if not actions and not items:
+        return None
+    return (f"the model reported invalid scores for {len(actions)} action(s) and {len(items)} trait item(s) "
+            f"(e.g. {(actions or items)[0]}); a log-probability must be finite (or -inf) and at most 0. None of "
+            "them was used as a value; the game is stored as failed (a rerun plays it again)")
 
 
 def failed_record(spec: TrialSpec, labels: dict[str, Any] | None, error: str, wall: float) -> GameRecord:
@@ -131,7 +146,8 @@ async def run_trial(
             backend.release(player.messages)  # the game is over: no request extends these histories
         return GameRecord(spec=spec, spec_hash=spec.stable_hash(), game=play.game, players=play.players,
                           rounds=play.rounds, wall_seconds=round(time.perf_counter() - started, 6),
-                          error=play.error, contagion_version=__version__, labels=dict(labels or {}))
+                          error=play.error or invalid_scores(play.players), contagion_version=__version__,
+                          labels=dict(labels or {}))
     except UserError:
         raise
     except Exception as exc:  # the run goes on; the store keeps the error

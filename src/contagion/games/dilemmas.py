@@ -30,7 +30,7 @@ always matches what they are paid.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -38,6 +38,9 @@ from contagion.errors import UserError
 from contagion.fileio import load_yaml
 
 Kind = Literal["prisoners-dilemma", "chicken", "stag-hunt", "custom"]
+PAYOFF_BOUND = 1e6
+"""Payoffs are finite numbers within ±1,000,000 (players read them; NaN or infinity would pay nothing sensible)."""
+Payoff = Annotated[float, Field(allow_inf_nan=False, ge=-PAYOFF_BOUND, le=PAYOFF_BOUND)]
 
 
 class Dilemma(BaseModel):
@@ -50,10 +53,10 @@ class Dilemma(BaseModel):
     kind: Kind = Field(description="Which ordering is validated.")
     cooperate: str = Field(description="Label of the cooperative action, e.g. 'cooperate', 'swerve', 'stag'.")
     defect: str = Field(description="Label of the other action, e.g. 'defect', 'straight', 'hare'.")
-    T: float = Field(description="Temptation: defect while every other player cooperates.")
-    R: float = Field(description="Reward: cooperate while every other player cooperates.")
-    P: float = Field(description="Punishment: defect while no other player cooperates.")
-    S: float = Field(description="Sucker's payoff: cooperate while no other player cooperates.")
+    T: Payoff = Field(description="Temptation: defect while every other player cooperates.")
+    R: Payoff = Field(description="Reward: cooperate while every other player cooperates.")
+    P: Payoff = Field(description="Punishment: defect while no other player cooperates.")
+    S: Payoff = Field(description="Sucker's payoff: cooperate while no other player cooperates.")
     description: str = Field("", description="One sentence of story for the rules text (optional).")
 
     @model_validator(mode="after")
@@ -137,6 +140,18 @@ STAG_HUNT = Dilemma(
 )
 BUILTIN: dict[str, Dilemma] = {d.name: d for d in (PRISONERS_DILEMMA, CHICKEN, STAG_HUNT)}
 ALIASES = {"pd": "prisoners-dilemma", "prisoners": "prisoners-dilemma", "stag": "stag-hunt", "sh": "stag-hunt"}
+
+
+def game_key(name_or_path: str) -> str:
+    """What a game name stands for, so two names of one game compare equal: a built-in game's name (its
+    aliases resolved), the conversation control's name, or a game file's resolved path."""
+    text = name_or_path.strip()
+    if is_conversation(text):
+        return CONVERSATION
+    key = ALIASES.get(text, text)
+    if key in BUILTIN:
+        return key
+    return str(Path(text).expanduser().resolve())
 
 
 def load_dilemma(name_or_path: str) -> Dilemma:

@@ -339,6 +339,11 @@ class GameEngine:
         never read as cooperation."""
         d = self.dilemma
         p.account(scores)
+        if scores.invalid is not None:  # no number of these scores is a value: an invalid action, said why
+            p.messages.append(Message(role="assistant", content="", meta={"kind": "own_action", "round": round_no}))
+            return ActionRecord(round=round_no, action="invalid", label=None, method=f"score:{scores.method.value}",
+                                format_version=ACTION_FORMAT_VERSION, problem=scores.invalid,
+                                selection="sample" if self.spec.action_mode == "sample" else "argmax")
         by_label = dict(zip(self.options, scores.logprobs, strict=True))
         lp = [by_label[d.cooperate], by_label[d.defect]]
         logprobs = {d.cooperate: lp[0], d.defect: lp[1]}

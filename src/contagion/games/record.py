@@ -12,6 +12,9 @@ from contagion.messages import Message
 from contagion.strict import Seed, seed_field
 
 ActionName = Literal["cooperate", "defect", "invalid"]
+MAX_PLAYERS = 12
+"""The most players one game seats (the paper plays 3): every player reads every other's messages, so a game's
+cost grows with the square of its size."""
 
 
 _PERSONA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -63,7 +66,7 @@ class GameSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     game: str = Field("prisoners-dilemma", description="Built-in game name or YAML path.")
-    players: tuple[PlayerSpec, ...]
+    players: tuple[PlayerSpec, ...] = Field(max_length=MAX_PLAYERS, description=f"The seats (2 to {MAX_PLAYERS}).")
     rounds: int = Field(5, ge=1, le=1000)
     chat_turns: int = Field(1, ge=0, le=20, description="Chat messages per player per round; 0 = no chat.")
     reveal_horizon: bool = Field(True, description="Whether players are told the number of rounds.")
@@ -105,6 +108,9 @@ class ActionRecord(BaseModel):
     p_cooperate: float | None = Field(None, description="Scored actions: p(cooperate) renormalised over the two.")
     sample_seed: int | None = Field(None, description="Sampled actions: the seed of the draw (uniform < p_cooperate "
                                                       "is cooperate).")
+    problem: str | None = Field(None, exclude_if=lambda v: v is None,
+                                description="Why the action's scores were invalid (the model reported no "
+                                            "log-probability: NaN, +inf, above 0); the action is then invalid.")
 
 
 class InjectionEvent(BaseModel):

@@ -169,7 +169,9 @@ async def assess(
     ``source`` items (SIT's source set) are asked after the measured ones in the same batch and labelled
     ``role="source"``. Every item records the raw mass of its two answers and whether either was floored;
     an item under ``min_mass`` or with a floored answer is flagged (``included=False``) and left out of the
-    primary scores.
+    primary scores. An item whose scores are invalid (:attr:`~contagion.backends.base.Scores.invalid`: the
+    model reported NaN, +inf or a positive log-probability) gets no score at all: it is listed with the
+    reason in ``Profile.invalid_items``; when no measured item is left, a :class:`BackendError` says so.
     """
     if not inventory.items:
         raise UserError(f"inventory {inventory.source} has no items")
@@ -197,20 +199,26 @@ async def assess(
         for item, order in asked
     ]
     answers = iter(await backend.score_choices_many(requests))  # one batch: the backend decides how
+    invalid: dict[str, str] = {}
     for item in inventory.items:
         by_order: dict[str, float] = {}
         masses: list[float] = []
         floored = False
         for order in orders:
             scores = next(answers)
-            by_order[order], mass, was_floored = _matching_probability(scores, item, backend)
-            masses.append(mass)
-            floored = floored or was_floored
             methods.append(scores.method.value)
             cost.calls += 1
             cost.prompt_tokens += scores.prompt_tokens
             cost.prompt_tokens_encoded += scores.prompt_tokens_encoded
             cost.seconds += scores.seconds
+            if scores.invalid is not None:  # no value at all: the item is counted, never scored
+                invalid.setdefault(item.id, f"answer order {order}: {scores.invalid}")
+                continue
+            by_order[order], mass, was_floored = _matching_probability(scores, item, backend)
+            masses.append(mass)
+            floored = floored or was_floored
+        if item.id in invalid:
+            continue
         score = sum(by_order.values()) / len(by_order)
         scored.append(
             ItemScore(
@@ -227,6 +235,13 @@ async def assess(
                 included=not floored and min(masses) >= min_mass,
             )
         )
+    if invalid and not any(s.role == "measure" and s.included for s in scored):
+        first = next(iter(invalid.items()))
+        raise BackendError(
+            f"{backend.identity} gave no usable score: {len(invalid)} of {len(inventory.items)} item(s) had invalid "
+            f"scores (e.g. item {first[0]}: {first[1]}), and no measured item is left; a log-probability must be "
+            "finite (or -inf) and at most 0"
+        )
     return build_profile(
         scored,
         polarity,
@@ -241,4 +256,5 @@ async def assess(
         context_messages=len(context),
         cost=cost,
         min_mass=min_mass,
+        invalid_items=invalid,
     )

@@ -439,13 +439,32 @@ def load_yaml_inventory(path: Path, *, source_name: str | None = None) -> Invent
         line = node.start_mark.line + 1 if node is not None else 1
         return UserError(f"{path}, line {line}: {message}")
 
+    def mapping(node: yaml.MappingNode, where: str, allowed: Sequence[str] | None = None) -> dict[str, yaml.Node]:
+        """A mapping node's entries by key: keys are plain text, each once, and (``allowed``) known."""
+        out: dict[str, yaml.Node] = {}
+        for key_node, value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or not str(key_node.value).strip():
+                raise fail(key_node, f"{where}: a key must be plain text")
+            key = str(key_node.value)
+            if key in out:
+                raise fail(key_node, f"{where}: key {key!r} appears twice")
+            if allowed is not None and key not in allowed:
+                raise fail(key_node, f"unknown key {key!r} (check the spelling; known: {', '.join(allowed)})")
+            out[key] = value
+        return out
+
     if not isinstance(root, yaml.MappingNode):
         raise fail(root, f"expected a mapping with 'format: {BUILTIN_FORMAT}' and 'traits'")
-    top = {k.value: v for k, v in root.value}
+    top = mapping(root, "the file", ("format", "version", "traits"))
     fmt = top.get("format")
     if not isinstance(fmt, yaml.ScalarNode) or fmt.value != BUILTIN_FORMAT:
-        raise fail(fmt or root, f"expected 'format: {BUILTIN_FORMAT}'")
+        newer = isinstance(fmt, yaml.ScalarNode) and str(fmt.value).startswith(BUILTIN_FORMAT[:-1])
+        raise fail(fmt or root, f"expected 'format: {BUILTIN_FORMAT}'"
+                   + (" (this file is for a newer contagion: pip install -U contagion)" if newer else ""))
     version = top.get("version")
+    if version is not None and not (isinstance(version, yaml.ScalarNode) and version.value.isdigit()
+                                    and int(version.value) >= 1):
+        raise fail(version, "version must be a whole number of 1 or more")
     traits_node = top.get("traits")
     if not isinstance(traits_node, yaml.MappingNode) or not traits_node.value:
         raise fail(
@@ -455,16 +474,22 @@ def load_yaml_inventory(path: Path, *, source_name: str | None = None) -> Invent
     items: list[Item] = []
     seen: set[str] = set()
     for trait_key, body in traits_node.value:
+        if not isinstance(trait_key, yaml.ScalarNode) or not str(trait_key.value).strip():
+            raise fail(trait_key, "a trait name must be plain text")
         trait = str(trait_key.value)
         if trait in seen:
             raise fail(trait_key, f"trait {trait!r} appears twice")
         seen.add(trait)
         if not isinstance(body, yaml.MappingNode):
             raise fail(body, f"trait {trait!r} must map 'matching-yes' and/or 'matching-no' to lists of statements")
+        keys: set[str] = set()
         for key_node, statements in body.value:
             key = str(key_node.value)
             if key not in ("matching-yes", "matching-no"):
                 raise fail(key_node, f"unknown key {key!r} under trait {trait!r}; use matching-yes / matching-no")
+            if key in keys:
+                raise fail(key_node, f"{key} appears twice under trait {trait!r}")
+            keys.add(key)
             if not isinstance(statements, yaml.SequenceNode):
                 raise fail(statements, f"{trait}.{key} must be a list of statements")
             tag = "y" if key == "matching-yes" else "n"

@@ -118,6 +118,10 @@ class Profile(BaseModel):
     source_prosocial_index: float | None = None
     min_mass: float = Field(0.0, description="Items with less answer mass than this were left out.")
     excluded: int = Field(0, description="Measured items left out (too little mass, or a floored answer).")
+    invalid_items: dict[str, str] = Field(
+        default_factory=dict, exclude_if=lambda v: not v,
+        description="Items whose scores the model reported as no log-probability (NaN, +inf, above 0): item id → "
+                    "why. They have no score at all: not in ``items``, in no statistic.")
     mass_mean: float | None = Field(None, description="Mean answer mass of the measured items.")
     toward_half: float | None = Field(None, description="Mean |score - 0.5| of the included measured items.")
     cost: AssessmentCost = Field(default_factory=AssessmentCost)
@@ -277,9 +281,11 @@ def build_profile(
     context_messages: int = 0,
     cost: AssessmentCost | None = None,
     min_mass: float = 0.0,
+    invalid_items: Mapping[str, str] | None = None,
 ) -> Profile:
     """A :class:`Profile` from item scores (the statistics of :func:`summarise`): the primary scores over
-    the included measured items, the source set's apart."""
+    the included measured items, the source set's apart. ``invalid_items`` (id → why) are items asked whose
+    scores were invalid: counted, never scored."""
     if not items:
         raise UserError("a profile needs at least one item")
     measured = [it for it in items if it.role == "measure"]
@@ -316,6 +322,7 @@ def build_profile(
         mass_mean=float(np.mean(masses)) if masses else None,
         toward_half=float(np.mean([abs(it.score - 0.5) for it in primary])),
         cost=cost or AssessmentCost(),
+        invalid_items=dict(invalid_items or {}),
     )
 
 

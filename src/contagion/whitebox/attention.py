@@ -54,6 +54,7 @@ from contagion.backends.registry import build, is_language_model, kind_of
 from contagion.errors import BackendSpecError, UserError
 from contagion.experiment.record import RECORD_SCHEMA_VERSION, GameRecord
 from contagion.experiment.rundir import RunDir
+from contagion.fileio import csv_cell
 from contagion.messages import Message
 
 if TYPE_CHECKING:
@@ -439,7 +440,7 @@ class _TableWriter:
 
         if not rows:
             return
-        self._csv.writerows(rows)
+        self._csv.writerows([{k: csv_cell(v) for k, v in row.items()} for row in rows])  # no formula runs
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self.tmp[RunDir.ATTENTION_PARQUET], self._schema)
         self._parquet.write_table(pa.Table.from_pylist(list(rows), schema=self._schema))
