@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contagion.backends.base import GenerationConfig, run_sync
+from contagion.backends.reasoning import REASONING_MODES
 from contagion.backends.registry import kind_of
 from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
@@ -80,6 +81,11 @@ def play(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the game record (JSON) here."),
     quiet: bool = typer.Option(False, "--quiet", "-q",
                                help="Hide the chat messages (round tables and the result still print)."),
+    reasoning: str = typer.Option(
+        "strip", "--reasoning",
+        help="What a reasoning model's own history keeps of its reasoning: strip (its answers; the reasoning "
+             "is recorded with each message) or keep (inline, as it wrote it). Co-players never see it.",
+    ),
 ) -> None:
     """Play one conversational social dilemma and print it as it happens.
 
@@ -92,6 +98,8 @@ def play(
         raise UserError(f"--rounds must be at least 1 (got {rounds})")
     if chat_turns < 0:
         raise UserError(f"--chat-turns must be 0 or more (got {chat_turns})")
+    if reasoning not in REASONING_MODES:
+        raise UserError(f"--reasoning must be one of {', '.join(REASONING_MODES)} (got {reasoning!r})")
     if out is not None:
         check_output_path(out)
     extra: dict[str, Persona] = load_personas(persona_file) if persona_file else {}
@@ -113,7 +121,8 @@ def play(
     ispec = parse_intervention(intervention)
     try:
         game_spec = GameSpec(game=game, players=tuple(seats), rounds=rounds, chat_turns=chat_turns,
-                             reveal_horizon=not hide_horizon, seed=seed, generation=generation)
+                             reveal_horizon=not hide_horizon, seed=seed, generation=generation,
+                             reasoning=reasoning)
     except ValidationError as exc:  # e.g. --rounds above the schema's bound
         raise UserError(validation_message(exc, "bad game settings", _OPTION, show_input=True)) from None
     spec = TrialSpec(game=game_spec, intervention=ispec, measure=False)

@@ -95,6 +95,11 @@ class ExperimentConfig(BaseModel):
         "sample", description="sample: draw each action from the two actions' probabilities (seeded, recorded); "
                               "auto/score: the more likely action; generate: reply text parsed."
     )
+    reasoning: Literal["strip", "keep"] = Field(
+        "strip", description="What a reasoning model's own history keeps of its reasoning: strip (answers only; "
+                             "the reasoning is recorded with each message) or keep (inline, so it sees its "
+                             "earlier thoughts). Co-players never see it either way."
+    )
     personas: list[Persona] = Field(default_factory=list, description="Extra personas (name, text).")
     max_failure_rate: float = Field(0.05, ge=0.0, le=1.0, description="Exit non-zero above this failure rate.")
     concurrency: Int | None = Field(None, ge=1, le=1024, description="Games in flight (default: by backend).")
@@ -235,7 +240,7 @@ class ExperimentConfig(BaseModel):
                                         game=game, players=tuple(players[i] for i in order), rounds=self.rounds,
                                         chat_turns=turns, reveal_horizon=self.reveal_horizon, seed=seed,
                                         generation=self.generation, action_mode=self.action_mode,
-                                        option_order=options, framing=self.framing,
+                                        option_order=options, framing=self.framing, reasoning=self.reasoning,
                                     ),
                                     intervention=iv, assessment=self.assessment, measure=self.measure_traits,
                                 )
