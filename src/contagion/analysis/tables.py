@@ -39,6 +39,7 @@ from contagion.backends.registry import kind_of
 from contagion.errors import UserError
 from contagion.experiment.record import GameRecord
 from contagion.experiment.store import Store
+from contagion.experiment.support import Support, tally
 from contagion.games.record import PlayerRecord
 
 PROSOCIAL = "prosocial-index"
@@ -116,6 +117,8 @@ class RunInfo:
     """composition name -> composition kind."""
     composition_seats: dict[str, list[str]] = field(default_factory=dict)
     """composition name -> seat labels as played (``persona=backend``)."""
+    support: dict[str, Support] = field(default_factory=dict)
+    """backend -> the answer masses its scores rest on (:mod:`contagion.experiment.support`)."""
 
 
 @dataclass
@@ -328,6 +331,7 @@ class TableBuilder:
                              None, None, None, "", record.wall_seconds))
             return
         self.info.counts["ok"] = self.info.counts.get("ok", 0) + 1
+        tally(record, self.info.support)
         lm = [p.language_model for p in players]
         for rnd in record.rounds:
             if not rnd.actions:  # the non-game control (conversation): talk only, no actions

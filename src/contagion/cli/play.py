@@ -17,6 +17,7 @@ from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
 from contagion.cli.common import check_output_path, parse_intervention
 from contagion.errors import UserError
+from contagion.experiment.support import low_support, tally_records
 from contagion.experiment.trial import TrialSpec, run_trial
 from contagion.fileio import validation_message, write_atomic
 from contagion.games.dilemmas import is_conversation, load_dilemma
@@ -141,6 +142,8 @@ def play(
         summary.add_row(p.name, p.persona, p.backend, f"{coop}/{len(p.actions)}",
                         f"{p.invalid_rate:.0%}", f"{p.total:g}")
     console.print(summary)
+    for line in low_support(tally_records([record])):
+        console.print(f"Warning: {line}", style="yellow", highlight=False, markup=False)
     if usage.retries or usage.failures:
         console.print(f"{usage.retries} model call(s) retried after transient failures"
                       + (f", {usage.failures} failed after their last attempt" if usage.failures else ""),

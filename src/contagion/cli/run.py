@@ -16,6 +16,7 @@ from contagion.experiment.config import ExperimentConfig, load_config, parse_con
 from contagion.experiment.rundir import RunDir
 from contagion.experiment.runner import Runner, RunSummary
 from contagion.experiment.store import Store
+from contagion.experiment.support import low_support
 from contagion.fileio import parse_yaml
 
 RUN_HELP = """Run an experiment grid from a YAML config into RUN_DIR (resumable).
@@ -51,6 +52,8 @@ def _print_summary(summary: RunSummary, run_dir: Path, resume: str) -> None:
             "from a config with repetitions: 1.",
             style="yellow", highlight=False, markup=False,
         )
+    for line in low_support(summary.support):
+        console.print(f"Warning: {line}", style="yellow", highlight=False, markup=False)
     if summary.failures:
         err_console.print(f"{len(summary.failures)} game(s) failed; first errors:")
         for line in summary.failures[:5]:
