@@ -14,6 +14,8 @@ Spec: ``openai:MODEL@BASE_URL``, options after ``?`` (``openai:qwen2.5-7b@http:/
   probe, :mod:`contagion.backends.probe`, decides once per backend: first-token where the answers hold at
   least half of the first token's probability, answer-token otherwise; :attr:`OpenAIBackend.auto_probe` and
   every score's ``method`` say which);
+- ``extra_body`` and ``system_role`` — server options and templates without a system role
+  (:mod:`contagion.backends.server_options`);
 - ``answer_tokens`` — how many tokens an answer-token score (and, with ``score`` other than
   ``first-token``, each sampled-fallback answer) may generate before its answer, 1..8192 (default 1024).
 
@@ -92,7 +94,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -110,6 +112,13 @@ from contagion.backends.first_token import owner, score_candidates, targets_of
 from contagion.backends.probe import AUTO_MASS, PROBES
 from contagion.backends.reasoning import reasoning_field, split_reasoning
 from contagion.backends.robust import leaf_errors, retry_call, should_retry
+from contagion.backends.server_options import (
+    JSON_SAFE,
+    apply_system_role,
+    canonical_json,
+    parse_extra_body,
+    parse_system_role,
+)
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, wire
 
@@ -127,12 +136,15 @@ PARAMS: dict[str, str] = {
     "sample_retries": "retries of each sampled-fallback request, 0..20 (default 5)",
     "score": "where the scored answer is: first-token, answer-token or auto (default first-token)",
     "answer_tokens": "tokens an answer-token score may generate, reasoning included, 1..8192 (default 1024)",
+    "extra_body": "a JSON object of request fields sent with every request, e.g. chat_template_kwargs",
+    "system_role": "system messages sent as system (default), user, or merge (into the next user message)",
 }
 """Options accepted after ``?`` in the spec."""
 
-_OUTCOME_PARAMS = ("logprobs", "samples", "top_logprobs", "score", "answer_tokens")  # change results: identity
+_OUTCOME_PARAMS = ("logprobs", "samples", "top_logprobs", "score", "answer_tokens", "extra_body",
+                   "system_role")  # they change results, so they are part of the identity
 _DEFAULTS = {"logprobs": "1", "samples": "20", "top_logprobs": "20", "score": "first-token",
-             "answer_tokens": "1024"}
+             "answer_tokens": "1024", "extra_body": "{}", "system_role": "system"}
 SCORE_MODES = ("first-token", "answer-token", "auto")
 """Values of the ``score`` option (see :mod:`contagion.backends.answer_token` and :mod:`contagion.backends.probe`)."""
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
@@ -213,6 +225,8 @@ class OpenAIBackend(Backend):
         self.auto_probe: dict[str, Any] | None = None
         """What the ``auto`` probe measured and chose (None before it ran, or without ``score=auto``)."""
         self._probe_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self.extra_body = parse_extra_body(str(params["extra_body"])) if "extra_body" in params else {}
+        self.system_role = parse_system_role(str(params.get("system_role", "system")))
 
         base = f"openai:{model}@{base_url}"
         canonical = {
@@ -223,6 +237,8 @@ class OpenAIBackend(Backend):
             "sample_retries": str(self.sample_retries),
             "score": self.score_mode,
             "answer_tokens": str(self.answer_tokens),
+            "extra_body": quote(canonical_json(self.extra_body), safe=JSON_SAFE),
+            "system_role": self.system_role,
         }
         given = {k: canonical[k] for k in sorted(params)}  # the spec keeps what was asked for
         self.spec = base + ("?" + "&".join(f"{k}={v}" for k, v in given.items()) if given else "")
@@ -306,6 +322,9 @@ class OpenAIBackend(Backend):
     async def _post(self, payload: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """POST a chat request; the decoded JSON object and the wall seconds, or a mapped error."""
         url = f"{self.base_url}/chat/completions"
+        if self.extra_body or self.system_role != "system":  # server options (backends.server_options)
+            payload = {**self.extra_body, **payload,
+                       "messages": apply_system_role(payload["messages"], self.system_role)}
         started = time.perf_counter()
         try:
             async with (await self._client()).post(url, json=payload) as response:
