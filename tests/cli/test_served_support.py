@@ -75,7 +75,7 @@ def test_run_report_and_card_flag_it(markdown: LoopbackServer, tmp_path: Path) -
               "assessment": {"items": 2, "bootstrap": 100, "traits": ["agreeableness", "machiavellianism"]}}
     path = tmp_path / "md.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--no-progress", "--no-preflight"])
     assert result.exit_code == 0, result.output
     assert FLAG in result.output and model in result.output
     tables = load_tables(tmp_path / "run")

@@ -117,6 +117,8 @@ class Capabilities(BaseModel):
     prefix_caching: bool = False
     attention: bool = False
     deterministic: bool = Field(False, description="Same request, same answer (at temperature 0).")
+    served: bool = Field(False, description="A chat server's backend: the options score, answer_tokens, extra_body "
+                                            "and system_role apply (contagion doctor proposes them).")
 
 
 def split_prefix(prefix: str, choices: Sequence[str]) -> tuple[str, list[str]]:

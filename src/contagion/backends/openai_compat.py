@@ -282,6 +282,7 @@ class OpenAIBackend(Backend):
             score_method=scored if self.server_logprobs else ScoreMethod.SAMPLED,
             prefix_caching=False,
             deterministic=False,
+            served=True,
         )
 
     @property
