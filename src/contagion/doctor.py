@@ -121,12 +121,29 @@ class Quick:
         return self.mass >= REFUSE_MASS
 
 
-async def quick(spec: str) -> Quick:
-    backend = _probe_backend(spec)
+class _Backends:
+    """The diagnosis' own backends, one per spec variant, closed together: a local model loads once."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, RobustBackend] = {}
+
+    def __call__(self, spec: str) -> RobustBackend:
+        if spec not in self._made:
+            self._made[spec] = _probe_backend(spec)
+        return self._made[spec]
+
+    async def aclose(self) -> None:
+        for backend in self._made.values():
+            await backend.aclose()
+
+
+async def quick(spec: str, backends: _Backends | None = None) -> Quick:
+    own = backends or _Backends()
     try:
-        return Quick(spec, await read_probes(backend))
+        return Quick(spec, await read_probes(own(spec)))
     finally:
-        await backend.aclose()
+        if backends is None:
+            await own.aclose()
 
 
 def probed(spec: str) -> bool:
@@ -202,43 +219,33 @@ def _answer_tokens(readings: Sequence[Reading]) -> int:
     return budget
 
 
-async def _system_role(spec: str, served: bool) -> tuple[str, dict[str, Any]]:
+async def _system_role(spec: str, served: bool, backends: _Backends) -> tuple[str, dict[str, Any]]:
     messages = [system("You are Avery, a player in a game."), user("Say hello in three words.")]
     config = GenerationConfig(max_tokens=8)
-    backend = _probe_backend(spec)
     try:
-        await backend.generate(messages, config)
+        await backends(spec).generate(messages, config)
         return "accepted", {}
     except BackendError as exc:
         if exc.transient:
             raise
         refused = f"refused ({str(exc)[:120]})"
-    finally:
-        await backend.aclose()
     if not served:
         return refused, {}
-    merged = _probe_backend(with_options(spec, {"system_role": "merge"}))
     try:
-        await merged.generate(messages, config)
+        await backends(with_options(spec, {"system_role": "merge"})).generate(messages, config)
         return refused + "; accepted merged into the user message", {"system_role": "merge"}
     except BackendError:
         return refused + "; refused merged too", {}
-    finally:
-        await merged.aclose()
 
 
-async def _pace(spec: str, levels: Sequence[int]) -> dict[int, float]:
-    backend = _probe_backend(spec)
+async def _pace(backend: Backend, levels: Sequence[int]) -> dict[int, float]:
     out: dict[int, float] = {}
-    try:
-        for level in levels:
-            calls = [(lambda p=PROBES[i % len(PROBES)]: backend.score_choices(p.messages, p.choices))
-                     for i in range(max(4, 2 * level))]
-            started = time.perf_counter()
-            await gather_bounded(calls, level)
-            out[level] = len(calls) / max(1e-9, time.perf_counter() - started)
-    finally:
-        await backend.aclose()
+    for level in levels:
+        calls = [(lambda p=PROBES[i % len(PROBES)]: backend.score_choices(p.messages, p.choices))
+                 for i in range(max(4, 2 * level))]
+        started = time.perf_counter()
+        await gather_bounded(calls, level)
+        out[level] = len(calls) / max(1e-9, time.perf_counter() - started)
     return out
 
 
@@ -246,31 +253,35 @@ async def diagnose(spec: str, configs: Sequence[ExperimentConfig] = (), *, in_fl
                    levels: Sequence[int] = LEVELS) -> Verdict:
     """Probe ``spec`` and conclude (module docstring). Raises UserError for a spec that is no language model."""
     bare = build(spec)
-    caps = bare.capabilities
-    if not caps.language_model:
+    if not bare.capabilities.language_model:
         raise UserError(f"{spec} is a scripted strategy, not a language model: there is nothing to measure")
+    backends = _Backends()
+    try:
+        return await _diagnose(spec, configs, bare, backends, in_flight=in_flight, levels=levels)
+    finally:
+        await backends.aclose()
+
+
+async def _diagnose(spec: str, configs: Sequence[ExperimentConfig], bare: Backend, backends: _Backends, *,
+                    in_flight: int | None, levels: Sequence[int]) -> Verdict:
     verdict = Verdict(spec=spec, identity=bare.identity)
-    served = caps.served
+    served = bare.capabilities.served
     first = with_options(spec, {"score": "first-token"}) if served else spec
-    verdict.readings = (await quick(first)).readings
+    verdict.readings = (await quick(first, backends)).readings
     verdict.logprobs = all(r.method != ScoreMethod.SAMPLED.value for r in verdict.readings)
     verdict.latency = statistics.median(r.seconds for r in verdict.readings)
     if served and verdict.logprobs:
-        verdict.answer_readings = (await quick(with_options(spec, {"score": "answer-token"}))).readings
+        verdict.answer_readings = (await quick(with_options(spec, {"score": "answer-token"}), backends)).readings
     if any(r.reasoning for r in verdict.answer_readings):
         verdict.reasoning = "before its answers (in its replies to the probes)"
 
-    backend = _probe_backend(spec)
-    try:
-        started = time.perf_counter()
-        talk = await backend.generate(TALK, GenerationConfig(max_tokens=48))
-        verdict.generation_seconds = time.perf_counter() - started
-        verdict.generation_tokens = talk.completion_tokens
-        if talk.reasoning:
-            verdict.reasoning = verdict.reasoning or "before its reply to a talk prompt"
-    finally:
-        await backend.aclose()
-    verdict.system_role, role_options = await _system_role(spec, served)
+    started = time.perf_counter()
+    talk = await backends(spec).generate(TALK, GenerationConfig(max_tokens=48))
+    verdict.generation_seconds = time.perf_counter() - started
+    verdict.generation_tokens = talk.completion_tokens
+    if talk.reasoning:
+        verdict.reasoning = verdict.reasoning or "before its reply to a talk prompt"
+    verdict.system_role, role_options = await _system_role(spec, served, backends)
 
     ft_mass = mean_mass(verdict.readings)
     at_mass = mean_mass(verdict.answer_readings)
@@ -312,7 +323,7 @@ async def diagnose(spec: str, configs: Sequence[ExperimentConfig] = (), *, in_fl
                              "(under half): they read a small part of what it says")
 
     if verdict.refusal is None:
-        verdict.pace = await _pace(verdict.settings, levels)
+        verdict.pace = await _pace(backends(verdict.settings), levels)
         if configs:
             scored = verdict.answer_readings if verdict.options.get("score") == "answer-token" else []
             per_score = statistics.mean(r.generated or 1 for r in scored) if scored else 1.0

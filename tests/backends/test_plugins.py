@@ -84,7 +84,7 @@ def test_an_installed_plugin_is_a_backend_kind(plugin: Path) -> None:
 
 
 def test_broken_plugins_are_named(plugin: Path) -> None:
-    with pytest.raises(BackendSpecError, match="'fragile'.*contagion-parrot 0.1.*failed to load.*fell over"):
+    with pytest.raises(BackendSpecError, match=r"'fragile'.*contagion-parrot 0\.1.*failed to load.*fell over"):
         kind_of("fragile:x")
     with pytest.raises(BackendSpecError, match="valid forms"):
         kind_of("nothing-installed:x")

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from contagion.backends.base import run_sync
 from contagion.cli.app import app, console, user_errors
-from contagion.errors import UserError
+from contagion.errors import BackendError, UserError
 from contagion.experiment.config import ExperimentConfig, load_config
 
 DOCTOR_HELP = """Probe a model for about a minute and say whether and how the instrument can measure it.
@@ -68,7 +68,10 @@ def doctor(
         raise UserError(f"--in-flight must be at least 1 (got {in_flight})")
     configs = _configs(model, config)
     console.print(f"contagion doctor: {model}", highlight=False, markup=False)
-    verdict = run_sync(diagnose(model, configs, in_flight=in_flight))
+    try:
+        verdict = run_sync(diagnose(model, configs, in_flight=in_flight))
+    except BackendError as exc:
+        raise UserError(f"{model} failed while being probed: {exc}") from None
 
     table = Table(title="Where the answer sits (fixed probes)", title_justify="left")
     for col in ("probe", "first token: answers' share", "where the answer is", "share there", "before it"):

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from contagion.cli.app import app, console, err_console, user_errors
-from contagion.errors import MissingExtraError, UserError
+from contagion.errors import BackendError, MissingExtraError, UserError
 from contagion.experiment.config import ExperimentConfig, load_config, parse_config
 from contagion.experiment.rundir import RunDir
 from contagion.experiment.runner import Runner, RunSummary
@@ -74,7 +74,12 @@ def run_preflight(specs: Iterable[str]) -> None:
     from contagion.backends.base import run_sync
     from contagion.doctor import preflight
 
-    for result in run_sync(preflight(specs)):
+    try:
+        results = run_sync(preflight(specs))
+    except BackendError as exc:
+        raise UserError(f"preflight: a model failed while being probed, so nothing was run: {exc} "
+                        "(--no-preflight skips the probe)") from None
+    for result in results:
         console.print(f"preflight: {result.spec}: its answers hold {result.mass:.0%} of the scored position's "
                       f"probability ({result.method})", highlight=False, markup=False)
 
