@@ -315,9 +315,10 @@ async def _diagnose(spec: str, configs: Sequence[ExperimentConfig], bare: Backen
         verdict.refusal = verdict.refusal or "its chat template refuses system messages (the players' rules)"
     verdict.options.update(role_options)
     if verdict.reasoning and verdict.method == ScoreMethod.ANSWER_TOKEN.value:
-        verdict.notes.append("it reasons before answering: each score generates its reasoning too (answer_tokens); "
-                             "to measure it without thinking, a Qwen3-style template takes extra_body="
-                             '{"chat_template_kwargs":{"enable_thinking":false}}')
+        verdict.notes.append("it reasons before answering: each score generates its reasoning too (answer_tokens), "
+                             "and its chat messages need a generation.max_tokens that leaves room for reasoning "
+                             "(a reply cut off while thinking says nothing); to measure it without thinking, a "
+                             'Qwen3-style template takes extra_body={"chat_template_kwargs":{"enable_thinking":false}}')
     if verdict.mass < LOW_MASS and verdict.refusal is None:
         verdict.notes.append(f"its scores will rest on {verdict.mass:.0%} of the scored position's probability "
                              "(under half): they read a small part of what it says")
