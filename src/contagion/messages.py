@@ -5,6 +5,11 @@ facts the engine knows about the message (its kind, the round, the actions obser
 asked); real models never see it — only ``role`` and ``content`` are sent — but scripted players and
 simulated models read it, which is how they act on the game state they are shown without parsing
 prose. ``meta`` values must be JSON-serialisable.
+
+``reasoning`` is what a reasoning model thought before it wrote ``content`` (see
+:mod:`contagion.backends.reasoning`): the speaker's own, recorded with its message, never sent to a model by
+:meth:`Message.wire` and never copied into another player's history. A message without reasoning
+serialises exactly as it did before the field existed (it is left out when empty).
 """
 
 from __future__ import annotations
@@ -26,9 +31,13 @@ class Message(BaseModel):
     content: str
     name: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    reasoning: str | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="The speaker's own reasoning behind this message (recorded; never sent, never shown to others).",
+    )
 
     def wire(self) -> dict[str, str]:
-        """The OpenAI-style dict sent to a model: role and content only."""
+        """The OpenAI-style dict sent to a model: role and content only (never ``reasoning``)."""
         return {"role": self.role, "content": self.content}
 
 

@@ -37,7 +37,10 @@ def test_a_second_run_on_the_same_directory_refuses_and_the_lock_dies_with_its_h
     with LoopbackServer(held_back) as server:
         model = f"openai:loopback@{server.base_url}"
         config = write_config(tmp_path / "grid.yaml", GRID, models=[model])
-        first = subprocess.Popen(contagion_cmd("run", str(config), "--out", str(out), "--no-progress"),
+        # --no-preflight: the model's first request must be a game's, made under the lock (the preflight's
+        # probes come before the lock is taken, and would wait at the gate)
+        first = subprocess.Popen(contagion_cmd("run", str(config), "--out", str(out), "--no-progress",
+                                               "--no-preflight"),
                                  env=cli_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 120
@@ -45,7 +48,7 @@ def test_a_second_run_on_the_same_directory_refuses_and_the_lock_dies_with_its_h
                 assert first.poll() is None, first.communicate()
                 assert time.monotonic() < deadline, "the first run never reached the server"
                 time.sleep(0.05)
-            second = run_cli("run", str(config), "--out", str(out), "--no-progress")
+            second = run_cli("run", str(config), "--out", str(out), "--no-progress", "--no-preflight")
             assert first.poll() is None  # the refusal happened while the first run was writing
         finally:
             first.send_signal(signal.SIGKILL)  # dies holding the lock: the kernel releases it

@@ -111,7 +111,7 @@ LAYERS: list[set[str]] = [
     {"guard"},
     {"experiment"},
     {"analysis"},  # reads records only
-    {"whitebox", "check", "bench"},  # run models, then use the analysis' schemas
+    {"whitebox", "check", "bench", "doctor"},  # run models, then use the analysis' schemas
     {"viewer"},
     {"cli", "__main__"},
 ]

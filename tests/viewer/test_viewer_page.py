@@ -107,3 +107,18 @@ def test_view_command(sim_run_dir: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "does not exist" in missing.output
     both = CliRunner().invoke(app, ["view", str(sim_run_dir), "--serve", "--out", "x.html"])
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_reasoning_goes_to_the_viewer_with_its_own_message_only() -> None:
+    """Issue 27: the viewer shows a message's reasoning folded under it (the page's <details>); a message
+    without reasoning carries no such key."""
+    from contagion.messages import Message
+    from contagion.viewer.data import _message
+
+    said = _message(Message(role="assistant", content="swerve", reasoning="they went straight twice",
+                            meta={"kind": "own_action", "round": 2}))
+    heard = _message(Message(role="user", content="Blake: hi", meta={"kind": "talk", "speaker": "Blake"}))
+    assert said["reasoning"] == "they went straight twice" and said["text"] == "swerve"
+    assert "reasoning" not in heard
+    script = (Path(__file__).resolve().parents[2] / "src/contagion/viewer/templates/viewer.js").read_text()
+    assert 'el("details", {class: "reasoning"}' in script and "m.reasoning" in script

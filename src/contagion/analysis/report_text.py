@@ -31,6 +31,7 @@ from contagion.analysis.validation import (
     analysis_fingerprint,
 )
 from contagion.experiment.rundir import RunDir
+from contagion.experiment.support import low_support
 
 # -- formatting -------------------------------------------------------------------------------------
 
@@ -529,6 +530,8 @@ def report_warnings(tables: RunTables, contrasts: dict[str, Contrast], cells: pd
             out.append(f"The scoring method of {backend} changed within this run: "
                        + _join([f"{m} in {n} record(s)" for m, n in methods.most_common()])
                        + ". Compare its records only within one method.")
+    for line in low_support(info.support):
+        out.append(line[0].upper() + line[1:])
     if any(m.startswith("score:sampled") for m in info.action_methods):
         out.append(f"{info.action_methods['score:sampled-fallback']} action(s) were chosen by the sampled fallback "
                    "(no log-probabilities), not by log-probability scoring.")

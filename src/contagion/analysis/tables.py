@@ -39,6 +39,7 @@ from contagion.backends.registry import kind_of
 from contagion.errors import UserError
 from contagion.experiment.record import GameRecord
 from contagion.experiment.store import Store
+from contagion.experiment.support import Support, tally
 from contagion.games.record import PlayerRecord
 
 PROSOCIAL = "prosocial-index"
@@ -116,6 +117,8 @@ class RunInfo:
     """composition name -> composition kind."""
     composition_seats: dict[str, list[str]] = field(default_factory=dict)
     """composition name -> seat labels as played (``persona=backend``)."""
+    support: dict[str, Support] = field(default_factory=dict)
+    """backend -> the answer masses its scores rest on (:mod:`contagion.experiment.support`)."""
 
 
 @dataclass
@@ -328,6 +331,7 @@ class TableBuilder:
                              None, None, None, "", record.wall_seconds))
             return
         self.info.counts["ok"] = self.info.counts.get("ok", 0) + 1
+        tally(record, self.info.support)
         lm = [p.language_model for p in players]
         for rnd in record.rounds:
             if not rnd.actions:  # the non-game control (conversation): talk only, no actions
@@ -355,6 +359,7 @@ class TableBuilder:
             if p.pre_profile and p.post_profile:
                 self._add_agent(cond, p)
         for backend, methods in used.items():
+            _one_position(backend, set(self.info.backend_methods.get(backend, ())) | methods)
             counter = self.info.backend_methods.setdefault(backend, Counter())
             counter.update(methods)
         self.info.record_methods[" + ".join(sorted(set().union(*used.values()))) or "none"] += 1
@@ -424,6 +429,22 @@ def _one_format(kind: str, seen: set[int], version: int) -> None:
             "Analyse the runs separately (or re-run the older one with this version of contagion)."
         )
     seen.add(version)
+
+
+POSITION_METHODS = ("first-token-top-logprobs", "answer-token-top-logprobs")
+"""Scoring methods that read different positions of a reply: one model's scores by both are two instruments."""
+
+
+def _one_position(backend: str, methods: set[str]) -> None:
+    """Refuse records that score one model at two positions (its first token, and where its answer is):
+    every comparison of the analysis is within one model, so it would compare two instruments."""
+    both = [m for m in POSITION_METHODS if any(m in used for used in methods)]
+    if len(both) > 1:
+        raise UserError(
+            f"these records score {backend} by two methods, {' and '.join(both)}: the first reply token and the "
+            "answer's token are different measurements, so its scores are not compared across them. Analyse "
+            "the runs separately, or re-run one of them with the other's `score=` option."
+        )
 
 
 def tables_from_records(records: Iterable[GameRecord], info: RunInfo | None = None) -> RunTables:

@@ -59,7 +59,9 @@ def reply_problem(text: str, config: GenerationConfig) -> str | None:
 class Completion(BaseModel):
     """A generated reply and what it cost."""
 
-    text: str
+    text: str = Field(description="The reply; a backend that can tell reasoning apart leaves it out of here.")
+    reasoning: str | None = Field(None, description="What the model reasoned before its reply, when it did "
+                                                    "(a server's reasoning field, or inline tags taken out).")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prompt_tokens_encoded: int = Field(
@@ -74,6 +76,7 @@ class ScoreMethod(StrEnum):
 
     FULL = "full-continuation"  # sum of token log-probs of the whole continuation
     FIRST_TOKEN = "first-token-top-logprobs"  # log-prob of the first token from a server's top_logprobs
+    ANSWER_TOKEN = "answer-token-top-logprobs"  # the same, at the first generated token that owns a choice
     SAMPLED = "sampled-fallback"  # frequencies of sampled answers; an estimate, labelled as such
     SCRIPTED = "scripted"  # a scripted player's deterministic choice (log-prob 0 or -inf)
     SIMULATED = "simulated"  # a simulated model's known rule
@@ -182,6 +185,8 @@ class Capabilities(BaseModel):
     prefix_caching: bool = False
     attention: bool = False
     deterministic: bool = Field(False, description="Same request, same answer (at temperature 0).")
+    served: bool = Field(False, description="A chat server's backend: the options score, answer_tokens, extra_body "
+                                            "and system_role apply (contagion doctor proposes them).")
 
 
 def split_prefix(prefix: str, choices: Sequence[str]) -> tuple[str, list[str]]:

@@ -7,7 +7,21 @@ Spec: ``openai:MODEL@BASE_URL``, options after ``?`` (``openai:qwen2.5-7b@http:/
   sampled fallback (default ``1``);
 - ``samples`` — answers drawn per :meth:`~OpenAIBackend.score_choices` call by the sampled fallback
   (default 20);
-- ``top_logprobs`` — candidates asked for the first token, 1..20 (default 20).
+- ``top_logprobs`` — candidates asked for the first token, 1..20 (default 20);
+- ``score`` — where the scored answer is: ``first-token`` (default; the reply's first token, as every
+  backend scores it), ``answer-token`` (one generation with logprobs, scored at the first token after any
+  reasoning or opener that owns a choice: :mod:`contagion.backends.answer_token`) or ``auto`` (a short fixed
+  probe, :mod:`contagion.backends.probe`, decides once per backend: first-token where the answers hold at
+  least half of the first token's probability, answer-token otherwise; :attr:`OpenAIBackend.auto_probe` and
+  every score's ``method`` say which);
+- ``extra_body`` and ``system_role`` — server options and templates without a system role
+  (:mod:`contagion.backends.server_options`);
+- ``answer_tokens`` — how many tokens an answer-token score (and, with ``score`` other than
+  ``first-token``, each sampled-fallback answer) may generate before its answer, 1..8192 (default 1024).
+
+Replies of reasoning models are taken apart (:mod:`contagion.backends.reasoning`): ``generate`` returns the
+answer as ``Completion.text`` and the reasoning — a ``reasoning_content`` / ``reasoning`` field, or inline
+``<think>`` tags — as ``Completion.reasoning``; the sampled fallback reads the answer only.
 
 The API key is read from ``CONTAGION_API_KEY`` or else ``OPENAI_API_KEY`` and sent as a bearer token. It
 never appears in the spec, the identity, records, logs or exception messages.
@@ -81,10 +95,11 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from contagion.backends.answer_token import locate_answer, no_answer
 from contagion.backends.base import (
     Backend,
     Capabilities,
@@ -94,8 +109,17 @@ from contagion.backends.base import (
     ScoreMethod,
     Scores,
 )
-from contagion.backends.first_token import score_candidates
+from contagion.backends.first_token import owner, score_candidates, targets_of
+from contagion.backends.probe import AUTO_MASS, PROBES
+from contagion.backends.reasoning import reasoning_field, split_reasoning
 from contagion.backends.robust import leaf_errors, retry_call, should_retry
+from contagion.backends.server_options import (
+    JSON_SAFE,
+    apply_system_role,
+    canonical_json,
+    parse_extra_body,
+    parse_system_role,
+)
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, wire
 from contagion.redact import redact
@@ -112,11 +136,19 @@ PARAMS: dict[str, str] = {
     "samples": "answers sampled per score by the fallback (default 20)",
     "top_logprobs": "first-token candidates to request, 1..20 (default 20)",
     "sample_retries": "retries of each sampled-fallback request, 0..20 (default 5)",
+    "score": "where the scored answer is: first-token, answer-token or auto (default first-token)",
+    "answer_tokens": "tokens an answer-token score may generate, reasoning included, 1..8192 (default 1024)",
+    "extra_body": "a JSON object of request fields sent with every request, e.g. chat_template_kwargs",
+    "system_role": "system messages sent as system (default), user, or merge (into the next user message)",
 }
 """Options accepted after ``?`` in the spec."""
 
-_OUTCOME_PARAMS = ("logprobs", "samples", "top_logprobs")  # change results, so part of the identity
-_DEFAULTS = {"logprobs": "1", "samples": "20", "top_logprobs": "20"}
+_OUTCOME_PARAMS = ("logprobs", "samples", "top_logprobs", "score", "answer_tokens", "extra_body",
+                   "system_role")  # they change results, so they are part of the identity
+_DEFAULTS = {"logprobs": "1", "samples": "20", "top_logprobs": "20", "score": "first-token",
+             "answer_tokens": "1024", "extra_body": "{}", "system_role": "system"}
+SCORE_MODES = ("first-token", "answer-token", "auto")
+"""Values of the ``score`` option (see :mod:`contagion.backends.answer_token` and :mod:`contagion.backends.probe`)."""
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
 LOGPROB_PROBES = 3
 """Scoring replies in a row without logprobs (and none before with them) that show a server has none."""
@@ -197,6 +229,18 @@ class OpenAIBackend(Backend):
         self.server_logprobs = flag in ("1", "true")
         self._logprobs_missing = None if self.server_logprobs else "logprobs=0 in the backend spec"
         self._logprobs_seen = False  # a scoring reply has carried logprobs: the method is settled
+        self.score_mode = str(params.get("score", "first-token")).strip().lower()
+        if self.score_mode not in SCORE_MODES:
+            raise BackendSpecError(f"option score of an openai: backend must be one of {', '.join(SCORE_MODES)} "
+                                   f"(got {params.get('score')!r})")
+        self.answer_tokens = int(self._number(params, "answer_tokens", 1024, low=1, high=8192, integer=True))
+        self._method: ScoreMethod | None = {"first-token": ScoreMethod.FIRST_TOKEN,
+                                            "answer-token": ScoreMethod.ANSWER_TOKEN}.get(self.score_mode)
+        self.auto_probe: dict[str, Any] | None = None
+        """What the ``auto`` probe measured and chose (None before it ran, or without ``score=auto``)."""
+        self._probe_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self.extra_body = parse_extra_body(str(params["extra_body"])) if "extra_body" in params else {}
+        self.system_role = parse_system_role(str(params.get("system_role", "system")))
 
         base = f"openai:{model}@{base_url}"
         canonical = {
@@ -205,6 +249,10 @@ class OpenAIBackend(Backend):
             "samples": str(self.samples),
             "top_logprobs": str(self.top_logprobs),
             "sample_retries": str(self.sample_retries),
+            "score": self.score_mode,
+            "answer_tokens": str(self.answer_tokens),
+            "extra_body": quote(canonical_json(self.extra_body), safe=JSON_SAFE),
+            "system_role": self.system_role,
         }
         given = {k: canonical[k] for k in sorted(params)}  # the spec keeps what was asked for
         self.spec = base + ("?" + "&".join(f"{k}={v}" for k, v in given.items()) if given else "")
@@ -241,12 +289,14 @@ class OpenAIBackend(Backend):
         return value
 
     def _capabilities(self) -> Capabilities:
+        scored = self._method or ScoreMethod.FIRST_TOKEN  # auto: first-token until its probe says otherwise
         return Capabilities(
             language_model=True,
             logprobs=self.server_logprobs,
-            score_method=ScoreMethod.FIRST_TOKEN if self.server_logprobs else ScoreMethod.SAMPLED,
+            score_method=scored if self.server_logprobs else ScoreMethod.SAMPLED,
             prefix_caching=False,
             deterministic=False,
+            served=True,
         )
 
     @property
@@ -287,6 +337,9 @@ class OpenAIBackend(Backend):
     async def _post(self, payload: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """POST a chat request; the decoded JSON object and the wall seconds, or a mapped error."""
         url = f"{self.base_url}/chat/completions"
+        if self.extra_body or self.system_role != "system":  # server options (backends.server_options)
+            payload = {**self.extra_body, **payload,
+                       "messages": apply_system_role(payload["messages"], self.system_role)}
         started = time.perf_counter()
         try:
             async with (await self._client()).post(url, json=payload) as response:
@@ -413,10 +466,12 @@ class OpenAIBackend(Backend):
         if config.stop:
             payload["stop"] = list(config.stop)
         data, seconds = await self._post(payload)
-        content = self._first_choice(data)["message"].get("content") or ""
+        message = self._first_choice(data)["message"]
+        reply = split_reasoning(message.get("content") or "", reasoning_field(message))
         prompt, completion, encoded = self._usage(data)
         return Completion(
-            text=content,
+            text=reply.answer,
+            reasoning=reply.reasoning,
             prompt_tokens=prompt,
             completion_tokens=completion,
             prompt_tokens_encoded=encoded,
@@ -433,9 +488,12 @@ class OpenAIBackend(Backend):
             raise ValueError("every choice must contain non-space text")
         wired = self._with_prefix(messages, prefix)
         started = time.perf_counter()
+        if self._logprobs_missing is None and self._method is None:
+            await self._settle_auto()
         if self._logprobs_missing is None:
+            scorer = self._score_answer_token if self._method is ScoreMethod.ANSWER_TOKEN else self._score_first_token
             for _ in range(LOGPROB_PROBES):
-                scores = await self._score_first_token(wired, choices)
+                scores = await scorer(wired, choices)
                 if scores is not None:
                     scores.seconds = time.perf_counter() - started
                     scores.detail["prefix_instruction"] = bool(prefix.strip())
@@ -498,6 +556,119 @@ class OpenAIBackend(Backend):
             detail=detail,
         )
 
+    # -- answer-token scoring and the auto probe (backends.answer_token, backends.probe) ----------------
+    async def _score_answer_token(self, wired: list[dict[str, str]], choices: Sequence[str]) -> Scores | None:
+        """One generation with logprobs at every token; the scored position is where the answer is."""
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": wired,
+            "max_tokens": self.answer_tokens,
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+            "seed": 0,
+        }
+        data, _ = await self._post(payload)
+        choice = self._first_choice(data)
+        positions = self._positions(choice.get("logprobs"))
+        if positions is None:
+            return None  # as for first-token: a server without logprobs, or a transient fault
+        self._logprobs_seen = True
+        message = choice["message"]
+        content = message.get("content") or ""
+        field = reasoning_field(message)
+        reply = split_reasoning(content, field)
+        found = locate_answer(positions, choices, content=content, reasoning=field)
+        if found.index is None:
+            logprobs, detail = no_answer(choices)
+            detail["no_answer"] = found.reason
+        else:
+            candidates = positions[found.index][1]
+            if not any(math.isfinite(lp) for _, lp in candidates):
+                raise BackendError(f"{self.base_url} sent top_logprobs without a finite value")
+            logprobs, detail = score_candidates(candidates, choices)
+        before = "".join(text for text, _ in positions[:found.index]) if found.index is not None else ""
+        detail.update(position=found.index, generated=len(positions), skipped=before[found.start:][-80:])
+        if reply.reasoning:
+            detail["reasoning"] = reply.reasoning
+        prompt, _, encoded = self._usage(data)
+        return Scores(
+            choices=[ChoiceScore(choice=c, logprob=lp) for c, lp in zip(choices, logprobs, strict=True)],
+            method=ScoreMethod.ANSWER_TOKEN,
+            prompt_tokens=prompt,
+            prompt_tokens_encoded=encoded,
+            detail=detail,
+        )
+
+    def _positions(self, logprobs: Any) -> list[tuple[str, list[tuple[str, float]]]] | None:
+        """Every generated token with the candidates at its position (chat completions shape), or None when
+        the server sent no logprobs. An empty list is a reply whose answer had no tokens."""
+        if not isinstance(logprobs, dict) or not isinstance(logprobs.get("content"), list):
+            return None
+        out: list[tuple[str, list[tuple[str, float]]]] = []
+        for entry in logprobs["content"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+                raise BackendError(f"{self.base_url} sent malformed logprobs")
+            tops = entry.get("top_logprobs") or []
+            if not isinstance(tops, list):
+                raise BackendError(f"{self.base_url} sent malformed top_logprobs")
+            pairs: dict[str, float] = {}
+            for token, lp in [*((t.get("token"), t.get("logprob")) for t in tops if isinstance(t, dict)),
+                              (entry["token"], entry.get("logprob"))]:
+                if not isinstance(token, str) or isinstance(lp, bool) or not isinstance(lp, int | float):
+                    raise BackendError(f"{self.base_url} sent a top_logprobs entry without token/logprob")
+                pairs.setdefault(token, float(lp))
+            out.append((entry["token"], list(pairs.items())))
+        return out
+
+    def _probe_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            lock = self._probe_locks.get(loop)
+            if lock is None:
+                for old in [lp for lp in self._probe_locks if lp.is_closed()]:
+                    del self._probe_locks[old]
+                lock = self._probe_locks[loop] = asyncio.Lock()
+            return lock
+
+    async def _settle_auto(self) -> None:
+        """``score=auto``: ask the fixed probes (:data:`~contagion.backends.probe.PROBES`) for their first
+        token once, and settle the method for good: first-token where the answers hold at least
+        :data:`~contagion.backends.probe.AUTO_MASS` of it on average, answer-token otherwise (a reply that
+        reasons counts as holding none). A server that sends logprobs for none of them has none: the
+        sampled fallback, as without ``auto``."""
+        async with self._probe_lock():
+            if self._method is not None or self._logprobs_missing is not None:
+                return  # another call settled it while this one waited
+            masses: list[float] = []
+            missing = 0
+            for probe in PROBES:
+                payload: dict[str, Any] = {"model": self.model, "messages": wire(probe.messages), "max_tokens": 1,
+                                           "temperature": 0, "logprobs": True, "top_logprobs": self.top_logprobs,
+                                           "seed": 0}
+                data, _ = await self._post(payload)
+                choice = self._first_choice(data)
+                logprobs = choice.get("logprobs")
+                candidates = self._candidates(logprobs)
+                # logprobs for no content token: the first token went to reasoning the server moved aside
+                reasons = reasoning_field(choice["message"]) is not None or (
+                    isinstance(logprobs, dict) and logprobs.get("content") == [])
+                if candidates is None and not reasons:
+                    missing += 1
+                    continue
+                targets = targets_of(probe.choices)
+                held = sum(math.exp(lp) for token, lp in candidates or [] if math.isfinite(lp)
+                           and owner(token, targets) is not None)
+                masses.append(0.0 if reasons else min(1.0, held))
+            if missing == len(PROBES):
+                self._no_logprobs("the server returned no logprobs (score=auto probe)")
+                self.auto_probe = {"mass": None, "chose": ScoreMethod.SAMPLED.value, "probes": len(PROBES)}
+                return
+            mass = sum(masses) / len(masses)
+            self._method = ScoreMethod.FIRST_TOKEN if mass >= AUTO_MASS else ScoreMethod.ANSWER_TOKEN
+            self.auto_probe = {"mass": round(mass, 6), "chose": self._method.value, "probes": len(PROBES)}
+            self.capabilities = self.capabilities.model_copy(update={"score_method": self._method})
+
     def _no_logprobs(self, reason: str) -> None:
         """Settle on the sampled fallback for good (only before any first-token score was made)."""
         self._logprobs_missing = reason
@@ -542,7 +713,8 @@ class OpenAIBackend(Backend):
     ) -> Scores:
         n = self.samples
         longest = max(len(prefix) + len(c) for c in choices)
-        max_tokens = min(64, 4 + longest // 2)
+        # where the answer may come after reasoning or a few words, the samples get room to reach it
+        max_tokens = min(64, 4 + longest // 2) if self.score_mode == "first-token" else self.answer_tokens
         gate = asyncio.Semaphore(_SAMPLE_CONCURRENCY)
         retries = 0
 
@@ -553,7 +725,8 @@ class OpenAIBackend(Backend):
         async def request(payload: dict[str, Any]) -> tuple[str, int, int]:
             async with gate:
                 data, _ = await self._post(payload)
-            text = self._first_choice(data)["message"].get("content") or ""
+            message = self._first_choice(data)["message"]
+            text = split_reasoning(message.get("content") or "", reasoning_field(message)).answer
             prompt, _, encoded = self._usage(data)
             return text, prompt, encoded
 
@@ -580,6 +753,8 @@ class OpenAIBackend(Backend):
         unmatched = 0
         for text, _, _ in results:
             index = _leading_choice(text, choices, prefix)
+            if index is None and self.score_mode != "first-token":
+                index = _first_choice_word(text, choices)
             if index is None:
                 unmatched += 1
             else:
@@ -716,6 +891,17 @@ def _leading_choice(answer: str, choices: Sequence[str], prefix: str) -> int | N
             if not rest or not rest[0].isalnum():
                 best, best_len = i, len(target)
     return best
+
+
+def _first_choice_word(answer: str, choices: Sequence[str]) -> int | None:
+    """Index of the choice the answer's first choice word names (``I would say: **Yes**`` → Yes), or None:
+    the sampled fallback's reading of a reply whose answer is not its first word (score answer-token/auto)."""
+    targets = [_norm(c) for c in choices]
+    for word in answer.split():
+        w = word.strip(_ANSWER_LEAD + ".,;!?").casefold()
+        if w in targets:
+            return targets.index(w)
+    return None
 
 
 def build_openai(rest: str, params: dict[str, str], spec: str) -> OpenAIBackend:

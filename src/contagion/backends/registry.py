@@ -20,6 +20,20 @@ Parameters follow a ``?``: ``scripted:random?seed=3``, ``sim:planted?contagion=0
 ``embedded?n_ctx=8192``. A spec carrying a secret (a URL's ``user:password@``, an ``api_key``/``key``/``token``
 parameter: :mod:`contagion.redact`) is refused: keys come from the environment, never from a spec.
 
+**Plug-ins.** Another package adds a kind of backend through the entry-point group
+:data:`PLUGIN_GROUP` (``contagion.backends``): the entry point's name is the kind's name, its object a
+:class:`BackendKind` (or a function returning one) declaring the same facts the built-in kinds declare
+and a ``factory`` (``module:function`` building the backend from ``(rest, params, spec)``). In the plug-in's
+``pyproject.toml``::
+
+    [project.entry-points."contagion.backends"]
+    echo = "contagion_echo:KIND"     # KIND = BackendKind("echo", "echo:TEXT", "contagion_echo:build")
+
+A plug-in is imported the first time its name is used in a spec (or when every valid form is listed), and
+its kind is then registered like the built-in ones, so ``echo:hello`` works everywhere a spec does
+(players, configs, ``assess``, ``doctor``). A plug-in may not take a built-in kind's name; a broken one is a
+clear error naming it.
+
 Every registered kind declares what it is (a language model or not, local, CPU-bound, simulated,
 scripted). :func:`kind_of` answers from the declaration without loading anything, and the backend's
 :class:`~contagion.backends.base.Capabilities` carry the same facts, so nothing outside this package
@@ -30,6 +44,7 @@ needs to look at a spec's prefix. :func:`resolve` always returns the backend beh
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,7 +105,43 @@ register(BackendKind("sim", "sim:planted | sim:null | sim:flatten | sim:flatten-
                      simulated=True))
 
 
+PLUGIN_GROUP = "contagion.backends"
+"""The entry-point group through which other packages add kinds of backends (module docstring)."""
+_BUILT_IN = frozenset(_KINDS)
+
+
+def _plugin_entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=PLUGIN_GROUP))
+
+
+def _load_plugin(entry: importlib.metadata.EntryPoint) -> BackendKind:
+    """Import one plug-in and register its kind; a clear error for anything that is not a usable kind."""
+    where = f"the backend plug-in {entry.name!r} ({entry.value}"
+    dist = getattr(entry, "dist", None)
+    where += f", from {dist.name} {dist.version})" if dist is not None else ")"
+    if entry.name in _BUILT_IN:
+        raise BackendSpecError(f"{where} takes the name of a built-in backend kind; rename it")
+    try:
+        obj = entry.load()
+        kind = obj() if callable(obj) and not isinstance(obj, BackendKind) else obj
+    except Exception as exc:  # a plug-in's own bug: name it, never a bare traceback
+        raise BackendSpecError(f"{where} failed to load: {type(exc).__name__}: {exc}") from None
+    if not isinstance(kind, BackendKind) or kind.name != entry.name:
+        raise BackendSpecError(f"{where} must give a contagion.backends.registry.BackendKind named {entry.name!r}")
+    register(kind)
+    return kind
+
+
+def load_plugins() -> list[BackendKind]:
+    """Import every installed plug-in not yet registered (e.g. to list every valid form)."""
+    return [_load_plugin(e) for e in _plugin_entry_points() if e.name not in _KINDS]
+
+
 def valid_forms() -> str:
+    try:
+        load_plugins()
+    except BackendSpecError:
+        pass  # listing the forms must not fail on a broken plug-in; using it names the problem
     return "; ".join(k.form for k in _KINDS.values())
 
 
@@ -117,6 +168,9 @@ def _parse(spec: str) -> tuple[BackendKind, str, dict[str, str]]:
     base, params = split_params(spec.strip())
     name, sep, rest = base.partition(":")
     kind = _KINDS.get(name)
+    if kind is None and name:  # perhaps an installed plug-in's kind, not yet imported
+        entry = next((e for e in _plugin_entry_points() if e.name == name), None)
+        kind = _load_plugin(entry) if entry is not None else None
     if kind is None or (kind.takes_rest and not rest) or (not kind.takes_rest and sep):
         raise BackendSpecError(f"unknown backend spec {spec.strip()!r}; valid forms: {valid_forms()}")
     return kind, rest, params

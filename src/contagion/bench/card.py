@@ -241,8 +241,11 @@ def _clean(value: Any) -> Any:
 def _scoring(tables: RunTables, model: str) -> dict[str, Any]:
     methods = tables.info.backend_methods.get(model)
     counts = dict(methods) if methods else {}
+    support = tables.info.support.get(model)
     return {"methods": counts, "method": " + ".join(sorted(counts)) or "none",
-            "actions": dict(tables.info.action_methods)}
+            "actions": dict(tables.info.action_methods),
+            # what the scores rest on: the answers' share of the scored position's probability
+            "support": support.as_dict() if support is not None else None}
 
 
 def compute_card(run_dir: Path, protocol: Protocol, model: str, *, seconds: float | None = None,

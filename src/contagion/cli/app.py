@@ -27,6 +27,8 @@ and mitigates the drift with steering with implicit traits (SIT).
 Models are given as backend specs: embedded (the tiny offline default, SmolLM2-135M),
 gguf:PATH, openai:MODEL@BASE_URL (vLLM, Ollama, llama.cpp server), hf:PATH_OR_ID,
 scripted:always-defect (and other strategies), sim:planted / sim:null (simulated models).
+Other packages add kinds of backends through the entry-point group contagion.backends (see the
+docstring of contagion.backends.registry). Before a paid grid: contagion doctor MODEL_SPEC.
 
 Start with:  contagion demo        (a small real experiment on the embedded model, then the report)
 """

@@ -14,6 +14,7 @@ from contagion.backends.registry import kind_of, resolve
 from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
 from contagion.errors import BackendError, UserError
+from contagion.experiment.support import Support, describe
 from contagion.experiment.trial import measure_agent
 from contagion.fileio import validation_message, write_atomic
 from contagion.games.dilemmas import load_dilemma
@@ -153,6 +154,11 @@ def assess_command(
         raise UserError(f"model {model} failed while scoring: {exc}") from None
     short = [t for t in sample.traits() if items is not None and len(full.by_trait(t)) < items]
     render_profile(profile, title=f"Trait profile of {backend.identity} ({where})")
+    support = Support()
+    support.add_profile(profile.to_record())
+    if support.low:
+        console.print(f"Warning: {describe(backend.identity, support)}", style="yellow", highlight=False,
+                      markup=False)
     if short:
         console.print(
             f"note: fewer than {items} items available for {', '.join(short)}; used all of them",

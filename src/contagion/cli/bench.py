@@ -21,7 +21,9 @@ counterbalanced option order, shuffled seats and held-out trait items. Sizes: sm
 model in minutes; supports no claim), standard, paper.
 
 Writes OUT/card.json and OUT/card.html (headline numbers with CIs, p-values, power, warnings), the
-full report OUT/report.html, and the store. Rerunning the same command resumes.
+full report OUT/report.html, and the store. Rerunning the same command resumes. Before the first game
+the model answers `contagion doctor`'s probes; one the instrument cannot measure is refused
+(--no-preflight runs it anyway).
 """
 
 
@@ -39,16 +41,20 @@ def bench(
     protocol_file: Path | None = typer.Option(None, "--protocol", help="A protocol file instead of the built-in one."),
     no_report: bool = typer.Option(False, "--no-report", help="Write the card only, not the full report."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
+    no_preflight: bool = typer.Option(False, "--no-preflight",
+                                      help="Run without first probing the model (contagion doctor's quick part)."),
 ) -> None:
     from contagion.bench.protocol import load_protocol
     from contagion.bench.run import run_bench
-    from contagion.cli.run import check_executor
+    from contagion.cli.run import check_executor, run_preflight
 
     check_executor(executor)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a run directory (created, or reused to resume)")
     protocol = load_protocol(size, protocol_file, inventory)
     protocol.configs(model)  # the model's spec is checked (a key in it is refused) before anything is printed
+    if not no_preflight:
+        run_preflight([model])
     console.print(f"contagion bench: {redact(model)} · protocol {protocol.name} v{protocol.version} ({protocol.size}, "
                   f"hash {protocol.hash}) · {protocol.games()} trials into {out}", highlight=False)
     result = run_bench(model, protocol, out, executor=executor, address=address, progress=not no_progress,

@@ -11,11 +11,13 @@ from rich.table import Table
 from rich.text import Text
 
 from contagion.backends.base import GenerationConfig, run_sync
+from contagion.backends.reasoning import REASONING_MODES
 from contagion.backends.registry import build, kind_of
 from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
 from contagion.cli.common import check_output_path, parse_intervention
 from contagion.errors import UserError
+from contagion.experiment.support import low_support, tally_records
 from contagion.experiment.trial import TrialSpec, run_trial
 from contagion.fileio import validation_message, write_atomic
 from contagion.games.dilemmas import is_conversation, load_dilemma
@@ -81,6 +83,11 @@ def play(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the game record (JSON) here."),
     quiet: bool = typer.Option(False, "--quiet", "-q",
                                help="Hide the chat messages (round tables and the result still print)."),
+    reasoning: str = typer.Option(
+        "strip", "--reasoning",
+        help="What a reasoning model's own history keeps of its reasoning: strip (its answers; the reasoning "
+             "is recorded with each message) or keep (inline, as it wrote it). Co-players never see it.",
+    ),
 ) -> None:
     """Play one conversational social dilemma and print it as it happens.
 
@@ -96,6 +103,8 @@ def play(
     if is_conversation(game) and chat_turns == 0:
         raise UserError("--game conversation is only talk: with --chat-turns 0 nothing would be played; "
                         "give --chat-turns 1 or more")
+    if reasoning not in REASONING_MODES:
+        raise UserError(f"--reasoning must be one of {', '.join(REASONING_MODES)} (got {reasoning!r})")
     if out is not None:
         check_output_path(out)
     extra: dict[str, Persona] = load_personas(persona_file) if persona_file else {}
@@ -119,7 +128,8 @@ def play(
     ispec = parse_intervention(intervention)
     try:
         game_spec = GameSpec(game=game, players=tuple(seats), rounds=rounds, chat_turns=chat_turns,
-                             reveal_horizon=not hide_horizon, seed=seed, generation=generation)
+                             reveal_horizon=not hide_horizon, seed=seed, generation=generation,
+                             reasoning=reasoning)
     except ValidationError as exc:  # e.g. --rounds above the schema's bound
         raise UserError(validation_message(exc, "bad game settings", _OPTION, show_input=True)) from None
     spec = TrialSpec(game=game_spec, intervention=ispec, measure=False)
@@ -138,6 +148,8 @@ def play(
         summary.add_row(p.name, p.persona, p.backend, f"{coop}/{len(p.actions)}",
                         f"{p.invalid_rate:.0%}", f"{p.total:g}")
     console.print(summary)
+    for line in low_support(tally_records([record])):
+        console.print(f"Warning: {line}", style="yellow", highlight=False, markup=False)
     if usage.retries or usage.failures:
         console.print(f"{usage.retries} model call(s) retried after transient failures"
                       + (f", {usage.failures} failed after their last attempt" if usage.failures else ""),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import typer
 from rich.table import Table
 
 from contagion.cli.app import app, console, err_console, user_errors
-from contagion.errors import MissingExtraError, UserError
+from contagion.errors import BackendError, MissingExtraError, UserError
 from contagion.experiment.config import ExperimentConfig, load_config, parse_config
 from contagion.experiment.rundir import RunDir
 from contagion.experiment.runner import Runner, RunSummary
 from contagion.experiment.store import Store
+from contagion.experiment.support import low_support
 from contagion.fileio import parse_yaml
 
 RUN_HELP = """Run an experiment grid from a YAML config into RUN_DIR (resumable).
@@ -29,6 +31,10 @@ belongs to one config: a config with a different grid is refused unless --extend
 adds its games to the same run (only the new games are played; the report describes every config).
 One `contagion run` writes to a directory at a time; a second one refuses. Ctrl-C stops after the
 games in flight.
+
+Before the first game, every real model (not simulated, not scripted) answers `contagion doctor`'s
+fixed probes as the grid will score it; a model whose answers hold less than a quarter of the scored
+position's probability is refused, with the settings to try (--no-preflight runs it anyway).
 """
 
 
@@ -51,6 +57,8 @@ def _print_summary(summary: RunSummary, run_dir: Path, resume: str) -> None:
             "from a config with repetitions: 1.",
             style="yellow", highlight=False, markup=False,
         )
+    for line in low_support(summary.support):
+        console.print(f"Warning: {line}", style="yellow", highlight=False, markup=False)
     if summary.failures:
         err_console.print(f"{len(summary.failures)} game(s) failed; first errors:")
         for line in summary.failures[:5]:
@@ -61,6 +69,22 @@ def _print_summary(summary: RunSummary, run_dir: Path, resume: str) -> None:
 
 
 EXECUTORS = ("local", "ray")
+
+
+def run_preflight(specs: Iterable[str]) -> None:
+    """``contagion doctor``'s quick part on every real model of a grid, before anything is written: a model
+    the instrument cannot measure as the grid would score it is refused (UserError, exit 2)."""
+    from contagion.backends.base import run_sync
+    from contagion.doctor import preflight
+
+    try:
+        results = run_sync(preflight(specs))
+    except BackendError as exc:
+        raise UserError(f"preflight: a model failed while being probed, so nothing was run: {exc} "
+                        "(--no-preflight skips the probe)") from None
+    for result in results:
+        console.print(f"preflight: {result.spec}: its answers hold {result.mass:.0%} of the scored position's "
+                      f"probability ({result.method})", highlight=False, markup=False)
 
 
 def check_executor(executor: str) -> None:
@@ -95,9 +119,14 @@ def run(
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
     extend: bool = typer.Option(False, "--extend",
                                 help="Add this config's games to a run directory that holds another config's."),
+    no_preflight: bool = typer.Option(False, "--no-preflight",
+                                      help="Run without first probing each real model (contagion doctor's quick "
+                                           "part), even one the instrument cannot measure."),
 ) -> None:
     check_executor(executor)
     cfg = load_config(config)
+    if not no_preflight:
+        run_preflight(cfg.backend_specs())
     resume = f"contagion run {shlex.quote(str(config))} --out {shlex.quote(str(out))}"
     if executor != "local":
         resume += f" --executor {shlex.quote(executor)}" + (f" --address {shlex.quote(address)}" if address else "")

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from contagion.backends.base import GenerationConfig
 from contagion.backends.registry import kind_of
+from contagion.backends.server_options import with_options
 from contagion.errors import UserError
 from contagion.experiment.record import TrialSpec
 from contagion.fileio import load_yaml, validation_message
@@ -49,6 +50,13 @@ class ExperimentConfig(BaseModel):
 
     name: str = Field("experiment", description="A name for the run (shown in the report).")
     models: list[str] = Field(min_length=1, description="Backend specs of the language models under study.")
+    model_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Backend options per model (a key of models → its options), written into the model's spec "
+                    "after '?': e.g. {extra_body: {chat_template_kwargs: {enable_thinking: false}}, "
+                    "system_role: merge, score: auto} for an openai: model. Part of the backend's identity "
+                    "in every record; the report's model label stays the spec as listed in models.",
+    )
     games: list[str] = Field(
         default_factory=lambda: ["prisoners-dilemma", "chicken", "stag-hunt"],
         description="Built-in game names or YAML game files.",
@@ -95,6 +103,11 @@ class ExperimentConfig(BaseModel):
         "sample", description="sample: draw each action from the two actions' probabilities (seeded, recorded); "
                               "auto/score: the more likely action; generate: reply text parsed."
     )
+    reasoning: Literal["strip", "keep"] = Field(
+        "strip", description="What a reasoning model's own history keeps of its reasoning: strip (answers only; "
+                             "the reasoning is recorded with each message) or keep (inline, so it sees its "
+                             "earlier thoughts). Co-players never see it either way."
+    )
     personas: list[Persona] = Field(default_factory=list, description="Extra personas (name, text).")
     max_failure_rate: float = Field(0.05, ge=0.0, le=1.0, description="Exit non-zero above this failure rate.")
     concurrency: Int | None = Field(None, ge=1, le=1024, description="Games in flight (default: by backend).")
@@ -126,6 +139,22 @@ class ExperimentConfig(BaseModel):
         if len(set(models)) != len(models):
             raise ValueError("models are listed twice")
         return models
+
+    @model_validator(mode="after")
+    def _model_options(self) -> ExperimentConfig:
+        unknown = [m for m in self.model_options if m not in self.models]
+        if unknown:
+            raise ValueError(f"model_options: {unknown[0]!r} is not one of models (each key names a model as "
+                             "listed there)")
+        for model, options in self.model_options.items():
+            for key, value in options.items():
+                if not isinstance(value, str | int | float | bool | dict | list) or value is None:
+                    raise ValueError(f"model_options.{model}.{key}: give a value, a mapping or a list")
+        return self
+
+    def model_spec(self, model: str) -> str:
+        """The backend spec a model is played with: as listed in ``models``, with its ``model_options``."""
+        return with_options(model, self.model_options.get(model))
 
     @field_validator("games")
     @classmethod
@@ -219,7 +248,7 @@ class ExperimentConfig(BaseModel):
         out: list[PlayerSpec] = []
         for seat in composition:
             persona, backend = _seat(seat)
-            spec = PlayerSpec(backend=backend or model, persona=persona or "default")
+            spec = PlayerSpec(backend=backend or self.model_spec(model), persona=persona or "default")
             is_lm = kind_of(spec.backend).language_model
             # the agents under study: steered by the intervention, and measured when measure_traits is on
             focal = is_lm and (self.focal == "all-lm" or spec.persona == "default")
@@ -246,7 +275,7 @@ class ExperimentConfig(BaseModel):
                                         game=game, players=tuple(players[i] for i in order), rounds=self.rounds,
                                         chat_turns=turns, reveal_horizon=self.reveal_horizon, seed=seed,
                                         generation=self.generation, action_mode=self.action_mode,
-                                        option_order=options, framing=self.framing,
+                                        option_order=options, framing=self.framing, reasoning=self.reasoning,
                                     ),
                                     intervention=iv, assessment=self.assessment, measure=self.measure_traits,
                                 )
@@ -283,7 +312,7 @@ class ExperimentConfig(BaseModel):
 
     def backend_specs(self) -> dict[str, str]:
         """Every backend spec the grid uses, with the config key that names it."""
-        out = {m: "models" for m in self.models}
+        out = {self.model_spec(m): ("model_options" if m in self.model_options else "models") for m in self.models}
         for name, seats in self.compositions.items():
             for seat in seats:
                 _, backend = _seat(seat)

@@ -37,6 +37,7 @@ from contagion.experiment.config import ExperimentConfig
 from contagion.experiment.record import GameRecord, TrialSpec
 from contagion.experiment.rundir import RunDir
 from contagion.experiment.store import Store
+from contagion.experiment.support import Support, tally
 from contagion.experiment.trial import failed_record, measure_agent, needed_profiles, run_trial
 from contagion.traits.settings import AssessmentSettings
 
@@ -57,6 +58,8 @@ class RunSummary:
     failures: list[str] = field(default_factory=list)
     replays: int = 0
     """Games finished now whose transcript equals another one finished now (see ``GameRecord.transcript_key``)."""
+    support: dict[str, Support] = field(default_factory=dict)
+    """backend -> the answer masses the scores of the games finished now rest on (:mod:`.support`)."""
 
     @property
     def failure_rate(self) -> float:
@@ -339,6 +342,7 @@ class Runner:
                     key = record.transcript_key()
                     summary.replays += key in transcripts
                     transcripts.add(key)
+                    tally(record, summary.support)
                 summary.tokens += sum(p.prompt_tokens_encoded + p.completion_tokens for p in record.players)
                 elapsed = max(1e-9, time.perf_counter() - started)
                 progress.update(games, advance=1, failed=summary.failed, tps=f"{summary.tokens / elapsed:,.0f}")

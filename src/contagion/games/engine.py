@@ -32,6 +32,12 @@ top-k list themselves). The player's history then holds its reply as the action'
 reply when no action was valid), the answer the format asks for. Version 1 pre-filled ``"I choose: "``
 in-process and appended an instruction on servers, so its scores differed by backend.
 
+**Reasoning is the speaker's own.** A reasoning model's reply is taken apart into its answer and its
+reasoning (:func:`~contagion.backends.reasoning.split_reasoning`: a server's reasoning field, or inline
+``<think>`` tags); the co-players hear the answer only, and the speaker's own message records the
+reasoning beside it (``Message.reasoning``). ``GameSpec.reasoning: keep`` leaves the reasoning inline in the
+speaker's own history too, so it sees its earlier thoughts; the others never do.
+
 Before each of a language-model player's turns the engine calls that player's :class:`TurnHook` (the
 intervention) and appends what it returns; every injection is recorded as an event.
 """
@@ -47,6 +53,7 @@ from typing import Any, Literal, Protocol
 
 from contagion import vocabulary as P
 from contagion.backends.base import Backend, GenerationConfig, ScoreMethod, ScoreRequest, Scores
+from contagion.backends.reasoning import split_reasoning, with_reasoning
 from contagion.backends.registry import resolve
 from contagion.games.dilemmas import (
     Dilemma,
@@ -283,8 +290,9 @@ class GameEngine:
                 ))
                 completion = await p.backend.generate(p.messages, self._config("talk", round_no, turn, i))
                 p.account(completion)
-                text = " ".join(completion.text.split())
-                p.messages.append(Message(role="assistant", content=text, meta={"kind": "own_talk", "round": round_no}))
+                reply = split_reasoning(completion.text, completion.reasoning)
+                text = " ".join(reply.answer.split())  # what the others hear: never the speaker's reasoning
+                p.messages.append(self._own(text, reply.reasoning, {"kind": "own_talk", "round": round_no}))
                 for other in self.players:
                     if other is not p:
                         other.messages.append(Message(
@@ -294,6 +302,13 @@ class GameEngine:
                 said.append((p.name, text))
                 self.on_event("talk", {"round": round_no, "player": p.name, "text": text})
         return said
+
+    def _own(self, text: str, reasoning: str | None, meta: dict[str, Any]) -> Message:
+        """A player's own reply in its history: the answer, its reasoning recorded beside it; with
+        ``reasoning: keep`` the reasoning also stays inline in what the player itself sees later."""
+        if reasoning and self.spec.reasoning == "keep":
+            text = " ".join(with_reasoning(text, reasoning).split())
+        return Message(role="assistant", content=text, meta=meta, reasoning=reasoning)
 
     @property
     def options(self) -> tuple[str, str]:
@@ -364,7 +379,9 @@ class GameEngine:
                 action = "cooperate" if lp[0] >= lp[1] else "defect"
             label = d.cooperate if action == "cooperate" else d.defect
         reply = label or ""  # the one-word reply the act prompt asks for (format 2)
-        p.messages.append(Message(role="assistant", content=reply, meta={"kind": "own_action", "round": round_no}))
+        thought = scores.detail.get("reasoning")  # what an answer-token score's generation reasoned first
+        p.messages.append(self._own(reply, thought if isinstance(thought, str) and thought else None,
+                                    {"kind": "own_action", "round": round_no}))
         return ActionRecord(round=round_no, action=action, label=label, method=f"score:{scores.method.value}",
                             format_version=ACTION_FORMAT_VERSION,
                             logprobs={k: (v if math.isfinite(v) else -1e9) for k, v in logprobs.items()},
@@ -378,9 +395,10 @@ class GameEngine:
         for attempt in range(self.spec.max_reasks + 1):
             completion = await p.backend.generate(p.messages, self._config("act", round_no, p.index, attempt))
             p.account(completion)
-            text = completion.text.strip()
+            reply = split_reasoning(completion.text, completion.reasoning)
+            text = reply.answer.strip()  # the action is read from the answer, never from the reasoning
             raw.append(text)
-            p.messages.append(Message(role="assistant", content=text, meta={"kind": "own_action", "round": round_no}))
+            p.messages.append(self._own(text, reply.reasoning, {"kind": "own_action", "round": round_no}))
             parsed = parse_action(text, d)
             if parsed is not None or attempt == self.spec.max_reasks:
                 break

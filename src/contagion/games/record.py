@@ -86,6 +86,13 @@ class GameSpec(BaseModel):
         "standard", description="neutral: rules without the game's name, story or moral words; the actions "
                                 "are the labels 'J' (cooperative) and 'K'."
     )
+    reasoning: Literal["strip", "keep"] = Field(
+        "strip", exclude_if=lambda value: value == "strip",
+        description="What a reasoning model's own history keeps of its reasoning: strip (its answers only; "
+                    "the reasoning is recorded with each message) or keep (inline, as it wrote it, so it "
+                    "sees its earlier thoughts). Co-players never see another player's reasoning. Left out "
+                    "of the spec (and its hash) at the default, so specs written before it keep their hash.",
+    )
 
 
 class ActionRecord(BaseModel):

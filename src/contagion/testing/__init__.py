@@ -1,4 +1,5 @@
-"""Test helpers that run real components locally: a loopback OpenAI-compatible HTTP server with faults.
+"""Test helpers that run real components locally: a loopback OpenAI-compatible HTTP server with faults,
+and the answer styles of served models (:mod:`contagion.testing.styles`) with known probabilities.
 
 Used by the test suite (backends, runner fault tests) and by benchmarks; nothing here needs a network.
 """
@@ -9,7 +10,9 @@ from contagion.testing.loopback import (
     FaultPlan,
     LoopbackServer,
     RawResponse,
+    Reply,
     Responder,
+    Token,
     default_responder,
     default_top_logprobs,
     game_responder,
@@ -21,7 +24,9 @@ __all__ = [
     "FaultPlan",
     "LoopbackServer",
     "RawResponse",
+    "Reply",
     "Responder",
+    "Token",
     "default_responder",
     "default_top_logprobs",
     "game_responder",

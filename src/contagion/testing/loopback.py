@@ -11,9 +11,12 @@ It speaks enough of ``POST /v1/chat/completions`` (and ``GET /v1/models``) for
 What it answers is decided by a *responder*, a callable ``responder(body) -> (text, top_logprobs)``:
 ``body`` is the decoded JSON request, ``text`` the assistant reply and ``top_logprobs`` the candidates
 for the reply's first token (``[{"token": " Yes", "logprob": -0.2}, ...]``, sent only when the request
-asks for logprobs and the server was built with ``logprobs=True``) or ``None``. A responder may also
-return a :class:`RawResponse` to send any status and body (error replies, odd shapes). The default,
-:func:`default_responder`, is deterministic: see its docstring.
+asks for logprobs and the server was built with ``logprobs=True``) or ``None``. A responder may instead
+return a :class:`Reply`, token by token with the candidates at every position (the server cuts it at
+``max_tokens`` and can move reasoning into a field of its own, as servers with a reasoning parser do), or
+a :class:`RawResponse` to send any status and body (error replies, odd shapes). The default,
+:func:`default_responder`, is deterministic: see its docstring; :mod:`contagion.testing.styles` answers
+in the styles served models answer in (markdown, a few words first, reasoning), with known probabilities.
 
 Faults (:class:`FaultPlan`) are drawn per request from a seeded generator keyed on the request's arrival
 index, so a plan is reproducible for a given request order. Waits (hangs, slow replies, ``latency``)
@@ -110,7 +113,36 @@ class RawResponse:
 
 
 TopLogprobs = list[dict[str, Any]]
-Responder = Callable[[dict[str, Any]], "tuple[str, TopLogprobs | None] | RawResponse"]
+
+
+@dataclass(frozen=True)
+class Token:
+    """One generated token of a :class:`Reply` and the candidates at its position (``top``: dicts with
+    ``token`` and ``logprob``, most likely first; the generated token should be among them)."""
+
+    text: str
+    top: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply token by token, as a server generates it: the server cuts it at the request's
+    ``max_tokens``, sends the logprobs of every token it kept, and — with ``reasoning_field`` set, like a
+    server running a reasoning parser — moves the reasoning (the text before the closing ``</think>``-style
+    marker, markers included) out of ``content`` into that field (``reasoning_content`` or ``reasoning``).
+    ``logprobs_cover`` says which tokens' logprobs are sent then: ``all`` generated tokens (vLLM, SGLang) or
+    only the ``content`` ones (OpenAI's definition)."""
+
+    tokens: tuple[Token, ...]
+    reasoning_field: str | None = None
+    logprobs_cover: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.logprobs_cover not in ("all", "content"):
+            raise ValueError("logprobs_cover must be 'all' or 'content'")
+
+
+Responder = Callable[[dict[str, Any]], "tuple[str, TopLogprobs | None] | Reply | RawResponse"]
 
 
 def _messages_hash(body: dict[str, Any]) -> str:
@@ -185,6 +217,29 @@ def game_responder(body: dict[str, Any]) -> tuple[str, TopLogprobs]:
                    key=lambda pair: -pair[1])
     top: TopLogprobs = [{"token": token, "logprob": lp} for token, lp in pairs]
     return str(top[0]["token"]), top
+
+
+def _logprob_entry(chosen: dict[str, Any], top: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """One position of ``logprobs.content``: the generated token and the ``k`` most likely candidates."""
+    return {
+        "token": chosen["token"],
+        "logprob": chosen["logprob"],
+        "bytes": list(str(chosen["token"]).encode()),
+        "top_logprobs": [dict(t, bytes=list(str(t["token"]).encode())) for t in top[:k]],
+    }
+
+
+_THINK_OPEN = re.compile(r"^\s*<think>")
+_THINK_CLOSE = re.compile(r"</think>")
+
+
+def _reasoning_end(text: str) -> int | None:
+    """Where a reasoning parser would end the reasoning of ``text``: after ``</think>`` (0 if the reply does
+    not reason, None if it never stops). The server's own small rule, apart from the client's."""
+    close = _THINK_CLOSE.search(text)
+    if close is not None:
+        return close.end()
+    return None if _THINK_OPEN.search(text) else 0
 
 
 def _json_response(status: int, body: bytes | str, content_type: str = "application/json",
@@ -399,20 +454,20 @@ class LoopbackServer:
             return _error(500, f"responder raised {type(exc).__name__}: {exc}")
         if isinstance(result, RawResponse):
             return _json_response(result.status, result.body, result.content_type, result.headers)
-        text, top = result
-        logprobs: dict[str, Any] | None = None
-        if body.get("logprobs") and self.logprobs and with_logprobs and top:
-            k = int(body.get("top_logprobs") or 0)
-            chosen = next((t for t in top if t["token"] == text), top[0])
-            first = {
-                "token": chosen["token"],
-                "logprob": chosen["logprob"],
-                "bytes": list(str(chosen["token"]).encode()),
-                "top_logprobs": [dict(t, bytes=list(str(t["token"]).encode())) for t in top[:k]],
-            }
-            logprobs = {"content": [first]}
+        asks = bool(body.get("logprobs") and self.logprobs and with_logprobs)
+        k = int(body.get("top_logprobs") or 0)
+        if isinstance(result, Reply):
+            message, logprobs, completion_tokens, cut = self._reply(result, body, asks, k)
+        else:
+            text, top = result
+            message = {"role": "assistant", "content": text}
+            logprobs = None
+            if asks and top:
+                chosen = next((t for t in top if t["token"] == text), top[0])
+                logprobs = {"content": [_logprob_entry(chosen, top, k)]}
+            completion_tokens = len(text.split())
+            cut = completion_tokens >= int(body.get("max_tokens") or 1 << 30)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in body.get("messages", []))
-        completion_tokens = len(text.split())
         reply = {
             "id": f"chatcmpl-loopback-{len(self.requests)}",
             "object": "chat.completion",
@@ -421,10 +476,9 @@ class LoopbackServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "logprobs": logprobs,
-                    "finish_reason": "length" if completion_tokens >= int(body.get("max_tokens") or 1 << 30)
-                    else "stop",
+                    "finish_reason": "length" if cut else "stop",
                 }
             ],
             "usage": {
@@ -434,6 +488,36 @@ class LoopbackServer:
             },
         }
         return _json_response(200, json.dumps(reply))
+
+    @staticmethod
+    def _reply(reply: Reply, body: dict[str, Any], asks: bool, k: int
+               ) -> tuple[dict[str, Any], dict[str, Any] | None, int, bool]:
+        """(message, logprobs, completion tokens, cut by max_tokens) of a token-by-token reply."""
+        limit = int(body.get("max_tokens") or 1 << 30)
+        tokens = reply.tokens[:limit]
+        text = "".join(t.text for t in tokens)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        first_content = 0  # index of the first token of ``content``
+        if reply.reasoning_field is not None:
+            end = _reasoning_end(text)
+            split = len(text) if end is None else end
+            if split:
+                thought = _THINK_CLOSE.sub("", _THINK_OPEN.sub("", text[:split])).strip()
+                message = {"role": "assistant", "content": text[split:].lstrip(), reply.reasoning_field: thought}
+                offset = 0
+                first_content = len(tokens)
+                for i, t in enumerate(tokens):
+                    if offset >= split:
+                        first_content = i
+                        break
+                    offset += len(t.text)
+        logprobs = None
+        if asks:
+            shown = tokens if reply.logprobs_cover == "all" else tokens[first_content:]
+            logprobs = {"content": [_logprob_entry(next((c for c in t.top if c["token"] == t.text),
+                                                        {"token": t.text, "logprob": 0.0}), list(t.top), k)
+                                    for t in shown]}
+        return message, logprobs, len(tokens), len(reply.tokens) > limit
 
     def _admit(self, body: dict[str, Any], headers: dict[str, str]) -> str | None:
         with self._lock:

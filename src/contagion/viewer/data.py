@@ -94,6 +94,8 @@ def _message(m: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "kind": str(meta.get("kind", "")), "text": m.content}
     if m.name:
         out["name"] = m.name
+    if getattr(m, "reasoning", None):
+        out["reasoning"] = m.reasoning  # the speaker's own: shown folded, under its own message only
     for key in ("round", "intervention", "speaker", "own"):
         if key in meta:
             out[key] = meta[key]

@@ -166,6 +166,13 @@
     if (m.speaker) head.appendChild(el("span", null, "from " + m.speaker));
     if (m.round !== undefined) head.appendChild(el("span", null, "round " + m.round));
     var cls = "msg " + m.role + " " + kind;
+    if (m.reasoning) {
+      // the model's own reasoning before this reply: recorded, never shown to the other players
+      return el("div", {class: cls}, head,
+        el("details", {class: "reasoning"}, el("summary", null, "reasoning (the model's own; the others never saw it)"),
+          el("div", {class: "body"}, m.reasoning)),
+        el("div", {class: "body"}, m.text));
+    }
     return el("div", {class: cls}, head, el("div", {class: "body"}, m.text));
   }
 
