@@ -32,7 +32,7 @@ FP_TARGET = 0.05
 
 FINGERPRINTED = (
     "check.py", "analysis/tables.py", "analysis/estimators.py", "analysis/contrasts.py", "analysis/validation.py",
-    "messages.py", "vocabulary.py", "errors.py", "strict.py", "fileio.py", "personas.py",
+    "messages.py", "vocabulary.py", "errors.py", "strict.py", "fileio.py", "personas.py", "redact.py",
     "backends/base.py", "backends/registry.py", "backends/robust.py", "backends/sim.py", "backends/scripted.py",
     "backends/reasoning.py", "backends/probe.py", "backends/server_options.py",
     "games/", "traits/", "steering/", "experiment/trial.py", "experiment/config.py", "experiment/record.py",
