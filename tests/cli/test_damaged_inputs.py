@@ -526,7 +526,9 @@ def test_a_failed_start_into_a_used_run_keeps_it_and_says_a_rerun_resumes(tmp_pa
     copy = tmp_path / "run"
     shutil.copytree(finished_run, copy)
     config = _write(tmp_path / "grid.yaml", {**GRID, "models": ["sim:planted", "openai:m@http://127.0.0.1:9/v1"]})
-    result = CliRunner().invoke(app, ["run", str(config), "--out", str(copy), "--extend", "--no-progress"])
+    # --no-preflight: the run itself meets the dead server (the preflight would refuse it before the run)
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(copy), "--extend", "--no-progress",
+                                      "--no-preflight"])
     assert result.exit_code == 2, result.output
     flat = squash(result.output)
     assert squash("cannot connect to the OpenAI-compatible server") in flat

@@ -30,6 +30,8 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 Bounded = Annotated[float, Field(allow_inf_nan=False, ge=-ESTIMATE_BOUND, le=ESTIMATE_BOUND)]
 Probability = Annotated[float, Field(allow_inf_nan=False, ge=0.0, le=1.0)]
 Count = Annotated[Int, Field(ge=0)]
+Mass = Annotated[float, Field(allow_inf_nan=False, ge=0.0, le=1.0 + 1e-6)]
+"""A sum of two probabilities (p(Yes) + p(No)): at most 1, within float rounding."""
 
 
 class CardProtocol(BaseModel):
@@ -87,12 +89,27 @@ class CardHeadline(BaseModel):
         return high
 
 
+class CardSupport(BaseModel):
+    """What the scores rest on: the answers' mean share of the scored position's probability (items and
+    actions), with their counts, and whether that share is below half (``low``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mass: Mass | None = None
+    items: Count = 0
+    item_mass: Mass | None = None
+    actions: Count = 0
+    action_mass: Mass | None = None
+    low: bool = False
+
+
 class CardScoring(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     methods: dict[str, Count] = Field(default_factory=dict)
     method: str = ""
     actions: dict[str, Count] = Field(default_factory=dict)
+    support: CardSupport | None = None
 
 
 class CardFile(BaseModel):
