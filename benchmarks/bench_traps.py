@@ -20,8 +20,18 @@ when common seeds link games.
 
     PYTHONPATH=src python benchmarks/bench_traps.py [--runs 20] [--reps 30] [--workers 2] [--models SPEC ...]
 
-Specs are given without ``seed``; the script adds it. Measured figures are in the commit that added this script and
-in the lead's report; re-run after any change to the analysis.
+Specs are given without ``seed``; the script adds it. Re-run after any change to the analysis.
+
+Measured on the analysis of commit 991b15d (default arguments, 1 worker, 3,291 s while other work shared the 2
+cores). Claimed in 20 runs, mean estimate: ``sim:flatten?lean=0.25`` contagion (one-malicious) 20/20, −0.143 (and
+all-default 20/20, −0.144); ``sim:flatten-keep?lean=0.25`` contagion 20/20, −0.143, SIT − none 20/20, −0.056 and
+placebo − none 20/20, −0.056 (both "harmful"); ``sim:trait-echo`` SIT − placebo 20/20, +0.069 and SIT − none 20/20;
+``sim:planted?contagion=0.05&flatten=0.02`` SIT − none 0/20 (+0.023, held back by the confidence gate) while
+SIT − placebo 19/20; ``sim:null``, ``sim:flatten``: nothing claimed; ``sim:null?game_sd=0.1`` behaviour 2/20;
+planted with and without ``lean=0.25``: contagion 17/20 and 16/20, amplification 20/20, SIT − placebo 19/20 and
+20/20. Variance, 30 replications: at ``game_sd=0.1`` the contagion estimate (−0.055) has an empirical SD of 0.0416
+against a mean reported SE of 0.0222 (0.53), and 20 of 30 95 % t-intervals hold the mean estimate; at
+``game_sd=0``: SD 0.0058, SE 0.0068 (1.17), 29 of 30.
 """
 
 from __future__ import annotations
