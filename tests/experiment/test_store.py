@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from contagion.errors import UserError
-from contagion.experiment import store as store_module
+from contagion.experiment import store_schema
 from contagion.experiment.config import parse_config
 from contagion.experiment.runner import Runner, plan
 from contagion.experiment.store import STORE_SCHEMA_VERSION, Store
@@ -74,8 +74,8 @@ def test_store_file_is_wal_and_versioned(finished_run: Path) -> None:
 
 
 def test_migrations_upgrade_an_older_store_in_place(finished_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "STORE_SCHEMA_VERSION", STORE_SCHEMA_VERSION + 1)
-    monkeypatch.setattr(store_module, "MIGRATIONS",
+    monkeypatch.setattr(store_schema, "STORE_SCHEMA_VERSION", STORE_SCHEMA_VERSION + 1)
+    monkeypatch.setattr(store_schema, "MIGRATIONS",
                         {STORE_SCHEMA_VERSION: "ALTER TABLE games ADD COLUMN reviewed INTEGER DEFAULT 0;"})
     with Store.open_existing(finished_run) as store:
         assert store.meta("schema_version") == str(STORE_SCHEMA_VERSION + 1)

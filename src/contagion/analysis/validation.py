@@ -30,9 +30,11 @@ FP_TARGET = 0.05
 FINGERPRINTED = (
     "check.py", "analysis/tables.py", "analysis/estimators.py", "analysis/contrasts.py", "analysis/validation.py",
     "messages.py", "vocabulary.py", "errors.py", "strict.py", "fileio.py", "personas.py",
-    "backends/base.py", "backends/registry.py", "backends/robust.py", "backends/sim.py", "backends/scripted.py",
+    "backends/base.py", "backends/registry.py", "backends/robust.py", "backends/retry.py",
+    "backends/response_cache.py", "backends/sim.py", "backends/scripted.py",
     "games/", "traits/", "steering/", "experiment/trial.py", "experiment/config.py", "experiment/record.py",
-    "experiment/rundir.py", "experiment/store.py",
+    "experiment/rundir.py", "experiment/store.py", "experiment/store_schema.py",
+    "experiment/store_recovery.py", "experiment/store_export.py", "experiment/run_lock.py",
     "data/inventory-v1.yaml", "data/inventory-v2.yaml",
 )
 """What :func:`analysis_fingerprint` hashes (paths relative to the ``contagion`` package; a path ending in

@@ -32,7 +32,7 @@ samples ``samples`` short answers at temperature 1 (seeds 0..n-1, reproducible w
 ``seed``), counts which choice each answer starts with and scores choice ``c`` as
 ``log((count_c + 0.5) / (n + 0.5·k))`` for ``k`` choices. The method is then ``sampled-fallback``, the
 counts and answers are in ``Scores.detail``; it is an estimate and says so. Each sampled request is retried
-on its own (:func:`~contagion.backends.robust.retry_call`, ``sample_retries`` times), so one flaky reply
+on its own (:func:`~contagion.backends.retry.retry_call`, ``sample_retries`` times), so one flaky reply
 does not sink the other samples; the retries are counted in ``Scores.detail["retries"]``.
 
 The method is decided once per backend, never flipped mid-run: a server is taken to have no logprobs
@@ -94,7 +94,7 @@ from contagion.backends.base import (
     Scores,
 )
 from contagion.backends.first_token import score_candidates
-from contagion.backends.robust import leaf_errors, retry_call, should_retry
+from contagion.backends.retry import leaf_errors, retry_call, should_retry
 from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, wire
 

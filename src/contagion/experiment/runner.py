@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from contagion.backends.registry import kind_of
-from contagion.backends.robust import should_retry
+from contagion.backends.retry import should_retry
 from contagion.errors import UserError
 from contagion.experiment.config import ExperimentConfig
 from contagion.experiment.record import GameRecord, TrialSpec
