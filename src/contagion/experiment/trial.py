@@ -3,7 +3,8 @@
 ``run_trial(spec)``: system prompts (made once) → pre-play profiles of the agents under study (from the
 caller's cache, else measured) → each agent's intervention → the game → post-play profiles → the record.
 The runner (locally or on a Ray worker), ``contagion play``, and the statistical check all call it;
-``contagion assess`` measures an agent with :func:`measure_agent`, the same call the trial makes.
+``contagion assess`` and the guard measure an agent with :func:`~contagion.traits.settings.measure_agent`, the
+same call the trial makes.
 
 It is a pure function of the spec, its labels and the pre-play profiles handed in, so every executor
 produces the same record. A backend failure is not raised: it comes back as a record with ``error`` set
@@ -21,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from contagion import __version__
-from contagion.backends.base import Backend
 from contagion.backends.registry import kind_of, resolve
 from contagion.errors import UserError
 from contagion.experiment.record import GameRecord, TrialSpec
@@ -29,9 +29,9 @@ from contagion.games.engine import EventSink, GameEngine, TurnHook, system_messa
 from contagion.messages import Message
 from contagion.personas import Persona
 from contagion.steering import make_intervention, needs_profile, validate_intervention
-from contagion.traits.assess import QUESTION_FORMAT_VERSION, post_play_context, pre_play_context
+from contagion.traits.assess import QUESTION_FORMAT_VERSION, post_play_context
 from contagion.traits.profile import Profile
-from contagion.traits.settings import AssessmentSettings, measure
+from contagion.traits.settings import AssessmentSettings, measure, measure_agent
 
 __all__ = ["GameRecord", "TrialSpec", "failed_record", "measure_agent", "needed_profiles", "profile_key",
            "run_trial"]
@@ -65,14 +65,6 @@ def needed_profiles(spec: TrialSpec, personas: dict[str, Persona] | None = None
     systems = system_messages(spec.game, personas)
     return [(i, profile_key(spec.game.players[i].backend, systems[i], spec.assessment), systems[i])
             for i in _agents(spec)]
-
-
-async def measure_agent(backend: Backend | str, system: Message | str, settings: AssessmentSettings,
-                        *, persona: str | None = None) -> Profile:
-    """An agent's pre-play profile: the settings' items asked right after its system prompt."""
-    if isinstance(backend, str):
-        backend = resolve(backend)
-    return await measure(backend, pre_play_context(system, persona=persona), settings, context_kind="pre")
 
 
 def failed_record(spec: TrialSpec, labels: dict[str, Any] | None, error: str, wall: float) -> GameRecord:
