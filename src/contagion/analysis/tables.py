@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -40,6 +40,8 @@ from contagion.errors import UserError
 from contagion.experiment.record import GameRecord
 from contagion.experiment.store import Store
 from contagion.games.record import PlayerRecord
+from contagion.traits.inventory import Polarity
+from contagion.traits.profile import prosocial_index
 
 PROSOCIAL = "prosocial-index"
 """The ``trait`` value of the pro-social index rows in :attr:`RunTables.drift`."""
@@ -241,13 +243,12 @@ def paired_trait_means(pre: dict[str, Any], post: dict[str, Any], *, role: str =
     return out
 
 
-def prosocial_index(means: dict[str, tuple[str, float, float, int]], which: int) -> float | None:
-    """The pro-social index of :func:`paired_trait_means` output: ``which`` = 1 for pre, 2 for post."""
-    pro = [float(v[which]) for v in means.values() if v[0] == "pro"]
-    anti = [float(v[which]) for v in means.values() if v[0] == "anti"]
-    if not pro or not anti:
-        return None
-    return float(sum(pro) / len(pro) - sum(anti) / len(anti))
+def paired_index(means: dict[str, tuple[str, float, float, int]], which: int) -> float | None:
+    """The pro-social index (:func:`contagion.traits.profile.prosocial_index`, the profile's definition) of
+    :func:`paired_trait_means` output: ``which`` = 1 for pre, 2 for post."""
+    polarity = {t: cast(Polarity, v[0]) for t, v in means.items()}
+    index = prosocial_index({t: float(v[which]) for t, v in means.items()}, polarity)
+    return None if index is None else float(index)
 
 
 def _pre_key(profile: dict[str, Any]) -> str:
@@ -386,14 +387,14 @@ class TableBuilder:
         for trait, (polarity, a, b, n) in means.items():
             info.items_per_trait[trait] = max(info.items_per_trait.get(trait, 0), n)
             self._drift.add((*cond, p.name, p.persona, key, trait, polarity, a, b, b - a, n))
-        pre_i, post_i = prosocial_index(means, 1), prosocial_index(means, 2)
+        pre_i, post_i = paired_index(means, 1), paired_index(means, 2)
         if pre_i is not None and post_i is not None:
             self._drift.add((*cond, p.name, p.persona, key, PROSOCIAL, "index", pre_i, post_i, post_i - pre_i,
                              sum(v[3] for v in means.values() if v[0] != "neutral")))
         for name, role, keyed in (("source", "source", None), ("yes-keyed", "measure", "Yes"),
                                   ("no-keyed", "measure", "No")):
             sub = paired_trait_means(pre, post, role=role, keyed=keyed)
-            a_i, b_i = prosocial_index(sub, 1), prosocial_index(sub, 2)
+            a_i, b_i = paired_index(sub, 1), paired_index(sub, 2)
             if a_i is not None and b_i is not None:
                 self._sets.add((*cond, p.name, p.persona, name, a_i, b_i, b_i - a_i,
                                 sum(v[3] for v in sub.values() if v[0] != "neutral")))
