@@ -132,22 +132,16 @@ def play_grid(grid: ValidationGrid, model: str, seed: int = 0) -> list[GameRecor
     runner does: each distinct pre-play profile is measured once and handed to every trial that needs it.
     """
     from contagion.experiment.config import parse_config
-    from contagion.experiment.trial import measure_agent, needed_profiles, run_trial
+    from contagion.experiment.trial import ProfileCache, run_trial
 
     cfg = parse_config(grid.config(model, seed), "validation grid")
     personas = cfg.persona_map()
 
     async def play_all() -> list[GameRecord]:
-        cache: dict[str, dict[str, Any]] = {}
+        profiles = ProfileCache()  # in memory: each distinct pre-play profile measured once per run
         records = []
         for spec, labels in cfg.expand():
-            pre: list[dict[str, Any] | None] = [None] * len(spec.game.players)
-            for i, key, system in needed_profiles(spec, personas):
-                if key not in cache:
-                    profile = await measure_agent(spec.game.players[i].backend, system, spec.assessment)
-                    cache[key] = profile.to_record()
-                pre[i] = cache[key]
-            record = await run_trial(spec, labels=labels, personas=personas, pre_profiles=pre)
+            record = await run_trial(spec, labels=labels, personas=personas, profiles=profiles)
             if record.error:
                 raise RuntimeError(f"validation game failed: {record.error}")
             records.append(record)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from contagion import vocabulary as P
 from contagion.backends.registry import build
 from contagion.errors import UserError
-from contagion.experiment.trial import GameRecord, TrialSpec, run_trial
+from contagion.experiment.trial import GameRecord, ProfileCache, TrialSpec, needed_profiles, run_trial
 from contagion.games.engine import TurnContext
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.messages import Message
@@ -453,7 +453,8 @@ async def test_a_trial_measures_pre_play_profiles_only_when_needed() -> None:
     # profiles handed in (e.g. from the runner's cache) are used as they are
     given = KIND_AGENT.to_record()
     spec = spec_of("sim:null", "sim:null", intervention="sit:k=1", rounds=2)
-    record = await run_trial(spec, pre_profiles=[given, None])
+    (first_seat, _) = needed_profiles(spec)
+    record = await run_trial(spec, profiles=ProfileCache.holding({first_seat.key: given}))
     first, second = record.players
     assert first.pre_profile == given and second.pre_profile is not None and second.pre_profile != given
     own = select_reminders(KIND_AGENT, SitParams(k=1), spec.game.seed * 1000)

@@ -33,7 +33,7 @@ FINGERPRINTED = (
     "backends/base.py", "backends/registry.py", "backends/robust.py", "backends/retry.py",
     "backends/response_cache.py", "backends/sim.py", "backends/scripted.py",
     "games/", "traits/", "steering/", "experiment/trial.py", "experiment/config.py", "experiment/record.py",
-    "experiment/rundir.py", "experiment/store.py", "experiment/store_schema.py",
+    "experiment/rundir.py", "experiment/profiles.py", "experiment/store.py", "experiment/store_schema.py",
     "experiment/store_recovery.py", "experiment/store_export.py", "experiment/run_lock.py",
     "data/inventory-v1.yaml", "data/inventory-v2.yaml",
 )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contagion.games.record import GamePlay, GameSpec
+from contagion.backends.registry import kind_of
+from contagion.games.record import GamePlay, GameSpec, PlayerSpec
 from contagion.steering import InterventionSpec
 from contagion.traits.settings import AssessmentSettings
 
@@ -16,6 +18,22 @@ RECORD_SCHEMA_VERSION = 2
 """2: the spec is a trial (game + intervention + assessment); players state ``language_model``."""
 SPEC_HASH_VERSION = 2
 """Bumped whenever what goes into a spec's hash changes (2: the trial layout)."""
+
+
+FocalRule = Literal["default", "all-lm"]
+"""Who is under study at a table: the default-persona language models, or every language model."""
+
+
+def focal_seats(seats: Sequence[PlayerSpec], rule: FocalRule = "default") -> tuple[PlayerSpec, ...]:
+    """The seats with ``focal`` set by the one rule of who is under study (steered by the intervention, and
+    measured when traits are): the language-model players with the default persona (``rule="default"``)
+    or every language-model player (``"all-lm"``). At a table with no default-persona language model,
+    ``default`` studies every language-model player. Scripted players are never under study."""
+    lm = [kind_of(s.backend).language_model for s in seats]
+    focal = [is_lm and (rule == "all-lm" or s.persona == "default") for s, is_lm in zip(seats, lm, strict=True)]
+    if not any(focal):
+        focal = lm
+    return tuple(s.model_copy(update={"focal": f}) for s, f in zip(seats, focal, strict=True))
 
 
 class TrialSpec(BaseModel):
@@ -34,6 +52,10 @@ class TrialSpec(BaseModel):
                                            description="Which trait items are asked and how.")
     measure: bool = Field(True, description="Measure the focal players' traits before and after play "
                                             "(an intervention that needs a profile measures it either way).")
+
+    def agents(self) -> list[int]:
+        """The seats under study: focal language-model players (measured, and the only ones steered)."""
+        return [i for i, p in enumerate(self.game.players) if p.focal and kind_of(p.backend).language_model]
 
     def stable_hash(self) -> str:
         payload = json.dumps(
