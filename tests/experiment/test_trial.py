@@ -117,6 +117,13 @@ LAYERS: list[set[str]] = [
 ]
 
 
+# pairs a higher layer must not import either, and why
+FORBIDDEN: dict[tuple[str, str], str] = {
+    ("analysis", "backends"): "analysis reads records only: a player's record says what it is (language model, "
+                              "scripted strategy), no backend registry is asked",
+}
+
+
 def _layer(name: str) -> int:
     for i, names in enumerate(LAYERS):
         if name in names:
@@ -143,6 +150,9 @@ def test_a_lower_layer_never_imports_a_higher_one() -> None:
                     continue
                 if _layer(parts[1]) > own:
                     offenders.append(f"{rel}:{node.lineno} imports {name}")
+                why = FORBIDDEN.get((rel.parts[0].removesuffix(".py"), parts[1]))
+                if why:
+                    offenders.append(f"{rel}:{node.lineno} imports {name} ({why})")
     assert not offenders, "\n".join(offenders)
 
 

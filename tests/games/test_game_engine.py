@@ -473,3 +473,10 @@ def test_backends_are_used_as_given() -> None:
     given: list[Backend] = [build("sim:null"), build("sim:null")]
     engine = GameEngine(make_spec("sim:null", "sim:null"), given)
     assert [p.backend for p in engine.players] == given
+
+
+async def test_each_players_record_says_what_it_is() -> None:
+    record = await play(make_spec("sim:null", "scripted:always-defect", "scripted:random?seed=3&p=0.5", rounds=1,
+                                  chat_turns=0))
+    assert [(p.language_model, p.strategy) for p in record.players] == [
+        (True, None), (False, "always-defect"), (False, "random")]

@@ -31,11 +31,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pandas as pd
 
-from contagion.backends.registry import kind_of
 from contagion.errors import UserError
 from contagion.experiment.record import GameRecord
 from contagion.experiment.store import Store
@@ -53,37 +52,53 @@ ALL_DEFAULT = "all-default"
 MALICIOUS_LM = "malicious-lm"
 SCRIPTED_DEFECTOR = "scripted-defector"
 SCRIPTED_OTHER = "scripted-other"
+ALWAYS_DEFECT = "always-defect"
+"""The scripted strategy (``PlayerRecord.strategy``) that makes a seating ``scripted-defector``."""
 BENEVOLENT = "benevolent"
 OTHER = "other"
 
 
-def _scripted(backend: str) -> bool:
-    """Whether a recorded backend is a scripted strategy (asked of the registry, nothing is loaded)."""
-    try:
-        return kind_of(backend).scripted
-    except UserError:  # an identity that is no spec (a model id): a language model
-        return False
+class SeatFacts(Protocol):
+    """What :func:`composition_kind` needs to know of a seat (a :class:`PlayerRecord` says it; :class:`Seat`
+    holds it for a seating not yet played)."""
+
+    @property
+    def persona(self) -> str: ...
+    @property
+    def language_model(self) -> bool: ...
+    @property
+    def strategy(self) -> str | None: ...
 
 
-def composition_kind(personas: Iterable[str], backends: Iterable[str]) -> str:
-    """What a seating is, whatever the user named it.
+@dataclass(frozen=True)
+class Seat:
+    """A seat's facts outside a record: its persona, whether it is a language model, its scripted strategy."""
+
+    persona: str
+    language_model: bool
+    strategy: str | None = None
+
+
+def composition_kind(players: Iterable[SeatFacts]) -> str:
+    """What a seating is, whatever the user named it, from what its players say they are (their records'
+    ``language_model`` and ``strategy``: no backend is asked).
 
     ``malicious-lm`` (a language model with the malicious persona sits at the table),
-    ``scripted-defector`` (a ``scripted:always-defect`` player), ``scripted-other`` (another scripted
+    ``scripted-defector`` (a scripted always-defect player), ``scripted-other`` (another scripted
     player), ``all-default`` (every player a default-persona LM), ``benevolent`` or ``other``.
     """
-    seats = list(zip(personas, backends, strict=True))
-    lm = [(p, b) for p, b in seats if not _scripted(b)]
-    scripted = [b for _, b in seats if _scripted(b)]
-    if any(p == "malicious" for p, _ in lm):
+    seats = list(players)
+    lm = [p.persona for p in seats if p.language_model]
+    scripted = [p.strategy for p in seats if not p.language_model]
+    if "malicious" in lm:
         return MALICIOUS_LM
-    if any(b.split("?")[0] == "scripted:always-defect" for b in scripted):
+    if ALWAYS_DEFECT in scripted:
         return SCRIPTED_DEFECTOR
     if scripted:
         return SCRIPTED_OTHER
-    if all(p == "default" for p, _ in lm):
+    if all(p == "default" for p in lm):
         return ALL_DEFAULT
-    if any(p == "benevolent" for p, _ in lm):
+    if "benevolent" in lm:
         return BENEVOLENT
     return OTHER
 
@@ -269,9 +284,10 @@ def history_key(record: GameRecord) -> str:
 
 def co_player_seat(record: GameRecord) -> int:
     """The seat (0-based) of the first co-player that is not a default-persona language model — the
-    malicious, benevolent or scripted player whose seat configs randomise — or -1 when there is none."""
-    for i, p in enumerate(record.spec.game.players):
-        if p.persona != "default" or _scripted(p.backend):
+    malicious, benevolent or scripted player whose seat configs randomise — or -1 when there is none (and
+    for a failed game, whose players were not recorded)."""
+    for i, p in enumerate(record.players):
+        if p.persona != "default" or not p.language_model:
             return i
     return -1
 
@@ -301,13 +317,13 @@ class TableBuilder:
         """Add one game's rows (the record can be dropped afterwards)."""
         labels = record.labels
         players = record.players
-        kind = composition_kind([p.persona for p in players], [p.backend for p in players]) if players else ""
-        if not players and record.spec.game.players:
-            kind = composition_kind([p.persona for p in record.spec.game.players],
-                                    [p.backend for p in record.spec.game.players])
         composition = str(labels.get("composition", ""))
-        if composition and composition not in self.info.compositions and (players or record.spec.game.players):
+        # a failed game recorded no players: its kind is its composition's, from the games that were played
+        # (filled in by build(); empty where no game of the composition finished)
+        kind = composition_kind(players) if players else ""
+        if composition and composition not in self.info.compositions and players:
             self.info.compositions[composition] = kind
+        if composition and composition not in self.info.composition_seats and record.spec.game.players:
             seats = [p.label() for p in record.spec.game.players]
             order = labels.get("seats")  # a shuffled seating: composition seat order[k] sits in place k
             if isinstance(order, list) and sorted(order) == list(range(len(seats))):
@@ -408,6 +424,10 @@ class TableBuilder:
 
     def build(self) -> RunTables:
         """The tables of every record added so far."""
+        kinds, names = self._games.data["composition_kind"], self._games.data["composition"]
+        for i, (kind, name) in enumerate(zip(kinds, names, strict=True)):
+            if not kind:  # a failed game: its composition's kind, from the games of it that were played
+                kinds[i] = self.info.compositions.get(name, "")
         return RunTables(drift=self._drift.frame(), actions=self._actions.frame(), players=self._players.frame(),
                          games=self._games.frame(), info=self.info, drift_sets=self._sets.frame(),
                          instrument=self._instrument.frame(),

@@ -7,15 +7,18 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contagion.backends.registry import kind_of
+from contagion.backends.registry import is_language_model, kind_of, strategy_of
+from contagion.errors import BackendSpecError
 from contagion.games.record import GamePlay, GameSpec, PlayerSpec
 from contagion.steering import InterventionSpec
 from contagion.traits.settings import AssessmentSettings
 
-RECORD_SCHEMA_VERSION = 2
-"""2: the spec is a trial (game + intervention + assessment); players state ``language_model``."""
+RECORD_SCHEMA_VERSION = 3
+"""2: the spec is a trial (game + intervention + assessment); players state ``language_model``. 3: players
+state their scripted ``strategy`` (None for a language model). Older records are upgraded as they load
+(:func:`upgrade_record`), so a stored run of any version reads the same."""
 SPEC_HASH_VERSION = 2
 """Bumped whenever what goes into a spec's hash changes (2: the trial layout)."""
 
@@ -64,9 +67,35 @@ class TrialSpec(BaseModel):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def upgrade_record(data: Any) -> Any:
+    """A stored record of an older schema as this version writes it (applied whenever a record loads).
+
+    Before version 3 a player did not state its scripted strategy, and before version 2 not whether it was a
+    language model: both are read from the recorded backend, asked of the backend registry (an identity that
+    is no spec, a model's name, is a language model).
+    """
+    if not isinstance(data, dict) or int(data.get("schema_version", 1)) >= RECORD_SCHEMA_VERSION:
+        return data
+    players = []
+    for p in data.get("players") or []:
+        if isinstance(p, dict) and isinstance(p.get("backend"), str):
+            try:
+                lm = is_language_model(p["backend"])
+            except BackendSpecError:
+                lm = True
+            p = {**p, "language_model": p.get("language_model", lm), "strategy": strategy_of(p["backend"])}
+        players.append(p)
+    return {**data, "players": players}
+
+
 class GameRecord(GamePlay):
     """What the store keeps of one trial: the game as played (every player's view, rounds, profiles,
     costs, an error if it failed) with the trial's spec, its hash and the condition labels."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def upgrade_older_schema(cls, data: Any) -> Any:
+        return upgrade_record(data)
 
     schema_version: int = RECORD_SCHEMA_VERSION
     spec: TrialSpec

@@ -470,7 +470,8 @@ class GameEngine:
             PlayerRecord(
                 index=p.index, name=p.name, backend=p.backend.identity, persona=p.persona.name,
                 persona_text=p.persona.text, focal=p.focal,
-                language_model=p.backend.capabilities.language_model, system_prompt=p.system_prompt,
+                language_model=p.backend.capabilities.language_model, strategy=p.backend.capabilities.strategy,
+                system_prompt=p.system_prompt,
                 messages=list(p.messages), actions=p.actions, payoffs=p.payoffs, total=sum(p.payoffs),
                 injections=p.injections, intervention_log=p.hook.log() if p.hook is not None else [],
                 pre_profile=p.pre_profile, prompt_tokens=p.prompt_tokens,

@@ -73,7 +73,7 @@ def game_summary(record: GameRecord) -> dict[str, Any]:
         "id": record.spec_hash,
         "game": str(labels.get("game", spec.game.game)),
         "composition": str(labels.get("composition", "")),
-        "kind": composition_kind([p.persona for p in spec.game.players], [p.backend for p in spec.game.players]),
+        "kind": composition_kind(players) if players else "",
         "intervention": str(labels.get("intervention", spec.intervention.label())),
         "chat": int(labels.get("chat_turns", spec.game.chat_turns)),
         "model": str(labels.get("model", "")),
