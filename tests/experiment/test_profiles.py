@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from contagion.backends.registry import resolve
 from contagion.experiment import profiles as profiles_module
 from contagion.experiment.profiles import ProfileCache, StoredProfiles, needed_profiles
 from contagion.experiment.record import TrialSpec
@@ -49,7 +50,8 @@ def test_concurrent_asks_share_one_measurement(monkeypatch: pytest.MonkeyPatch) 
 
     got = asyncio.run(ask())
     assert len(calls) == 2 and got[0] == got[2] == got[4] and got[1] == got[3] == got[5]
-    assert asyncio.run(cache.for_trial(SPEC)) == [got[0], got[1], None] and len(calls) == 2
+    seats = [resolve(p.backend) for p in SPEC.game.players]
+    assert asyncio.run(cache.for_seats(requests, seats)) == [got[0], got[1], None] and len(calls) == 2
 
 
 def test_a_failed_measurement_is_remembered_and_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -220,7 +220,7 @@ def check_reminders_are_supported(profile: Profile, reminders: list[str], params
         item = by_statement[quoted(sentence)]
         polarity = profile.polarity_of(item.trait)
         assert polarity != "neutral", sentence
-        support = prosocial_support(item, polarity)
+        support = prosocial_support(item.score, polarity)
         assert support > params.min_support, sentence
         p_yes = item.score if item.matching == "Yes" else 1 - item.score
         assert sentence.startswith("I hold this about myself: ") == (p_yes >= 0.5), sentence
@@ -228,7 +228,7 @@ def check_reminders_are_supported(profile: Profile, reminders: list[str], params
         supports.append(support)
     assert supports == sorted(supports, reverse=True), "strongest first"
     eligible = [s for s in profile.source_items() if profile.polarity_of(s.trait) != "neutral"
-                and prosocial_support(s, profile.polarity_of(s.trait)) > params.min_support]
+                and prosocial_support(s.score, profile.polarity_of(s.trait)) > params.min_support]
     assert len(reminders) == min(params.pool, len(eligible))
 
 

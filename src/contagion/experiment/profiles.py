@@ -4,7 +4,8 @@ A trial needs the pre-play profile of each agent under study when it measures tr
 steers from a profile (:func:`needed_profiles`). Profiles are keyed by what they depend on
 (:func:`profile_key`: the model, the system prompt, the assessment settings), so every trial of a grid that
 seats the same agent shares one measurement. :func:`~contagion.experiment.trial.run_trial` takes a
-:class:`ProfileCache` and asks it for every profile it needs:
+:class:`ProfileCache` and asks it for every profile it needs (:meth:`ProfileCache.for_seats` with the
+trial's :func:`profile_requests`):
 
 * :class:`ProfileCache` — in memory (``contagion play``, the statistical check, one per Inspect task);
 * :class:`StoredProfiles` — backed by the run's store, so a rerun measures nothing twice (the runner);
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contagion.backends.base import Backend
+from contagion.backends.registry import resolve
 from contagion.backends.retry import should_retry
 from contagion.errors import UserError
 from contagion.experiment.record import TrialSpec
@@ -62,17 +64,23 @@ def needs_pre_play(spec: TrialSpec) -> bool:
     return spec.measure or needs_profile(spec.intervention)
 
 
-def needed_profiles(spec: TrialSpec, personas: Mapping[str, Persona] | None = None) -> list[ProfileRequest]:
-    """The pre-play profiles the trial needs, one per agent under study (none when it needs none)."""
+def profile_requests(spec: TrialSpec, systems: Sequence[Message], agents: Sequence[int]) -> list[ProfileRequest]:
+    """The pre-play profiles a trial needs, given its seats' system messages and the seats under study
+    (none when it needs none)."""
     if not needs_pre_play(spec):
         return []
-    systems = system_messages(spec.game, dict(personas) if personas is not None else None)
-    out = []
-    for i in spec.agents():
-        backend = spec.game.players[i].backend
-        out.append(ProfileRequest(seat=i, key=profile_key(backend, systems[i], spec.assessment), backend=backend,
-                                  system=systems[i], settings=spec.assessment))
-    return out
+    return [ProfileRequest(seat=i, key=profile_key(spec.game.players[i].backend, systems[i], spec.assessment),
+                           backend=spec.game.players[i].backend, system=systems[i], settings=spec.assessment)
+            for i in agents]
+
+
+def needed_profiles(spec: TrialSpec, personas: Mapping[str, Persona] | None = None) -> list[ProfileRequest]:
+    """The pre-play profiles the trial needs, one per agent under study (:meth:`TrialSpec.agents`), for a
+    caller that has not made the system prompts (the runner plans every profile before any game)."""
+    if not needs_pre_play(spec):
+        return []
+    return profile_requests(spec, system_messages(spec.game, dict(personas) if personas is not None else None),
+                            spec.agents())
 
 
 class ProfileCache:
@@ -130,19 +138,20 @@ class ProfileCache:
             self._measuring[request.key] = pending
         return await asyncio.shield(pending)
 
-    async def for_trial(self, spec: TrialSpec, personas: Mapping[str, Persona] | None = None,
-                        backends: Sequence[Backend] | None = None) -> list[ProfileRecord | None]:
-        """One entry per seat: the pre-play profile of each agent under study the trial needs, else None."""
-        out: list[ProfileRecord | None] = [None] * len(spec.game.players)
-        for request in needed_profiles(spec, personas):
-            out[request.seat] = await self.profile(request, backends[request.seat] if backends else None)
+    async def for_seats(self, requests: Sequence[ProfileRequest], backends: Sequence[Backend]
+                        ) -> list[ProfileRecord | None]:
+        """One entry per seat (``backends`` has one per seat): the profile of each request, else None."""
+        out: list[ProfileRecord | None] = [None] * len(backends)
+        for request in requests:
+            out[request.seat] = await self.profile(request, backends[request.seat])
         return out
 
     async def _measure(self, request: ProfileRequest, backend: Backend | None) -> ProfileRecord:
         try:
             for attempt in range(1, self.attempts + 1):
                 try:
-                    profile = await measure_agent(backend or request.backend, request.system, request.settings)
+                    profile = await measure_agent(backend or resolve(request.backend), request.system,
+                                                  request.settings)
                     break
                 except UserError:
                     raise

@@ -22,7 +22,13 @@ from typing import Any
 from contagion import __version__
 from contagion.backends.registry import resolve
 from contagion.errors import UserError
-from contagion.experiment.profiles import ProfileCache, ProfileRecord, needed_profiles, profile_key
+from contagion.experiment.profiles import (
+    ProfileCache,
+    ProfileRecord,
+    needed_profiles,
+    profile_key,
+    profile_requests,
+)
 from contagion.experiment.record import GameRecord, TrialSpec
 from contagion.games.engine import EventSink, GameEngine, TurnHook, system_messages
 from contagion.personas import Persona
@@ -58,11 +64,13 @@ async def run_trial(
     try:
         validate_intervention(spec.intervention)
         game = spec.game
-        backends = [resolve(p.backend) for p in game.players]
         systems = system_messages(game, personas)
-        pre: list[ProfileRecord | None] = await (profiles or ProfileCache()).for_trial(spec, personas, backends)
+        backends = [resolve(p.backend) for p in game.players]
+        # the seats under study: focal language models (a backend says what it is)
+        agents = [i for i, p in enumerate(game.players) if p.focal and backends[i].capabilities.language_model]
+        requests = profile_requests(spec, systems, agents)
+        pre: list[ProfileRecord | None] = await (profiles or ProfileCache()).for_seats(requests, backends)
         hooks: list[TurnHook | None] = [None] * len(game.players)
-        agents = spec.agents()
         for i in agents:
             record = pre[i]
             hooks[i] = make_intervention(

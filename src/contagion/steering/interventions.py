@@ -49,7 +49,6 @@ from contagion.steering.params import (
 from contagion.steering.sit import (
     DriftMonitor,
     ReminderRotation,
-    prosocial_support,
     reminder_message,
     reminder_sentence,
     select_reminders,
@@ -57,7 +56,7 @@ from contagion.steering.sit import (
 )
 from contagion.traits.assess import post_play_context
 from contagion.traits.inventory import Inventory
-from contagion.traits.profile import Profile
+from contagion.traits.profile import Profile, prosocial_support
 from contagion.traits.settings import AssessmentSettings
 
 __all__ = ["PARAMS", "AdaptiveParams", "Intervention", "InterventionParams", "NoneParams", "PlaceboParams",

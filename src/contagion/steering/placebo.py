@@ -226,9 +226,9 @@ class Placebo(Intervention):
 
     def __init__(self, params: PlaceboParams, *, chat: bool, profile: Profile, seed: int) -> None:
         super().__init__(params, chat=chat)
+        self.matcher = LengthMatcher(BANKS[params.kind], f"placebo:{params.kind}:{seed}")
         sit_params = SitParams.model_validate(params.model_dump(exclude={"kind"}))
         self.shadow = ReminderRotation(select_reminders(profile, sit_params, seed), sit_params.n)
-        self.matcher = LengthMatcher(BANKS[params.kind], f"placebo:{params.kind}:{seed}")
 
     async def before_turn(self, ctx: TurnContext) -> list[Injection]:
         p = self.params

@@ -43,11 +43,6 @@ GAME_OPENING = "A reminder of who I am, from my own answers before this game beg
 """The first line of a game's SIT reminder (the guard's says "conversation")."""
 
 
-def prosocial_support(score: ItemScore, polarity: str) -> float:
-    """Probability that the agent gave the pro-social answer to this item."""
-    return score.score if polarity == "pro" else 1.0 - score.score
-
-
 def reminder_sentence(score: ItemScore, polarity: str) -> str:
     """A first-person reminder restating the agent's own pro-social answer to an item."""
     # p(Yes): the trait-matching answer is Yes with probability score when matching == "Yes".
@@ -73,28 +68,21 @@ def select_reminders(profile: Profile, params: SitParams, seed: int) -> list[str
     ever measured on an item SIT quoted: with ``source=items`` each reminder restates one source item, with
     ``source=summary`` one sentence per trait from the source set's trait means.
     """
-    if not profile.source_items():
+    # the profile read in one piece: its source items and traits, each with the agent's pro-social support
+    held, items, traits = profile.source_items(), profile.item_supports("source"), profile.trait_supports("source")
+    if not held:
         raise UserError(
             "SIT needs the agent's pre-play answers to its source items (held out from measurement), and "
             "this profile has none: measure it with assessment source_items > 0"
         )
     if params.source == "summary":
-        out: list[tuple[float, str]] = []
-        for trait, ts in profile.source_traits.items():
-            if ts.polarity == "neutral":
-                continue
-            support = ts.mean if ts.polarity == "pro" else 1.0 - ts.mean
-            if support > params.min_support:
-                out.append((support, summary_sentence(trait, ts.mean, ts.polarity)))
+        out = [(support, summary_sentence(ts.trait, ts.mean, ts.polarity)) for ts, support in traits
+               if support > params.min_support]
         out.sort(key=lambda x: -x[0])
         return [s for _, s in out[: params.pool]]
     rng = random.Random(f"sit:{seed}")
     candidates: list[tuple[float, float, str]] = []
-    for item in profile.source_items():
-        polarity = profile.polarity_of(item.trait)
-        if polarity == "neutral":
-            continue
-        support = prosocial_support(item, polarity)
+    for item, polarity, support in items:
         if support > params.min_support:
             candidates.append((support, rng.random(), reminder_sentence(item, polarity)))
     candidates.sort(key=lambda x: (-x[0], x[1]))

@@ -152,6 +152,23 @@ class Profile(BaseModel):
         ts = self.traits.get(trait) or self.source_traits[trait]
         return ts.polarity
 
+    def item_supports(self, role: Literal["measure", "source"] = "source") -> list[tuple[ItemScore, Polarity, float]]:
+        """The included items of ``role`` whose trait is pro- or anti-social, each with its trait's polarity
+        and its *support*: the probability the agent gave the pro-social answer (:func:`prosocial_support`)."""
+        items = self.source_items() if role == "source" else self.measured_items()
+        out: list[tuple[ItemScore, Polarity, float]] = []
+        for it in items:
+            polarity = self.polarity_of(it.trait)
+            if polarity != "neutral":
+                out.append((it, polarity, prosocial_support(it.score, polarity)))
+        return out
+
+    def trait_supports(self, role: Literal["measure", "source"] = "source") -> list[tuple[TraitScore, float]]:
+        """The pro- and anti-social traits of ``role``'s summary, each with its support (the trait mean read
+        as the probability of the pro-social answer)."""
+        traits = self.source_traits if role == "source" else self.traits
+        return [(ts, prosocial_support(ts.mean, ts.polarity)) for ts in traits.values() if ts.polarity != "neutral"]
+
     def index_of(self, items: Iterable[ItemScore]) -> float | None:
         """The pro-social index of some item scores (e.g. a probe's), with this profile's trait polarities
         (:func:`items_prosocial_index`); None without a valid pro- and anti-social item."""
@@ -223,6 +240,12 @@ def _ci(replicates: np.ndarray) -> tuple[float, float]:
     tail = (1 - CI_LEVEL) / 2 * 100
     low, high = np.percentile(replicates, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def prosocial_support(score: float, polarity: Polarity) -> float:
+    """The probability of the pro-social answer, from a trait-matching score: the score itself for a
+    pro-social trait, 1 − score for an anti-social one."""
+    return score if polarity == "pro" else 1.0 - score
 
 
 def prosocial_index(means: Mapping[str, _V], polarity: Mapping[str, Polarity]) -> _V | None:

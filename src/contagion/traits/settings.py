@@ -13,7 +13,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from contagion.backends.base import Backend
-from contagion.backends.registry import resolve
 from contagion.messages import Message
 from contagion.strict import Int, Seed, seed_field
 from contagion.traits.assess import assess, pre_play_context
@@ -130,14 +129,12 @@ async def measure(
     )
 
 
-async def measure_agent(backend: Backend | str, system: Message | str, settings: AssessmentSettings,
+async def measure_agent(backend: Backend, system: Message | str, settings: AssessmentSettings,
                         *, persona: str | None = None) -> Profile:
     """An agent's pre-play profile: the settings' items asked right after its system prompt alone (the
     one pre-play measurement: trials, the runner's cache, ``contagion assess`` and the guard all use it).
 
     ``system`` is the engine's system message (it carries the persona) or the prompt text, with
-    ``persona`` naming the persona; a backend spec string is resolved first.
+    ``persona`` naming the persona.
     """
-    if isinstance(backend, str):
-        backend = resolve(backend)
     return await measure(backend, pre_play_context(system, persona=persona), settings, context_kind="pre")
