@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from contagion.backends.base import GenerationConfig, run_sync
 from contagion.backends.embedded import BLOCK, LlamaCppBackend
 from contagion.backends.registry import build
-from contagion.games.engine import play_game
+from contagion.games.engine import GameEngine
 from contagion.games.record import GamePlay, GameSpec, PlayerSpec
 
 GOAL = 1.2
@@ -73,7 +73,7 @@ def main() -> None:
                         rounds=args.rounds, chat_turns=args.chat_turns, seed=args.seed + g,
                         generation=GenerationConfig(max_tokens=args.max_tokens, seed=args.seed + g))
         started = time.perf_counter()
-        record = run_sync(play_game(spec, backends=[backend] * args.players))
+        record = run_sync(GameEngine(spec, [backend] * args.players).play())
         wall = time.perf_counter() - started
         if record.error:
             raise SystemExit(f"game {g + 1} failed: {record.error}")

@@ -40,7 +40,7 @@ def child(repetitions: int) -> None:
     config = parse_config({**GRID, "repetitions": repetitions})
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "run") as store:
         todo = plan(config, store)
-        keys = {key for spec, _ in todo.jobs() for _, key, _ in needed_profiles(spec)}
+        keys = {r.key for spec, _ in todo.jobs() for r in needed_profiles(spec)}
         walked = sum(1 for _ in todo.jobs())
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"repetitions": repetitions, "pending": todo.pending, "walked": walked,

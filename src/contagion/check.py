@@ -56,6 +56,8 @@ NULL_CONTRASTS = ("contagion", "amplification", "mitigation", "behaviour")
 """The contrasts whose false positives are counted (where their null holds on the model)."""
 MALICIOUS_COMPOSITION = "one-malicious"
 SIT = "sit:k=1,n=2"
+SIT_KINDS = ("sit", "sit-adaptive")
+"""The interventions that are SIT (their kind, the intervention's name)."""
 PLACEBO = "placebo:kind=neutral,k=1,n=2"
 
 
@@ -132,22 +134,16 @@ def play_grid(grid: ValidationGrid, model: str, seed: int = 0) -> list[GameRecor
     runner does: each distinct pre-play profile is measured once and handed to every trial that needs it.
     """
     from contagion.experiment.config import parse_config
-    from contagion.experiment.trial import measure_agent, needed_profiles, run_trial
+    from contagion.experiment.trial import ProfileCache, run_trial
 
     cfg = parse_config(grid.config(model, seed), "validation grid")
     personas = cfg.persona_map()
 
     async def play_all() -> list[GameRecord]:
-        cache: dict[str, dict[str, Any]] = {}
+        profiles = ProfileCache()  # in memory: each distinct pre-play profile measured once per run
         records = []
         for spec, labels in cfg.expand():
-            pre: list[dict[str, Any] | None] = [None] * len(spec.game.players)
-            for i, key, system in needed_profiles(spec, personas):
-                if key not in cache:
-                    profile = await measure_agent(spec.game.players[i].backend, system, spec.assessment)
-                    cache[key] = profile.to_record()
-                pre[i] = cache[key]
-            record = await run_trial(spec, labels=labels, personas=personas, pre_profiles=pre)
+            record = await run_trial(spec, labels=labels, personas=personas, profiles=profiles)
             if record.error:
                 raise RuntimeError(f"validation game failed: {record.error}")
             records.append(record)
@@ -165,24 +161,24 @@ def _primary(rows: Any) -> Any:
 def verdicts(contrasts: dict[str, Any], grid: ValidationGrid) -> tuple[dict[str, bool], dict[str, bool],
                                                                       dict[str, float]]:
     """(detected per target, anything significant per contrast, primary estimate per target)."""
+    from contagion.analysis.tables import MALICIOUS_LM
+
     detected: dict[str, bool] = {}
     estimate: dict[str, float] = {}
 
     control = "placebo" if any(i.startswith("placebo") for i in grid.played_interventions()) else "none"
 
-    def sit_minus_control(comparison: str) -> bool:
-        a, _, b = comparison.partition(" − ")
-        return a.startswith("sit") and b.split(":")[0] == control
-
-    wanted: dict[str, tuple[str, Callable[[str], bool], float]] = {
-        "contagion": ("contagion", lambda c: c.endswith(MALICIOUS_COMPOSITION), -1.0),
-        "amplification": ("amplification", lambda c: True, -1.0),
-        "sit − placebo": ("mitigation", sit_minus_control, 1.0),
+    # rows are picked by what their arms are (Contrast.arms: composition or intervention kinds), not by label
+    wanted: dict[str, tuple[str, Callable[[str, str], bool], float]] = {
+        "contagion": ("contagion", lambda a, b: a == MALICIOUS_LM, -1.0),
+        "amplification": ("amplification", lambda a, b: True, -1.0),
+        "sit − placebo": ("mitigation", lambda a, b: a in SIT_KINDS and b == control, 1.0),
     }
     for target, (name, match, sign) in wanted.items():
         c = contrasts[name]
         rows = _primary(c.rows) if c.available else c.rows
-        rows = rows[rows["comparison"].astype(str).map(match)] if len(rows) else rows
+        if len(rows):
+            rows = rows[[match(*c.arms[str(comparison)]) for comparison in rows["comparison"]]]
         if len(rows) == 0:
             detected[target], estimate[target] = False, math.nan
             continue

@@ -75,11 +75,11 @@ def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch, mo
 
 
 def test_missing_extra_at_load_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    from contagion.backends import hf as hf_module
+    from contagion.backends.hf_model import load_model
 
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'contagion\[whitebox\]'"):
-        hf_module._load("/nonexistent-source-for-test", None)
+        load_model("/nonexistent-source-for-test", None)
 
 
 @pytest.mark.slow

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from contagion.experiment import runner as runner_module
+from contagion.experiment import profiles as profiles_module
 from contagion.experiment.config import ExperimentConfig, load_config, parse_config
-from contagion.experiment.record import SPEC_HASH_VERSION
+from contagion.experiment.record import SPEC_HASH_VERSION, focal_seats
 from contagion.experiment.runner import Runner
 from contagion.experiment.store import Store
 from contagion.experiment.trial import needed_profiles
+from contagion.games.record import PlayerSpec
 from tests.experiment.experiment_helpers import SMALL, cli_env, write_config
 
 
@@ -117,6 +118,11 @@ def test_seats_players_and_focal_agents() -> None:
     ]
     all_lm = cfg.model_copy(update={"focal": "all-lm"}).players_for(cfg.compositions["mixed"], "sim:planted")
     assert [p.focal for p in all_lm] == [True, True, True, False]
+    # one rule with `contagion play` (focal_seats): a table without a default-persona LM studies every LM
+    no_default = cfg.players_for(["benevolent", "malicious", "scripted:always-defect"], "sim:planted")
+    assert [p.focal for p in no_default] == [True, True, False]
+    seated = focal_seats([PlayerSpec.parse(s) for s in ("benevolent=sim:null", "malicious=sim:null", "sim:null")])
+    assert [p.focal for p in seated] == [False, False, True]
     # without trait measurement the same agents are under study (steered by the intervention), unmeasured
     unmeasured = cfg.model_copy(update={"measure_traits": False})
     assert [p.focal for p in unmeasured.players_for(cfg.compositions["mixed"], "sim:planted")] == [
@@ -129,13 +135,13 @@ def test_seats_players_and_focal_agents() -> None:
 
 def _count_measurements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
-    real = runner_module.measure_agent
+    real = profiles_module.measure_agent
 
-    async def counting(backend: str, system: Any, settings: Any) -> Any:
-        calls.append((backend, system.content))
+    async def counting(backend: Any, system: Any, settings: Any) -> Any:
+        calls.append((getattr(backend, "spec", backend), system.content))
         return await real(backend, system, settings)
 
-    monkeypatch.setattr(runner_module, "measure_agent", counting)
+    monkeypatch.setattr(profiles_module, "measure_agent", counting)
     return calls
 
 
@@ -166,10 +172,10 @@ def test_pre_play_profiles_are_measured_once_and_reused(tmp_path: Path, monkeypa
         personas = cfg.persona_map()
         used: dict[str, set[str]] = {}
         for record in store.iter_records():
-            for i, key, _ in needed_profiles(record.spec, personas):
-                stored = store.get_profile(key)
-                assert record.players[i].pre_profile == stored  # the very profile measured once
-                used.setdefault(key, set()).add(record.spec_hash)
+            for request in needed_profiles(record.spec, personas):
+                stored = store.get_profile(request.key)
+                assert record.players[request.seat].pre_profile == stored  # the very profile measured once
+                used.setdefault(request.key, set()).add(record.spec_hash)
         assert len(used) == 6
         assert all(len(games) >= 4 for games in used.values())  # each reused across games (reps, chat, ...)
         malicious = [r for r in store.iter_records() if r.labels["composition"] == "one-malicious"]
@@ -191,8 +197,8 @@ def test_profile_cache_key_separates_what_matters(tmp_path: Path) -> None:
     """Different inventory settings or models give different keys; reps and interventions do not."""
     cfg = parse_config({**PROFILE_GRID, "models": ["sim:planted", "sim:null"]})
     personas = cfg.persona_map()
-    keys = {key for spec, _ in cfg.expand() for _, key, _ in needed_profiles(spec, personas)}
+    keys = {r.key for spec, _ in cfg.expand() for r in needed_profiles(spec, personas)}
     assert len(keys) == 2 * 2 * 3
     other = parse_config({**PROFILE_GRID, "assessment": {"items": 3, "bootstrap": 100}})
-    other_keys = {key for spec, _ in other.expand() for _, key, _ in needed_profiles(spec, personas)}
+    other_keys = {r.key for spec, _ in other.expand() for r in needed_profiles(spec, personas)}
     assert not keys & other_keys

@@ -3,13 +3,15 @@ versions and migrations, and recovery from a store whose creation was cut short.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
 
 from contagion.errors import UserError
-from contagion.experiment import store as store_module
+from contagion.experiment import store_schema
 from contagion.experiment.config import parse_config
 from contagion.experiment.runner import Runner, plan
 from contagion.experiment.store import STORE_SCHEMA_VERSION, Store
@@ -74,8 +76,8 @@ def test_store_file_is_wal_and_versioned(finished_run: Path) -> None:
 
 
 def test_migrations_upgrade_an_older_store_in_place(finished_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "STORE_SCHEMA_VERSION", STORE_SCHEMA_VERSION + 1)
-    monkeypatch.setattr(store_module, "MIGRATIONS",
+    monkeypatch.setattr(store_schema, "STORE_SCHEMA_VERSION", STORE_SCHEMA_VERSION + 1)
+    monkeypatch.setattr(store_schema, "MIGRATIONS",
                         {STORE_SCHEMA_VERSION: "ALTER TABLE games ADD COLUMN reviewed INTEGER DEFAULT 0;"})
     with Store.open_existing(finished_run) as store:
         assert store.meta("schema_version") == str(STORE_SCHEMA_VERSION + 1)
@@ -116,3 +118,31 @@ def test_profiles_table_caches_pre_play_profiles(finished_run: Path) -> None:
     conn = sqlite3.connect(finished_run / "store.sqlite")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_records_of_an_older_schema_load_with_what_each_player_is(finished_run: Path, version: int) -> None:
+    """Records written before players stated their strategy (schema 2) or whether they were language models
+    (schema 1) load with both, read from the recorded backend; the analysis sees the same compositions."""
+    from contagion.analysis.tables import tables_from_records
+
+    with Store.open(finished_run) as store:
+        new = list(store.iter_records())
+        for record in new:
+            data = json.loads(record.model_dump_json())
+            data["schema_version"] = version
+            for p in data["players"]:
+                p.pop("strategy")
+                if version == 1:
+                    p.pop("language_model")
+            blob = zlib.compress(json.dumps(data).encode(), 6)
+            store.conn.execute("UPDATE games SET record = ? WHERE spec_hash = ?", (blob, record.spec_hash))
+    with Store.open_existing(finished_run) as store:
+        old = list(store.iter_records())
+    assert [r.schema_version for r in old] == [version] * len(new)
+    facts = [[(p.language_model, p.strategy) for p in r.players] for r in old]
+    assert facts == [[(p.language_model, p.strategy) for p in r.players] for r in new]
+    assert ("False", "always-defect") in {(str(lm), s) for players in facts for lm, s in players}
+    kinds = tables_from_records(old).games[["game_id", "composition_kind"]].astype(str).values.tolist()
+    assert kinds == tables_from_records(new).games[["game_id", "composition_kind"]].astype(str).values.tolist()
+    assert {k for _, k in kinds} == {"all-default", "scripted-defector"}

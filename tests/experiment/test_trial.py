@@ -110,11 +110,19 @@ LAYERS: list[set[str]] = [
     {"steering"},
     {"guard"},
     {"experiment"},
+    {"whitebox"},  # runs white-box models on stored records; writes tables the analysis reads
     {"analysis"},  # reads records only
-    {"whitebox", "check", "bench", "doctor"},  # run models, then use the analysis' schemas
+    {"check", "bench", "doctor"},  # run models, then use the analysis
     {"viewer"},
     {"cli", "__main__"},
 ]
+
+
+# pairs a higher layer must not import either, and why
+FORBIDDEN: dict[tuple[str, str], str] = {
+    ("analysis", "backends"): "analysis reads records only: a player's record says what it is (language model, "
+                              "scripted strategy), no backend registry is asked",
+}
 
 
 def _layer(name: str) -> int:
@@ -143,6 +151,9 @@ def test_a_lower_layer_never_imports_a_higher_one() -> None:
                     continue
                 if _layer(parts[1]) > own:
                     offenders.append(f"{rel}:{node.lineno} imports {name}")
+                why = FORBIDDEN.get((rel.parts[0].removesuffix(".py"), parts[1]))
+                if why:
+                    offenders.append(f"{rel}:{node.lineno} imports {name} ({why})")
     assert not offenders, "\n".join(offenders)
 
 

@@ -16,8 +16,11 @@ from contagion.backends.base import (
     ScoreMethod,
     Scores,
 )
+from contagion.backends.registry import resolve
+from contagion.games.engine import EventSink, GameEngine, TurnHook
 from contagion.games.record import GamePlay, GameSpec, PlayerSpec
 from contagion.messages import Message
+from contagion.personas import Persona
 
 # Fields that measure time, not outcome: they differ between two runs of the same spec.
 TIMING_FIELDS = ("wall_seconds", "model_seconds")
@@ -26,6 +29,14 @@ TIMING_FIELDS = ("wall_seconds", "model_seconds")
 def make_spec(*players: str, **fields: Any) -> GameSpec:
     """A GameSpec from ``[PERSONA=]BACKEND`` strings."""
     return GameSpec(players=tuple(PlayerSpec.parse(p) for p in players), **fields)
+
+
+async def play(spec: GameSpec, backends: Sequence[Backend] | None = None, *,
+               hooks: Sequence[TurnHook | None] | None = None, personas: dict[str, Persona] | None = None,
+               on_event: EventSink | None = None) -> GamePlay:
+    """Play one game on the engine; without ``backends``, each seat's spec resolved as a trial would."""
+    seats = list(backends) if backends is not None else [resolve(p.backend) for p in spec.players]
+    return await GameEngine(spec, seats, hooks=hooks, personas=personas, on_event=on_event).play()
 
 
 def without_timing(record: GamePlay) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from contagion.backends.base import Backend, Capabilities, ChoiceScore, ScoreMet
 from contagion.backends.registry import build
 from contagion.errors import UserError
 from contagion.games.dilemmas import BUILTIN, NEUTRAL_LABELS, neutral_framing, rules_text
-from contagion.games.engine import ROUND_NOTE, play_game, system_messages
+from contagion.games.engine import ROUND_NOTE, system_messages
 from contagion.messages import Message
-from tests.games.game_helpers import Spy, make_spec
+from tests.games.game_helpers import Spy, make_spec, play
 
 # -- option order ---------------------------------------------------------------------------------
 
@@ -47,7 +47,7 @@ async def test_the_option_order_sets_the_act_prompt_and_the_scored_order(game: s
         spies = [ChoiceSpy(build("sim:planted")), ChoiceSpy(build("scripted:always-defect"))]
         spec = make_spec("sim:planted", "scripted:always-defect", game=game, rounds=3, chat_turns=0, seed=4,
                          option_order=order)
-        record = await play_game(spec, backends=spies)
+        record = await play(spec, backends=spies)
         first, second = (d.cooperate, d.defect) if order == "cooperate-first" else (d.defect, d.cooperate)
         for spy, p in zip(spies, record.players, strict=True):
             assert act_prompts(p.messages) == [
@@ -67,7 +67,7 @@ async def test_a_reask_lists_the_options_in_the_games_order() -> None:
     from tests.games.game_helpers import TextPlayer
 
     spec = make_spec("test:text", "scripted:always-defect", rounds=1, chat_turns=0, option_order="defect-first")
-    record = await play_game(spec, backends=[TextPlayer(["hmm", "defect"]), build("scripted:always-defect")])
+    record = await play(spec, backends=[TextPlayer(["hmm", "defect"]), build("scripted:always-defect")])
     reasks = [m.content for m in record.players[0].messages if m.meta.get("kind") == "reask"]
     assert reasks == ["Please answer with exactly one word: 'defect' or 'cooperate'."]
     assert record.players[0].actions[0].action == "defect"
@@ -99,7 +99,7 @@ class Fixed(Backend):
 
 async def test_sampled_actions_follow_the_recorded_seed_and_probability() -> None:
     spec = make_spec("test:a", "test:b", rounds=8, chat_turns=0, seed=21, action_mode="sample")
-    record = await play_game(spec, backends=[Fixed(0.7), Fixed(0.7)])
+    record = await play(spec, backends=[Fixed(0.7), Fixed(0.7)])
     for p in record.players:
         for a in p.actions:
             assert a.selection == "sample" and a.p_cooperate == pytest.approx(0.7)
@@ -110,7 +110,7 @@ async def test_sampled_actions_follow_the_recorded_seed_and_probability() -> Non
     seeds = [a.sample_seed for p in record.players for a in p.actions]
     assert len(set(seeds)) == len(seeds)  # one draw per player and round
     assert {a.action for p in record.players for a in p.actions} == {"cooperate", "defect"}
-    again = await play_game(spec, backends=[Fixed(0.7), Fixed(0.7)])
+    again = await play(spec, backends=[Fixed(0.7), Fixed(0.7)])
     assert [r.actions for r in again.rounds] == [r.actions for r in record.rounds]
 
 
@@ -118,13 +118,13 @@ async def test_sampling_without_chat_makes_every_seed_a_different_game() -> None
     games = set()
     for seed in range(12):
         spec = make_spec("test:a", "test:b", "test:c", rounds=4, chat_turns=0, seed=seed, action_mode="sample")
-        record = await play_game(spec, backends=[Fixed(0.6)] * 3)
+        record = await play(spec, backends=[Fixed(0.6)] * 3)
         games.add(tuple(tuple(r.actions) for r in record.rounds))
     assert len(games) == 12
     argmax = set()
     for seed in range(4):
         spec = make_spec("test:a", "test:b", "test:c", rounds=4, chat_turns=0, seed=seed, action_mode="auto")
-        record = await play_game(spec, backends=[Fixed(0.6)] * 3)
+        record = await play(spec, backends=[Fixed(0.6)] * 3)
         assert all(a.selection == "argmax" and a.sample_seed is None for a in record.players[0].actions)
         argmax.add(tuple(tuple(r.actions) for r in record.rounds))
     assert argmax == {(("cooperate",) * 3,) * 4}  # argmax replays one game for every seed
@@ -133,7 +133,7 @@ async def test_sampling_without_chat_makes_every_seed_a_different_game() -> None
 @pytest.mark.parametrize(("p", "expected"), [(1.0, "cooperate"), (0.0, "defect"), (0.5, "invalid")])
 async def test_sampling_a_certain_or_tied_choice(p: float, expected: str) -> None:
     spec = make_spec("test:a", "scripted:always-defect", rounds=3, chat_turns=0, action_mode="sample")
-    record = await play_game(spec, backends=[Fixed(p), build("scripted:always-defect")])
+    record = await play(spec, backends=[Fixed(p), build("scripted:always-defect")])
     # certain choices are drawn with probability 1; a tie is no choice (invalid) as in argmax mode
     assert [a.action for a in record.players[0].actions] == [expected] * 3
 
@@ -142,7 +142,7 @@ async def test_sample_mode_falls_back_to_generate_for_a_backend_that_cannot_scor
     from tests.games.game_helpers import TextPlayer
 
     spec = make_spec("test:text", "scripted:always-defect", rounds=2, chat_turns=0, action_mode="sample")
-    record = await play_game(spec, backends=[TextPlayer(["I refuse to cooperate", "defect"]),
+    record = await play(spec, backends=[TextPlayer(["I refuse to cooperate", "defect"]),
                                              build("scripted:always-defect")])
     a = record.players[0].actions[0]
     assert a.method == "generate" and a.selection is None and a.action == "defect" and a.attempts == 2
@@ -165,7 +165,7 @@ async def test_neutral_framing_names_no_game_and_no_moral_words(game: str) -> No
                      framing="neutral", seed=3)
     system = system_messages(spec)[0].content
     assert d.title not in system and not MORAL.search(system)
-    record = await play_game(spec)
+    record = await play(spec)
     for p in record.players:
         assert all(f"'{NEUTRAL_LABELS[0]}' or '{NEUTRAL_LABELS[1]}'" in m for m in act_prompts(p.messages))
         assert {a.label for a in p.actions} <= set(NEUTRAL_LABELS)
@@ -183,9 +183,9 @@ async def test_neutral_framing_names_no_game_and_no_moral_words(game: str) -> No
 
 @pytest.mark.parametrize("chat_turns", [1, 2])
 async def test_the_conversation_talks_as_much_as_a_game_with_no_act_and_no_payoff(chat_turns: int) -> None:
-    game = await play_game(make_spec("sim:planted", "sim:planted", "malicious=sim:planted", rounds=4,
+    game = await play(make_spec("sim:planted", "sim:planted", "malicious=sim:planted", rounds=4,
                                      chat_turns=chat_turns, seed=2))
-    talk = await play_game(make_spec("sim:planted", "sim:planted", "malicious=sim:planted", game="conversation",
+    talk = await play(make_spec("sim:planted", "sim:planted", "malicious=sim:planted", game="conversation",
                                      rounds=4, chat_turns=chat_turns, seed=2))
     assert talk.error is None and talk.game["kind"] == "conversation"
     assert talk.invalid_rate == 0.0
@@ -208,7 +208,7 @@ async def test_the_conversation_hidden_horizon_and_its_records_round_trip() -> N
     from contagion.games.record import GamePlay
 
     spec = make_spec("sim:null", "sim:null", game="conversation", rounds=2, chat_turns=1, reveal_horizon=False)
-    record = await play_game(spec)
+    record = await play(spec)
     assert "unknown number of rounds" in record.players[0].system_prompt
     assert GamePlay.model_validate_json(record.to_json()) == record
 
@@ -221,6 +221,6 @@ async def test_a_game_that_ties_at_its_player_count_is_refused(tmp_path: Path) -
     path.write_text(yaml.safe_dump({"name": "old-stag", "kind": "stag-hunt", "cooperate": "stag", "defect": "hare",
                                     "R": 5, "T": 3, "P": 2, "S": 0}), encoding="utf-8")
     with pytest.raises(UserError, match="the same when 1 of the 2 other players choose 'stag'"):
-        await play_game(make_spec("sim:null", "sim:null", "sim:null", game=str(path), rounds=1, chat_turns=0))
-    record = await play_game(make_spec("sim:null", "sim:null", game=str(path), rounds=1, chat_turns=0))
+        await play(make_spec("sim:null", "sim:null", "sim:null", game=str(path), rounds=1, chat_turns=0))
+    record = await play(make_spec("sim:null", "sim:null", game=str(path), rounds=1, chat_turns=0))
     assert record.error is None  # two players: no tie

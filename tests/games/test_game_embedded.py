@@ -12,9 +12,8 @@ from contagion import vocabulary as P
 from contagion.backends.base import GenerationConfig, run_sync
 from contagion.backends.embedded import LlamaCppBackend
 from contagion.backends.registry import build, resolve
-from contagion.games.engine import play_game
 from contagion.games.record import GamePlay, GameSpec
-from tests.games.game_helpers import make_spec, without_timing
+from tests.games.game_helpers import make_spec, play, without_timing
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +30,14 @@ def play_on_a_fresh_model(spec: GameSpec) -> GamePlay:
     backend = build("embedded")
     try:
         backends = [build(p.backend) if p.backend.startswith("scripted:") else backend for p in spec.players]
-        return run_sync(play_game(spec, backends=backends))
+        return run_sync(play(spec, backends=backends))
     finally:
         run_sync(backend.aclose())
 
 
 @pytest.fixture(scope="module")
 def game() -> GamePlay:
-    return run_sync(play_game(SPEC, backends=[resolve("embedded")] * 3))
+    return run_sync(play(SPEC, backends=[resolve("embedded")] * 3))
 
 
 def test_a_real_three_player_game_completes_and_records_each_action_as_scored(game: GamePlay) -> None:

@@ -14,7 +14,7 @@ from contagion.backends.base import Backend, Completion, GenerationConfig
 from contagion.backends.registry import build
 from contagion.errors import BackendError, UserError
 from contagion.games.dilemmas import BUILTIN, CHICKEN, PRISONERS_DILEMMA, STAG_HUNT, Dilemma
-from contagion.games.engine import GameEngine, Injection, TurnContext, parse_action, play_game, player_name
+from contagion.games.engine import GameEngine, Injection, TurnContext, parse_action, player_name
 from contagion.games.record import GamePlay, GameSpec
 from contagion.messages import Message
 from contagion.personas import MALICIOUS, Persona, load_personas
@@ -25,6 +25,7 @@ from tests.games.game_helpers import (
     ZeroProbability,
     act_prompt_index,
     make_spec,
+    play,
     without_timing,
 )
 
@@ -35,8 +36,8 @@ MIXED = ("scripted:tit-for-tat", "sim:planted", "malicious=sim:planted", "script
 
 async def test_same_seed_same_record_with_scripted_and_sim_players() -> None:
     spec = make_spec(*MIXED, rounds=4, chat_turns=1, seed=7)
-    first = await play_game(spec, backends=[build(p.backend) for p in spec.players])
-    second = await play_game(spec, backends=[build(p.backend) for p in spec.players])  # fresh backends
+    first = await play(spec, backends=[build(p.backend) for p in spec.players])
+    second = await play(spec, backends=[build(p.backend) for p in spec.players])  # fresh backends
     assert first.error is None
     assert without_timing(first) == without_timing(second)
     # byte for byte, as JSON
@@ -44,13 +45,13 @@ async def test_same_seed_same_record_with_scripted_and_sim_players() -> None:
 
 
 async def test_a_different_seed_changes_the_talk_order() -> None:
-    a = await play_game(make_spec(*MIXED, rounds=3, chat_turns=1, seed=1))
-    b = await play_game(make_spec(*MIXED, rounds=3, chat_turns=1, seed=2))
+    a = await play(make_spec(*MIXED, rounds=3, chat_turns=1, seed=1))
+    b = await play(make_spec(*MIXED, rounds=3, chat_turns=1, seed=2))
     assert [t[0] for r in a.rounds for t in r.talk] != [t[0] for r in b.rounds for t in r.talk]
 
 
 async def test_the_record_round_trips_through_json() -> None:
-    record = await play_game(make_spec(*MIXED, rounds=2, chat_turns=1, seed=3))
+    record = await play(make_spec(*MIXED, rounds=2, chat_turns=1, seed=3))
     again = GamePlay.model_validate_json(record.to_json())
     assert again == record
     data = json.loads(record.to_json())
@@ -84,7 +85,7 @@ async def test_no_player_sees_another_players_action_of_the_round_before_choosin
     ]
     spec = make_spec("sim:planted", "scripted:always-defect", "sim:planted", "malicious=sim:planted",
                      rounds=3, chat_turns=chat_turns, seed=5)
-    record = await play_game(spec, backends=spies)
+    record = await play(spec, backends=spies)
     names = [p.name for p in record.players]
     act_calls = 0
     for spy in spies:
@@ -115,7 +116,7 @@ async def test_uniform_scripted_groups_earn_exactly_what_the_game_data_implies(
 ) -> None:
     d = BUILTIN[game]
     rounds = 3
-    record = await play_game(make_spec(*[f"scripted:{strategy}"] * n, game=game, rounds=rounds, chat_turns=1))
+    record = await play(make_spec(*[f"scripted:{strategy}"] * n, game=game, rounds=rounds, chat_turns=1))
     cooperate = strategy == "always-cooperate"
     expected = d.R if cooperate else d.P  # the anchors: everyone cooperates / nobody does
     assert expected == d.payoff(cooperate, n - 1 if cooperate else 0, n)
@@ -135,7 +136,7 @@ async def test_uniform_scripted_groups_earn_exactly_what_the_game_data_implies(
 async def test_mixed_scripted_groups_earn_what_the_game_data_implies(game: str, n: int, cooperators: int) -> None:
     d = BUILTIN[game]
     seats = ["scripted:always-cooperate"] * cooperators + ["scripted:always-defect"] * (n - cooperators)
-    record = await play_game(make_spec(*seats, game=game, rounds=2, chat_turns=0))
+    record = await play(make_spec(*seats, game=game, rounds=2, chat_turns=0))
     defectors = n - cooperators
     expected = [d.payoff(True, cooperators - 1, n)] * cooperators + [d.payoff(False, cooperators, n)] * defectors
     assert all(r.payoffs == expected for r in record.rounds)
@@ -149,7 +150,7 @@ def actions_of(record: GamePlay, i: int) -> list[str]:
 
 
 async def test_tit_for_tat_copies_the_other_players_previous_action() -> None:
-    record = await play_game(make_spec("scripted:tit-for-tat", "scripted:random?seed=5", rounds=14, chat_turns=0))
+    record = await play(make_spec("scripted:tit-for-tat", "scripted:random?seed=5", rounds=14, chat_turns=0))
     tft, other = actions_of(record, 0), actions_of(record, 1)
     assert {"cooperate", "defect"} <= set(other), "the opponent must vary for the test to mean anything"
     assert tft[0] == "cooperate"
@@ -157,19 +158,19 @@ async def test_tit_for_tat_copies_the_other_players_previous_action() -> None:
 
 
 async def test_tit_for_tat_against_always_defect_and_majority_rule() -> None:
-    record = await play_game(make_spec("scripted:tit-for-tat", "scripted:always-defect", rounds=4, chat_turns=1))
+    record = await play(make_spec("scripted:tit-for-tat", "scripted:always-defect", rounds=4, chat_turns=1))
     assert actions_of(record, 0) == ["cooperate", "defect", "defect", "defect"]
     # with several others it follows the majority of the previous round
-    record = await play_game(make_spec("scripted:tit-for-tat", "scripted:always-defect", "scripted:always-defect",
+    record = await play(make_spec("scripted:tit-for-tat", "scripted:always-defect", "scripted:always-defect",
                                        "scripted:always-cooperate", rounds=3, chat_turns=0))
     assert actions_of(record, 0) == ["cooperate", "defect", "defect"]
-    record = await play_game(make_spec("scripted:tit-for-tat", "scripted:always-cooperate",
+    record = await play(make_spec("scripted:tit-for-tat", "scripted:always-cooperate",
                                        "scripted:always-cooperate", "scripted:always-defect", rounds=3, chat_turns=0))
     assert actions_of(record, 0) == ["cooperate"] * 3
 
 
 async def test_grim_trigger_defects_forever_after_the_first_defection() -> None:
-    record = await play_game(make_spec("scripted:grim-trigger", "scripted:random?seed=1&p=0.8",
+    record = await play(make_spec("scripted:grim-trigger", "scripted:random?seed=1&p=0.8",
                                        "scripted:always-cooperate", rounds=12, chat_turns=0))
     grim, other = actions_of(record, 0), actions_of(record, 1)
     first = other.index("defect")  # the seeded opponent defects at least once ...
@@ -181,12 +182,12 @@ async def test_random_strategy_is_seeded() -> None:
     def spec(seed: int, p: float = 0.5) -> GameSpec:
         return make_spec(f"scripted:random?seed={seed}&p={p}", "scripted:always-cooperate", rounds=40, chat_turns=0)
 
-    a1, a2, b = [actions_of(await play_game(spec(s)), 0) for s in (11, 11, 12)]
+    a1, a2, b = [actions_of(await play(spec(s)), 0) for s in (11, 11, 12)]
     assert a1 == a2
     assert a1 != b
-    assert actions_of(await play_game(spec(3, 0.0)), 0) == ["defect"] * 40
-    assert actions_of(await play_game(spec(3, 1.0)), 0) == ["cooperate"] * 40
-    many = actions_of(await play_game(make_spec("scripted:random?seed=9&p=0.3", "scripted:always-defect",
+    assert actions_of(await play(spec(3, 0.0)), 0) == ["defect"] * 40
+    assert actions_of(await play(spec(3, 1.0)), 0) == ["cooperate"] * 40
+    many = actions_of(await play(make_spec("scripted:random?seed=9&p=0.3", "scripted:always-defect",
                                                 rounds=300, chat_turns=0)), 0)
     assert 0.2 < many.count("cooperate") / 300 < 0.4
 
@@ -199,7 +200,7 @@ async def test_garbage_is_invalid_earns_nothing_and_never_counts_as_cooperation(
     garbage = Garbage()
     spec = make_spec("test:garbage", "scripted:always-cooperate", "scripted:always-cooperate",
                      rounds=3, chat_turns=0, max_reasks=max_reasks)
-    record = await play_game(spec, backends=[garbage, build("scripted:always-cooperate"),
+    record = await play(spec, backends=[garbage, build("scripted:always-cooperate"),
                                              build("scripted:always-cooperate")])
     assert record.error is None
     d = PRISONERS_DILEMMA
@@ -229,7 +230,7 @@ async def test_garbage_is_invalid_earns_nothing_and_never_counts_as_cooperation(
 
 async def test_a_valid_answer_after_a_reask_counts() -> None:
     player = TextPlayer(["Hmm, cooperate or defect? Hard to say.", "Defect."])
-    record = await play_game(make_spec("test:text", "scripted:always-cooperate", rounds=1, chat_turns=0),
+    record = await play(make_spec("test:text", "scripted:always-cooperate", rounds=1, chat_turns=0),
                              backends=[player, build("scripted:always-cooperate")])
     action = record.players[0].actions[0]
     assert (action.action, action.label, action.attempts) == ("defect", "defect", 2)
@@ -238,7 +239,7 @@ async def test_a_valid_answer_after_a_reask_counts() -> None:
 
 
 async def test_zero_probability_for_every_action_is_invalid() -> None:
-    record = await play_game(make_spec("test:zero", "scripted:always-cooperate", rounds=2, chat_turns=0),
+    record = await play(make_spec("test:zero", "scripted:always-cooperate", rounds=2, chat_turns=0),
                              backends=[ZeroProbability(), build("scripted:always-cooperate")])
     for a in record.players[0].actions:
         assert a.action == "invalid" and a.method == "score:full-continuation"
@@ -325,7 +326,7 @@ class Failing(TextPlayer):
 
 
 async def test_a_backend_failure_ends_the_game_with_an_error_in_the_record() -> None:
-    record = await play_game(make_spec("test:text", "scripted:always-defect", rounds=5, chat_turns=1),
+    record = await play(make_spec("test:text", "scripted:always-defect", rounds=5, chat_turns=1),
                              backends=[Failing(["x"]), build("scripted:always-defect")])
     assert record.error == "BackendError: server went away"
     assert len(record.rounds) == 1  # round 1 finished, round 2 failed in its talk phase
@@ -333,7 +334,7 @@ async def test_a_backend_failure_ends_the_game_with_an_error_in_the_record() -> 
 
 async def test_fewer_than_two_players_is_a_user_error() -> None:
     with pytest.raises(UserError, match="at least 2 players"):
-        await play_game(make_spec("scripted:always-defect"))
+        await play(make_spec("scripted:always-defect"))
 
 
 # -- personas, system prompts and the record ---------------------------------------------------
@@ -345,7 +346,7 @@ async def test_personas_are_in_the_system_prompt_and_the_record(tmp_path: Path) 
     extra = load_personas(path)
     spec = make_spec("sim:null", "malicious=sim:null", "stoic=sim:null", "benevolent=scripted:always-cooperate",
                      rounds=1, chat_turns=0, game="chicken")
-    record = await play_game(spec, personas=extra)
+    record = await play(spec, personas=extra)
     by_name = {p.persona: p for p in record.players}
     assert set(by_name) == {"default", "malicious", "stoic", "benevolent"}
     assert by_name["default"].persona_text == ""
@@ -364,7 +365,7 @@ async def test_personas_are_in_the_system_prompt_and_the_record(tmp_path: Path) 
 
 async def test_unknown_persona_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown persona 'sneaky'; known personas: default, benevolent, malicious"):
-        await play_game(make_spec("sneaky=sim:null", "sim:null"))
+        await play(make_spec("sneaky=sim:null", "sim:null"))
 
 
 def test_user_personas_from_yaml_and_their_errors(tmp_path: Path) -> None:
@@ -384,7 +385,7 @@ def test_user_personas_from_yaml_and_their_errors(tmp_path: Path) -> None:
 
 
 async def test_every_message_says_its_kind_and_round_and_phases_come_in_order() -> None:
-    record = await play_game(make_spec("sim:planted", "sim:planted", "scripted:tit-for-tat", rounds=2, chat_turns=2,
+    record = await play(make_spec("sim:planted", "sim:planted", "scripted:tit-for-tat", rounds=2, chat_turns=2,
                                        seed=4))
     for p in record.players:
         for m in p.messages[1:]:
@@ -399,14 +400,14 @@ async def test_every_message_says_its_kind_and_round_and_phases_come_in_order() 
 
 
 async def test_no_chat_control_has_no_talk() -> None:
-    record = await play_game(make_spec("sim:planted", "sim:planted", rounds=2, chat_turns=0))
+    record = await play(make_spec("sim:planted", "sim:planted", rounds=2, chat_turns=0))
     assert all(r.talk == [] for r in record.rounds)
     assert not any(m.meta.get("kind") in ("talk_prompt", "own_talk", P.TALK) for p in record.players
                    for m in p.messages)
 
 
 async def test_hidden_horizon() -> None:
-    record = await play_game(make_spec("sim:null", "sim:null", rounds=2, chat_turns=0, reveal_horizon=False))
+    record = await play(make_spec("sim:null", "sim:null", rounds=2, chat_turns=0, reveal_horizon=False))
     assert "unknown number of rounds" in record.players[0].system_prompt
     assert "2 rounds" not in record.players[0].system_prompt
 
@@ -439,7 +440,7 @@ async def test_the_hook_runs_before_every_language_model_turn_and_its_messages_a
     hooks = [Recorder(), Recorder()]
     events: list[tuple[str, dict[str, Any]]] = []
     spec = make_spec("sim:null", "scripted:always-defect", rounds=2, chat_turns=2, seed=1)
-    record = await play_game(spec, hooks=hooks, on_event=lambda kind, data: events.append((kind, data)))
+    record = await play(spec, hooks=hooks, on_event=lambda kind, data: events.append((kind, data)))
     lm, scripted = hooks
     assert [(c.round, c.phase, c.turn) for c in lm.contexts] == [
         (1, "talk", 0), (1, "talk", 1), (1, "act", 0), (2, "talk", 0), (2, "talk", 1), (2, "act", 0)]
@@ -462,7 +463,7 @@ async def test_the_hook_runs_before_every_language_model_turn_and_its_messages_a
 
 
 def test_engine_players_get_their_own_histories() -> None:
-    engine = GameEngine(make_spec("sim:null", "sim:null", "sim:null"))
+    engine = GameEngine(make_spec("sim:null", "sim:null", "sim:null"), [build("sim:null")] * 3)
     histories = [p.messages for p in engine.players]
     assert len({id(h) for h in histories}) == 3
     assert [h[0].content.split("\n")[0] for h in histories] == ["You are Avery.", "You are Blake.", "You are Casey."]
@@ -470,5 +471,12 @@ def test_engine_players_get_their_own_histories() -> None:
 
 def test_backends_are_used_as_given() -> None:
     given: list[Backend] = [build("sim:null"), build("sim:null")]
-    engine = GameEngine(make_spec("sim:null", "sim:null"), backends=given)
+    engine = GameEngine(make_spec("sim:null", "sim:null"), given)
     assert [p.backend for p in engine.players] == given
+
+
+async def test_each_players_record_says_what_it_is() -> None:
+    record = await play(make_spec("sim:null", "scripted:always-defect", "scripted:random?seed=3&p=0.5", rounds=1,
+                                  chat_turns=0))
+    assert [(p.language_model, p.strategy) for p in record.players] == [
+        (True, None), (False, "always-defect"), (False, "random")]

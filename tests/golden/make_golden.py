@@ -54,9 +54,10 @@ PLAYS: list[list[str]] = [
      "--rounds", "4", "--seed", "2", "--chat-turns", "0"],
 ]
 
-# timing and cost fields, the version stamps, and the field the redesign added (``language_model``)
+# timing and cost fields, the version stamps, and the fields added since (``language_model``; ``strategy``,
+# record schema 3)
 TIMING = {"wall_seconds", "model_seconds", "seconds", "cost", "contagion_version", "spec_hash", "schema_version",
-          "language_model"}
+          "language_model", "strategy"}
 
 
 def _strip(value: Any) -> Any:

@@ -1,9 +1,10 @@
 """The trial redesign's golden test: records of fixed seeds on deterministic players do not change.
 
 ``records.json.gz`` was written by the code before the redesign (``python -m tests.golden.make_golden
---write`` on commit fed050f). The spec hash, the spec's layout, the schema version, the new
-``language_model`` field and the timing fields are normalised away (see ``make_golden.normalise``);
-everything else — every message each player saw, injections, actions, payoffs, profiles — must be equal.
+--write`` on commit fed050f). The spec hash, the spec's layout, the schema version, the
+``language_model`` and ``strategy`` fields added since and the timing fields are normalised away (see
+``make_golden.normalise``); everything else — every message each player saw, injections, actions,
+payoffs, profiles — must be equal.
 """
 
 from __future__ import annotations

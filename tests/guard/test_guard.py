@@ -164,7 +164,7 @@ def test_adaptive_reminds_only_on_measured_drift(guard_file: Path) -> None:
     assert hostile.decisions()[0].reason == "no probe yet (the first is on turn 2)"
     assert "drifting" in hostile.decisions()[1].reason and "no drift" in calm.decisions()[1].reason
     # the probe reads held-out measured items, never a statement a reminder quotes
-    probe_ids = {i.id for i in hostile._probe_items.items} if hostile._probe_items else set()
+    probe_ids = {i.id for i in hostile.probe_items.items} if hostile.probe_items else set()
     assert probe_ids and probe_ids <= {i.item_id for i in hostile.profile.measured_items()}
 
 

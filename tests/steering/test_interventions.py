@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from contagion import vocabulary as P
 from contagion.backends.registry import build
 from contagion.errors import UserError
-from contagion.experiment.trial import GameRecord, TrialSpec, run_trial
+from contagion.experiment.trial import GameRecord, ProfileCache, TrialSpec, needed_profiles, run_trial
 from contagion.games.engine import TurnContext
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.messages import Message
@@ -220,7 +220,7 @@ def check_reminders_are_supported(profile: Profile, reminders: list[str], params
         item = by_statement[quoted(sentence)]
         polarity = profile.polarity_of(item.trait)
         assert polarity != "neutral", sentence
-        support = prosocial_support(item, polarity)
+        support = prosocial_support(item.score, polarity)
         assert support > params.min_support, sentence
         p_yes = item.score if item.matching == "Yes" else 1 - item.score
         assert sentence.startswith("I hold this about myself: ") == (p_yes >= 0.5), sentence
@@ -228,7 +228,7 @@ def check_reminders_are_supported(profile: Profile, reminders: list[str], params
         supports.append(support)
     assert supports == sorted(supports, reverse=True), "strongest first"
     eligible = [s for s in profile.source_items() if profile.polarity_of(s.trait) != "neutral"
-                and prosocial_support(s, profile.polarity_of(s.trait)) > params.min_support]
+                and prosocial_support(s.score, profile.polarity_of(s.trait)) > params.min_support]
     assert len(reminders) == min(params.pool, len(eligible))
 
 
@@ -453,7 +453,8 @@ async def test_a_trial_measures_pre_play_profiles_only_when_needed() -> None:
     # profiles handed in (e.g. from the runner's cache) are used as they are
     given = KIND_AGENT.to_record()
     spec = spec_of("sim:null", "sim:null", intervention="sit:k=1", rounds=2)
-    record = await run_trial(spec, pre_profiles=[given, None])
+    (first_seat, _) = needed_profiles(spec)
+    record = await run_trial(spec, profiles=ProfileCache.holding({first_seat.key: given}))
     first, second = record.players
     assert first.pre_profile == given and second.pre_profile is not None and second.pre_profile != given
     own = select_reminders(KIND_AGENT, SitParams(k=1), spec.game.seed * 1000)

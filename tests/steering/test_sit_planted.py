@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from contagion.backends.base import run_sync
-from contagion.experiment.trial import TrialSpec, measure_agent, needed_profiles, run_trial
+from contagion.experiment.trial import ProfileCache, TrialSpec, run_trial
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.steering import parse_intervention
 from contagion.traits.settings import AssessmentSettings
@@ -32,7 +31,7 @@ class Outcome:
     injections: int  # over focal players
 
 
-_pre_cache: dict[str, dict[str, Any]] = {}
+_pre_cache = ProfileCache()  # each distinct pre-play profile measured once for the module, as the runner does
 
 
 async def outcome(variant: str, intervention: str, seed: int, *, malicious: bool = True) -> Outcome:
@@ -44,13 +43,7 @@ async def outcome(variant: str, intervention: str, seed: int, *, malicious: bool
         intervention=parse_intervention(intervention),
         assessment=AssessmentSettings(items=3, seed=seed, bootstrap=100),
     )
-    pre: list[dict[str, Any] | None] = [None] * len(spec.game.players)
-    for i, key, system in needed_profiles(spec, {}):
-        if key not in _pre_cache:
-            _pre_cache[key] = (await measure_agent(spec.game.players[i].backend, system,
-                                                   spec.assessment)).to_record()
-        pre[i] = _pre_cache[key]
-    record = await run_trial(spec, pre_profiles=pre)
+    record = await run_trial(spec, profiles=_pre_cache)
     assert record.error is None, record.error
     focal = [p for p in record.players if p.focal]
     assert len(focal) == 2 and all(p.pre_profile and p.post_profile for p in focal)

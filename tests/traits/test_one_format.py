@@ -13,12 +13,13 @@ import pytest
 
 from contagion.backends.base import Backend, ScoreMethod, run_sync
 from contagion.backends.registry import resolve
-from contagion.games.engine import ACTION_FORMAT_VERSION, play_game, system_messages
+from contagion.games.engine import ACTION_FORMAT_VERSION, system_messages
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.traits.assess import QUESTION_FORMAT_VERSION, assess, pre_play_context
 from contagion.traits.inventory import Inventory, load_builtin
 from contagion.traits.profile import Profile
 from tests.backends.llama_server import LlamaServer
+from tests.games.game_helpers import play as play_game
 
 pytestmark = pytest.mark.slow
 

@@ -282,7 +282,8 @@ def test_record_without_per_player_histories(fake: FakeWhiteBox, record: GameRec
 
 def test_only_non_focal_or_scripted_players(fake: FakeWhiteBox, record: GameRecord, tmp_path: Path) -> None:
     players = [p.model_copy(update={"focal": False}) for p in record.players]
-    players[1] = players[1].model_copy(update={"backend": "scripted:always-defect"})
+    players[1] = players[1].model_copy(update={"backend": "scripted:always-defect", "language_model": False,
+                                                "strategy": "always-defect"})  # what the record says it is
     path = tmp_path / "nofocal.json"
     path.write_text(record.model_copy(update={"players": players}).model_dump_json(), encoding="utf-8")
     expect_error(invoke(str(path), "--model", "hf:embedded"),

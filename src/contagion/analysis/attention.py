@@ -1,9 +1,10 @@
-"""The attention table: its columns, its Parquet types, and how it is aggregated for plots.
+"""Reading the attention table: how it is aggregated for the plots and the report's statistics.
 
-``contagion attention`` (:mod:`contagion.whitebox.attention`, which runs the white-box model) writes
-the table; the HTML report and the PNG plot read it. Each message of a player's history belongs to one
-segment (:data:`SEGMENTS`), and each row holds the share of attention paid to every segment by the
-position that produces the player's next reply, in one layer.
+``contagion attention`` (:mod:`contagion.whitebox.attention`, which runs the white-box model) writes the
+table, whose columns and Parquet types are :mod:`contagion.whitebox.attention_table`'s (re-exported here);
+the HTML report and the PNG plot read it. Each message of a player's history belongs to one segment
+(:data:`SEGMENTS`), and each row holds the share of attention paid to every segment by the position that
+produces the player's next reply, in one layer.
 """
 
 from __future__ import annotations
@@ -11,59 +12,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+# the table's schema belongs to the measurement that writes it; re-exported here, where it is read
+from contagion.whitebox.attention_table import (
+    BASELINE,
+    COLUMNS,
+    INJECTION,
+    INT_COLUMNS,
+    OBSERVATION,
+    OTHER_PROMPTS,
+    OTHERS,
+    OWN,
+    SEGMENTS,
+    SYSTEM,
+    TABLE_COLUMNS,
+    TEMPLATE,
+    parquet_schema,
+)
+
 if TYPE_CHECKING:
     import pandas as pd
 
-SYSTEM = "system"
-INJECTION = "injection"
-OTHERS = "others"
-OBSERVATION = "observation"
-OWN = "own"
-OTHER_PROMPTS = "other_prompts"
-TEMPLATE = "template"
-"""The chat-format tokens between message contents (the label the white-box backend gives them)."""
-
-SEGMENTS = (SYSTEM, INJECTION, OTHERS, OBSERVATION, OWN, OTHER_PROMPTS, TEMPLATE)
-"""Every segment, in column order; ``template`` is the chat-format tokens between message contents."""
-
-BASELINE = "baseline_system"
-"""The dilution baseline of the system prompt's share: system-prompt tokens ÷ all prompt tokens at that point,
-the share a query spreading its attention evenly over the context would give it. Decay of ``share_system``
-that only follows this line is dilution; decay beyond it is the system prompt losing attention."""
-
-COLUMNS = ("turn", "message_index", "tokens_so_far", "system_tokens", BASELINE, "layer",
-           *(f"share_{s}" for s in SEGMENTS))
-"""Columns of one player's rows: ``turn`` (1-based), ``message_index`` (index of the assistant message),
-``tokens_so_far`` (prompt tokens), ``system_tokens`` (tokens of the system prompt), ``baseline_system``
-(:data:`BASELINE`), ``layer`` (0-based) and one ``share_*`` per segment (they sum to 1)."""
-
-TABLE_COLUMNS = (
-    "game", "player", "persona", "player_backend", "intervention", "composition", "attention_model",
-    "round", "phase", *COLUMNS,
-)
-"""Columns of ``attention.csv`` / ``attention.parquet``, one row per (game, player, turn, layer):
-
-``game`` the spec hash; ``player`` its name in the game; ``persona`` and ``player_backend`` who played
-the seat; ``intervention`` (``record.spec.intervention.label()``) and ``composition`` (the run's
-label, empty for a single game) the condition; ``attention_model`` the white-box model that replayed
-the history; ``round`` (1-based, from the assistant message's meta) and ``phase`` (``talk`` / ``act``)
-of the turn; then :data:`COLUMNS`.
-"""
-
-INT_COLUMNS = ("round", "turn", "message_index", "tokens_so_far", "system_tokens", "layer")
-"""Integer columns; ``share_*`` and ``baseline_system`` columns are floats, the others strings."""
-
-
-def parquet_schema() -> Any:
-    """The Arrow schema of ``attention.parquet`` (:data:`TABLE_COLUMNS` with their types)."""
-    import pyarrow as pa
-
-    def kind(column: str) -> Any:
-        if column.startswith("share_") or column == BASELINE:
-            return pa.float64()
-        return pa.int64() if column in INT_COLUMNS else pa.string()
-
-    return pa.schema([(c, kind(c)) for c in TABLE_COLUMNS])
+__all__ = ["BASELINE", "COLUMNS", "INJECTION", "INT_COLUMNS", "OBSERVATION", "OTHERS", "OTHER_PROMPTS", "OWN",
+           "SEGMENTS", "SYSTEM", "TABLE_COLUMNS", "TEMPLATE", "Correlation", "correlations", "decay_by_agent",
+           "parquet_schema", "system_share_by_length"]
 
 
 def system_share_by_length(turn_means: pd.DataFrame, *, max_exact: int = 12, bins: int = 10) -> pd.DataFrame:

@@ -95,6 +95,10 @@ class Contrast:
     rows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(ROW_COLUMNS)))
     mixed: list[dict[str, Any]] = field(default_factory=list)
     """MixedLM cross-checks of the pro-social index rows (two-condition contrasts)."""
+    arms: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """comparison -> what its two arms are, by kind: composition kinds (contagion: the composition's kind and
+    ""; amplification, reciprocity), intervention kinds (mitigation: e.g. ``("sit", "placebo")``), or
+    ``("chat", "no chat")``; so a reader picks rows by what they compare, not by parsing their labels."""
 
     @property
     def available(self) -> bool:
@@ -349,12 +353,14 @@ def contagion(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
                         "no default-persona agent has both a pre-play and a post-play profile")
     df, note = _baseline_filter(df)
     rows: list[dict[str, Any]] = []
+    arms: dict[str, tuple[str, str]] = {}
     for model in _models(df):
         dm = df[df["model"].astype(str) == model]
         for comp, sub in dm.groupby("composition", observed=True, sort=True):
-            rows += _one_sample_family(sub, "contagion", f"post − pre · {comp}", model, settings,
-                                       tables.item_drift)
-    return Contrast("contagion", QUESTIONS["contagion"], "ok", note=note, rows=_frame(rows))
+            comparison = f"post − pre · {comp}"
+            rows += _one_sample_family(sub, "contagion", comparison, model, settings, tables.item_drift)
+            arms[comparison] = (str(sub["composition_kind"].iloc[0]), "")
+    return Contrast("contagion", QUESTIONS["contagion"], "ok", note=note, rows=_frame(rows), arms=arms)
 
 
 def _kind_contrast(tables: RunTables, name: str, kind_a: str, kind_b: str,
@@ -371,6 +377,7 @@ def _kind_contrast(tables: RunTables, name: str, kind_a: str, kind_b: str,
     df = df[df["composition_kind"].astype(str).isin([kind_a, kind_b])]
     rows: list[dict[str, Any]] = []
     mixed: list[dict[str, Any]] = []
+    arms: dict[str, tuple[str, str]] = {}
     for model in _models(df):
         dm = df[df["model"].astype(str) == model]
         comp_a = ", ".join(sorted({str(c) for c in dm.loc[dm.composition_kind.astype(str) == kind_a, "composition"]}))
@@ -380,9 +387,10 @@ def _kind_contrast(tables: RunTables, name: str, kind_a: str, kind_b: str,
         arm = dm["composition_kind"].astype(str) == kind_a
         rows += _two_sample_family(dm, arm, name, f"{comp_a} − {comp_b}", model, settings, mixed,
                                    ("game", "chat_turns", "intervention"), tables.instrument)
+        arms[f"{comp_a} − {comp_b}"] = (kind_a, kind_b)
     if not rows:
         return Contrast(name, QUESTIONS[name], "not in this run", "no model played both compositions")
-    return Contrast(name, QUESTIONS[name], "ok", note=note, rows=_frame(rows), mixed=mixed)
+    return Contrast(name, QUESTIONS[name], "ok", note=note, rows=_frame(rows), mixed=mixed, arms=arms)
 
 
 def amplification(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
@@ -406,6 +414,7 @@ def chat(tables: RunTables, settings: AnalysisSettings | None = None) -> Contras
     df, note = _baseline_filter(df)
     rows: list[dict[str, Any]] = []
     mixed: list[dict[str, Any]] = []
+    arms: dict[str, tuple[str, str]] = {}
     for model in _models(df):
         dm = df[df["model"].astype(str) == model]
         arm = dm["chat_turns"].astype(int) > 0
@@ -413,16 +422,18 @@ def chat(tables: RunTables, settings: AnalysisSettings | None = None) -> Contras
             continue
         rows += _two_sample_family(dm, arm, "chat", "chat − no chat (all compositions)", model, settings, mixed,
                                    ("game", "composition", "intervention"), tables.instrument)
+        arms["chat − no chat (all compositions)"] = ("chat", "no chat")
         for comp, sub in dm.groupby("composition", observed=True, sort=True):
             a = sub["chat_turns"].astype(int) > 0
             if a.all() or not a.any():
                 continue
             rows += _two_sample_family(sub, a, "chat", f"chat − no chat · {comp}", model, settings, mixed,
                                        ("game", "intervention"), tables.instrument)
+            arms[f"chat − no chat · {comp}"] = ("chat", "no chat")
     if not rows:
         return Contrast("chat", QUESTIONS["chat"], "not in this run", "no model played both with and without chat")
     return Contrast("chat", QUESTIONS["chat"], "ok", note=(note + " Pooled over compositions, and per composition."
-                                                           ).strip(), rows=_frame(rows), mixed=mixed)
+                                                           ).strip(), rows=_frame(rows), mixed=mixed, arms=arms)
 
 
 def mitigation(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
@@ -447,6 +458,7 @@ def mitigation(tables: RunTables, settings: AnalysisSettings | None = None) -> C
                         "needs games with no intervention and with an intervention (or SIT and repetition)")
     rows: list[dict[str, Any]] = []
     mixed: list[dict[str, Any]] = []
+    arms: dict[str, tuple[str, str]] = {}
     for model in _models(df):
         dm = df[df["model"].astype(str) == model]
         for a_lbl, b_lbl in pairs:
@@ -456,12 +468,13 @@ def mitigation(tables: RunTables, settings: AnalysisSettings | None = None) -> C
                 continue
             rows += _two_sample_family(sub, arm, "mitigation", f"{a_lbl} − {b_lbl}", model, settings, mixed,
                                        ("game", "composition", "chat_turns"), tables.instrument)
+            arms[f"{a_lbl} − {b_lbl}"] = (str(labels[a_lbl]), str(labels[b_lbl]))
     if not rows:
         return Contrast("mitigation", QUESTIONS["mitigation"], "not in this run", "no model played the pairs")
     return Contrast("mitigation", QUESTIONS["mitigation"], "ok",
                     note="Pooled over compositions, games and chat settings (a balanced grid keeps that fair). "
                          "A positive pro-social difference means the intervention kept agents more pro-social.",
-                    rows=_frame(rows), mixed=mixed)
+                    rows=_frame(rows), mixed=mixed, arms=arms)
 
 
 def seen_defection(actions: pd.DataFrame) -> pd.DataFrame:

@@ -235,3 +235,11 @@ def attention_figure(by_length: pd.DataFrame, *, layers: int = 0) -> Figure:
 def save_png(fig: Figure, path: Path) -> None:
     """Write ``fig`` as a PNG at ``path`` (no timestamp or version in its metadata)."""
     fig.savefig(path, format="png", dpi=150, metadata={"Software": None})
+
+
+def write_attention_png(turn_means: pd.DataFrame, layers: int, path: Path) -> None:
+    """``contagion attention``'s plot of its turn means (:func:`attention_figure` of
+    :func:`contagion.analysis.attention.system_share_by_length`), written as a PNG at ``path``."""
+    from contagion.analysis.attention import system_share_by_length
+
+    save_png(attention_figure(system_share_by_length(turn_means), layers=layers), path)

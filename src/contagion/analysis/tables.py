@@ -31,16 +31,17 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import pandas as pd
 
-from contagion.backends.registry import kind_of
 from contagion.errors import UserError
 from contagion.experiment.record import GameRecord
 from contagion.experiment.store import Store
 from contagion.experiment.support import Support, tally
 from contagion.games.record import PlayerRecord
+from contagion.traits.inventory import Polarity
+from contagion.traits.profile import prosocial_index
 
 PROSOCIAL = "prosocial-index"
 """The ``trait`` value of the pro-social index rows in :attr:`RunTables.drift`."""
@@ -52,37 +53,53 @@ ALL_DEFAULT = "all-default"
 MALICIOUS_LM = "malicious-lm"
 SCRIPTED_DEFECTOR = "scripted-defector"
 SCRIPTED_OTHER = "scripted-other"
+ALWAYS_DEFECT = "always-defect"
+"""The scripted strategy (``PlayerRecord.strategy``) that makes a seating ``scripted-defector``."""
 BENEVOLENT = "benevolent"
 OTHER = "other"
 
 
-def _scripted(backend: str) -> bool:
-    """Whether a recorded backend is a scripted strategy (asked of the registry, nothing is loaded)."""
-    try:
-        return kind_of(backend).scripted
-    except UserError:  # an identity that is no spec (a model id): a language model
-        return False
+class SeatFacts(Protocol):
+    """What :func:`composition_kind` needs to know of a seat (a :class:`PlayerRecord` says it; :class:`Seat`
+    holds it for a seating not yet played)."""
+
+    @property
+    def persona(self) -> str: ...
+    @property
+    def language_model(self) -> bool: ...
+    @property
+    def strategy(self) -> str | None: ...
 
 
-def composition_kind(personas: Iterable[str], backends: Iterable[str]) -> str:
-    """What a seating is, whatever the user named it.
+@dataclass(frozen=True)
+class Seat:
+    """A seat's facts outside a record: its persona, whether it is a language model, its scripted strategy."""
+
+    persona: str
+    language_model: bool
+    strategy: str | None = None
+
+
+def composition_kind(players: Iterable[SeatFacts]) -> str:
+    """What a seating is, whatever the user named it, from what its players say they are (their records'
+    ``language_model`` and ``strategy``: no backend is asked).
 
     ``malicious-lm`` (a language model with the malicious persona sits at the table),
-    ``scripted-defector`` (a ``scripted:always-defect`` player), ``scripted-other`` (another scripted
+    ``scripted-defector`` (a scripted always-defect player), ``scripted-other`` (another scripted
     player), ``all-default`` (every player a default-persona LM), ``benevolent`` or ``other``.
     """
-    seats = list(zip(personas, backends, strict=True))
-    lm = [(p, b) for p, b in seats if not _scripted(b)]
-    scripted = [b for _, b in seats if _scripted(b)]
-    if any(p == "malicious" for p, _ in lm):
+    seats = list(players)
+    lm = [p.persona for p in seats if p.language_model]
+    scripted = [p.strategy for p in seats if not p.language_model]
+    if "malicious" in lm:
         return MALICIOUS_LM
-    if any(b.split("?")[0] == "scripted:always-defect" for b in scripted):
+    if ALWAYS_DEFECT in scripted:
         return SCRIPTED_DEFECTOR
     if scripted:
         return SCRIPTED_OTHER
-    if all(p == "default" for p, _ in lm):
+    if all(p == "default" for p in lm):
         return ALL_DEFAULT
-    if any(p == "benevolent" for p, _ in lm):
+    if "benevolent" in lm:
         return BENEVOLENT
     return OTHER
 
@@ -244,13 +261,12 @@ def paired_trait_means(pre: dict[str, Any], post: dict[str, Any], *, role: str =
     return out
 
 
-def prosocial_index(means: dict[str, tuple[str, float, float, int]], which: int) -> float | None:
-    """The pro-social index of :func:`paired_trait_means` output: ``which`` = 1 for pre, 2 for post."""
-    pro = [float(v[which]) for v in means.values() if v[0] == "pro"]
-    anti = [float(v[which]) for v in means.values() if v[0] == "anti"]
-    if not pro or not anti:
-        return None
-    return float(sum(pro) / len(pro) - sum(anti) / len(anti))
+def paired_index(means: dict[str, tuple[str, float, float, int]], which: int) -> float | None:
+    """The pro-social index (:func:`contagion.traits.profile.prosocial_index`, the profile's definition) of
+    :func:`paired_trait_means` output: ``which`` = 1 for pre, 2 for post."""
+    polarity = {t: cast(Polarity, v[0]) for t, v in means.items()}
+    index = prosocial_index({t: float(v[which]) for t, v in means.items()}, polarity)
+    return None if index is None else float(index)
 
 
 def _pre_key(profile: dict[str, Any]) -> str:
@@ -271,9 +287,10 @@ def history_key(record: GameRecord) -> str:
 
 def co_player_seat(record: GameRecord) -> int:
     """The seat (0-based) of the first co-player that is not a default-persona language model — the
-    malicious, benevolent or scripted player whose seat configs randomise — or -1 when there is none."""
-    for i, p in enumerate(record.spec.game.players):
-        if p.persona != "default" or _scripted(p.backend):
+    malicious, benevolent or scripted player whose seat configs randomise — or -1 when there is none (and
+    for a failed game, whose players were not recorded)."""
+    for i, p in enumerate(record.players):
+        if p.persona != "default" or not p.language_model:
             return i
     return -1
 
@@ -303,13 +320,13 @@ class TableBuilder:
         """Add one game's rows (the record can be dropped afterwards)."""
         labels = record.labels
         players = record.players
-        kind = composition_kind([p.persona for p in players], [p.backend for p in players]) if players else ""
-        if not players and record.spec.game.players:
-            kind = composition_kind([p.persona for p in record.spec.game.players],
-                                    [p.backend for p in record.spec.game.players])
         composition = str(labels.get("composition", ""))
-        if composition and composition not in self.info.compositions and (players or record.spec.game.players):
+        # a failed game recorded no players: its kind is its composition's, from the games that were played
+        # (filled in by build(); empty where no game of the composition finished)
+        kind = composition_kind(players) if players else ""
+        if composition and composition not in self.info.compositions and players:
             self.info.compositions[composition] = kind
+        if composition and composition not in self.info.composition_seats and record.spec.game.players:
             seats = [p.label() for p in record.spec.game.players]
             order = labels.get("seats")  # a shuffled seating: composition seat order[k] sits in place k
             if isinstance(order, list) and sorted(order) == list(range(len(seats))):
@@ -391,14 +408,14 @@ class TableBuilder:
         for trait, (polarity, a, b, n) in means.items():
             info.items_per_trait[trait] = max(info.items_per_trait.get(trait, 0), n)
             self._drift.add((*cond, p.name, p.persona, key, trait, polarity, a, b, b - a, n))
-        pre_i, post_i = prosocial_index(means, 1), prosocial_index(means, 2)
+        pre_i, post_i = paired_index(means, 1), paired_index(means, 2)
         if pre_i is not None and post_i is not None:
             self._drift.add((*cond, p.name, p.persona, key, PROSOCIAL, "index", pre_i, post_i, post_i - pre_i,
                              sum(v[3] for v in means.values() if v[0] != "neutral")))
         for name, role, keyed in (("source", "source", None), ("yes-keyed", "measure", "Yes"),
                                   ("no-keyed", "measure", "No")):
             sub = paired_trait_means(pre, post, role=role, keyed=keyed)
-            a_i, b_i = prosocial_index(sub, 1), prosocial_index(sub, 2)
+            a_i, b_i = paired_index(sub, 1), paired_index(sub, 2)
             if a_i is not None and b_i is not None:
                 self._sets.add((*cond, p.name, p.persona, name, a_i, b_i, b_i - a_i,
                                 sum(v[3] for v in sub.values() if v[0] != "neutral")))
@@ -412,6 +429,10 @@ class TableBuilder:
 
     def build(self) -> RunTables:
         """The tables of every record added so far."""
+        kinds, names = self._games.data["composition_kind"], self._games.data["composition"]
+        for i, (kind, name) in enumerate(zip(kinds, names, strict=True)):
+            if not kind:  # a failed game: its composition's kind, from the games of it that were played
+                kinds[i] = self.info.compositions.get(name, "")
         return RunTables(drift=self._drift.frame(), actions=self._actions.frame(), players=self._players.frame(),
                          games=self._games.frame(), info=self.info, drift_sets=self._sets.frame(),
                          instrument=self._instrument.frame(),

@@ -33,10 +33,12 @@ FP_TARGET = 0.05
 FINGERPRINTED = (
     "check.py", "analysis/tables.py", "analysis/estimators.py", "analysis/contrasts.py", "analysis/validation.py",
     "messages.py", "vocabulary.py", "errors.py", "strict.py", "fileio.py", "personas.py", "redact.py",
-    "backends/base.py", "backends/registry.py", "backends/robust.py", "backends/sim.py", "backends/scripted.py",
+    "backends/base.py", "backends/registry.py", "backends/robust.py", "backends/retry.py",
+    "backends/response_cache.py", "backends/sim.py", "backends/scripted.py",
     "backends/reasoning.py", "backends/probe.py", "backends/server_options.py",
     "games/", "traits/", "steering/", "experiment/trial.py", "experiment/config.py", "experiment/record.py",
-    "experiment/rundir.py", "experiment/store.py", "experiment/support.py",
+    "experiment/rundir.py", "experiment/profiles.py", "experiment/store.py", "experiment/store_schema.py",
+    "experiment/store_recovery.py", "experiment/store_export.py", "experiment/run_lock.py", "experiment/support.py",
     "data/inventory-v1.yaml", "data/inventory-v2.yaml",
 )
 """What :func:`analysis_fingerprint` hashes (paths relative to the ``contagion`` package; a path ending in

@@ -180,6 +180,8 @@ class Capabilities(BaseModel):
     cpu_bound: bool = Field(False, description="Computes on this machine's CPU: games run best one at a time.")
     simulated: bool = Field(False, description="A simulated model with a known rule (validation), not a real one.")
     scripted: bool = Field(False, description="A scripted game strategy: acts, but has no traits to measure.")
+    strategy: str | None = Field(None, description="A scripted player's strategy (e.g. 'always-defect'); None "
+                                                   "for a language model.")
     logprobs: bool = True
     score_method: ScoreMethod = ScoreMethod.FULL
     prefix_caching: bool = False

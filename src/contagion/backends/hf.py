@@ -1,5 +1,8 @@
 """A transformers backend for white-box work: log-likelihoods, prefix reuse and attention read-out.
 
+The backend itself (generation, scoring, prefix reuse) is here; loading the model is
+:mod:`contagion.backends.hf_model`, the attention read-out :mod:`contagion.backends.hf_attention`.
+
 ``hf:embedded`` loads the embedded SmolLM2-135M-Instruct GGUF file through transformers (de-quantised
 to float32); ``hf:PATH`` loads a local model directory or a ``.gguf`` file; ``hf:ORG/NAME`` a model
 from the Hugging Face hub cache (set ``HF_HUB_OFFLINE=1`` to stay offline). Options after ``?``:
@@ -23,18 +26,12 @@ continuation — the reference that the cached path is tested against.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
-import inspect
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from pydantic import BaseModel, Field
 
 from contagion.backends.base import (
     Backend,
@@ -48,57 +45,20 @@ from contagion.backends.base import (
     split_prefix,
 )
 from contagion.backends.first_token import score_candidates, targets_of, top_candidates
+from contagion.backends.hf_attention import TEMPLATE, AttentionReadout, AttentionShares, TokenSegments
+from contagion.backends.hf_model import LoadedModel, check_installed, forget_model, load_model, require
 from contagion.backends.paths import embedded_model_path
-from contagion.errors import BackendError, BackendSpecError, BackendUnavailableError, MissingExtraError
+from contagion.errors import BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, wire
 
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["TEMPLATE", "AttentionShares", "HFBackend", "LoadedModel", "TokenSegments", "build_hf"]
+
 T = TypeVar("T")
 
-TEMPLATE = "template"
-"""Segment label of tokens that belong to no message's content: role headers, turn delimiters, a
-template's default system prompt, and the generation prompt (``<|im_start|>assistant\\n``)."""
-
-_WHAT = "the hf backend"
-_EXTRA = "whitebox"
-_END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 _OPTIONS = ("prefix_reuse", "prefill_chunk")
-
-
-class AttentionShares(BaseModel):
-    """Where one query position's attention goes, per layer, summed over message segments."""
-
-    labels: list[str] = Field(description="Segment labels, in order of first appearance, then 'template'.")
-    per_layer: list[dict[str, float]] = Field(
-        description="Layer-indexed; label -> mean over heads of the head's attention mass on that segment."
-    )
-    tokens: int = Field(description="Prompt tokens (the query attends to all of them, itself included).")
-    tokens_per_label: dict[str, int] = Field(default_factory=dict, description="Tokens in each segment.")
-    query: str = Field(default="last", description="Which position's attention row was read.")
-
-
-@dataclass
-class TokenSegments:
-    """A chat-templated prompt as token ids, each token labelled with its segment."""
-
-    ids: list[int]
-    labels: list[str]  # one per token
-    text: str
-
-
-@dataclass
-class LoadedModel:
-    """A model and tokenizer shared by every backend naming the same source; ``lock`` serialises calls."""
-
-    model: Any
-    tokenizer: Any
-    cache_arg: str  # "cache" (transformers >= 5.x) or "past_key_values"
-    keep_arg: str | None  # "logits_to_keep", "num_logits_to_keep" or None
-    stop_ids: frozenset[int]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    texts: dict[int, str] = field(default_factory=dict)  # token id -> its text, for first-token candidates
 
 
 @dataclass
@@ -107,28 +67,6 @@ class _PromptCache:
 
     cache: Any = None
     ids: list[int] = field(default_factory=list)
-
-
-_loaded: dict[tuple[str, str | None], LoadedModel] = {}
-_load_lock = threading.Lock()
-
-
-def _require(module: str) -> Any:
-    """Import an optional dependency, or raise the error that names the extra to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(_WHAT, _EXTRA, module) from exc
-
-
-def _check_installed(modules: Sequence[str]) -> None:
-    for module in modules:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            raise MissingExtraError(_WHAT, _EXTRA, module)
 
 
 def _flag(value: str, name: str) -> bool:
@@ -142,7 +80,7 @@ def _flag(value: str, name: str) -> bool:
 
 
 
-class HFBackend(Backend):
+class HFBackend(AttentionReadout, Backend):
     """A transformers causal LM on CPU (float32, eager attention) with full-continuation scoring."""
 
     def __init__(self, path_or_id: str, **params: str) -> None:
@@ -161,7 +99,7 @@ class HFBackend(Backend):
             raise BackendSpecError("option prefill_chunk of the hf backend must be at least 1")
         self._source, self._gguf_file = self._locate(path_or_id)
         needed = ["torch", "transformers"] + (["gguf"] if self._gguf_file else [])
-        _check_installed(needed)
+        check_installed(needed)
         self.capabilities = Capabilities(
             logprobs=True,
             score_method=ScoreMethod.FULL,
@@ -197,22 +135,21 @@ class HFBackend(Backend):
     def loaded(self) -> LoadedModel:
         """The model and tokenizer, loading them on first use (about 20 s for the embedded model)."""
         if self._state is None:
-            self._state = _load(self._source, self._gguf_file)
+            self._state = load_model(self._source, self._gguf_file)
         return self._state
 
     async def aclose(self) -> None:
         """Drop this backend's model reference and cache; the model is freed once no backend uses it."""
         self._state = None
         self._prompt_cache = _PromptCache()
-        with _load_lock:
-            _loaded.pop((self._source, self._gguf_file), None)
+        forget_model(self._source, self._gguf_file)
 
     async def _call(self, fn: Callable[[LoadedModel], T]) -> T:
         """Run ``fn`` in a worker thread, under the model's lock, without autograd."""
 
         def work() -> T:
             state = self.loaded()
-            torch = _require("torch")
+            torch = require("torch")
             with state.lock, torch.inference_mode():
                 return fn(state)
 
@@ -231,94 +168,11 @@ class HFBackend(Backend):
         """Token ids of already templated text (no special tokens added again)."""
         return list(self.loaded().tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def segment_tokens(self, messages: Sequence[Message], segment_of_message: Sequence[str]) -> TokenSegments:
-        """Tokenise the templated prompt and label every token with its message's segment.
-
-        A token belongs to a message when it overlaps that message's *content* characters; every
-        other token (role headers, delimiters, a default system prompt, the generation prompt) is
-        labelled :data:`TEMPLATE`. Content spans are found by rendering the template with a unique
-        placeholder per message and putting the contents back; if the template alters contents
-        (beyond stripping whitespace), each message owns the whole text its turn adds to the
-        rendering, headers included.
-        """
-        if len(segment_of_message) != len(messages):
-            raise ValueError(f"{len(segment_of_message)} segment labels for {len(messages)} messages")
-        tokenizer = self.loaded().tokenizer
-        text = self.render(messages)
-        spans = self._content_spans(messages, text)
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        offsets = enc.get("offset_mapping")
-        if offsets is None:
-            raise BackendError(
-                f"{self.spec}: the tokenizer gives no character offsets (not a fast tokenizer)"
-            )
-        labels: list[str] = []
-        k = 0
-        for start, end in offsets:
-            while k < len(spans) and spans[k][1] <= start:
-                k += 1
-            # the first span still ending after this token's start; zero-width spans are skipped
-            j = k
-            while j < len(spans) and spans[j][1] <= spans[j][0]:
-                j += 1
-            if j < len(spans) and end > start and spans[j][0] < end and start < spans[j][1]:
-                labels.append(segment_of_message[j])
-            else:
-                labels.append(TEMPLATE)
-        return TokenSegments(ids=ids, labels=labels, text=text)
-
-    def _content_spans(self, messages: Sequence[Message], text: str) -> list[tuple[int, int]]:
-        """Character span of each message's content in the rendered ``text``."""
-        tokenizer = self.loaded().tokenizer
-        marks = [f"\ue000{k}\ue001" for k in range(len(messages))]
-        skeleton = str(
-            tokenizer.apply_chat_template(
-                [{"role": m.role, "content": mark} for m, mark in zip(messages, marks, strict=True)],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-        )
-        for transform in (lambda s: s, str.strip):
-            spans: list[tuple[int, int]] = []
-            built: list[str] = []
-            length = pos = 0
-            for m, mark in zip(messages, marks, strict=True):
-                at = skeleton.find(mark, pos)
-                if at < 0:
-                    break
-                content = transform(m.content)
-                built += [skeleton[pos:at], content]
-                length += at - pos
-                spans.append((length, length + len(content)))
-                length += len(content)
-                pos = at + len(mark)
-            else:
-                built.append(skeleton[pos:])
-                if "".join(built) == text:
-                    return spans
-        # The template changes contents: fall back to the text each turn adds to the rendering
-        # (headers included); the generation prompt after the last turn stays template.
-        spans = []
-        previous = 0
-        for k in range(1, len(messages) + 1):
-            partial = str(
-                tokenizer.apply_chat_template(wire(messages[:k]), add_generation_prompt=False, tokenize=False)
-            )
-            if not text.startswith(partial):
-                raise BackendError(
-                    f"{self.spec}: cannot map tokens to messages: the chat template neither keeps message "
-                    "contents nor renders a conversation as the extension of its prefix"
-                )
-            spans.append((previous, len(partial)))
-            previous = len(partial)
-        return spans
-
     # ----------------------------------------------------------------------------------- the model
 
     def _forward(self, state: LoadedModel, ids: Sequence[int], cache: Any, logits: int) -> Any:
         """One forward pass of ``ids`` after the tokens in ``cache``; returns the last ``logits`` rows."""
-        torch = _require("torch")
+        torch = require("torch")
         kwargs: dict[str, Any] = {"use_cache": cache is not None}
         if cache is not None:
             kwargs[state.cache_arg] = cache
@@ -328,7 +182,7 @@ class HFBackend(Backend):
         return out.logits[0, -logits:, :] if logits else None
 
     def _new_cache(self, state: LoadedModel) -> Any:
-        transformers = _require("transformers")
+        transformers = require("transformers")
         try:
             return transformers.DynamicCache(config=state.model.config)
         except TypeError:  # transformers < 4.56 takes no config
@@ -380,7 +234,7 @@ class HFBackend(Backend):
     def _generate(
         self, state: LoadedModel, messages: Sequence[Message], config: GenerationConfig
     ) -> Completion:
-        torch = _require("torch")
+        torch = require("torch")
         t0 = time.perf_counter()
         prompt = self.encode(self.render(messages))
         pc, logits, encoded = self._extend(state, prompt, keep_new=1)
@@ -419,7 +273,7 @@ class HFBackend(Backend):
 
     @staticmethod
     def _pick(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator) -> int:
-        torch = _require("torch")
+        torch = require("torch")
         if config.temperature == 0.0:
             return int(torch.argmax(logits).item())
         probs = torch.softmax(logits.float() / config.temperature, dim=-1)
@@ -466,7 +320,7 @@ class HFBackend(Backend):
     def _first_token(self, state: LoadedModel, messages: Sequence[Message], choices: Sequence[str]) -> Scores:
         """Format v2: the reply's first-token distribution right after the generation prompt, its top-k
         tokens scored as a server's ``top_logprobs`` are (:mod:`contagion.backends.first_token`)."""
-        torch = _require("torch")
+        torch = require("torch")
         t0 = time.perf_counter()
         targets_of(choices)
         prompt = self.encode(self.render(messages))
@@ -488,7 +342,7 @@ class HFBackend(Backend):
     ) -> Scores:
         if not prefix:
             return self._first_token(state, messages, choices)
-        torch = _require("torch")
+        torch = require("torch")
         t0 = time.perf_counter()
         stem, full_choices = split_prefix(prefix, choices)
         prompt_text = self.render(messages) + stem
@@ -528,148 +382,10 @@ class HFBackend(Backend):
     @staticmethod
     def _sum_logprobs(rows: torch.Tensor, targets: Sequence[int]) -> float:
         """Sum of log-softmax(rows[i])[targets[i]]."""
-        torch = _require("torch")
+        torch = require("torch")
         logp = torch.log_softmax(rows.float(), dim=-1)
         index = torch.tensor(list(targets), dtype=torch.long).unsqueeze(1)
         return float(logp.gather(1, index).sum())
-
-    # ----------------------------------------------------------------------------------- attention
-
-    async def attention_to_segments(
-        self, messages: Sequence[Message], segment_of_message: Sequence[str], *, query: str = "last"
-    ) -> AttentionShares:
-        """Per layer, the share of the query position's attention that lands on each segment.
-
-        ``segment_of_message`` gives one label per message; tokens outside message contents are
-        labelled :data:`TEMPLATE` (see :meth:`segment_tokens`). The prompt is the chat template of
-        ``messages`` with the generation prompt; the query (``"last"``, the only option) is its last
-        position — the one whose output predicts the first token of the reply, i.e. where the model
-        "reads" its history when it starts to answer. A layer's share of a segment is the mean over
-        heads of each head's attention mass on the segment's tokens; each head's row sums to 1, so
-        the shares over all labels sum to 1 per layer.
-
-        Memory: all positions but the last are encoded into the key/value cache (reusing the cached
-        prefix of the previous call), in chunks of ``prefill_chunk`` tokens; then the last position
-        alone runs with a forward hook on every attention module that reduces its 1 x length row per
-        head to per-segment sums at once. Kept: layers x segments numbers. Transient: the cache,
-        2 x layers x kv_heads x head_dim x length floats (46 KB per token for SmolLM2-135M), plus, for
-        one layer at a time, eager attention scores of heads x chunk x length during prefill — so
-        memory grows linearly with history length, never with layers x heads x length².
-        """
-        if query != "last":
-            raise ValueError(f"query={query!r} is not supported; use 'last'")
-        return await self._call(lambda state: self._attention(state, messages, segment_of_message))
-
-    def _attention(
-        self, state: LoadedModel, messages: Sequence[Message], segment_of_message: Sequence[str]
-    ) -> AttentionShares:
-        torch = _require("torch")
-        seg = self.segment_tokens(messages, segment_of_message)
-        order = list(dict.fromkeys([*segment_of_message, TEMPLATE]))
-        index = torch.tensor([order.index(label) for label in seg.labels], dtype=torch.long)
-        modules = _attention_modules(state.model)
-        kept: list[Any] = [None] * len(modules)  # per layer: a tensor of per-segment sums
-
-        def make_hook(layer: int) -> Callable[..., None]:
-            def hook(module: Any, args: Any, output: Any) -> None:
-                weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-                if weights is None:
-                    raise BackendError(f"{self.spec}: attention weights unavailable (needs eager attention)")
-                row = weights[0, :, -1, :].float().mean(dim=0)  # mean over heads of the last query row
-                kept[layer] = torch.zeros(len(order)).index_add_(0, index, row)
-
-            return hook
-
-        pc, _, _ = self._extend(state, seg.ids[:-1], keep_new=0)
-        handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)]
-        try:
-            self._forward(state, seg.ids[-1:], pc.cache, 1)
-            pc.ids.append(seg.ids[-1])
-        except BaseException:
-            self._invalidate()
-            raise
-        finally:
-            for handle in handles:
-                handle.remove()
-        per_layer = []
-        for layer, shares in enumerate(kept):
-            if shares is None:
-                raise BackendError(f"{self.spec}: attention layer {layer} did not run")
-            per_layer.append({label: float(v) for label, v in zip(order, shares.tolist(), strict=True)})
-        counts = {label: seg.labels.count(label) for label in order}
-        return AttentionShares(
-            labels=order, per_layer=per_layer, tokens=len(seg.ids), tokens_per_label=counts
-        )
-
-
-def _attention_modules(model: Any) -> list[Any]:
-    """The self-attention module of every decoder layer, in layer order."""
-    found = [(name, m) for name, m in model.named_modules() if name.endswith(".self_attn")]
-    if not found:
-        raise BackendError("cannot find the attention modules ('*.self_attn') of this model architecture")
-    found.sort(key=lambda nm: getattr(nm[1], "layer_idx", 0))
-    return [m for _, m in found]
-
-
-def _load(source: str, gguf_file: str | None) -> LoadedModel:
-    """Load (once per process and source) a model in float32 on CPU with eager attention."""
-    key = (source, gguf_file)
-    with _load_lock:
-        state = _loaded.get(key)
-        if state is not None:
-            return state
-        torch = _require("torch")
-        transformers = _require("transformers")
-        if gguf_file:
-            _require("gguf")
-        extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-        where = str(Path(source) / gguf_file) if gguf_file else source
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(source, **extra)
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                source, attn_implementation="eager", **{_dtype_arg(transformers): torch.float32}, **extra
-            )
-        except OSError as exc:
-            raise BackendUnavailableError(
-                f"cannot load the model {where} with transformers ({exc}). Give a local model directory, a "
-                ".gguf file, or a hub ID already downloaded (offline: HF_HUB_OFFLINE=1)"
-            ) from exc
-        model.eval()
-        params = inspect.signature(model.forward).parameters
-        cache_arg = "cache" if "cache" in params else "past_key_values"
-        keep_arg = next((a for a in ("logits_to_keep", "num_logits_to_keep") if a in params), None)
-        state = LoadedModel(
-            model=model,
-            tokenizer=tokenizer,
-            cache_arg=cache_arg,
-            keep_arg=keep_arg,
-            stop_ids=frozenset(_stop_ids(model, tokenizer)),
-        )
-        _loaded[key] = state
-        return state
-
-
-def _dtype_arg(transformers: Any) -> str:
-    """``dtype`` since transformers 4.56, ``torch_dtype`` before."""
-    try:
-        major, minor = (int(part) for part in str(transformers.__version__).split(".")[:2])
-    except ValueError:
-        return "dtype"
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-
-
-def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
-    """End-of-turn token ids: the tokenizer's and the generation config's EOS, and known end markers."""
-    ids: set[int] = set()
-    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple):
-            ids.update(v for v in value if isinstance(v, int))
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[m] for m in _END_MARKERS if m in vocab)
-    return ids
-
 
 def build_hf(rest: str, params: dict[str, str], spec: str) -> HFBackend:
     """The registry's factory for ``hf:PATH_OR_ID``."""

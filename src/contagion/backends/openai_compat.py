@@ -46,7 +46,7 @@ samples ``samples`` short answers at temperature 1 (seeds 0..n-1, reproducible w
 ``seed``), counts which choice each answer starts with and scores choice ``c`` as
 ``log((count_c + 0.5) / (n + 0.5·k))`` for ``k`` choices. The method is then ``sampled-fallback``, the
 counts and answers are in ``Scores.detail``; it is an estimate and says so. Each sampled request is retried
-on its own (:func:`~contagion.backends.robust.retry_call`, ``sample_retries`` times), so one flaky reply
+on its own (:func:`~contagion.backends.retry.retry_call`, ``sample_retries`` times), so one flaky reply
 does not sink the other samples; the retries are counted in ``Scores.detail["retries"]``.
 
 The method is decided once per backend, never flipped mid-run: a server is taken to have no logprobs
@@ -112,7 +112,7 @@ from contagion.backends.base import (
 from contagion.backends.first_token import owner, score_candidates, targets_of
 from contagion.backends.probe import AUTO_MASS, PROBES
 from contagion.backends.reasoning import reasoning_field, split_reasoning
-from contagion.backends.robust import leaf_errors, retry_call, should_retry
+from contagion.backends.retry import leaf_errors, retry_call, should_retry
 from contagion.backends.server_options import (
     JSON_SAFE,
     apply_system_role,

@@ -231,6 +231,16 @@ def free_local_models() -> None:
             inner.close()
 
 
+def strategy_of(spec: str) -> str | None:
+    """The scripted strategy a spec names (``scripted:always-defect?…`` → ``always-defect``); None for any
+    other backend, and for a string that is no spec (a model's identity)."""
+    try:
+        kind, rest, _ = _parse(spec)
+    except BackendSpecError:
+        return None
+    return rest if kind.scripted else None
+
+
 def is_language_model(spec: str) -> bool:
     """Whether a spec names a language model (as opposed to a scripted strategy), without loading it."""
     return kind_of(spec).language_model

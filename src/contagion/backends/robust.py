@@ -8,24 +8,23 @@ Backends stay small; the shared hard parts live here once (as Inspect AI's ``Mod
 
 - **Timeouts**: each attempt gets ``timeout`` seconds (``asyncio.wait_for``); running out is a
   transient :class:`~contagion.errors.BackendError`. Time queued for a concurrency slot does not count.
-- **Retries**: :func:`should_retry` decides, per cause, nothing else: transient ``BackendError``\\s
-  (HTTP 5xx, 408, 429, truncated bodies, empty ``choices``, a reply that lost its logprobs), timeouts and
-  HTTP transport failures are retried with exponential backoff and jitter (tenacity); bad requests
-  (400, 401, 404, ...), ``UserError``\\s and programming errors (``ValueError``, ``TypeError``, ...) are
-  raised at once. An ``ExceptionGroup`` (parallel calls that failed together) is unwrapped first: it is
-  retried when every error in it is. A server's ``Retry-After`` is honoured up to ``retry_after_max``
-  seconds (:data:`RETRY_AFTER_MAX` by default), and a wait of a second or more is said on stderr (the
-  ``contagion.backends`` logger) while it lasts; a server that asks for longer is not waited for at all:
-  the call fails at once with a non-transient error saying so. After the last attempt the last error is
-  raised, with a note saying how many attempts were made. :func:`retry_call` applies the same policy to
-  any call (the sampled fallback's requests use it).
+- **Retries** (:mod:`contagion.backends.retry`): :func:`should_retry` decides, per cause, nothing else:
+  transient ``BackendError``\\s (HTTP 5xx, 408, 429, truncated bodies, empty ``choices``, a reply that lost
+  its logprobs), timeouts and HTTP transport failures are retried with exponential backoff and jitter
+  (tenacity); bad requests (400, 401, 404, ...), ``UserError``\\s and programming errors (``ValueError``,
+  ``TypeError``, ...) are raised at once. An ``ExceptionGroup`` (parallel calls that failed together) is
+  unwrapped first: it is retried when every error in it is. A server's ``Retry-After`` is honoured up to
+  ``retry_after_max`` seconds (:data:`~contagion.backends.retry.RETRY_AFTER_MAX` by default), said on stderr while
+  it lasts; a server that asks for longer is not waited for: the call fails at once, saying so. After the last
+  attempt the last error is raised, with a note saying how many attempts were made. :func:`retry_call` applies
+  the same policy to any call (the sampled fallback's requests use it).
 - **Replies**: a generated reply longer than :data:`~contagion.backends.base.MAX_CHARS_PER_TOKEN` characters
   per token asked is refused (a non-transient error), never returned or stored.
 - **Concurrency**: at most ``concurrency`` calls in flight per event loop (a semaphore per loop, since
   an asyncio semaphore belongs to one loop). Backoff sleeps do not hold a slot.
-- **Cache** (:class:`ResponseCache`): only when the same request must give the same answer (see
-  :meth:`RobustBackend.caches_generate` and :meth:`RobustBackend.caches_scores`); hits come back
-  with ``cached=True``.
+- **Cache** (:class:`~contagion.backends.response_cache.ResponseCache`): only when the same request must
+  give the same answer (see :meth:`RobustBackend.caches_generate` and :meth:`RobustBackend.caches_scores`);
+  hits come back with ``cached=True``.
 - **Usage**: :attr:`RobustBackend.usage` adds up every call; :func:`track_usage` collects the calls made
   inside a block (and the tasks it starts), e.g. one game's share of a backend shared by many games.
 """
@@ -33,27 +32,13 @@ Backends stay small; the shared hard parts live here once (as Inspect AI's ``Mod
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import logging
-import random
-import sqlite3
 import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import aiohttp
 from pydantic import BaseModel, Field
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-)
 
 from contagion.backends.base import (
     Backend,
@@ -66,145 +51,24 @@ from contagion.backends.base import (
     gather_bounded,
     reply_problem,
 )
-from contagion.errors import BackendError, UserError
+from contagion.backends.response_cache import CACHE_KEY_VERSION, ResponseCache
+from contagion.backends.retry import (
+    RETRY_AFTER_MAX,
+    announce_wait,
+    backoff_seconds,
+    beyond_cap,
+    leaf_errors,
+    retry_after,
+    retry_call,
+    should_retry,
+)
+from contagion.errors import BackendError
 from contagion.messages import Message
 
+__all__ = ["CACHE_KEY_VERSION", "RETRY_AFTER_MAX", "ResponseCache", "RobustBackend", "Usage", "backoff_seconds",
+           "leaf_errors", "retry_after", "retry_call", "should_retry", "track_usage"]
+
 T = TypeVar("T")
-log = logging.getLogger("contagion.backends")
-
-RETRY_AFTER_MAX = 60.0
-"""The longest wait a server may ask for with ``Retry-After`` (seconds) and still be waited for."""
-CACHE_KEY_VERSION = 2
-"""Bumped when what goes into a cache key changes, so old entries are never misread (2: ``embedded``
-now names the shipped weights run in float32, not the Q4_1 file as it is)."""
-
-_jitter = random.Random()
-_RETRYABLE_TRANSPORT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
-
-
-def leaf_errors(exc: BaseException) -> list[BaseException]:
-    """The errors inside ``exc``: itself, or every leaf of a (nested) exception group."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in leaf_errors(inner)]
-    return [exc]
-
-
-def should_retry(exc: BaseException) -> bool:
-    """Whether retrying the call that raised ``exc`` may help.
-
-    Yes for ``BackendError(transient=True)``, timeouts (``TimeoutError``, which aiohttp's timeouts are)
-    and transport failures (aiohttp connection and payload errors, ``ConnectionError``: refused, reset or
-    dropped connections, truncated bodies). No for everything else:
-    ``UserError`` (including an unreachable server at first contact), non-transient ``BackendError``,
-    cancellation and programming errors. An exception group is retried when every error in it would be.
-    """
-    if isinstance(exc, BaseExceptionGroup):
-        leaves = leaf_errors(exc)
-        return bool(leaves) and all(should_retry(leaf) for leaf in leaves)
-    if isinstance(exc, UserError):
-        return False
-    if isinstance(exc, BackendError):
-        return exc.transient
-    return isinstance(exc, (TimeoutError, *_RETRYABLE_TRANSPORT))
-
-
-def retry_after(exc: BaseException | None) -> float | None:
-    """The wait a server asked for (``Retry-After``) behind ``exc``, the longest in a group, or None."""
-    if exc is None:
-        return None
-    waits = [leaf.retry_after for leaf in leaf_errors(exc)
-             if isinstance(leaf, BackendError) and leaf.retry_after is not None]
-    return max(waits) if waits else None
-
-
-def backoff_seconds(attempt: int, exc: BaseException | None, *, initial: float, maximum: float,
-                    retry_after_max: float) -> float:
-    """Seconds before attempt ``attempt + 1``: doubling from ``initial`` plus up to ``initial`` of jitter
-    (so clients that failed together do not retry together), capped at ``maximum``; at least the
-    server's ``Retry-After`` when it sent one, itself capped at ``retry_after_max``. The jitter only
-    shifts timing, never results, so it needs no seed."""
-    wait = min(maximum, initial * 2 ** (attempt - 1) + _jitter.uniform(0.0, initial))
-    asked = retry_after(exc)
-    if asked is not None:
-        wait = max(wait, min(max(asked, 0.0), retry_after_max))
-    return wait
-
-
-def beyond_cap(exc: BaseException, retry_after_max: float, what: str) -> BackendError | None:
-    """The error to raise instead of waiting, when the server asked (``Retry-After``) for more than
-    ``retry_after_max`` seconds; None otherwise."""
-    asked = retry_after(exc)
-    if asked is None or asked <= retry_after_max or not should_retry(exc):
-        return None
-    error = BackendError(f"{what}: the server asked to wait {asked:,.0f} s before trying again (Retry-After), longer "
-                         f"than the {retry_after_max:g} s this client waits; try again later ({exc})", transient=False,
-                         status=getattr(exc, "status", None))
-    error.__cause__ = exc
-    return error
-
-
-def announce_wait(exc: BaseException | None, retry_after_max: float, what: str) -> None:
-    """Say on stderr (the ``contagion.backends`` logger) that a wait the server asked for is under way."""
-    asked = retry_after(exc)
-    if asked is not None and asked >= 1.0:
-        log.warning("%s: the server asked to wait %.0f s before trying again (Retry-After); waiting %.0f s",
-                    what, asked, min(asked, retry_after_max))
-
-
-async def retry_call(
-    call: Callable[[], Awaitable[T]],
-    *,
-    max_retries: int,
-    backoff_initial: float = 0.5,
-    backoff_max: float = 20,
-    retry_after_max: float = RETRY_AFTER_MAX,
-    on_retry: Callable[[BaseException | None], None] | None = None,
-    what: str = "the call",
-    attempts_before: int = 0,
-) -> T:
-    """Await ``call()`` until it succeeds, retrying what :func:`should_retry` allows, up to ``max_retries``
-    extra attempts, with :func:`backoff_seconds` between attempts. The last error is raised with a note
-    saying how many attempts were made; ``on_retry`` is told of every retry. ``attempts_before`` counts
-    attempts the caller already made (for the backoff and the note)."""
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        return backoff_seconds(state.attempt_number + attempts_before, exc, initial=backoff_initial,
-                               maximum=backoff_max, retry_after_max=retry_after_max)
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        announce_wait(exc, retry_after_max, what)
-        if on_retry is not None:
-            on_retry(exc)
-
-    async def checked() -> T:
-        try:
-            return await call()
-        except Exception as exc:
-            refused = beyond_cap(exc, retry_after_max, what)
-            if refused is not None:
-                raise refused from exc
-            raise
-
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(max_retries + 1),
-        wait=wait,
-        retry=retry_if_exception(should_retry),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    attempts = attempts_before
-    try:
-        async for attempt in retrying:
-            with attempt:
-                attempts += 1
-                return await checked()
-    except Exception as exc:
-        if attempts > 1:
-            exc.add_note(f"{what}: gave up after {attempts} attempts")
-        raise
-    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
 class Usage(BaseModel):
@@ -242,91 +106,6 @@ def track_usage() -> Iterator[Usage]:
         yield usage
     finally:
         _trackers.reset(token)
-
-
-class ResponseCache:
-    """Responses by request: an in-memory LRU, optionally backed by a SQLite file that outlives the process.
-
-    Keys are sha256 digests of (cache-key version, backend identity, method, every message's role,
-    content, name and meta, and the generation config or the choices and prefix). ``meta`` is part of
-    the key because scripted and simulated backends act on it. One cache may serve many backends.
-    """
-
-    def __init__(self, max_entries: int = 10_000, path: str | Path | None = None) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
-        self.max_entries = max_entries
-        self.path = Path(path) if path is not None else None
-        self.hits = 0
-        self.misses = 0
-        self._memory: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-
-    @staticmethod
-    def key(identity: str, method: str, messages: Sequence[Message], request: dict[str, Any]) -> str:
-        """The cache key of one request."""
-        shown = [{"role": m.role, "content": m.content, "name": m.name, "meta": m.meta} for m in messages]
-        content = [CACHE_KEY_VERSION, identity, method, shown, request]
-        blob = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The stored value, or None; a hit moves the entry to the front of the LRU."""
-        with self._lock:
-            text = self._memory.get(key)
-            if text is not None:
-                self._memory.move_to_end(key)
-            elif self._db is not None:
-                row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
-                if row is not None:
-                    text = row[0]
-                    self._remember(key, text)
-            if text is None:
-                self.misses += 1
-                return None
-            self.hits += 1
-        value: dict[str, Any] = json.loads(text)  # allows -Infinity: log-prob of an impossible choice
-        return value
-
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        """Store a JSON-serialisable value (infinite floats allowed)."""
-        text = json.dumps(value, default=str)
-        with self._lock:
-            self._remember(key, text)
-            if self._db is not None:
-                self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, text))
-
-    def _remember(self, key: str, text: str) -> None:
-        self._memory[key] = text
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.max_entries:
-            self._memory.popitem(last=False)
-
-    def __len__(self) -> int:
-        """Entries held in memory."""
-        return len(self._memory)
-
-    def clear(self) -> None:
-        """Forget every entry, in memory and on disk."""
-        with self._lock:
-            self._memory.clear()
-            if self._db is not None:
-                self._db.execute("DELETE FROM responses")
-
-    def close(self) -> None:
-        """Close the SQLite file (the in-memory entries stay usable)."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
 
 
 class RobustBackend(Backend):

@@ -102,7 +102,8 @@ class ScriptedBackend(Backend):
         query = "&".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         self.spec = f"scripted:{strategy}" + (f"?{query}" if query else "")
         self.capabilities = Capabilities(
-            language_model=False, logprobs=True, score_method=ScoreMethod.SCRIPTED, deterministic=True
+            language_model=False, logprobs=True, score_method=ScoreMethod.SCRIPTED, deterministic=True,
+            strategy=strategy,
         )
 
     def _check_params(self, strategy: str) -> None:

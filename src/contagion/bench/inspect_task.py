@@ -15,7 +15,6 @@ needs the extra ``inspect``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from pathlib import Path
@@ -32,7 +31,7 @@ from contagion.bench.card import card_from_tables
 from contagion.bench.protocol import Protocol, load_protocol
 from contagion.bench.render import write_card
 from contagion.experiment.record import GameRecord, TrialSpec
-from contagion.experiment.trial import measure_agent, needed_profiles, run_trial
+from contagion.experiment.trial import ProfileCache, run_trial
 
 MODEL = f"inspect:{ACTIVE}"
 
@@ -55,9 +54,9 @@ def samples(protocol: Protocol) -> list[Sample]:
 def play_trial() -> Solver:
     """Play the sample's trial (pre-play profiles, interventions, game, post-play profiles) on the model.
 
-    Each distinct pre-play profile (model, system prompt, settings) is measured once per evaluation and
-    handed to every trial that needs it, as the runner does."""
-    profiles: dict[str, asyncio.Task[dict[str, Any]]] = {}
+    Each distinct pre-play profile (model, system prompt, settings) is measured once per task and model
+    and handed to every trial that needs it, as the runner does (one in-memory cache per model)."""
+    caches: dict[str, ProfileCache] = {}
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         from contagion.personas import Persona
@@ -65,25 +64,13 @@ def play_trial() -> Solver:
         spec = TrialSpec.model_validate_json(state.metadata["spec"])
         labels = json.loads(state.metadata["labels"])
         personas = {p["name"]: Persona.model_validate(p) for p in json.loads(state.metadata["personas"])}
-        pre: list[dict[str, Any] | None] = [None] * len(spec.game.players)
-        for i, key, system in needed_profiles(spec, personas):
-            key = f"{state.model}|{key}"
-            if key not in profiles:
-                profiles[key] = asyncio.ensure_future(_measure(spec.game.players[i].backend, system, spec))
-            try:
-                pre[i] = await asyncio.shield(profiles[key])
-            except Exception:
-                profiles.pop(key, None)  # the trial measures it itself (and records a failure there)
-        record = await run_trial(spec, labels=labels, personas=personas, pre_profiles=pre)
+        profiles = caches.setdefault(str(state.model), ProfileCache())
+        record = await run_trial(spec, labels=labels, personas=personas, profiles=profiles)
         state.store.set("record", record.model_dump_json())
         state.completed = True
         return state
 
     return solve
-
-
-async def _measure(backend: str, system: Any, spec: TrialSpec) -> dict[str, Any]:
-    return (await measure_agent(backend, system, spec.assessment)).to_record()
 
 
 def _drift(record: GameRecord) -> float:

@@ -7,22 +7,14 @@ import warnings
 
 import typer
 
-# Import the command modules for their side effect of registering on ``app``.
-from contagion.cli import play as _play  # noqa: F401
 from contagion.cli.app import app
 from contagion.errors import UserError
 from contagion.redact import redact
 
-try:  # commands added by later layers register only when present
-    from contagion.cli import assess as _assess  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
-for _mod in ("run", "report", "attention", "bench", "power", "doctor"):
-    try:
-        __import__(f"contagion.cli.{_mod}")
-    except ImportError as _exc:  # pragma: no cover - only while a command module is absent
-        if _exc.name != f"contagion.cli.{_mod}":
-            raise
+# Each command module registers its commands on ``app`` when imported, in the order --help lists them.
+# isort: off
+from contagion.cli import play, assess, run, report, attention, bench, power, doctor  # noqa: F401
+# isort: on
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ run, by default ``RUN_DIR/attention``, where ``contagion report`` finds it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -89,8 +90,15 @@ def attention(
             def done(job: AttentionJob, rows: int) -> None:
                 progress.update(task, advance=1, description=f"{job.game} {job.name}: {rows} rows")
 
-            result = run_sync(measure_attention(plan, backend, out_dir, model=model.strip(), on_player=done))
+            result = run_sync(measure_attention(plan, backend, out_dir, plot=_plot, model=model.strip(),
+                                                on_player=done))
     _print_summary(result, out_dir)
+
+
+def _plot(turn_means: Any, layers: int, path: Path) -> None:
+    from contagion.analysis.figures import write_attention_png  # matplotlib: only when a plot is drawn
+
+    write_attention_png(turn_means, layers, path)
 
 
 def _print_summary(result: AttentionResult, out_dir: Path) -> None:

@@ -12,11 +12,12 @@ from rich.text import Text
 
 from contagion.backends.base import GenerationConfig, run_sync
 from contagion.backends.reasoning import REASONING_MODES
-from contagion.backends.registry import build, kind_of
+from contagion.backends.registry import build
 from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
 from contagion.cli.common import check_output_path, parse_intervention
 from contagion.errors import UserError
+from contagion.experiment.record import focal_seats
 from contagion.experiment.support import low_support, tally_records
 from contagion.experiment.trial import TrialSpec, run_trial
 from contagion.fileio import validation_message, write_atomic
@@ -109,14 +110,7 @@ def play(
         check_output_path(out)
     extra: dict[str, Persona] = load_personas(persona_file) if persona_file else {}
     title = "Conversation" if is_conversation(game) else load_dilemma(game).title
-    seats = [PlayerSpec.parse(p) for p in player]
-    # the agents under study (steered by the intervention) are the default-persona language models;
-    # with none at the table, every language-model player is
-    lm = [kind_of(s.backend).language_model for s in seats]
-    focal = [is_lm and s.persona == "default" for s, is_lm in zip(seats, lm, strict=True)]
-    if not any(focal):
-        focal = lm
-    seats = [s.model_copy(update={"focal": f}) for s, f in zip(seats, focal, strict=True)]
+    seats = focal_seats([PlayerSpec.parse(p) for p in player])  # who is steered: the one rule of the grids
     for s in seats:
         resolve_persona(s.persona, extra)
     for backend_spec in dict.fromkeys(s.backend for s in seats):

@@ -35,7 +35,8 @@ def _members_from_config(path: Path, sd: float, baseline_sd: float) -> tuple[lis
     import pandas as pd
 
     from contagion.analysis import power as P
-    from contagion.analysis.tables import composition_kind
+    from contagion.analysis.tables import Seat, composition_kind
+    from contagion.backends.registry import is_language_model, strategy_of
     from contagion.experiment.config import load_config
 
     cfg = load_config(path)
@@ -46,7 +47,8 @@ def _members_from_config(path: Path, sd: float, baseline_sd: float) -> tuple[lis
         players = spec.game.players
         cells.append({"model": str(labels["model"]), "game": str(labels["game"]),
                       "composition": str(labels["composition"]),
-                      "composition_kind": composition_kind([p.persona for p in players], [p.backend for p in players]),
+                      "composition_kind": composition_kind(Seat(p.persona, is_language_model(p.backend),
+                                                                strategy_of(p.backend)) for p in players),
                       "intervention": str(labels["intervention"]), "intervention_kind": spec.intervention.name,
                       "chat_turns": int(labels["chat_turns"])})
     frame = pd.DataFrame(cells, columns=list(P.CELL_COLUMNS))

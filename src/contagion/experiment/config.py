@@ -33,7 +33,7 @@ from contagion.backends.base import GenerationConfig
 from contagion.backends.registry import kind_of
 from contagion.backends.server_options import with_options
 from contagion.errors import UserError
-from contagion.experiment.record import TrialSpec
+from contagion.experiment.record import FocalRule, TrialSpec, focal_seats
 from contagion.fileio import load_yaml, validation_message
 from contagion.games.dilemmas import game_key, is_conversation, load_dilemma, tie_problem
 from contagion.games.record import MAX_PLAYERS, GameSpec, PlayerSpec, split_seat
@@ -92,9 +92,10 @@ class ExperimentConfig(BaseModel):
     )
     repetitions: Int = Field(1, ge=1, le=100000, description="Games per cell (seeds seed .. seed+repetitions-1).")
     seed: Seed = seed_field(0, le=INT64_MAX - 100000, description="Base seed (repetition r uses seed + r).")
-    focal: Literal["default", "all-lm"] = Field(
+    focal: FocalRule = Field(
         "default", description="The agents under study (steered by the intervention, measured when "
-                               "measure_traits is on): players with the default persona, or every LM player."
+                               "measure_traits is on): LM players with the default persona (every LM player "
+                               "where a composition has none), or every LM player (experiment.record.focal_seats)."
     )
     assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
     measure_traits: bool = Field(True, description="Measure focal players' traits before and after play.")
@@ -245,15 +246,9 @@ class ExperimentConfig(BaseModel):
 
     # -- expansion ------------------------------------------------------------------------------
     def players_for(self, composition: list[str], model: str) -> tuple[PlayerSpec, ...]:
-        out: list[PlayerSpec] = []
-        for seat in composition:
-            persona, backend = _seat(seat)
-            spec = PlayerSpec(backend=backend or self.model_spec(model), persona=persona or "default")
-            is_lm = kind_of(spec.backend).language_model
-            # the agents under study: steered by the intervention, and measured when measure_traits is on
-            focal = is_lm and (self.focal == "all-lm" or spec.persona == "default")
-            out.append(spec.model_copy(update={"focal": focal}))
-        return tuple(out)
+        seats = [PlayerSpec(backend=backend or self.model_spec(model), persona=persona or "default")
+                 for persona, backend in map(_seat, composition)]
+        return focal_seats(seats, self.focal)  # the agents under study: steered, and measured when asked
 
     def expand(self) -> Iterator[tuple[TrialSpec, dict[str, Any]]]:
         """Every game of the grid, with its condition labels."""

@@ -13,13 +13,15 @@ from contagion.personas import Persona
 
 
 def _remote_game(spec_json: str, labels: dict[str, Any], personas: list[dict[str, Any]],
-                 pre_profiles: list[dict[str, Any] | None]) -> str:
-    """Runs on a Ray worker: rebuild everything from plain data, play, return the record as JSON."""
-    from contagion.experiment.trial import run_trial
+                 profiles: dict[str, dict[str, Any]]) -> str:
+    """Runs on a Ray worker: rebuild everything from plain data (the game's pre-play profiles, by key, in a
+    cache of its own), play, return the record as JSON."""
+    from contagion.experiment.trial import ProfileCache, run_trial
 
     spec = TrialSpec.model_validate_json(spec_json)
     persona_map = {p["name"]: Persona.model_validate(p) for p in personas}
-    record = asyncio.run(run_trial(spec, labels=labels, personas=persona_map, pre_profiles=pre_profiles))
+    record = asyncio.run(run_trial(spec, labels=labels, personas=persona_map,
+                                   profiles=ProfileCache.holding(profiles)))
     return record.model_dump_json()
 
 
@@ -40,7 +42,7 @@ class RayExecutor:
         self.remote = ray.remote(num_cpus=1, max_retries=2)(_remote_game)
 
     async def run(self, jobs: Iterator[tuple[TrialSpec, dict[str, Any]]], personas: dict[str, Persona],
-                  pre_for: Callable[[TrialSpec], list[dict[str, Any] | None]],
+                  pre_for: Callable[[TrialSpec], dict[str, dict[str, Any]]],
                   finished: Callable[[GameRecord], None], stopping: Callable[[], bool]) -> None:
         persona_list = [p.model_dump() for p in personas.values()]
         limit = max(1, int(self.ray.cluster_resources().get("CPU", 1)) * 2)

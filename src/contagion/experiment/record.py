@@ -4,18 +4,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contagion.games.record import GamePlay, GameSpec
+from contagion.backends.registry import is_language_model, kind_of, strategy_of
+from contagion.errors import BackendSpecError
+from contagion.games.record import GamePlay, GameSpec, PlayerSpec
 from contagion.steering import InterventionSpec
 from contagion.traits.settings import AssessmentSettings
 
-RECORD_SCHEMA_VERSION = 2
-"""2: the spec is a trial (game + intervention + assessment); players state ``language_model``."""
+RECORD_SCHEMA_VERSION = 3
+"""2: the spec is a trial (game + intervention + assessment); players state ``language_model``. 3: players
+state their scripted ``strategy`` (None for a language model). Older records are upgraded as they load
+(:func:`upgrade_record`), so a stored run of any version reads the same."""
 SPEC_HASH_VERSION = 2
 """Bumped whenever what goes into a spec's hash changes (2: the trial layout)."""
+
+
+FocalRule = Literal["default", "all-lm"]
+"""Who is under study at a table: the default-persona language models, or every language model."""
+
+
+def focal_seats(seats: Sequence[PlayerSpec], rule: FocalRule = "default") -> tuple[PlayerSpec, ...]:
+    """The seats with ``focal`` set by the one rule of who is under study (steered by the intervention, and
+    measured when traits are): the language-model players with the default persona (``rule="default"``)
+    or every language-model player (``"all-lm"``). At a table with no default-persona language model,
+    ``default`` studies every language-model player. Scripted players are never under study."""
+    lm = [kind_of(s.backend).language_model for s in seats]
+    focal = [is_lm and (rule == "all-lm" or s.persona == "default") for s, is_lm in zip(seats, lm, strict=True)]
+    if not any(focal):
+        focal = lm
+    return tuple(s.model_copy(update={"focal": f}) for s, f in zip(seats, focal, strict=True))
 
 
 class TrialSpec(BaseModel):
@@ -35,6 +56,10 @@ class TrialSpec(BaseModel):
     measure: bool = Field(True, description="Measure the focal players' traits before and after play "
                                             "(an intervention that needs a profile measures it either way).")
 
+    def agents(self) -> list[int]:
+        """The seats under study: focal language-model players (measured, and the only ones steered)."""
+        return [i for i, p in enumerate(self.game.players) if p.focal and kind_of(p.backend).language_model]
+
     def stable_hash(self) -> str:
         payload = json.dumps(
             {"v": SPEC_HASH_VERSION, "spec": self.model_dump(mode="json")}, sort_keys=True, separators=(",", ":")
@@ -42,9 +67,35 @@ class TrialSpec(BaseModel):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def upgrade_record(data: Any) -> Any:
+    """A stored record of an older schema as this version writes it (applied whenever a record loads).
+
+    Before version 3 a player did not state its scripted strategy, and before version 2 not whether it was a
+    language model: both are read from the recorded backend, asked of the backend registry (an identity that
+    is no spec, a model's name, is a language model).
+    """
+    if not isinstance(data, dict) or int(data.get("schema_version", 1)) >= RECORD_SCHEMA_VERSION:
+        return data
+    players = []
+    for p in data.get("players") or []:
+        if isinstance(p, dict) and isinstance(p.get("backend"), str):
+            try:
+                lm = is_language_model(p["backend"])
+            except BackendSpecError:
+                lm = True
+            p = {**p, "language_model": p.get("language_model", lm), "strategy": strategy_of(p["backend"])}
+        players.append(p)
+    return {**data, "players": players}
+
+
 class GameRecord(GamePlay):
     """What the store keeps of one trial: the game as played (every player's view, rounds, profiles,
     costs, an error if it failed) with the trial's spec, its hash and the condition labels."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def upgrade_older_schema(cls, data: Any) -> Any:
+        return upgrade_record(data)
 
     schema_version: int = RECORD_SCHEMA_VERSION
     spec: TrialSpec

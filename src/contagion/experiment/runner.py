@@ -21,7 +21,6 @@ import os
 import signal
 import sqlite3
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +30,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from contagion.backends.registry import kind_of
-from contagion.backends.robust import should_retry
 from contagion.errors import UserError
 from contagion.experiment.config import ExperimentConfig
+from contagion.experiment.profiles import ProfileCache, ProfileRecord, ProfileRequest, StoredProfiles, needed_profiles
 from contagion.experiment.record import GameRecord, TrialSpec
 from contagion.experiment.rundir import RunDir
 from contagion.experiment.store import Store
 from contagion.experiment.support import Support, tally
-from contagion.experiment.trial import failed_record, measure_agent, needed_profiles, run_trial
-from contagion.traits.settings import AssessmentSettings
+from contagion.experiment.trial import failed_record, run_trial
 
 Job = tuple[TrialSpec, dict[str, Any]]
 PROFILE_ATTEMPTS = 3
@@ -191,64 +189,44 @@ class Runner:
         self.personas = config.persona_map()
 
     # -- pre-play profiles --------------------------------------------------------------------
-    async def _profiles(self, jobs: Iterable[Job], store: Store, on_progress: Callable[[], None],
-                        interrupt: _Interrupt) -> tuple[dict[str, Any], dict[str, str]]:
-        """Measure each distinct pre-play profile once (cached in the store across runs).
-
-        Profiles are measured ``concurrency`` at a time. One that fails (after the backend's retries)
-        does not stop the run: the games that need it are stored as failed with its error. Returns
-        (profiles by key, errors by key).
-        """
-        cache: dict[str, Any] = {}
-        errors: dict[str, str] = {}
-        todo: dict[str, tuple[str, Any, AssessmentSettings]] = {}
+    async def _profiles(self, jobs: Iterable[Job], cache: StoredProfiles, on_progress: Callable[[], None],
+                        interrupt: _Interrupt) -> None:
+        """Measure each distinct pre-play profile the jobs need once, before any game (kept in the store
+        across runs), ``concurrency`` at a time. One that fails (after its attempts) does not stop the run:
+        the cache keeps its error, and the games that need it are stored as failed with it."""
+        todo: dict[str, ProfileRequest] = {}
         for spec, _ in jobs:
-            for i, key, system in needed_profiles(spec, self.personas):
-                if key in cache or key in todo:
-                    continue
-                stored = store.get_profile(key)
-                if stored is not None:
-                    cache[key] = stored
-                else:
-                    todo[key] = (spec.game.players[i].backend, system, spec.assessment)
+            for request in needed_profiles(spec, self.personas):
+                if request.key not in todo and cache.get(request.key) is None:
+                    todo[request.key] = request
         gate = asyncio.Semaphore(default_concurrency(self.config))
 
-        async def one(key: str, backend: str, system: Any, settings: AssessmentSettings) -> None:
+        async def one(request: ProfileRequest) -> None:
             async with gate:
                 if interrupt.stopping:
                     return
-                for attempt in range(1, PROFILE_ATTEMPTS + 1):  # retried, not inherited as failure by the games
-                    try:
-                        profile = (await measure_agent(backend, system, settings)).to_record()
-                        break
-                    except UserError:
-                        raise
-                    except Exception as exc:  # recorded on the games that need it; the run goes on
-                        if attempt < PROFILE_ATTEMPTS and should_retry(exc) and not interrupt.stopping:
-                            continue
-                        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                        errors[key] = f"pre-play profile of {backend} failed after {attempt} attempt(s): {detail}"
-                        return
-            cache[key] = profile
-            store.put_profile(key, profile)
+                try:
+                    await cache.profile(request)
+                except UserError:
+                    raise
+                except Exception:  # kept in cache.errors: recorded on the games that need it
+                    return
             on_progress()
 
         async with asyncio.TaskGroup() as group:
-            for key, args in todo.items():
-                interrupt.tasks.add(group.create_task(one(key, *args)))
+            for request in todo.values():
+                interrupt.tasks.add(group.create_task(one(request)))
         interrupt.tasks.clear()
-        return cache, errors
 
-    def _pre_for(self, spec: TrialSpec, cache: dict[str, Any]) -> list[dict[str, Any] | None]:
-        out: list[dict[str, Any] | None] = [None] * len(spec.game.players)
-        for i, key, _ in needed_profiles(spec, self.personas):
-            out[i] = cache[key]
-        return out
+    def _held_for(self, spec: TrialSpec, cache: ProfileCache) -> dict[str, ProfileRecord]:
+        """The profiles a game needs, by key (what a Ray worker's own cache is given)."""
+        held = {r.key: cache.get(r.key) for r in needed_profiles(spec, self.personas)}
+        return {key: record for key, record in held.items() if record is not None}
 
-    def _profile_error(self, spec: TrialSpec, errors: dict[str, str]) -> str | None:
-        for _, key, _ in needed_profiles(spec, self.personas):
-            if key in errors:
-                return errors[key]
+    def _profile_error(self, spec: TrialSpec, cache: ProfileCache) -> str | None:
+        for request in needed_profiles(spec, self.personas):
+            if request.key in cache.errors:
+                return cache.errors[request.key]
         return None
 
     # -- running ------------------------------------------------------------------------------
@@ -324,8 +302,8 @@ class Runner:
         )
         with progress:
             pre_task = progress.add_task("pre-play profiles", total=None, failed=0, tps="-")
-            cache, profile_errors = await self._profiles(todo.jobs(), store, lambda: progress.advance(pre_task),
-                                                         interrupt)
+            cache = StoredProfiles(store, attempts=PROFILE_ATTEMPTS, stopping=lambda: interrupt.stopping)
+            await self._profiles(todo.jobs(), cache, lambda: progress.advance(pre_task), interrupt)
             progress.update(pre_task, total=progress.tasks[pre_task].completed or 1,
                             completed=progress.tasks[pre_task].completed or 1)
             games = progress.add_task("games", total=todo.pending, failed=0, tps="-")
@@ -351,7 +329,7 @@ class Runner:
                 """The jobs to play; a game whose pre-play profile could not be measured is stored as
                 failed with that error (a rerun tries it again)."""
                 for spec, labels in todo.jobs():
-                    error = self._profile_error(spec, profile_errors)
+                    error = self._profile_error(spec, cache)
                     if error is None:
                         yield spec, labels
                     elif not interrupt.stopping:
@@ -369,7 +347,7 @@ class Runner:
         summary.seconds = time.perf_counter() - started
         return summary
 
-    async def _run_local(self, jobs: Iterator[Job], cache: dict[str, Any], finished: Callable[[GameRecord], None],
+    async def _run_local(self, jobs: Iterator[Job], cache: ProfileCache, finished: Callable[[GameRecord], None],
                          interrupt: _Interrupt) -> None:
         limit = default_concurrency(self.config)
         running: set[asyncio.Task[GameRecord]] = set()
@@ -383,8 +361,8 @@ class Runner:
                         exhausted = True
                         break
                     spec, labels = job
-                    running.add(asyncio.create_task(run_trial(
-                        spec, labels=labels, personas=self.personas, pre_profiles=self._pre_for(spec, cache))))
+                    running.add(asyncio.create_task(run_trial(spec, labels=labels, personas=self.personas,
+                                                              profiles=cache)))
                 if not running:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -398,14 +376,14 @@ class Runner:
                 t.cancel()
             interrupt.stopping = True
 
-    async def _run_ray(self, jobs: Iterator[Job], cache: dict[str, Any], finished: Callable[[GameRecord], None],
+    async def _run_ray(self, jobs: Iterator[Job], cache: ProfileCache, finished: Callable[[GameRecord], None],
                        interrupt: _Interrupt) -> None:
         from contagion.experiment.ray_executor import RayExecutor
 
         executor = RayExecutor(self.address)
         try:
             # a task the second Ctrl-C can cancel (the executor then cancels the Ray tasks in flight)
-            task = asyncio.create_task(executor.run(jobs, self.personas, lambda spec: self._pre_for(spec, cache),
+            task = asyncio.create_task(executor.run(jobs, self.personas, lambda spec: self._held_for(spec, cache),
                                                     finished, lambda: interrupt.stopping))
             interrupt.tasks = {task}
             try:

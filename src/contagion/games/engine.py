@@ -54,7 +54,6 @@ from typing import Any, Literal, Protocol
 from contagion import vocabulary as P
 from contagion.backends.base import Backend, GenerationConfig, ScoreMethod, ScoreRequest, Scores
 from contagion.backends.reasoning import split_reasoning, with_reasoning
-from contagion.backends.registry import resolve
 from contagion.games.dilemmas import (
     Dilemma,
     conversation_text,
@@ -208,13 +207,14 @@ def _can_score(backend: Backend) -> bool:
 
 
 class GameEngine:
-    """Plays one game from a :class:`GameSpec`. Use :func:`play_game` unless you need the parts."""
+    """Plays one game from a :class:`GameSpec` with the given backends, one per seat (the engine never
+    resolves a backend spec: the caller — :func:`contagion.experiment.trial.run_trial` — has them)."""
 
     def __init__(
         self,
         spec: GameSpec,
+        backends: Sequence[Backend],
         *,
-        backends: Sequence[Backend] | None = None,
         hooks: Sequence[TurnHook | None] | None = None,
         pre_profiles: Sequence[dict[str, Any] | None] | None = None,
         personas: dict[str, Persona] | None = None,
@@ -232,7 +232,9 @@ class GameEngine:
         # the conversation control has no actions: a placeholder keeps the types simple, never read
         self.dilemma: Dilemma = dilemma if dilemma is not None else load_dilemma("prisoners-dilemma")
         self.on_event = on_event or (lambda kind, data: None)
-        backends = list(backends) if backends is not None else [resolve(p.backend) for p in spec.players]
+        backends = list(backends)
+        if len(backends) != n:
+            raise ValueError(f"a game of {n} players needs {n} backends, got {len(backends)}")
         hooks = list(hooks) if hooks is not None else [None] * n
         profiles = list(pre_profiles) if pre_profiles is not None else [None] * n
         systems = list(systems) if systems is not None else system_messages(spec, personas)
@@ -491,7 +493,8 @@ class GameEngine:
             PlayerRecord(
                 index=p.index, name=p.name, backend=p.backend.identity, persona=p.persona.name,
                 persona_text=p.persona.text, focal=p.focal,
-                language_model=p.backend.capabilities.language_model, system_prompt=p.system_prompt,
+                language_model=p.backend.capabilities.language_model, strategy=p.backend.capabilities.strategy,
+                system_prompt=p.system_prompt,
                 messages=list(p.messages), actions=p.actions, payoffs=p.payoffs, total=sum(p.payoffs),
                 injections=p.injections, intervention_log=p.hook.log() if p.hook is not None else [],
                 pre_profile=p.pre_profile, prompt_tokens=p.prompt_tokens,
@@ -523,19 +526,3 @@ def _recordable(exc: Exception) -> bool:
     from contagion.errors import BackendError, UserError
 
     return isinstance(exc, BackendError) and not isinstance(exc, UserError)
-
-
-async def play_game(
-    spec: GameSpec,
-    *,
-    backends: Sequence[Backend] | None = None,
-    hooks: Sequence[TurnHook | None] | None = None,
-    pre_profiles: Sequence[dict[str, Any] | None] | None = None,
-    personas: dict[str, Persona] | None = None,
-    on_event: EventSink | None = None,
-    systems: Sequence[Message] | None = None,
-) -> GamePlay:
-    """Play one game and return what happened (the experiment layer makes the stored record of it)."""
-    engine = GameEngine(spec, backends=backends, hooks=hooks, pre_profiles=pre_profiles, personas=personas,
-                        on_event=on_event, systems=systems)
-    return await engine.play()

@@ -137,6 +137,8 @@ class PlayerRecord(BaseModel):
     persona_text: str
     focal: bool
     language_model: bool = Field(True, description="False for a scripted strategy (it has no traits).")
+    strategy: str | None = Field(None, description="A scripted player's strategy (e.g. 'always-defect'); None for "
+                                                   "a language model.")
     system_prompt: str
     messages: list[Message] = Field(description="Everything this player saw and wrote, in order.")
     actions: list[ActionRecord] = Field(default_factory=list)

@@ -6,7 +6,8 @@ returns them with a reminder inserted when the schedule says so. It knows nothin
 doing together; it counts the agent's own model calls.
 
 Schedules (the ``sit`` and ``sit-adaptive`` interventions of :mod:`contagion.steering`, with turns where
-a game has rounds):
+a game has rounds; reminders, their rotation, the probe set and the drift decision are SIT's one core,
+:mod:`contagion.steering.sit`, which the games use too):
 
 * ``sit:k=2,n=3`` — on turns k, 2k, 3k, … insert ``n`` first-person reminders drawn from the agent's own
   pre-interaction answers to its SIT *source* items (rotating, so a sentence is not repeated each time).
@@ -45,11 +46,11 @@ from contagion.fileio import validation_message, write_atomic
 from contagion.guard.convert import dumps, role_of, to_messages
 from contagion.messages import Message
 from contagion.steering import InterventionSpec, parse_intervention, validate_intervention
-from contagion.steering.interventions import AdaptiveParams, SitParams, _probe_set, select_reminders
-from contagion.traits.assess import pre_play_context
+from contagion.steering.params import AdaptiveParams, SitParams
+from contagion.steering.sit import DriftMonitor, ProbeResult, ReminderRotation, reminder_text, select_reminders
 from contagion.traits.inventory import Inventory
-from contagion.traits.profile import ItemScore, Profile, ProfileDrift, drift
-from contagion.traits.settings import AssessmentSettings, measure
+from contagion.traits.profile import Profile, ProfileDrift, drift
+from contagion.traits.settings import AssessmentSettings, measure, measure_agent
 
 GUARD_FILE_KIND = "contagion-sit-guard"
 GUARD_FILE_VERSION = 1
@@ -57,23 +58,6 @@ REMINDER_OPENING = "A reminder of who I am, from my own answers before this conv
 DEFAULT_SCHEDULE = "sit:k=2,n=3"
 
 Item = Message | Mapping[str, Any]
-
-
-class ProbeResult(BaseModel):
-    """One adaptive probe: the held-out items' pro-social index now, against before interaction."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    index: float | None = Field(description="Pro-social index of the probe items after the conversation so far; "
-                                            "None when no pro- or no anti-social probe item had a valid score.")
-    pre_index: float = Field(description="The same items' index before interaction.")
-    drop: float | None = Field(description="pre_index − index (positive = less pro-social now).")
-    threshold: float
-    drifting: bool | None = Field(description="drop > threshold; None when the probe gave no valid index.")
-    items: int = Field(description="Items scored.")
-    included: int = Field(description="Items with a valid score (enough answer mass, no floored answer).")
-    calls: int = Field(description="Model calls the probe made.")
-    prompt_tokens: int = Field(description="Prompt tokens of those calls.")
 
 
 class GuardDecision(BaseModel):
@@ -108,22 +92,6 @@ def _backend(backend_or_spec: Backend | str) -> Backend:
     return resolve(backend_or_spec) if isinstance(backend_or_spec, str) else wrap(backend_or_spec)
 
 
-def _index(scores: Sequence[ItemScore], profile: Profile) -> tuple[float | None, int]:
-    """(pro-social index over the items with valid scores, how many had one); None without a pro- and an
-    anti-social item, never a default."""
-    valid = [s for s in scores if s.included]
-    pro = [s.score for s in valid if profile.polarity_of(s.trait) == "pro"]
-    anti = [s.score for s in valid if profile.polarity_of(s.trait) == "anti"]
-    if not pro or not anti:
-        return None, len(valid)
-    return sum(pro) / len(pro) - sum(anti) / len(anti), len(valid)
-
-
-async def measure_pre(backend: Backend, system_prompt: str, settings: AssessmentSettings) -> Profile:
-    """The agent's pre-interaction profile: its items scored after its system prompt alone."""
-    return await measure(backend, pre_play_context(system_prompt), settings, context_kind="pre")
-
-
 class SITGuard:
     """SIT for one agent: its pre-interaction profile, a schedule, and the decisions made so far.
 
@@ -149,26 +117,20 @@ class SITGuard:
         self.settings = settings or AssessmentSettings()
         self.seed = seed
         self.backend: Backend | None = _backend(backend) if backend is not None else None
-        self.reminders: list[str] = select_reminders(profile, self.params, seed)
-        self._probe_items: Inventory | None = None
-        self._pre_index: float | None = None
+        self._rotation = ReminderRotation(select_reminders(profile, self.params, seed), self.params.n)
+        self._monitor: DriftMonitor | None = None
         if isinstance(self.params, AdaptiveParams):
             if self.backend is None:
                 raise UserError("an adaptive guard probes the agent's model: give it a backend (or a spec)")
             if self.backend.identity != profile.backend:
                 warnings.warn(f"the profile was measured on {profile.backend} and the guard probes "
                               f"{self.backend.identity}: probe scores compare only on the same model", stacklevel=2)
-            self._probe_items = _probe_set(profile, self.params.probe_items, seed)
-            ids = {i.id for i in self._probe_items.items}
-            self._pre_index, _ = _index([s for s in profile.measured_items() if s.item_id in ids], profile)
-            if self._pre_index is None:
+            self._monitor = DriftMonitor(profile, self.params, seed)
+            if self._monitor.pre_index is None:
                 raise UserError("adaptive SIT needs measured pro-social and anti-social items with valid scores in "
                                 "the profile; this one has none of one kind (measure more traits or items)")
         self._lock = threading.Lock()
         self._turn = 0
-        self._next = 0
-        self._drifting = False
-        self._last_probe: tuple[int, ProbeResult] | None = None
         self._log: list[GuardDecision] = []
 
     # -- construction ---------------------------------------------------------------------------
@@ -203,7 +165,7 @@ class SITGuard:
         if settings.source_items < 1:
             raise UserError("SIT's reminders come from held-out source items: the settings need source_items >= 1")
         backend = _backend(backend_or_spec)
-        profile = await measure_pre(backend, system_prompt, settings)
+        profile = await measure_agent(backend, system_prompt, settings)
         return cls(profile, system_prompt=system_prompt, schedule=schedule, backend=backend, settings=settings,
                    seed=seed)
 
@@ -267,6 +229,16 @@ class SITGuard:
         return isinstance(self.params, AdaptiveParams)
 
     @property
+    def reminders(self) -> list[str]:
+        """Every reminder the guard rotates through, strongest first."""
+        return self._rotation.reminders
+
+    @property
+    def probe_items(self) -> Inventory | None:
+        """The adaptive probe's items (held-out measured items), or None for a fixed schedule."""
+        return self._monitor.probe_items if self._monitor is not None else None
+
+    @property
     def turn(self) -> int:
         """Turns seen so far (calls to steer/decide)."""
         return self._turn
@@ -280,9 +252,9 @@ class SITGuard:
         """Start a new conversation: turn 1 next, no drift, reminders from the first; the log is kept."""
         with self._lock:
             self._turn = 0
-            self._next = 0
-            self._drifting = False
-            self._last_probe = None
+            self._rotation.reset()
+            if self._monitor is not None:
+                self._monitor.reset()
 
     def decisions(self) -> list[GuardDecision]:
         """Every decision so far, in turn order."""
@@ -303,8 +275,7 @@ class SITGuard:
         with self._lock:
             self._turn += 1
             turn = self._turn
-        due = isinstance(self.params, AdaptiveParams) and turn > 1 and (turn - 1) % self.params.m == 0
-        return turn, due
+        return turn, self._monitor is not None and self._monitor.probe_due(turn)
 
     def probe_context(self, messages: Sequence[Item]) -> list[Message]:
         """The conversation a probe is scored after: the messages, with the system prompt first when the
@@ -315,48 +286,30 @@ class SITGuard:
         return history
 
     async def _probe(self, messages: Sequence[Item]) -> ProbeResult:
-        assert self.backend is not None and self._probe_items is not None and self._pre_index is not None
-        assert isinstance(self.params, AdaptiveParams)
-        post = await measure(self.backend, self.probe_context(messages), self.settings, context_kind="probe",
-                             inventory=self._probe_items)
-        index, included = _index(post.items, self.profile)
-        drop = None if index is None else self._pre_index - index
-        return ProbeResult(
-            index=index, pre_index=self._pre_index, drop=drop, threshold=self.params.threshold,
-            drifting=None if drop is None else drop > self.params.threshold, items=len(post.items),
-            included=included, calls=post.cost.calls, prompt_tokens=post.cost.prompt_tokens,
-        )
+        assert self.backend is not None and self._monitor is not None
+        result, _ = await self._monitor.probe(self.backend, self.probe_context(messages), self.settings)
+        return result
 
     def _failed(self, turn: int, messages: Sequence[Item], exc: BaseException) -> None:
         with self._lock:
             self._log.append(GuardDecision(turn=turn, time=_now(), messages=len(messages), action="pass",
                                            reason=f"probe failed: {type(exc).__name__}: {exc}"))
 
-    def _take(self) -> list[str]:
-        if not self.reminders:
-            return []
-        n = min(self.params.n, len(self.reminders))
-        chosen = [self.reminders[(self._next + i) % len(self.reminders)] for i in range(n)]
-        self._next = (self._next + n) % len(self.reminders)
-        return chosen
-
     def _decide(self, turn: int, messages: Sequence[Item], probe: ProbeResult | None) -> GuardDecision:
         k = self.params.k
         with self._lock:
-            if not self.adaptive:
+            if self._monitor is None:
                 due = turn % k == 0
                 why = f"turn {turn} is {'a' if due else 'not a'} multiple of k={k}"
             else:
-                if probe is not None and probe.drifting is not None:
-                    self._drifting = probe.drifting
                 if probe is not None:
-                    self._last_probe = (turn, probe)
-                due, why = self._adaptive_reason(turn, probe)
+                    self._monitor.update(turn, probe)
+                due, why = self._monitor.remind_due(turn), self._adaptive_reason(turn, probe)
             reminder = None
             if due:
-                sentences = self._take()
+                sentences = self._rotation.take()
                 if sentences:
-                    reminder = REMINDER_OPENING + "\n" + "\n".join(f"- {s}" for s in sentences)
+                    reminder = reminder_text(sentences, REMINDER_OPENING)
                 else:
                     why += "; but no source statement of the profile supports a reminder"
             role = self.params.role
@@ -368,27 +321,30 @@ class SITGuard:
             self._log.append(decision)
         return decision
 
-    def _adaptive_reason(self, turn: int, probe: ProbeResult | None) -> tuple[bool, str]:
-        assert isinstance(self.params, AdaptiveParams)
-        k, threshold = self.params.k, self.params.threshold
+    def _adaptive_reason(self, turn: int, probe: ProbeResult | None) -> str:
+        """Why the adaptive schedule reminds or passes on this turn (the decision is the monitor's)."""
+        monitor = self._monitor
+        assert monitor is not None
+        k, threshold = monitor.params.k, monitor.params.threshold
+        state = "drifting" if monitor.drifting else "no drift"
         if probe is not None and probe.drifting is None:
             head = (f"probe on turn {turn} gave no valid index ({probe.included} of {probe.items} items valid); "
-                    f"keeping the last state ({'drifting' if self._drifting else 'no drift'})")
-        elif self._last_probe is None:
-            return False, f"no probe yet (the first is on turn {1 + self.params.m})"
+                    f"keeping the last state ({state})")
+        elif monitor.last is None:
+            return f"no probe yet (the first is on turn {1 + monitor.params.m})"
         else:
-            at, last = self._last_probe
+            at, last = monitor.last
             if last.drop is None:
                 head = f"the probe on turn {at} gave no valid index"
             else:
                 compare = ">" if last.drop > threshold else "<="
                 head = (f"probe on turn {at}: pro-social index {last.index:.3f} vs {last.pre_index:.3f} before "
                         f"(drop {last.drop:+.3f} {compare} threshold {threshold})")
-        if not self._drifting:
-            return False, head + "; no drift"
+        if not monitor.drifting:
+            return head + "; no drift"
         if turn % k != 0:
-            return False, head + f"; drifting, but turn {turn} is not a multiple of k={k}"
-        return True, head + "; drifting"
+            return head + f"; drifting, but turn {turn} is not a multiple of k={k}"
+        return head + "; drifting"
 
     async def adecide(self, messages: Sequence[Item]) -> GuardDecision:
         """Count one turn of the agent and decide (probing first when an adaptive probe is due)."""

@@ -1,7 +1,8 @@
 """Steering interventions (none, repeat-system, SIT, adaptive SIT, placebo): their specs and how one is made.
 
 A trial (:func:`contagion.experiment.trial.run_trial`) makes one intervention per agent under study with
-:func:`make_intervention`; the guard for other people's agents uses the same objects.
+:func:`make_intervention`. SIT's core (reminders, rotation, probe set, drift decision) is
+:mod:`contagion.steering.sit`; the guard for other people's agents builds on it too.
 """
 
 from __future__ import annotations
@@ -12,19 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contagion.errors import UserError
 from contagion.fileio import validation_message
-from contagion.steering.interventions import (
-    PARAMS,
-    AdaptiveParams,
-    Intervention,
-    PlaceboParams,
-    RepeatParams,
-    RepeatSystem,
-    Sit,
-    SitAdaptive,
-    SitParams,
-    select_reminders,
-)
+from contagion.steering.interventions import Intervention, RepeatSystem, Sit, SitAdaptive
+from contagion.steering.params import PARAMS, AdaptiveParams, PlaceboParams, RepeatParams, SitParams
 from contagion.steering.placebo import Placebo
+from contagion.steering.sit import select_reminders
 from contagion.traits.profile import Profile
 from contagion.traits.settings import AssessmentSettings
 

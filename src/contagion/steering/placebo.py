@@ -30,7 +30,9 @@ import numpy as np
 
 from contagion.games.engine import Injection, TurnContext
 from contagion.messages import Message
-from contagion.steering.interventions import Intervention, PlaceboParams, Sit, SitParams, _due, reminder_message
+from contagion.steering.interventions import Intervention, due
+from contagion.steering.params import PlaceboParams, SitParams
+from contagion.steering.sit import ReminderRotation, reminder_message, select_reminders
 from contagion.traits.profile import Profile
 
 TOLERANCE = 0.10
@@ -224,15 +226,15 @@ class Placebo(Intervention):
 
     def __init__(self, params: PlaceboParams, *, chat: bool, profile: Profile, seed: int) -> None:
         super().__init__(params, chat=chat)
-        sit_params = SitParams.model_validate(params.model_dump(exclude={"kind"}))
-        self.shadow = Sit(sit_params, chat=chat, profile=profile, seed=seed)
         self.matcher = LengthMatcher(BANKS[params.kind], f"placebo:{params.kind}:{seed}")
+        sit_params = SitParams.model_validate(params.model_dump(exclude={"kind"}))
+        self.shadow = ReminderRotation(select_reminders(profile, sit_params, seed), sit_params.n)
 
     async def before_turn(self, ctx: TurnContext) -> list[Injection]:
         p = self.params
-        if not _due(ctx, p.k, p.position, self.chat):
+        if not due(ctx, p.k, p.position, self.chat):
             return []
-        sentences = self.shadow._take()  # the reminder SIT would have injected here (and SIT's rotation)
+        sentences = self.shadow.take()  # the reminder SIT would have injected here (and SIT's rotation)
         if not sentences:
             self._log.append({"round": ctx.round, "event": "skipped", "reason": "SIT would have no supported reminder"})
             return []

@@ -33,8 +33,8 @@ and a trait's CI does not depend on which other traits were measured.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +46,7 @@ PROFILE_SCHEMA_VERSION = 2
 """2: items carry role (measure / source), answer mass, floored and included; profiles carry the source
 set's summary, the mass threshold, excluded counts, mean mass and the toward-½ statistic."""
 CI_LEVEL = 0.95
+_V = TypeVar("_V", float, np.ndarray)
 
 
 class ItemScore(BaseModel):
@@ -155,6 +156,28 @@ class Profile(BaseModel):
         ts = self.traits.get(trait) or self.source_traits[trait]
         return ts.polarity
 
+    def item_supports(self, role: Literal["measure", "source"] = "source") -> list[tuple[ItemScore, Polarity, float]]:
+        """The included items of ``role`` whose trait is pro- or anti-social, each with its trait's polarity
+        and its *support*: the probability the agent gave the pro-social answer (:func:`prosocial_support`)."""
+        items = self.source_items() if role == "source" else self.measured_items()
+        out: list[tuple[ItemScore, Polarity, float]] = []
+        for it in items:
+            polarity = self.polarity_of(it.trait)
+            if polarity != "neutral":
+                out.append((it, polarity, prosocial_support(it.score, polarity)))
+        return out
+
+    def trait_supports(self, role: Literal["measure", "source"] = "source") -> list[tuple[TraitScore, float]]:
+        """The pro- and anti-social traits of ``role``'s summary, each with its support (the trait mean read
+        as the probability of the pro-social answer)."""
+        traits = self.source_traits if role == "source" else self.traits
+        return [(ts, prosocial_support(ts.mean, ts.polarity)) for ts in traits.values() if ts.polarity != "neutral"]
+
+    def index_of(self, items: Iterable[ItemScore]) -> float | None:
+        """The pro-social index of some item scores (e.g. a probe's), with this profile's trait polarities
+        (:func:`items_prosocial_index`); None without a valid pro- and anti-social item."""
+        return items_prosocial_index(items, self.polarity_of)
+
 
 class TraitDrift(BaseModel):
     """Change of one trait between two profiles, over the items both scored."""
@@ -223,12 +246,34 @@ def _ci(replicates: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _index(values: Mapping[str, np.ndarray | float], polarity: Mapping[str, Polarity]) -> np.ndarray | float | None:
-    pro = [values[t] for t in values if polarity[t] == "pro"]
-    anti = [values[t] for t in values if polarity[t] == "anti"]
+def prosocial_support(score: float, polarity: Polarity) -> float:
+    """The probability of the pro-social answer, from a trait-matching score: the score itself for a
+    pro-social trait, 1 − score for an anti-social one."""
+    return score if polarity == "pro" else 1.0 - score
+
+
+def prosocial_index(means: Mapping[str, _V], polarity: Mapping[str, Polarity]) -> _V | None:
+    """**The** pro-social index (the module docstring's definition; every index in contagion is this one):
+    the mean of the pro-social traits' means minus the mean of the anti-social traits' means, neutral traits
+    left out. ``None`` without a pro-social or without an anti-social trait — never a default. The means
+    may be numbers or arrays of bootstrap replicates (then so is the index)."""
+    pro = [means[t] for t in means if polarity[t] == "pro"]
+    anti = [means[t] for t in means if polarity[t] == "anti"]
     if not pro or not anti:
         return None
-    return sum(pro) / len(pro) - sum(anti) / len(anti)
+    return sum(pro[1:], pro[0]) / len(pro) - sum(anti[1:], anti[0]) / len(anti)
+
+
+def items_prosocial_index(items: Iterable[ItemScore], polarity_of: Callable[[str], Polarity]) -> float | None:
+    """The pro-social index of a set of item scores: the *included* items averaged per trait, then
+    :func:`prosocial_index` over those trait means (so a trait counts once, however many items it has)."""
+    by_trait: dict[str, list[float]] = {}
+    for it in items:
+        if it.included:
+            by_trait.setdefault(it.trait, []).append(it.score)
+    means = {t: sum(v) / len(v) for t, v in by_trait.items()}
+    index = prosocial_index(means, {t: polarity_of(t) for t in means})
+    return None if index is None else float(index)
 
 
 def _check_resamples(resamples: int) -> None:
@@ -260,8 +305,8 @@ def summarise(
         traits[trait] = TraitScore(
             trait=trait, polarity=polarity[trait], mean=means[trait], n=len(values), ci_low=low, ci_high=high
         )
-    index = _index(means, polarity)
-    index_reps = _index(replicates, polarity)
+    index = prosocial_index(means, polarity)
+    index_reps = prosocial_index(replicates, polarity)
     ci = _ci(np.asarray(index_reps)) if index_reps is not None else None
     return traits, (float(index) if index is not None else None), ci
 
@@ -380,8 +425,8 @@ def drift(pre: Profile, post: Profile, *, seed: int | None = None, bootstrap: in
             ci_low=low,
             ci_high=high,
         )
-    index = _index(deltas, polarity)
-    index_reps = _index(replicates, polarity)
+    index = prosocial_index(deltas, polarity)
+    index_reps = prosocial_index(replicates, polarity)
     ci = _ci(np.asarray(index_reps)) if index_reps is not None else None
     backend = pre.backend if pre.backend == post.backend else f"{pre.backend} -> {post.backend}"
     method = pre.method if pre.method == post.method else f"{pre.method} -> {post.method}"

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contagion.backends.base import Backend
 from contagion.messages import Message
 from contagion.strict import Int, Seed, seed_field
-from contagion.traits.assess import assess
+from contagion.traits.assess import assess, pre_play_context
 from contagion.traits.inventory import DEFAULT_TRAIT_SETS, Inventory, TraitSets, load_inventory
 from contagion.traits.profile import Profile
 
@@ -127,3 +127,14 @@ async def measure(
         seed=settings.seed,
         bootstrap=settings.bootstrap,
     )
+
+
+async def measure_agent(backend: Backend, system: Message | str, settings: AssessmentSettings,
+                        *, persona: str | None = None) -> Profile:
+    """An agent's pre-play profile: the settings' items asked right after its system prompt alone (the
+    one pre-play measurement: trials, the runner's cache, ``contagion assess`` and the guard all use it).
+
+    ``system`` is the engine's system message (it carries the persona) or the prompt text, with
+    ``persona`` naming the persona.
+    """
+    return await measure(backend, pre_play_context(system, persona=persona), settings, context_kind="pre")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contagion.analysis.tables import PROSOCIAL, composition_kind, paired_trait_means, prosocial_index
+from contagion.analysis.tables import PROSOCIAL, composition_kind, paired_index, paired_trait_means
 from contagion.experiment.record import GameRecord
 from contagion.games.record import PlayerRecord
 
@@ -47,7 +47,7 @@ def trait_changes(p: PlayerRecord) -> list[dict[str, Any]]:
         rows.append({"trait": trait, "polarity": polarity, "pre": round(pre, 4), "post": round(post, 4),
                      "change": round(change, 4), "items": n, "toward": "anti" if anti else "pro",
                      "notable": abs(change) >= NOTABLE_DRIFT and polarity != "neutral"})
-    pre_i, post_i = prosocial_index(means, 1), prosocial_index(means, 2)
+    pre_i, post_i = paired_index(means, 1), paired_index(means, 2)
     if pre_i is not None and post_i is not None:
         change = post_i - pre_i
         rows.append({"trait": PROSOCIAL, "polarity": "index", "pre": round(pre_i, 4), "post": round(post_i, 4),
@@ -73,7 +73,7 @@ def game_summary(record: GameRecord) -> dict[str, Any]:
         "id": record.spec_hash,
         "game": str(labels.get("game", spec.game.game)),
         "composition": str(labels.get("composition", "")),
-        "kind": composition_kind([p.persona for p in spec.game.players], [p.backend for p in spec.game.players]),
+        "kind": composition_kind(players) if players else "",
         "intervention": str(labels.get("intervention", spec.intervention.label())),
         "chat": int(labels.get("chat_turns", spec.game.chat_turns)),
         "model": str(labels.get("model", "")),

@@ -1,9 +1,11 @@
 """Measurements that need a model's internals: they run white-box models, so they are not analysis.
 
 * :mod:`contagion.whitebox.attention` — ``contagion attention``: replays stored histories through a
-  transformers model (``hf:…``) and writes the attention table whose schema
-  :mod:`contagion.analysis.attention` owns (the report reads it from there).
+  transformers model (``hf:…``) and writes the attention table (:mod:`~contagion.whitebox.attention_table`,
+  its schema and writer) for the players :mod:`~contagion.whitebox.attention_input` plans; the report reads
+  the table (:mod:`contagion.analysis.attention`).
 
-This layer sits above :mod:`contagion.analysis` (it writes tables in analysis' schema and draws them
-with analysis' figures) and below the CLI.
+This layer sits above :mod:`contagion.experiment` (it replays stored records) and below
+:mod:`contagion.analysis`, which reads what it writes; it imports nothing of analysis (the caller hands
+:func:`~contagion.whitebox.attention.measure_attention` the function that draws the plot).
 """

@@ -1,0 +1,57 @@
+"""The interventions' parameters: one typed, validated model per intervention (recorded verbatim in a trial's spec)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class InterventionParams(BaseModel):
+    """Parameters of an intervention: unknown keys are refused, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoneParams(InterventionParams):
+    pass
+
+
+class RepeatParams(InterventionParams):
+    k: int = Field(2, ge=1, description="Inject every k rounds (rounds k, 2k, ...).")
+    position: Literal["turn", "act"] = Field("turn", description="Before the round's first turn, or its act.")
+    role: Literal["system", "user"] = "system"
+
+
+class SitParams(InterventionParams):
+    k: int = Field(2, ge=1, description="Inject every k rounds (rounds k, 2k, ...).")
+    n: int = Field(3, ge=1, le=20, description="Reminders per injection.")
+    source: Literal["items", "summary"] = Field("items", description="Item statements or per-trait sentences.")
+    pool: int = Field(12, ge=1, description="How many of the strongest statements to rotate through.")
+    # at least 0.5: below it a "reminder" would restate an anti-social answer (e.g. "I would not say
+    # this about myself: I care about others"), the opposite of what SIT is for
+    min_support: float = Field(0.5, ge=0.5, lt=1.0, description="Minimum p(pro-social answer) to use a statement.")
+    position: Literal["turn", "act"] = "turn"
+    role: Literal["system", "user"] = "system"
+
+
+class AdaptiveParams(SitParams):
+    k: int = Field(1, ge=1, description="Reminders may be injected every k rounds when drift is detected.")
+    m: int = Field(1, ge=1, description="Probe the agent's traits every m rounds.")
+    threshold: float = Field(0.05, ge=0.0, le=2.0, description="Inject when the index fell by more than this.")
+    probe_items: int = Field(2, ge=1, le=20, description="Probe items per trait (seeded sample of the pre items).")
+
+
+class PlaceboParams(SitParams):
+    kind: Literal["neutral", "generic"] = Field(
+        "neutral", description="neutral: sentences without trait content; generic: generic pro-social sentences."
+    )
+
+
+PARAMS: dict[str, type[InterventionParams]] = {
+    "none": NoneParams,
+    "repeat-system": RepeatParams,
+    "sit": SitParams,
+    "sit-adaptive": AdaptiveParams,
+    "placebo": PlaceboParams,
+}
