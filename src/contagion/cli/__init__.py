@@ -16,7 +16,7 @@ try:  # commands added by later layers register only when present
     from contagion.cli import assess as _assess  # noqa: F401
 except ImportError:  # pragma: no cover
     pass
-for _mod in ("run", "report", "attention", "bench", "power"):
+for _mod in ("run", "demo", "report", "attention", "bench", "power"):
     try:
         __import__(f"contagion.cli.{_mod}")
     except ImportError as _exc:  # pragma: no cover - only while a command module is absent
