@@ -25,7 +25,7 @@ def play_reduced_demo(out: Path) -> None:
     """The demo's grid on the embedded model, one game per (game, composition, intervention) cell."""
     import yaml
 
-    from contagion.cli.run import demo_config
+    from contagion.cli.demo import demo_config
 
     cfg = demo_config().model_dump(mode="json")
     cfg.update({"games": ["prisoners-dilemma"], "name": "mass benchmark (reduced demo)"})

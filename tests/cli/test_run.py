@@ -1,12 +1,11 @@
-"""`contagion run`, `contagion export` and `contagion demo` from the command line: Ctrl-C, exit codes,
-export round-trips, and the built-in demo's design (the demo itself takes minutes and is run by hand)."""
+"""`contagion run` and `contagion export` from the command line: Ctrl-C, exit codes, export round-trips
+(`contagion demo`: tests/cli/test_demo.py)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -24,7 +23,6 @@ from typer.testing import CliRunner
 import contagion
 import contagion.cli
 from contagion.cli.app import app
-from contagion.cli.run import demo_config
 from contagion.experiment.record import GameRecord
 from contagion.experiment.store import Store
 from contagion.testing import LoopbackServer, RawResponse
@@ -284,33 +282,6 @@ def test_run_help_documents_the_command() -> None:
     text = " ".join(result.output.split())
     for needle in ("--out", "--executor", "--address", "resumable", "Ctrl-C"):
         assert needle in text
-
-
-# -- demo --------------------------------------------------------------------------------------------
-
-
-def test_demo_config_is_the_promised_experiment() -> None:
-    """All three games; all-default vs one-malicious; none vs repeat-system vs SIT; traits before/after,
-    on the embedded model. (Running it takes ~22 minutes: done by hand, not here.)"""
-    cfg = demo_config()
-    assert cfg.models == ["embedded"]
-    assert set(cfg.games) == {"prisoners-dilemma", "chicken", "stag-hunt"}
-    assert cfg.compositions == {"all-default": ["default"] * 3, "one-malicious": ["default", "default", "malicious"]}
-    assert [i.split(":")[0] for i in cfg.interventions] == ["none", "repeat-system", "sit"]
-    assert cfg.measure_traits and cfg.focal == "default"
-    specs = list(cfg.expand())
-    assert len(specs) == cfg.size() == 3 * 2 * 3
-    for spec, labels in specs:
-        focal = [p for p in spec.game.players if p.focal]
-        assert focal and all(p.persona == "default" for p in focal)
-        if labels["composition"] == "one-malicious":
-            assert spec.game.players[2].persona == "malicious" and not spec.game.players[2].focal
-
-
-def test_demo_help() -> None:
-    result = CliRunner().invoke(app, ["demo", "--help"])
-    assert result.exit_code == 0
-    assert re.search(r"embedded\s+model", result.output)
 
 
 def test_store_meta_keeps_the_config_json(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ file (default ``RUN_DIR/report.html``).
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from contagion.analysis.report_text import (
     instrument_warnings,
     methods_section,
     report_warnings,
+    run_notices,
     validation_lines,
 )
 from contagion.analysis.tables import load_tables
@@ -61,6 +62,12 @@ class ReportData:
     attention_note: str
     viewer: str | None
     test_legend: str = ""
+    notices: list[tuple[str, str]] = field(default_factory=list)
+    """(kind, text) shown above everything: ``simulated`` models, a run ``too-small`` to support a claim."""
+
+    @property
+    def simulated(self) -> bool:
+        return any(kind == "simulated" for kind, _ in self.notices)
 
 
 def build_report(run_dir: Path, settings: AnalysisSettings | None = None) -> ReportData:
@@ -88,14 +95,19 @@ def build_report(run_dir: Path, settings: AnalysisSettings | None = None) -> Rep
         warnings.append(attention_note + ".")
     viewer = RunDir.VIEWER if RunDir(run_dir).viewer.exists() else None
     cfg = info.config or {}
+    notices = run_notices(tables, cells, settings)
+    title = f"contagion report — {cfg.get('name', run_dir.name)}"
+    if any(kind == "simulated" for kind, _ in notices) and "simulated" not in title.lower():
+        title += " [simulated]"
     return ReportData(
-        title=f"contagion report — {cfg.get('name', run_dir.name)}", run_dir=str(run_dir),
+        title=title, run_dir=str(run_dir),
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), version=__version__,
         summary=headline_sentences(contrasts), warnings=warnings, validation=v_lines,
         validation_ok=None if validation is None else validation.passed, methods=methods_section(tables),
         figures=figs, contrasts=contrast_views, tables=game_tables(tables) + instrument_tables(tables),
         failures=info.failures[:50],
         failure_count=len(info.failures), attention_note=attention_note, viewer=viewer, test_legend=TEST_LEGEND,
+        notices=notices,
     )
 
 
@@ -108,10 +120,11 @@ def render_report(data: ReportData) -> str:
     return _environment().get_template("report.html.j2").render(r=data)
 
 
-def write_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the run's HTML report (default ``RUN_DIR/report.html``) and return its path."""
+def write_report(run_dir: Path, out: Path | None = None, *, data: ReportData | None = None) -> Path:
+    """Write the run's HTML report (default ``RUN_DIR/report.html``) and return its path (``data``: the
+    run's :func:`build_report`, when the caller has it already)."""
     run_dir = Path(run_dir)
-    data = build_report(run_dir)
+    data = data if data is not None else build_report(run_dir)
     html = render_report(data)
     target = Path(out) if out is not None else RunDir(run_dir).report
     if target.exists() and target.is_dir():

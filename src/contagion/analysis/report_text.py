@@ -30,6 +30,8 @@ from contagion.analysis.validation import (
     ValidationResult,
     analysis_fingerprint,
 )
+from contagion.backends.registry import kind_of
+from contagion.errors import UserError
 from contagion.experiment.rundir import RunDir
 from contagion.experiment.support import low_support
 
@@ -300,6 +302,9 @@ def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, s
         for r in c.index_rows().itertuples(index=False):
             if name == "chat" and "·" in str(r.comparison):
                 continue  # per-composition chat rows are in the contrast table
+            if name == "behaviour":  # a slope of defection, not a drift of the index
+                out.append((name, _behaviour_sentence(r), "sig" if r.significant else "ns"))
+                continue
             direction = ("toward anti-social" if r.estimate < 0 else "toward pro-social") if math.isfinite(
                 r.estimate) else ""
             if name == "contagion":
@@ -316,6 +321,53 @@ def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, s
                 text += f"; caution: {r.warning}"
             out.append((name, text + ".", "sig" if r.significant else "ns"))
     return out
+
+
+def _behaviour_sentence(r: Any) -> str:
+    """The headline of a behaviour row: the slope of defecting on the defection seen the round before."""
+    reading = ""
+    if math.isfinite(r.estimate):
+        reading = " (more defection after seeing defection)" if r.estimate > 0 else (
+            " (less defection after seeing defection)" if r.estimate < 0 else "")
+    verdict = "significant" if r.significant else "not significant"
+    text = (f"{r.comparison}: slope {fnum(r.estimate, signed=True)}{reading} (95% CI {fci(r.ci_low, r.ci_high)}; "
+            f"p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, {short_test(str(r.test))}; "
+            f"{r.n_games} games; model {r.model}) — {verdict} at α = 0.05")
+    if r.warning:
+        text += f"; caution: {r.warning}"
+    return text + "."
+
+
+def run_notices(tables: RunTables, cells: pd.DataFrame, settings: AnalysisSettings) -> list[tuple[str, str]]:
+    """(kind, text) of what a reader must know before reading any number of this run, shown above the
+    summary: ``simulated`` when its models are simulated (numbers from a planted rule, not a language
+    model) and ``too-small`` when no condition has the games to support a claim."""
+    out: list[tuple[str, str]] = []
+    models = sorted({str(m) for m in tables.games["model"].unique()} if "model" in tables.games else set())
+    simulated = [m for m in models if _simulated(m)]
+    if simulated:
+        every = len(simulated) == len(models)
+        out.append(("simulated", (
+            f"{'Every model in this run is' if every else 'Some models in this run are'} simulated "
+            f"({', '.join(simulated)}), not a language model: answers follow a known rule (sim:planted plants "
+            "contagion from hostile and defecting co-players, which SIT's reminders undo; the null models, sim:null "
+            "and the others, plant none). The numbers show what the analysis finds when the truth is known, not "
+            "how any real model behaves.")))
+    if not cells.empty and bool((cells["n_games"] < settings.min_games).all()):
+        most = int(cells["n_games"].max())
+        out.append(("too-small", (
+            f"This run is too small to support any claim: every condition has fewer than {settings.min_games} "
+            f"distinct games (at most {most}). The numbers below show the pipeline working end to end; a "
+            "'significant' row among them means nothing. A study needs more games per condition and a capable model "
+            "(`contagion power CONFIG` says how many games a design needs).")))
+    return out
+
+
+def _simulated(spec: str) -> bool:
+    try:
+        return kind_of(spec).simulated
+    except UserError:
+        return False
 
 
 def validation_lines(result: ValidationResult | None, source: str) -> tuple[list[str], list[str]]:

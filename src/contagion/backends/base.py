@@ -189,6 +189,10 @@ class Capabilities(BaseModel):
     deterministic: bool = Field(False, description="Same request, same answer (at temperature 0).")
     served: bool = Field(False, description="A chat server's backend: the options score, answer_tokens, extra_body "
                                             "and system_role apply (contagion doctor proposes them).")
+    parallel_games: int | None = Field(
+        None, ge=1, description="Most games worth having in flight at once on this backend (None: no limit of "
+                                "its own). An in-process model that computes one call at a time gains nothing "
+                                "from more and loses its cached histories to the other games: 1.")
 
 
 def split_prefix(prefix: str, choices: Sequence[str]) -> tuple[str, list[str]]:

@@ -48,6 +48,14 @@ longest prefix it shares with a lane — except tokens that were generated (deco
 which are never reused. Scores are bit-identical with and without reuse, and a batch gives the same
 scores as its requests one at a time (``benchmarks/bench_assess.py`` prints the largest difference).
 
+**Games in flight.** The runner plays one game at a time on this backend, whatever ``concurrency``
+asks (``Capabilities.parallel_games`` = 1, and the console says so). Calls are computed one at a time
+(99 % of a run's wall time is inside llama.cpp's decode, measured), so more games at once cannot be
+faster; and they are slower: games of one grid give same-named players the same system prompt, so a
+request of one game finds its longest reusable prefix in the lane of the same seat of another game,
+truncates that game's history and makes it encode it again on its next turn (four games of
+``benchmarks/bench_concurrency.py``: 66,395 tokens decoded at concurrency 4 against 13,641 at 1).
+
 **Threads.** ``n_threads`` defaults to the CPUs this process may run on (its affinity), and llama.cpp's
 OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless set), so a busy machine does not make
 them spin against other work. Calls run one at a time per backend, in a worker thread.
@@ -228,7 +236,7 @@ class LlamaCppBackend(Backend):
         self.cells = max(0, cells)
         self.capabilities = Capabilities(
             local=True, cpu_bound=True, logprobs=True, score_method=ScoreMethod.FULL, prefix_caching=True,
-            deterministic=True,
+            deterministic=True, parallel_games=1,  # one call at a time (see "Games in flight" above)
         )
         self._model: Any = None
         self._lanes: list[_Lane] = []

@@ -106,6 +106,7 @@ class HFBackend(AttentionReadout, Backend):
             prefix_caching=self.prefix_reuse,
             attention=True,
             deterministic=True,
+            parallel_games=1,  # one call at a time, under the model's lock: more games only share its cache
         )
         self._state: LoadedModel | None = None
         self._prompt_cache = _PromptCache()

@@ -1,11 +1,10 @@
-"""``contagion run``, ``contagion demo`` and ``contagion export``."""
+"""``contagion run`` and ``contagion export`` (``contagion demo`` is in :mod:`contagion.cli.demo`)."""
 
 from __future__ import annotations
 
 import importlib.util
 import shlex
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 
 import typer
@@ -13,12 +12,11 @@ from rich.table import Table
 
 from contagion.cli.app import app, console, err_console, user_errors
 from contagion.errors import BackendError, MissingExtraError, UserError
-from contagion.experiment.config import ExperimentConfig, load_config, parse_config
+from contagion.experiment.config import ExperimentConfig, load_config
 from contagion.experiment.rundir import RunDir
 from contagion.experiment.runner import Runner, RunSummary
 from contagion.experiment.store import Store
 from contagion.experiment.support import low_support
-from contagion.fileio import parse_yaml
 
 RUN_HELP = """Run an experiment grid from a YAML config into RUN_DIR (resumable).
 
@@ -132,52 +130,6 @@ def run(
         resume += f" --executor {shlex.quote(executor)}" + (f" --address {shlex.quote(address)}" if address else "")
     execute_run(cfg, out, executor, address, not no_progress, resume, extend=extend)
     console.print(f"Results: {out}  (next: contagion report {out})")
-
-
-def demo_config() -> ExperimentConfig:
-    text = resources.files("contagion").joinpath("data/demo.yaml").read_text(encoding="utf-8")
-    return parse_config(parse_yaml(text, "built-in demo config"), "built-in demo config")
-
-
-@app.command()
-@user_errors
-def demo(
-    out: Path = typer.Option(Path("contagion-demo"), "--out", "-o", help="Run directory for the demo."),
-    repetitions: int = typer.Option(0, "--repetitions", help="Override repetitions per cell (0 = the demo's 1)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
-    extend: bool = typer.Option(False, "--extend",
-                                help="Add games to a demo directory run with other --repetitions."),
-) -> None:
-    """A small real experiment on the embedded model, then the report (about 22 minutes on 2 cores).
-
-    Three games; all-default vs one-malicious groups; no intervention vs system-prompt repetition vs
-    SIT; each default agent's traits before and after play. The embedded model (SmolLM2-135M) is
-    tiny: the demo shows the machinery working end to end, not the paper's effect. Real experiments
-    use a real model: see `contagion run --help`. The first run on a machine writes the model's
-    float32 weights once (540 MB, ~10 s) to ~/.cache/contagion (or $CONTAGION_CACHE_DIR).
-    """
-    cfg = demo_config()
-    if repetitions:
-        cfg = cfg.model_copy(update={"repetitions": repetitions})
-    console.print(f"contagion demo: {cfg.size()} games on the embedded model into {out}")
-    resume = f"contagion demo --out {shlex.quote(str(out))}" + (f" --repetitions {repetitions}" if repetitions else "")
-    execute_run(cfg, out, "local", None, not no_progress, resume, extend=extend)
-    _finish_with_report(out)
-
-
-def _finish_with_report(out: Path) -> None:
-    from contagion.backends.registry import free_local_models
-
-    free_local_models()  # the games are over: the report's libraries need the model's memory more
-    try:
-        from contagion.analysis.report import write_report
-    except ImportError:
-        from contagion.analysis.summary import print_summary
-
-        print_summary(out, console)
-        return
-    path = write_report(out)
-    console.print(f"Report: {path.resolve()}")
 
 
 @app.command()

@@ -5,7 +5,9 @@ Executors:
 * ``local`` — asyncio in this process. Games whose players are all CPU-bound local models
   (``embedded``, ``gguf:``, ``hf:``) run one at a time, each model call using every core; anything
   with a remote model runs ``concurrency`` games at once (default 8) and the robust wrapper limits
-  and retries the HTTP calls.
+  and retries the HTTP calls. A backend that declares how many games are worth having in flight on it
+  (``Capabilities.parallel_games``: 1 for the in-process models, which compute one call at a time)
+  caps ``concurrency``, and the console says so: more games at once would only be slower.
 * ``ray`` — each game is a Ray task (``--address`` of a cluster, or a local Ray started for the run).
   Records come back to this process, which stays the only writer.
 
@@ -29,7 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from contagion.backends.registry import kind_of
+from contagion.backends.registry import build, kind_of
 from contagion.errors import UserError
 from contagion.experiment.config import ExperimentConfig
 from contagion.experiment.profiles import ProfileCache, ProfileRecord, ProfileRequest, StoredProfiles, needed_profiles
@@ -156,6 +158,27 @@ class _Made:
                 d.rmdir()  # only when empty
 
 
+def games_in_flight(config: ExperimentConfig) -> tuple[int, str | None]:
+    """How many games the local executor plays at once: ``concurrency`` (or its default), capped by the
+    backends' declared ``parallel_games``; with a note for the console when the cap lowers it."""
+    wanted = default_concurrency(config)
+    capped: list[tuple[int, str]] = []
+    for spec in config.backend_specs():
+        cap = build(spec).capabilities.parallel_games  # declared by the backend; builds load nothing
+        if cap is not None:
+            capped.append((cap, spec))
+    if not capped:
+        return wanted, None
+    cap, spec = min(capped)
+    if cap >= wanted:
+        return wanted, None
+    asked = f"concurrency: {wanted} in the config" if config.concurrency else f"the default of {wanted}"
+    note = (f"Note: {spec} computes one model call at a time on this machine, so games run {cap} at a time "
+            f"here ({asked}): more games in flight cannot be faster, and they re-encode each other's cached "
+            "histories.")
+    return cap, note
+
+
 class _Interrupt:
     """First Ctrl-C: finish in-flight games. Second: stop now."""
 
@@ -187,6 +210,9 @@ class Runner:
         self.show_progress = progress
         self.extend = extend
         self.personas = config.persona_map()
+        self.in_flight = default_concurrency(config)
+        """Games (and pre-play profiles) in flight at once; set by :meth:`run` (:func:`games_in_flight`)."""
+        self.in_flight_note: str | None = None
 
     # -- pre-play profiles --------------------------------------------------------------------
     async def _profiles(self, jobs: Iterable[Job], cache: StoredProfiles, on_progress: Callable[[], None],
@@ -199,7 +225,7 @@ class Runner:
             for request in needed_profiles(spec, self.personas):
                 if request.key not in todo and cache.get(request.key) is None:
                     todo[request.key] = request
-        gate = asyncio.Semaphore(default_concurrency(self.config))
+        gate = asyncio.Semaphore(self.in_flight)
 
         async def one(request: ProfileRequest) -> None:
             async with gate:
@@ -253,6 +279,8 @@ class Runner:
         failed start leaves nothing behind; once games or profiles are stored they stay, and the error says
         that rerunning resumes."""
         self.preflight()
+        if self.executor == "local":  # Ray runs each game in a process of its own
+            self.in_flight, self.in_flight_note = games_in_flight(self.config)
         for note in self.config.notes():  # what the run takes other than asked, said before it starts
             self.console.print(f"Note: {note}", style="yellow", highlight=False, markup=False, soft_wrap=True)
         made = _Made(self.run_dir)
@@ -289,6 +317,8 @@ class Runner:
 
     async def _run(self, todo: Plan, store: Store, summary: RunSummary) -> RunSummary:
         started = time.perf_counter()
+        if self.in_flight_note:
+            self.console.print(self.in_flight_note, style="yellow", highlight=False, markup=False)
         interrupt = _Interrupt(self.console)
         loop = asyncio.get_running_loop()
         try:
@@ -349,7 +379,7 @@ class Runner:
 
     async def _run_local(self, jobs: Iterator[Job], cache: ProfileCache, finished: Callable[[GameRecord], None],
                          interrupt: _Interrupt) -> None:
-        limit = default_concurrency(self.config)
+        limit = self.in_flight
         running: set[asyncio.Task[GameRecord]] = set()
         interrupt.tasks = running
         exhausted = False
