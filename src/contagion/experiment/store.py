@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from contagion.errors import UserError
+from contagion.experiment import store_schema
 from contagion.experiment.record import GameRecord
 from contagion.experiment.run_lock import LOCK_FILE, RunLock
 from contagion.experiment.rundir import RunDir
@@ -167,12 +168,12 @@ class Store:
         conn = cls._connect_reader(path)
         store = cls(path, conn)
         try:
-            version = store._check_version(create=False)
-            if version is not None and version < STORE_SCHEMA_VERSION:
+            version = schema_version(store, create=False)
+            if version is not None and version < store_schema.STORE_SCHEMA_VERSION:
                 if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
                     raise UserError(f"{path} has store schema {version}, older than this contagion's "
-                                    f"({STORE_SCHEMA_VERSION}), and is read-only: upgrade a writable copy by opening "
-                                    "it once (e.g. contagion report COPY)")
+                                    f"({store_schema.STORE_SCHEMA_VERSION}), and is read-only: upgrade a writable "
+                                    "copy by opening it once (e.g. contagion report COPY)")
                 store.close()
                 cls.open(run_dir, create=False).close()  # the upgrade, in place
                 return cls.open_existing(run_dir)
