@@ -26,7 +26,11 @@ Models are given as backend specs: embedded (the tiny offline default, SmolLM2-1
 gguf:PATH, openai:MODEL@BASE_URL (vLLM, Ollama, llama.cpp server), hf:PATH_OR_ID,
 scripted:always-defect (and other strategies), sim:planted / sim:null (simulated models).
 
-Start with:  contagion demo        (a small real experiment on the embedded model, then the report)
+Start with:
+
+\b
+  contagion demo              a small real experiment on the embedded model, then the report
+  contagion demo --simulated  the same report where a planted effect is found (seconds)
 """
 
 app = typer.Typer(
