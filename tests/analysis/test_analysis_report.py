@@ -169,3 +169,34 @@ def test_figure_text_is_escaped_and_never_parsed_as_math() -> None:
     svg = figures.points_with_ci(data, x="x", series="s", title="t <script>", ylabel="y")
     assert svg.startswith("<svg") and "<img" not in svg and "<script" not in svg
     assert "&lt;img" in svg and "a$b$c &amp; d" in svg
+
+
+def test_notices_say_simulated_and_too_small_from_the_run_itself(sim_run_dir: Path, tmp_path: Path) -> None:
+    """Above the summary: the run's models are simulated (asked of the registry), and no cell has the
+    games for a claim (3 per cell here). A copy whose players are a language model loses the first only."""
+    from contagion.analysis.report import build_report, render_report
+    from contagion.experiment.store import Store
+
+    data = build_report(sim_run_dir)
+    assert [kind for kind, _ in data.notices] == ["simulated", "too-small"]
+    assert data.simulated and data.title.endswith("[simulated]")
+    simulated, small = (text for _, text in data.notices)
+    assert "Every language model in this run is simulated (sim:planted)" in simulated  # scripted seats are no LM
+    assert "too small to support any claim" in small and "at most 3" in small
+    page = render_report(data)
+    assert page.index('id="notice-simulated"') < page.index('id="notice-too-small"') < page.index('id="summary"')
+
+    real = tmp_path / "real-model"
+    model = "openai:some-model@http://127.0.0.1:9/v1"
+    with Store.open_existing(sim_run_dir) as source, Store.open(real) as store:
+        store.set_config({**(source.config() or {}), "models": [model]})
+        for record in source.iter_records():
+            record = record.model_copy(deep=True)
+            record.labels["model"] = model
+            for player in record.players:
+                if player.backend == "sim:planted":
+                    player.backend = model
+            store.put(record)
+    data = build_report(real)
+    assert [kind for kind, _ in data.notices] == ["too-small"]
+    assert not data.simulated and "[simulated]" not in data.title

@@ -343,12 +343,14 @@ def run_notices(tables: RunTables, cells: pd.DataFrame, settings: AnalysisSettin
     summary: ``simulated`` when its models are simulated (numbers from a planted rule, not a language
     model) and ``too-small`` when no condition has the games to support a claim."""
     out: list[tuple[str, str]] = []
-    models = sorted({str(m) for m in tables.games["model"].unique()} if "model" in tables.games else set())
+    # every backend that answered: the grid's models and any seat played by another backend
+    models = sorted({str(m) for m in tables.games.get("model", [])}
+                    | {str(b) for b in tables.players.get("backend", [])})
     simulated = [m for m in models if _simulated(m)]
     if simulated:
-        every = len(simulated) == len(models)
+        every = len(simulated) == len([m for m in models if _language_model(m)])
         out.append(("simulated", (
-            f"{'Every model in this run is' if every else 'Some models in this run are'} simulated "
+            f"{'Every language model in this run is' if every else 'Some models in this run are'} simulated "
             f"({', '.join(simulated)}), not a language model: answers follow a known rule (sim:planted plants "
             "contagion from hostile and defecting co-players, which SIT's reminders undo; the null models, sim:null "
             "and the others, plant none). The numbers show what the analysis finds when the truth is known, not "
@@ -368,6 +370,13 @@ def _simulated(spec: str) -> bool:
         return kind_of(spec).simulated
     except UserError:
         return False
+
+
+def _language_model(spec: str) -> bool:
+    try:
+        return kind_of(spec).language_model
+    except UserError:
+        return True
 
 
 def validation_lines(result: ValidationResult | None, source: str) -> tuple[list[str], list[str]]:

@@ -30,7 +30,11 @@ scripted:always-defect (and other strategies), sim:planted / sim:null (simulated
 Other packages add kinds of backends through the entry-point group contagion.backends (see the
 docstring of contagion.backends.registry). Before a paid grid: contagion doctor MODEL_SPEC.
 
-Start with:  contagion demo        (a small real experiment on the embedded model, then the report)
+Start with:
+
+\b
+  contagion demo              a small real experiment on the embedded model, then the report
+  contagion demo --simulated  the same report where a planted effect is found (seconds)
 """
 
 app = typer.Typer(
