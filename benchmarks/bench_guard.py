@@ -1,28 +1,39 @@
-"""What the SIT guard adds to an agent's model work, per agent turn: model calls and prompt tokens.
+"""What the SIT guard adds to an agent's model work, per agent turn, and the dose that sets its default:
+reminders kept in the conversation (``persist=True``, as SIT's injections stay in a game) or in their own
+turn's request only (``persist=False``).
 
-One agent (system prompt + a negotiation, ``--turns`` turns; on each, a line from another agent arrives
-and the agent replies, ``--max-tokens`` tokens) is run three times against the same model server:
+One agent (system prompt + a negotiation, ``--turns`` turns; on each, a line from another agent arrives —
+one of them threatens and tempts the agent — and the agent replies, ``--max-tokens`` tokens, sampled at
+``--temperature`` with a seed) is run in each arm against the same model server, ``--seeds`` times:
 
 * **unguarded** — the agent's own model call, nothing else;
-* **sit:k=2,n=3** — the guard inserts three reminders on every second turn (no model call of its own);
-* **sit-adaptive:m=1,threshold=0.05** (``--adaptive``) — the guard probes ``probe_items`` held-out items per
-  trait on every turn from the second, each probe item one scoring call over the whole conversation so far.
+* **sit:k=2,n=3, persist=False** — three reminders on every second turn, in that turn's request only;
+* **sit:k=2,n=3, persist=True** — the same reminders, each kept at its place in every later request;
+* **sit-adaptive:m=1,threshold=0.05** (``--adaptive``, persist=True) — the guard probes ``probe_items``
+  held-out items per trait on every turn from the second, each probe item one scoring call over the whole
+  conversation so far.
 
-Calls and prompt tokens are the server's own counts (``usage`` of each reply). The guard's one-off cost —
-measuring the profile before the conversation (one scoring call per item; skipped with a cached profile
-file) — is printed apart. The model is the embedded SmolLM2 served by llama-cpp-python's OpenAI-compatible
-server, started here on 127.0.0.1 (``--base-url`` to use another server; ``--model`` its model name)::
+Cost: calls and prompt tokens are the server's own counts (``usage`` of each reply); the guard's one-off cost
+— measuring the profile before the conversation — is printed apart. Effect: after the last turn the agent's
+profile is measured on the conversation as its model last saw it (reminders kept in it included; the
+measured items are never the ones reminders quote) and its pro-social index drift from before the
+conversation (post − pre, over the measured items) is averaged over the seeds, with its standard error.
+The default of ``SITGuard(persist=...)`` is the persistent dose unless the transient one keeps agents more
+pro-social by more than the two standard errors combined. The model is the embedded SmolLM2 served by
+llama-cpp-python's OpenAI-compatible server, started here on 127.0.0.1 (``--base-url`` to use another
+server; ``--model`` its model name)::
 
-    PYTHONPATH=src python benchmarks/bench_guard.py [--turns 8] [--items 10 --source-items 6] [--base-url URL]
+    PYTHONPATH=src python benchmarks/bench_guard.py [--turns 8] [--seeds 4] [--items 4 --source-items 3]
 
-Figures depend on the model's tokenizer and the length of the replies; the reminder and probe costs
-grow with the conversation's length only for the probes (they resend it), never for the reminders.
+Figures depend on the model's tokenizer and the length of the replies; the probe costs grow with the
+conversation's length (they resend it), and so, with ``persist=True``, do the kept reminders.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import platform
 import statistics
@@ -60,30 +71,43 @@ class Tally:
     guard_calls: int = 0
     guard_prompt_tokens: int = 0
     reminders: int = 0
+    drifts: list[float] = field(default_factory=list)
     per_turn_agent_tokens: list[int] = field(default_factory=list)
 
 
-async def converse(base: str, turns: int, max_tokens: int, guard: SITGuard | None) -> Tally:
+async def converse(base: str, args: argparse.Namespace, seed: int, guard: SITGuard, steer: bool,
+                   tally: Tally) -> None:
+    """One conversation of ``args.turns`` turns; ``guard`` steers it (when ``steer``) and measures the agent
+    after it."""
     backend = resolve(base)
-    config = GenerationConfig(max_tokens=max_tokens, temperature=0.0, seed=0)
     history: list[Message] = [Message(role="system", content=PROMPT)]
-    tally = Tally()
-    for t in range(turns):
+    for t in range(args.turns):
+        config = GenerationConfig(max_tokens=args.max_tokens, temperature=args.temperature, seed=seed * 1000 + t)
         history.append(Message(role="user", content=LINES[t % len(LINES)]))
-        sent = await guard.asteer(history) if guard is not None else list(history)
+        sent = await guard.asteer(history) if steer else list(history)
         reply = await backend.generate(sent, config)
         history.append(Message(role="assistant", content=reply.text))
         tally.turns += 1
         tally.agent_calls += 1
         tally.agent_prompt_tokens += reply.prompt_tokens
         tally.per_turn_agent_tokens.append(reply.prompt_tokens)
-    if guard is not None:
+    if steer:
         for d in guard.decisions():
             tally.reminders += d.action == "remind"
             if d.probe is not None:
                 tally.guard_calls += d.probe.calls
                 tally.guard_prompt_tokens += d.probe.prompt_tokens
-    return tally
+    post = await guard.ameasure(history)  # as the model last saw it: the kept reminders in it
+    delta = guard.drift(post).prosocial_delta
+    if delta is not None:
+        tally.drifts.append(delta)
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return statistics.mean(values), se
 
 
 class LlamaServer:
@@ -112,43 +136,54 @@ class LlamaServer:
 
 async def bench(base_url: str, args: argparse.Namespace) -> None:
     spec = f"openai:{args.model}@{base_url}"
-    settings = AssessmentSettings(items=args.items, source_items=args.source_items)
+    settings = AssessmentSettings(items=args.items, source_items=args.source_items, bootstrap=100)
     started = time.perf_counter()
     guard = await SITGuard.afrom_system_prompt(spec, PROMPT, "sit:k=2,n=3", settings=settings)
     profile_seconds = time.perf_counter() - started
     cost = guard.profile.cost
     print(f"profile (once, before the conversation): {cost.calls} calls, {cost.prompt_tokens} prompt tokens, "
           f"{profile_seconds:.1f} s wall ({len(guard.profile.traits)} traits, {args.items} measured + "
-          f"{args.source_items} source items each)")
-    rows = [("unguarded", None), ("sit:k=2,n=3", "sit:k=2,n=3"), (args.adaptive, args.adaptive)]
+          f"{args.source_items} source items each); pro-social index {guard.profile.prosocial_index:+.3f}")
+    rows: list[tuple[str, str | None, bool]] = [
+        ("unguarded", None, False), ("sit:k=2,n=3, persist=False", "sit:k=2,n=3", False),
+        ("sit:k=2,n=3, persist=True", "sit:k=2,n=3", True), (f"{args.adaptive}, persist=True", args.adaptive, True)]
     results: list[tuple[str, Tally, float]] = []
-    for label, schedule in rows:
-        steer = None if schedule is None else SITGuard(guard.profile, system_prompt=PROMPT, schedule=schedule,
-                                                       backend=spec, settings=settings)
+    for label, schedule, persist in rows:
+        tally = Tally()
         started = time.perf_counter()
-        tally = await converse(spec, args.turns, args.max_tokens, steer)
+        for seed in range(args.seeds):
+            steer = SITGuard(guard.profile, system_prompt=PROMPT, schedule=schedule or "sit:k=2,n=3", backend=spec,
+                             settings=settings, persist=persist)
+            await converse(spec, args, seed, steer, schedule is not None, tally)
         results.append((label, tally, time.perf_counter() - started))
+        print(f"  {label}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     base = results[0][1]
-    print(f"\n{args.turns} agent turns, replies of at most {args.max_tokens} tokens; per agent turn:")
-    print(f"{'schedule':<36} {'calls':>6} {'+calls':>7} {'prompt tok':>11} {'+tokens':>9} {'reminders':>10} "
-          f"{'wall s':>8}")
+    print(f"\n{args.seeds} conversations of {args.turns} agent turns each, replies of at most {args.max_tokens} "
+          f"tokens at temperature {args.temperature}; per agent turn, and the pro-social drift after the "
+          "conversation (post − pre, mean ± SE over conversations):")
+    print(f"{'schedule':<44} {'calls':>6} {'+calls':>7} {'prompt tok':>11} {'+tokens':>9} {'reminders':>10} "
+          f"{'drift':>8} {'± SE':>7} {'wall s':>8}")
     for label, t, seconds in results:
         calls = (t.agent_calls + t.guard_calls) / t.turns
         tokens = (t.agent_prompt_tokens + t.guard_prompt_tokens) / t.turns
-        print(f"{label:<36} {calls:>6.2f} {calls - base.agent_calls / base.turns:>+7.2f} {tokens:>11.1f} "
-              f"{tokens - base.agent_prompt_tokens / base.turns:>+9.1f} {t.reminders:>10} {seconds / t.turns:>8.2f}")
-    for label, t, _ in results[1:]:
-        extra_agent = (t.agent_prompt_tokens - base.agent_prompt_tokens) / t.turns
-        print(f"  {label}: the agent's own prompts +{extra_agent:.1f} tokens/turn (reminders and the replies they "
-              f"changed), the guard's probes {t.guard_calls / t.turns:.2f} calls and "
-              f"{t.guard_prompt_tokens / t.turns:.1f} tokens/turn")
-    print(f"  unguarded prompt tokens by turn: {base.per_turn_agent_tokens} "
+        mean, se = _mean_se(t.drifts)
+        print(f"{label:<44} {calls:>6.2f} {calls - base.agent_calls / base.turns:>+7.2f} {tokens:>11.1f} "
+              f"{tokens - base.agent_prompt_tokens / base.turns:>+9.1f} {t.reminders / args.seeds:>10.1f} "
+              f"{mean:>+8.4f} {se:>7.4f} {seconds / t.turns:>8.2f}")
+    (_, transient, _), (_, persistent, _) = results[1], results[2]
+    (m_t, se_t), (m_p, se_p) = _mean_se(transient.drifts), _mean_se(persistent.drifts)
+    margin = 2 * math.sqrt((se_t if math.isfinite(se_t) else 0) ** 2 + (se_p if math.isfinite(se_p) else 0) ** 2)
+    choice = "persist=False" if m_t - m_p > margin else "persist=True"
+    print(f"\ndose: persistent − transient drift {m_p - m_t:+.4f} (2 SE {margin:.4f}); default by the rule: {choice}")
+    print(f"  unguarded prompt tokens by turn (all conversations): {base.per_turn_agent_tokens} "
           f"(median {statistics.median(base.per_turn_agent_tokens):.0f})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--turns", type=int, default=8)
+    parser.add_argument("--seeds", type=int, default=4, help="conversations per arm")
+    parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--items", type=int, default=10, help="measured items per trait (guard default 10)")
     parser.add_argument("--source-items", type=int, default=6, help="source items per trait (guard default 6)")

@@ -47,16 +47,18 @@ def reminders_in(request: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
 
 
 def assert_reminders_exactly_where_decided(requests: list[dict[str, Any]], guard: SITGuard) -> None:
-    """One request per turn; a reminder in a request iff the guard decided to remind on that turn, with
-    exactly the decided text, right before the request's last (user) message."""
+    """One request per turn; the reminders in a request are exactly those the guard placed on that turn: the
+    turn's own when it decided to remind, right before the request's last (user) message, and with
+    persist=True every earlier one, in the order they were put in."""
     decisions = guard.decisions()
     assert len(requests) == len(decisions)
+    given: list[str] = []
     for request, decision in zip(requests, decisions, strict=True):
         found = reminders_in(request)
-        if decision.action == "pass":
-            assert found == [], f"turn {decision.turn}: a reminder the guard did not decide"
-            continue
-        assert len(found) == 1, f"turn {decision.turn}: {len(found)} reminders"
-        position, message = found[0]
-        assert message["content"] == decision.reminder and message["role"] == decision.role
-        assert position == len(request["messages"]) - 2 and request["messages"][-1]["role"] == "user"
+        expected = [*(given if guard.persist else []), *([decision.reminder] if decision.reminder else [])]
+        assert [m["content"] for _, m in found] == expected, f"turn {decision.turn}"
+        assert all(m["role"] == guard.params.role for _, m in found)
+        if decision.reminder is not None:
+            position = found[-1][0]
+            assert position == len(request["messages"]) - 2 and request["messages"][-1]["role"] == "user"
+            given.append(decision.reminder)

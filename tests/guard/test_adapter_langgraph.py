@@ -33,17 +33,20 @@ def agent(base_url: str, guard: SITGuard) -> Any:
         return create_react_agent(model, [], prompt=NEGOTIATOR, pre_model_hook=pre_model_hook(guard))
 
 
-def test_sit_reminders_reach_the_model_on_turns_k_2k_only(recorder: LoopbackServer, guard_profile: Path) -> None:
-    guard = SITGuard.load(guard_profile, schedule="sit:k=2,n=3")
+@pytest.mark.parametrize("persist", [True, False])
+def test_sit_reminders_reach_the_model_as_scheduled(recorder: LoopbackServer, guard_profile: Path,
+                                                          persist: bool) -> None:
+    guard = SITGuard.load(guard_profile, schedule="sit:k=2,n=3", persist=persist)
     graph = agent(recorder.base_url, guard)
     state: dict = {"messages": []}
     for line in OTHERS:
         state = graph.invoke({"messages": [*state["messages"], HumanMessage(line)]})
     assert [d.action for d in guard.decisions()] == ["pass", "remind", "pass", "remind"]
     assert_reminders_exactly_where_decided(recorder.requests, guard)
-    assert [bool(reminders_in(r)) for r in recorder.requests] == [False, True, False, True]
+    # given on turns 2 and 4; with persist, kept in the later requests too
+    assert [len(reminders_in(r)) for r in recorder.requests] == ([0, 1, 1, 2] if persist else [0, 1, 0, 1])
     assert recorder.requests[1]["messages"][0] == {"role": "system", "content": NEGOTIATOR}
-    # the graph's own history never holds a reminder: it was in those two model calls only
+    # the graph's own history never holds a reminder: the guard put them into the model calls
     assert not any(str(m.content).startswith("A reminder") for m in state["messages"])
     assert len(state["messages"]) == 8
 

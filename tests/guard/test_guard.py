@@ -65,7 +65,7 @@ def test_the_profile_has_disjoint_source_and_measured_items_and_reminders_quote_
 
 
 def test_sit_schedule_reminds_every_k_turns_before_the_last_user_message_and_rotates(guard_file: Path) -> None:
-    guard = SITGuard.load(guard_file)  # no backend needed for a fixed schedule
+    guard = SITGuard.load(guard_file, persist=False)  # no backend needed for a fixed schedule
     seen = []
     for turn in range(1, 7):
         messages: list[dict[str, Any]] = [{"role": "system", "content": PROMPT},
@@ -108,8 +108,50 @@ def test_message_objects_in_message_objects_out(guard_file: Path) -> None:
     assert reminder.meta == {"kind": "injection", "intervention": "sit-guard", "turn": 1}
 
 
+def test_persisted_reminders_stay_at_their_places_as_the_conversation_grows(guard_file: Path) -> None:
+    """persist=True (the default): a game's dose — every reminder stays where it was put, in every later
+    request; the caller's own list is never changed; a history changed before a reminder's place drops it."""
+    guard = SITGuard.load(guard_file, schedule="sit:k=2,n=1")
+    assert guard.persist
+    history: list[dict[str, Any]] = [{"role": "system", "content": PROMPT}]
+    requests = []
+    for turn in range(1, 6):
+        history.append({"role": "user", "content": f"line {turn}"})
+        before = list(history)
+        requests.append(guard.steer(history))
+        assert history == before  # the caller's history itself is untouched
+        history.append({"role": "assistant", "content": f"reply {turn}"})
+    reminders = [[(i, m["content"]) for i, m in enumerate(r) if m["content"].startswith(REMINDER_OPENING)]
+                 for r in requests]
+    first, second = guard.decisions()[1].reminder, guard.decisions()[3].reminder
+    assert first != second
+    # turn 2 put its reminder before "line 2" (index 3); it stays there; turn 4's goes before "line 4"
+    # (index 7 of the history, 8 in a request that holds the first reminder too)
+    assert reminders == [[], [(3, first)], [(3, first)], [(3, first), (8, second)], [(3, first), (8, second)]]
+    assert [d.kept for d in guard.decisions()] == [0, 0, 1, 1, 2]
+    assert "placements" not in guard.log()[0]  # the log says how many were kept, not their text again
+    # a history rewritten before the first reminder's place (e.g. trimmed by the framework) drops it
+    edited = [{"role": "system", "content": PROMPT}, {"role": "user", "content": "something else"}, *history[2:]]
+    out = guard.steer(edited)  # turn 6: a reminder of its own, none kept
+    assert [m["content"] for m in out if m["content"].startswith(REMINDER_OPENING)] == [guard.decisions()[-1].reminder]
+    assert guard.decisions()[-1].kept == 0
+    guard.reset()
+    assert guard.steer(history) == history  # a new conversation: nothing kept, turn 1
+
+
+def test_persisted_reminders_are_in_what_probes_and_measurements_read(guard_file: Path) -> None:
+    guard = SITGuard.load(guard_file, backend(), schedule="sit:k=1,n=1")
+    history = [Message(role="system", content=PROMPT), Message(role="user", content="hello")]
+    guard.steer(history)
+    seen = guard.probe_context([*history, Message(role="assistant", content="hi")])
+    assert [m.meta.get("kind") for m in seen] == [None, "injection", None, None]
+    transient = SITGuard.load(guard_file, backend(), schedule="sit:k=1,n=1", persist=False)
+    transient.steer(history)
+    assert len(transient.probe_context([*history, Message(role="assistant", content="hi")])) == 3
+
+
 def test_the_log_reads_as_a_list_and_as_json(guard_file: Path) -> None:
-    guard = SITGuard.load(guard_file)
+    guard = SITGuard.load(guard_file, persist=False)
     for turn in range(3):
         guard.steer([{"role": "user", "content": f"t{turn}"}])
     log = guard.log()
@@ -122,6 +164,7 @@ def test_the_log_reads_as_a_list_and_as_json(guard_file: Path) -> None:
 def test_profile_file_round_trip_rebuilds_the_same_guard(guard_file: Path, tmp_path: Path) -> None:
     data = json.loads(guard_file.read_text(encoding="utf-8"))
     assert data["kind"] == "contagion-sit-guard" and data["schedule"] == "sit:k=2,n=3" and data["seed"] == 5
+    assert data["persist"] is True
     first = SITGuard.load(guard_file)
     again = SITGuard.load(first.save(tmp_path / "copy.json"))
     assert again.profile == first.profile and again.settings == SETTINGS and again.system_prompt == PROMPT

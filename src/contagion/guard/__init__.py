@@ -17,7 +17,8 @@ then, right before each of the agent's model calls::
 :class:`~contagion.messages.Message` objects. ``guard.log()`` / ``guard.log_json()`` say what was
 decided on every turn and why. Schedules: ``sit:k=2,n=3`` (every k turns, n reminders) and
 ``sit-adaptive:m=1,threshold=0.05`` (probe held-out items every m turns, remind only on measured drift);
-see :mod:`contagion.guard.core`.
+see :mod:`contagion.guard.core`. As in a game, a reminder stays in the conversation's later requests
+(``persist=True``, the default); ``persist=False`` puts it in its own turn's request only.
 
 Adapters (each imports its framework only when imported itself; install the extra named):
 
@@ -30,23 +31,29 @@ Adapters (each imports its framework only when imported itself; install the extr
 """
 
 from contagion.guard.core import (
+    DEFAULT_PERSIST,
     DEFAULT_SCHEDULE,
     REMINDER_OPENING,
     GuardDecision,
+    Placement,
     ProbeResult,
     SITGuard,
     apply,
     insert_position,
     parse_schedule,
+    place,
 )
 
 __all__ = [
+    "DEFAULT_PERSIST",
     "DEFAULT_SCHEDULE",
     "REMINDER_OPENING",
     "GuardDecision",
+    "Placement",
     "ProbeResult",
     "SITGuard",
     "apply",
     "insert_position",
     "parse_schedule",
+    "place",
 ]

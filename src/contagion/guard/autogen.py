@@ -3,7 +3,8 @@
 ``AssistantAgent(name, model_client, system_message=SYSTEM_PROMPT, model_context=SITModelContext(guard))``
 runs the guard each time the agent reads its context to call the model. The history is kept by an inner
 context (``UnboundedChatCompletionContext`` by default; pass any other, e.g. a buffered one), and the
-reminder is added to what the model gets on that call only, never stored.
+reminders are added to what the model gets, never stored (with ``persist=True`` the guard puts each earlier
+reminder back at its place while the inner context keeps the messages before it).
 
 A system-role reminder sits in the middle of the conversation: AutoGen's OpenAI client accepts that only
 when the model's ``model_info`` says ``multiple_system_messages: True`` (OpenAI's models do; for your own
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from contagion.errors import MissingExtraError
-from contagion.guard.core import SITGuard
+from contagion.guard.core import Placement, SITGuard, place
 
 try:
     from autogen_core.model_context import ChatCompletionContext, UnboundedChatCompletionContext
@@ -55,6 +56,12 @@ def to_openai(message: LLMMessage) -> dict[str, Any]:
     raise TypeError(f"unknown AutoGen message type {type(message).__name__}")
 
 
+def _reminder(placement: Placement) -> LLMMessage:
+    if placement.role == "system":
+        return SystemMessage(content=placement.text)
+    return UserMessage(content=placement.text, source=SOURCE)
+
+
 class SITModelContext(ChatCompletionContext):
     """A chat completion context that steers what the model gets with a :class:`SITGuard`."""
 
@@ -68,14 +75,10 @@ class SITModelContext(ChatCompletionContext):
         await self.inner.add_message(message)
 
     async def get_messages(self) -> list[LLMMessage]:
-        """The inner context's messages, with the guard's reminder when this turn is due one."""
+        """The inner context's messages, with the guard's reminders (this turn's, and the kept ones)."""
         messages = list(await self.inner.get_messages())
         decision = await self.guard.adecide([to_openai(m) for m in messages])
-        if decision.reminder is not None and decision.index is not None:
-            reminder: LLMMessage = (SystemMessage(content=decision.reminder) if decision.role == "system"
-                                    else UserMessage(content=decision.reminder, source=SOURCE))
-            messages.insert(decision.index, reminder)
-        return messages
+        return place(messages, decision.placements, _reminder)
 
     async def clear(self) -> None:
         await self.inner.clear()

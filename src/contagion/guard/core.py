@@ -18,9 +18,13 @@ a game has rounds; reminders, their rotation, the probe set and the drift decisi
   last valid probe found the index fallen by more than ``threshold``.
 
 The reminder is one message (role ``system`` by default, ``role=user`` in the schedule otherwise) placed
-right before the conversation's last message when that is the user's, else at the end. It is inserted
-into what the model gets on that turn only: the caller's own history is never changed, so a reminder
-appears in the model's request on the turns the schedule picks and nowhere else.
+right before the conversation's last message when that is the user's, else at the end. The caller's own
+history is never changed. The dose is a game's: with ``persist=True`` (the default, :data:`DEFAULT_PERSIST`)
+a reminder stays where it was put in every later request of the conversation, as SIT's injections stay in
+an agent's history in a game — the guard puts it back at its place while the conversation only grows
+(a history the framework trimmed or replaced before that place drops it); with ``persist=False`` it is in
+the request of its own turn only. Adaptive probes and :meth:`SITGuard.measure` read the conversation as the
+model sees it, kept reminders included.
 
 Every turn's decision — remind or pass, why, the reminder's text, the probe's figures — is logged
 (:meth:`SITGuard.log`, :meth:`SITGuard.log_json`).
@@ -28,13 +32,14 @@ Every turn's decision — remind or pass, why, the reminder's text, the probe's 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -43,7 +48,7 @@ from contagion.backends.base import Backend, run_sync
 from contagion.backends.registry import resolve, wrap
 from contagion.errors import UserError
 from contagion.fileio import validation_message, write_atomic
-from contagion.guard.convert import dumps, role_of, to_messages
+from contagion.guard.convert import dumps, role_of, to_message, to_messages
 from contagion.messages import Message
 from contagion.steering import InterventionSpec, parse_intervention, validate_intervention
 from contagion.steering.params import AdaptiveParams, SitParams
@@ -56,8 +61,34 @@ GUARD_FILE_KIND = "contagion-sit-guard"
 GUARD_FILE_VERSION = 1
 REMINDER_OPENING = "A reminder of who I am, from my own answers before this conversation began:"
 DEFAULT_SCHEDULE = "sit:k=2,n=3"
+DEFAULT_PERSIST = True
+"""Reminders stay in the conversation (a game's dose). Chosen by ``benchmarks/bench_guard.py``: on the embedded
+model, 4 conversations of 8 turns, the pro-social index moved by −0.004 ± 0.001 with kept reminders, −0.012 ±
+0.006 with transient ones and −0.016 ± 0.003 unguarded; kept ones cost 210 prompt tokens per turn, transient
+ones 82 (README, "Using SIT in your own stack")."""
 
 Item = Message | Mapping[str, Any]
+
+
+class Placement(BaseModel):
+    """One reminder in a turn's request: before item ``index`` of the caller's messages (at the end when it
+    equals their number)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int
+    role: Literal["system", "user"]
+    text: str
+    turn: int = Field(description="The turn that first inserted it.")
+
+
+class _Kept(BaseModel):
+    """A reminder kept in the conversation (persist=True) and what the conversation was around its place."""
+
+    placement: Placement
+    upto: int = Field(description="How many of the caller's messages the digest covers: those before the "
+                                  "reminder's place and the one it preceded, if any.")
+    digest: str = Field(description="A digest of those messages.")
 
 
 class GuardDecision(BaseModel):
@@ -74,6 +105,10 @@ class GuardDecision(BaseModel):
     role: Literal["system", "user"] | None = Field(None, description="The reminder message's role.")
     index: int | None = Field(None, description="Where the reminder was inserted in the messages.")
     probe: ProbeResult | None = Field(None, description="The adaptive probe made on this turn, if any.")
+    kept: int = Field(0, description="Earlier reminders kept in this turn's request (persist=True).")
+    placements: list[Placement] = Field(default_factory=list, exclude=True,
+                                        description="Every reminder of this turn's request, kept ones first: "
+                                                    "where it goes in the messages, and what it says.")
 
 
 def parse_schedule(schedule: str | InterventionSpec) -> tuple[InterventionSpec, SitParams]:
@@ -110,10 +145,14 @@ class SITGuard:
         backend: Backend | str | None = None,
         settings: AssessmentSettings | None = None,
         seed: int = 0,
+        persist: bool = DEFAULT_PERSIST,
     ) -> None:
         self.spec, self.params = parse_schedule(schedule)
         self.profile = profile
         self.system_prompt = system_prompt
+        self.persist = persist
+        """Whether reminders stay in the conversation's later requests (a game's dose) or only in their own."""
+        self._kept: list[_Kept] = []
         self.settings = settings or AssessmentSettings()
         self.seed = seed
         self.backend: Backend | None = _backend(backend) if backend is not None else None
@@ -144,10 +183,11 @@ class SITGuard:
         *,
         settings: AssessmentSettings | None = None,
         seed: int = 0,
+        persist: bool = DEFAULT_PERSIST,
     ) -> SITGuard:
         """Measure the agent's pre-interaction profile (after its system prompt alone) and build the guard."""
         return run_sync(cls.afrom_system_prompt(backend_or_spec, system_prompt, schedule, settings=settings,
-                                                seed=seed))
+                                                seed=seed, persist=persist))
 
     @classmethod
     async def afrom_system_prompt(
@@ -158,6 +198,7 @@ class SITGuard:
         *,
         settings: AssessmentSettings | None = None,
         seed: int = 0,
+        persist: bool = DEFAULT_PERSIST,
     ) -> SITGuard:
         """:meth:`from_system_prompt`, awaited."""
         parse_schedule(schedule)  # a bad schedule fails before any model call
@@ -167,7 +208,7 @@ class SITGuard:
         backend = _backend(backend_or_spec)
         profile = await measure_agent(backend, system_prompt, settings)
         return cls(profile, system_prompt=system_prompt, schedule=schedule, backend=backend, settings=settings,
-                   seed=seed)
+                   seed=seed, persist=persist)
 
     def to_dict(self) -> dict[str, Any]:
         """What :meth:`save` writes: the profile and everything needed to rebuild this guard."""
@@ -176,13 +217,14 @@ class SITGuard:
             "version": GUARD_FILE_VERSION,
             "schedule": self.spec.label(),
             "seed": self.seed,
+            "persist": self.persist,
             "system_prompt": self.system_prompt,
             "settings": self.settings.model_dump(mode="json"),
             "profile": self.profile.to_record(),
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the profile (and schedule, settings, seed, system prompt) to a JSON file, atomically."""
+        """Write the profile (and schedule, persist, settings, seed, system prompt) to a JSON file, atomically."""
         path = Path(path)
         write_atomic(path, dumps(self.to_dict()) + "\n")
         return path
@@ -194,9 +236,11 @@ class SITGuard:
         backend: Backend | str | None = None,
         *,
         schedule: str | InterventionSpec | None = None,
+        persist: bool | None = None,
     ) -> SITGuard:
         """A guard from a file written by :meth:`save`; makes no model call. ``backend`` is needed only for
-        adaptive schedules (the probes) and :meth:`measure`; ``schedule`` overrides the saved one."""
+        adaptive schedules (the probes) and :meth:`measure`; ``schedule`` and ``persist`` override the saved
+        ones (a file written before guards had ``persist`` gets the default)."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -215,12 +259,15 @@ class SITGuard:
             seed = int(data["seed"])
             prompt = str(data["system_prompt"])
             saved = str(data["schedule"])
+            kept = data.get("persist", DEFAULT_PERSIST)
+            if not isinstance(kept, bool):
+                raise TypeError(f"persist must be true or false, not {kept!r}")
         except ValidationError as exc:
             raise UserError(validation_message(exc, str(path))) from None
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{path} is an incomplete guard profile file ({exc})") from None
         return cls(profile, system_prompt=prompt, schedule=schedule if schedule is not None else saved,
-                   backend=backend, settings=settings, seed=seed)
+                   backend=backend, settings=settings, seed=seed, persist=kept if persist is None else persist)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -249,9 +296,11 @@ class SITGuard:
         return self.profile.prosocial_index
 
     def reset(self) -> None:
-        """Start a new conversation: turn 1 next, no drift, reminders from the first; the log is kept."""
+        """Start a new conversation: turn 1 next, no drift, no kept reminder, reminders from the first; the log
+        is kept."""
         with self._lock:
             self._turn = 0
+            self._kept = []
             self._rotation.reset()
             if self._monitor is not None:
                 self._monitor.reset()
@@ -277,10 +326,30 @@ class SITGuard:
             turn = self._turn
         return turn, self._monitor is not None and self._monitor.probe_due(turn)
 
+    def kept_placements(self, messages: Sequence[Item], *, forget: bool = False) -> list[Placement]:
+        """The earlier reminders that stay in a request with these messages (persist=True): each one whose
+        place the conversation still has, with the same messages before it (and the same one after it) as
+        when it was put there.
+        ``forget``: drop for good the ones whose conversation changed before their place."""
+        if not self.persist:
+            return []
+        with self._lock:
+            kept = list(self._kept)
+        if not kept:
+            return []
+        digests = _digests(messages)
+        present = [k for k in kept if k.upto < len(digests) and digests[k.upto] == k.digest]
+        if forget:
+            changed = [k for k in kept if k.upto < len(digests) and k not in present]
+            with self._lock:
+                self._kept = [k for k in self._kept if k not in changed]
+        return [k.placement for k in present]
+
     def probe_context(self, messages: Sequence[Item]) -> list[Message]:
-        """The conversation a probe is scored after: the messages, with the system prompt first when the
-        framework keeps it apart (as LangGraph's ``prompt``, AutoGen's and the Agents SDK's instructions do)."""
-        history = to_messages(messages)
+        """The conversation a probe (or :meth:`measure`) is scored after, as the model sees it: the messages
+        with the reminders kept in them (persist=True), and the system prompt first when the framework keeps
+        it apart (as LangGraph's ``prompt``, AutoGen's and the Agents SDK's instructions do)."""
+        history = to_messages(place(list(messages), self.kept_placements(messages), _message_of))
         if not history or history[0].role != "system":
             history = [Message(role="system", content=self.system_prompt), *history]
         return history
@@ -297,6 +366,7 @@ class SITGuard:
 
     def _decide(self, turn: int, messages: Sequence[Item], probe: ProbeResult | None) -> GuardDecision:
         k = self.params.k
+        kept = self.kept_placements(messages, forget=True)
         with self._lock:
             if self._monitor is None:
                 due = turn % k == 0
@@ -313,10 +383,18 @@ class SITGuard:
                 else:
                     why += "; but no source statement of the profile supports a reminder"
             role = self.params.role
+            placements = list(kept)
+            if reminder:
+                new = Placement(index=insert_position(messages), role=role, text=reminder, turn=turn)
+                placements.append(new)
+                if self.persist:  # where it goes again: after the same messages, before the same one
+                    upto = min(new.index + 1, len(messages))
+                    self._kept.append(_Kept(placement=new, upto=upto, digest=_digests(messages)[upto]))
             decision = GuardDecision(
                 turn=turn, time=_now(), messages=len(messages), action="remind" if reminder else "pass",
                 reason=why, reminder=reminder, role=role if reminder else None,
-                index=insert_position(messages) if reminder else None, probe=probe,
+                index=insert_position(messages) if reminder else None, probe=probe, kept=len(kept),
+                placements=placements,
             )
             self._log.append(decision)
         return decision
@@ -425,18 +503,41 @@ def insert_position(messages: Sequence[Item]) -> int:
     return len(messages)
 
 
-def apply(messages: Sequence[Item], decision: GuardDecision) -> list[Item]:
-    """``messages`` with the decision's reminder inserted (a new list; the items themselves untouched)."""
+T = TypeVar("T")
+
+
+def place(messages: list[T], placements: Sequence[Placement], make: Callable[[Placement], T]) -> list[T]:
+    """``messages`` with a message made by ``make`` for each placement inserted at its index (a new list;
+    placements at one index keep their order). Framework adapters pass their own ``make``."""
     out = list(messages)
-    if decision.reminder is None or decision.index is None or decision.role is None:
-        return out
-    reminder: Item
-    if out and all(isinstance(m, Message) for m in out):
-        reminder = Message(role=decision.role, content=decision.reminder,
-                           meta={"kind": V.INJECTION, "intervention": "sit-guard", "turn": decision.turn})
-    else:
-        reminder = {"role": decision.role, "content": decision.reminder}
-    out.insert(decision.index, reminder)
+    for placement in sorted(placements, key=lambda p: (p.index, p.turn), reverse=True):
+        out.insert(placement.index, make(placement))
+    return out
+
+
+def _message_of(placement: Placement) -> Message:
+    return Message(role=placement.role, content=placement.text,
+                   meta={"kind": V.INJECTION, "intervention": "sit-guard", "turn": placement.turn})
+
+
+def apply(messages: Sequence[Item], decision: GuardDecision) -> list[Item]:
+    """``messages`` with the decision's reminders inserted — this turn's and, with persist=True, the earlier
+    ones kept in the conversation (a new list; the items themselves untouched). A reminder is a Message when
+    every item is one, else a dict."""
+    items = list(messages)
+    if items and all(isinstance(m, Message) for m in items):
+        return place(items, decision.placements, _message_of)
+    return place(items, decision.placements, lambda p: {"role": p.role, "content": p.text})
+
+
+def _digests(messages: Sequence[Item]) -> list[str]:
+    """``out[i]`` identifies ``messages[:i]`` (role and text of each item, chained)."""
+    out = [""]
+    h = hashlib.blake2b(digest_size=12)
+    for item in messages:
+        message = to_message(item)
+        h.update(b"\x00" if message is None else f"{message.role}\x01{message.content}\x02".encode())
+        out.append(h.copy().hexdigest())
     return out
 
 

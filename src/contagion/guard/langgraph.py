@@ -1,8 +1,9 @@
 """The SIT guard in LangGraph: a pre-model hook for a graph's agent.
 
 ``create_react_agent(model, tools, prompt=SYSTEM_PROMPT, pre_model_hook=pre_model_hook(guard))`` runs
-the guard before every call of the agent's model. The hook returns ``llm_input_messages``: the reminder
-goes into that model call only and never into the graph's ``messages`` state. It works in any graph
+the guard before every call of the agent's model. The hook returns ``llm_input_messages``: the reminders
+go into the model's input and never into the graph's ``messages`` state (with ``persist=True`` the guard
+puts each earlier reminder back at its place on every later call, as if the state kept it). It works in any graph
 whose state has a ``messages`` list, as a node placed before the node that calls the model (which then
 reads ``llm_input_messages``); :func:`steer_messages` / :func:`asteer_messages` steer a list of LangChain
 messages directly.
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contagion.errors import MissingExtraError
-from contagion.guard.core import GuardDecision, SITGuard
+from contagion.guard.core import GuardDecision, Placement, SITGuard, place
 
 try:
     from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, convert_to_openai_messages
@@ -33,13 +34,13 @@ def _view(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     return [convert_to_openai_messages(m) for m in messages]
 
 
+def _reminder(placement: Placement) -> BaseMessage:
+    cls = SystemMessage if placement.role == "system" else HumanMessage
+    return cls(content=placement.text, name="sit_guard")
+
+
 def _insert(messages: Sequence[BaseMessage], decision: GuardDecision) -> list[BaseMessage]:
-    out = list(messages)
-    if decision.reminder is None or decision.index is None:
-        return out
-    cls = SystemMessage if decision.role == "system" else HumanMessage
-    out.insert(decision.index, cls(content=decision.reminder, name="sit_guard"))
-    return out
+    return place(list(messages), decision.placements, _reminder)
 
 
 def steer_messages(guard: SITGuard, messages: Sequence[BaseMessage]) -> list[BaseMessage]:

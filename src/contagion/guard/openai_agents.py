@@ -2,8 +2,9 @@
 
 ``Runner.run(agent, input, run_config=RunConfig(call_model_input_filter=sit_input_filter(guard)))`` runs
 the guard right before each call of the model. One filter serves a run; with several agents in it
-(handoffs), pass ``{agent name: guard}``: agents without a guard are left alone. The reminder is an input
-item of that model call only (``{"role": "system", "content": …}``); the run's items are not changed.
+(handoffs), pass ``{agent name: guard}``: agents without a guard are left alone. A reminder is an input
+item of the model call (``{"role": "system", "content": …}``; with ``persist=True`` it is put back at its
+place in every later call of the run); the run's items are not changed.
 
 Install with ``pip install 'contagion[openai-agents]'``.
 """
