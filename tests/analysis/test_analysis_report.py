@@ -172,8 +172,9 @@ def test_figure_text_is_escaped_and_never_parsed_as_math() -> None:
 
 
 def test_notices_say_simulated_and_too_small_from_the_run_itself(sim_run_dir: Path, tmp_path: Path) -> None:
-    """Above the summary: the run's models are simulated (asked of the registry), and no cell has the
-    games for a claim (3 per cell here). A copy whose players are a language model loses the first only."""
+    """Above the summary: the run's models are simulated (as their records say: every score they gave was
+    made by a simulated model's rule), and no cell has the games for a claim (3 per cell here). A copy
+    whose players are a language model (another spec, scores recorded as first-token) loses the first only."""
     from contagion.analysis.report import build_report, render_report
     from contagion.experiment.store import Store
 
@@ -191,7 +192,9 @@ def test_notices_say_simulated_and_too_small_from_the_run_itself(sim_run_dir: Pa
     with Store.open_existing(sim_run_dir) as source, Store.open(real) as store:
         store.set_config({**(source.config() or {}), "models": [model]})
         for record in source.iter_records():
-            record = record.model_copy(deep=True)
+            first_token = record.model_dump_json().replace('"score:simulated"', '"score:first-token-top-logprobs"')
+            first_token = first_token.replace('"method":"simulated"', '"method":"first-token-top-logprobs"')
+            record = type(record).model_validate_json(first_token)
             record.labels["model"] = model
             for player in record.players:
                 if player.backend == "sim:planted":

@@ -30,8 +30,6 @@ from contagion.analysis.validation import (
     ValidationResult,
     analysis_fingerprint,
 )
-from contagion.backends.registry import kind_of
-from contagion.errors import UserError
 from contagion.experiment.rundir import RunDir
 from contagion.experiment.support import low_support
 
@@ -346,9 +344,9 @@ def run_notices(tables: RunTables, cells: pd.DataFrame, settings: AnalysisSettin
     # every backend that answered: the grid's models and any seat played by another backend
     models = sorted({str(m) for m in tables.games.get("model", [])}
                     | {str(b) for b in tables.players.get("backend", [])})
-    simulated = [m for m in models if _simulated(m)]
+    simulated = [m for m in models if _simulated(tables, m)]
     if simulated:
-        every = len(simulated) == len([m for m in models if _language_model(m)])
+        every = len(simulated) == len([m for m in models if _language_model(tables, m)])
         out.append(("simulated", (
             f"{'Every language model in this run is' if every else 'Some models in this run are'} simulated "
             f"({', '.join(simulated)}), not a language model: answers follow a known rule (sim:planted plants "
@@ -365,18 +363,24 @@ def run_notices(tables: RunTables, cells: pd.DataFrame, settings: AnalysisSettin
     return out
 
 
-def _simulated(spec: str) -> bool:
-    try:
-        return kind_of(spec).simulated
-    except UserError:
-        return False
+SIMULATED_METHOD = "simulated"
+"""The method a simulated model's scores record (the records' own word; analysis asks no backend)."""
 
 
-def _language_model(spec: str) -> bool:
-    try:
-        return kind_of(spec).language_model
-    except UserError:
+def _simulated(tables: RunTables, spec: str) -> bool:
+    """Whether the records say ``spec`` is a simulated model: every score it gave was made by a simulated
+    model's rule (the method each score records), not asked of a language model."""
+    methods = tables.info.backend_methods.get(spec)
+    return bool(methods) and set(methods) == {SIMULATED_METHOD}
+
+
+def _language_model(tables: RunTables, spec: str) -> bool:
+    """Whether the records say ``spec`` played as a language model (a scripted strategy does not)."""
+    players = tables.players
+    if players.empty or "backend" not in players.columns:
         return True
+    rows = players[players["backend"].astype(str) == spec]
+    return rows.empty or bool(rows["lm"].astype(bool).any())
 
 
 def validation_lines(result: ValidationResult | None, source: str) -> tuple[list[str], list[str]]:

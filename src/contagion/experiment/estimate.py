@@ -133,8 +133,8 @@ async def estimate_grid(configs: Iterable[ExperimentConfig], *, talk_tokens: int
         for spec, _labels in config.expand():
             shapes.setdefault(_shape(spec), []).append(spec)
             if config.measure_traits:
-                for _, key, system in needed_profiles(spec, config.persona_map()):
-                    pre_keys.setdefault(key, system)
+                for request in needed_profiles(spec, config.persona_map()):
+                    pre_keys.setdefault(request.key, request.system)
         for specs in shapes.values():
             spec, n = specs[0], len(specs)
             model = DryModel(talk_tokens, chars_per_token)
