@@ -138,7 +138,7 @@ def test_simulated_demo_finds_the_planted_effect_and_says_it_is_simulated(
     # the terminal: labelled, what ran, what was found, where, what next
     text = proc.stdout
     assert "SIMULATED" in text.splitlines()[0]
-    assert "Demo finished in" in text
+    assert "Demo finished in" in text and "stored already" not in text
     assert f"What ran: {demo_config(simulated=True).size()} games of prisoners-dilemma on {SIMULATED_MODEL}" in text
     assert "The report detects the planted effect" in text
     assert "default agents in one-malicious: pro-social drift -" in text
@@ -164,6 +164,7 @@ def test_open_without_a_browser_says_where_the_report_is(
     proc = _demo("--simulated", "--open", "--out", str(out), env=_env(**({"BROWSER": browser} if browser else {})))
     assert proc.returncode == 0, proc.stderr
     assert "finished now              │     0" in proc.stdout  # nothing was played again
+    assert "its games were stored already: only the report was written" in proc.stdout
     message = " ".join(proc.stderr.split())
     assert "No web browser could be started here" in message
     assert str((out / "report.html").resolve()) in message

@@ -25,7 +25,7 @@ SIMULATED_REPETITIONS = 12
 """Games per condition of the simulated demo: enough for the report to detect the planted effect (10 or
 more distinct games per condition, so no estimate is flagged as too few to support a claim)."""
 
-DEMO_HELP = """A small real experiment on the embedded model, then the report (about 4 minutes on 2 cores).
+DEMO_HELP = """A small real experiment on the embedded model, then the report (about 3 minutes on 2 cores).
 
 Every stage of a study, once: each default agent's trait profile before play; Prisoner's Dilemma
 with chat (3 rounds, 1 chat turn), in all-default groups and next to a malicious co-player; no
@@ -81,12 +81,13 @@ def demo(
                       highlight=False, markup=False)
     else:
         console.print(f"contagion demo: {cfg.size()} games on the embedded model (SmolLM2-135M) into {out} "
-                      "(about 4 minutes on 2 cores)", highlight=False, markup=False)
+                      "(about 3 minutes on 2 cores)", highlight=False, markup=False)
     flags = (" --simulated" if simulated else "") + (f" --repetitions {repetitions}" if repetitions else "")
     resume = f"contagion demo --out {shlex.quote(str(out))}{flags}"
-    execute_run(cfg, out, "local", None, not no_progress, resume, extend=extend)
+    summary = execute_run(cfg, out, "local", None, not no_progress, resume, extend=extend)
     report, data = _finish_with_report(out)
-    _print_summary(cfg, out, report, data, time.perf_counter() - started, simulated=simulated)
+    _print_summary(cfg, out, report, data, time.perf_counter() - started, simulated=simulated,
+                   played=summary.finished + summary.failed)
     if open_report:
         open_in_browser(report if report is not None else out)
 
@@ -116,7 +117,7 @@ def _minutes(seconds: float) -> str:
 
 
 def _print_summary(cfg: ExperimentConfig, out: Path, report: Path | None, data: ReportData | None,
-                   seconds: float, *, simulated: bool) -> None:
+                   seconds: float, *, simulated: bool, played: int) -> None:
     """What ran, what it can and cannot show, where the report is, what to do next."""
     from contagion.steering import parse_intervention
 
@@ -126,7 +127,8 @@ def _print_summary(cfg: ExperimentConfig, out: Path, report: Path | None, data: 
     per_cell = cfg.repetitions
     lines = [
         "",
-        f"Demo finished in {_minutes(seconds)}.",
+        f"Demo finished in {_minutes(seconds)}"
+        + (" (its games were stored already: only the report was written)." if not played else "."),
         f"What ran: {cfg.size()} games of {', '.join(cfg.games)} on {model}: groups {', '.join(cfg.compositions)} "
         f"× interventions {interventions}; {cfg.rounds} rounds, {', '.join(map(str, cfg.chat_turns))} chat turn(s) "
         f"a round; traits {traits} ({cfg.assessment.items} items each) measured before and after play.",
@@ -154,15 +156,17 @@ def _print_summary(cfg: ExperimentConfig, out: Path, report: Path | None, data: 
     viewer = out / "viewer.html"
     if viewer.exists():
         lines.append(f"Transcripts: {viewer.resolve()}  (the chat, actions and reminders of every game)")
+    steps = [("contagion demo", "the same design on a real (tiny) language model (~3 min)") if simulated else
+             ("contagion demo --simulated", "the same report where an effect is planted and found (seconds)"),
+             (f"contagion view {shlex.quote(str(out))} --serve", "browse the transcripts in a local web page"),
+             ("contagion run examples/paper-grid.yaml --out runs/paper",
+              "a real study: name your model (an OpenAI-compatible server) in its models: line; "
+              "`contagion power` says how many games it needs")]
+    width = max(len(command) for command, _ in steps[:2]) + 3
     lines.append("Next:")
-    if simulated:
-        lines.append("  contagion demo               the same design on a real (tiny) language model (~4 min)")
-    else:
-        lines.append("  contagion demo --simulated   the same report where an effect is planted and found (seconds)")
-    lines.append(f"  contagion view {shlex.quote(str(out))} --serve   browse the transcripts in a local web page")
-    lines.append("  contagion run examples/paper-grid.yaml --out runs/paper")
-    lines.append("      a real study: name your model (an OpenAI-compatible server) in its models: line; "
-                 "`contagion power` says how many games it needs")
+    for command, what in steps:
+        lines += ([f"  {command.ljust(width)}{what}"] if len(command) < width else
+                  [f"  {command}", f"  {' ' * width}{what}"])
     console.print("\n".join(lines), highlight=False, markup=False)
 
 
