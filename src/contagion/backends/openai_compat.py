@@ -529,18 +529,18 @@ class OpenAIBackend(Backend):
         wired.append({"role": "user", "content": instruction.lstrip()})
         return wired
 
-    async def _score_first_token(self, wired: list[dict[str, str]], choices: Sequence[str]) -> Scores | None:
-        payload: dict[str, Any] = {
-            "model": self.model,
-            "messages": wired,
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": True,
-            "top_logprobs": self.top_logprobs,
-            "seed": 0,
-        }
+    async def _logprob_request(self, wired: list[dict[str, str]], *, max_tokens: int
+                               ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One greedy request with the top log-probabilities of every generated token (both scoring methods
+        ask this; only the reply length differs): the response and its first choice."""
+        payload: dict[str, Any] = {"model": self.model, "messages": wired, "max_tokens": max_tokens,
+                                   "temperature": 0, "logprobs": True, "top_logprobs": self.top_logprobs,
+                                   "seed": 0}
         data, _ = await self._post(payload)
-        choice = self._first_choice(data)
+        return data, self._first_choice(data)
+
+    async def _score_first_token(self, wired: list[dict[str, str]], choices: Sequence[str]) -> Scores | None:
+        data, choice = await self._logprob_request(wired, max_tokens=1)
         candidates = self._candidates(choice.get("logprobs"))
         if candidates is None:
             return None  # score_choices decides: a server without logprobs, or a transient fault
@@ -559,17 +559,7 @@ class OpenAIBackend(Backend):
     # -- answer-token scoring and the auto probe (backends.answer_token, backends.probe) ----------------
     async def _score_answer_token(self, wired: list[dict[str, str]], choices: Sequence[str]) -> Scores | None:
         """One generation with logprobs at every token; the scored position is where the answer is."""
-        payload: dict[str, Any] = {
-            "model": self.model,
-            "messages": wired,
-            "max_tokens": self.answer_tokens,
-            "temperature": 0,
-            "logprobs": True,
-            "top_logprobs": self.top_logprobs,
-            "seed": 0,
-        }
-        data, _ = await self._post(payload)
-        choice = self._first_choice(data)
+        data, choice = await self._logprob_request(wired, max_tokens=self.answer_tokens)
         positions = self._positions(choice.get("logprobs"))
         if positions is None:
             return None  # as for first-token: a server without logprobs, or a transient fault
