@@ -316,3 +316,16 @@ def test_measure_leaves_the_reminders_out_unless_asked(guard_file: Path) -> None
     stripped, seen = guard.measure(history), guard.measure(history, reminders=True)
     assert stripped.prosocial_index is not None and seen.prosocial_index is not None
     assert seen.prosocial_index > stripped.prosocial_index
+
+
+def test_the_sham_matches_the_conversation_and_holds_none_of_it(guard_file: Path) -> None:
+    """measure_sham scores the same items after a neutral conversation as long as the measured one:
+    sim:planted drifts on hostile talk, so a hostile conversation reads lower than its sham, and the sham
+    reads as the pre-play profile does (no game in it, noise=0)."""
+    guard = SITGuard.load(guard_file, backend())
+    history = conversation(4, hostile=True)[-1]
+    post, sham = guard.measure(history), guard.measure_sham(history)
+    assert sham.context_kind == "post" and len(sham.items) == len(post.items)
+    assert post.prosocial_index is not None and sham.prosocial_index is not None and guard.pre_index is not None
+    assert post.prosocial_index < sham.prosocial_index - 0.2
+    assert abs(sham.prosocial_index - guard.pre_index) < 0.02

@@ -58,6 +58,7 @@ from contagion.steering.sit import DriftMonitor, ProbeResult, ReminderRotation, 
 from contagion.traits.inventory import Inventory
 from contagion.traits.profile import Profile, ProfileDrift, drift
 from contagion.traits.settings import AssessmentSettings, measure, measure_agent
+from contagion.traits.sham import neutral_history
 
 GUARD_FILE_KIND = "contagion-sit-guard"
 GUARD_FILE_VERSION = 1
@@ -505,6 +506,22 @@ class SITGuard:
     def measure(self, messages: Sequence[Item], *, reminders: bool = False) -> Profile:
         """:meth:`ameasure` from synchronous code."""
         return run_sync(self.ameasure(messages, reminders=reminders))
+
+    async def ameasure_sham(self, messages: Sequence[Item], *, seed: int = 0) -> Profile:
+        """The baseline an after-conversation profile is compared with: the same items scored after a
+        neutral conversation of the same shape and length as :meth:`measure_context` (system prompt kept,
+        every other message replaced by everyday text of the same role and number of characters;
+        :func:`contagion.traits.sham.neutral_history`). ``measure(h).prosocial_index −
+        measure_sham(h).prosocial_index`` is what the conversation did beyond its length: a model that only
+        grows less decided as its context grows moves both alike."""
+        if self.backend is None:
+            raise UserError("measuring needs the agent's model: give the guard a backend")
+        context = neutral_history(self.measure_context(messages), seed=seed)
+        return await measure(self.backend, context, self.settings, context_kind="post")
+
+    def measure_sham(self, messages: Sequence[Item], *, seed: int = 0) -> Profile:
+        """:meth:`ameasure_sham` from synchronous code."""
+        return run_sync(self.ameasure_sham(messages, seed=seed))
 
     def drift(self, post: Profile) -> ProfileDrift:
         """Post − pre per trait and for the pro-social index, over the measured items (bootstrap CIs)."""
