@@ -240,7 +240,10 @@ def methods_section(tables: RunTables) -> list[str]:
         "so its error cancels; a single condition's post − pre adds the baseline's error variance, estimated from "
         "the between-game spread of post-play readings (conservative). The pro-social index is the primary "
         f"outcome (α = 0.05); traits are Holm-adjusted across traits and called significant only when the index "
-        f"is. Effect sizes: Cohen's d_z (post − pre) and d (two conditions), over agents. Cells with fewer than "
+        f"is. SIT's primary outcome is behaviour (the protection contrast): the default agents' defection rate "
+        f"from their first reminder on, SIT − none and SIT − each placebo, within game × composition × chat "
+        f"blocks, clustered on games; its trait rows against none and the placebos are secondary. "
+        f"Effect sizes: Cohen's d_z (post − pre) and d (two conditions), over agents. Cells with fewer than "
         f"{MIN_GAMES} distinct games are flagged: too few to support a claim. A linear mixed model (game random "
         "intercept) cross-checks each two-condition index contrast."
     )
