@@ -29,9 +29,11 @@ The rule (``sim:planted``; every number is a parameter, ``sim:planted?contagion=
   −1 for pro-social ones, 0 for neutral; ``persona`` is +0.15·sign for a malicious and −0.1·sign for
   a benevolent system prompt; ``ε ~ N(0, noise)`` with a seed drawn from the whole context, so a
   record is reproducible. ``position_bias`` adds to whichever answer the question lists first.
-* cooperation probability ``c = clip(coop − 2·s − reciprocity · D + persona_c + ε, 0.02, 0.98)`` where
-  ``D`` is the share of defections among the others' actions in the last round, ``persona_c`` is
-  −0.5 malicious, +0.2 benevolent; the player cooperates when ``c`` > 0.5.
+* cooperation probability ``c = clip(coop − act_gain·s − reciprocity · D + persona_c + ε, 0.02, 0.98)``
+  where ``D`` is the share of defections among the others' actions in the last round, ``persona_c`` is
+  −0.5 malicious, +0.2 benevolent; the player cooperates when ``c`` > 0.5. ``act_gain`` (2) is how much
+  the planted shift moves behaviour: the check raises it to plant a behavioural contagion (and so a
+  behavioural SIT effect) of a stated size without a larger trait effect.
 * chat: hostile sentences when the persona is malicious or ``s + ε`` > 0.15 (``s + g/2 + ε`` with a
   game effect, below), friendly otherwise.
 
@@ -149,6 +151,7 @@ _DEFAULTS: dict[str, float] = {
     "game_sd": 0.0,
     "game_rho": 1.0,
     "item_sd": 0.0,
+    "act_gain": 2.0,
 }
 _NULL_ZEROED = ("contagion", "reminder", "repeat", "reciprocity")
 _VARIANT_DEFAULTS: dict[str, dict[str, float]] = {"reciprocity": {"reciprocity": 0.6},
@@ -164,6 +167,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "mass_floor": (lambda v: 0 < v <= 1, "the answer mass left at infinite length must lie in (0, 1]"),
     "trait_echo": (lambda v: -0.5 <= v <= 0.5, "the move toward a mentioned trait must lie in [-0.5, 0.5]"),
     "flatten": (lambda v: v >= 0, "the flattening rate must be 0 or more"),
+    "act_gain": (lambda v: 0 <= v <= 10, "the shift's weight on cooperation must lie in [0, 10]"),
 }
 """Parameters with a valid range: (the test, what a valid value is)."""
 
@@ -493,7 +497,8 @@ class SimBackend(Backend):
         persona = {"malicious": -0.5, "benevolent": 0.2}.get(ctx.persona, 0.0)
         return _clip(
             self.p["coop"]
-            - 2 * (self.shift(context) + self.game_effect() / 2)
+            - self.p["act_gain"] * self.shift(context)
+            - self.game_effect()
             - self.p["reciprocity"] * ctx.last_defect
             + persona
             + self._noise(messages, "act")
