@@ -353,21 +353,23 @@ SECONDARY_ROWS = (RAW_ROW, FLAT_ROW)
 
 
 def _flat_row(index: pd.DataFrame, comparison: str, model: str, settings: AnalysisSettings,
-              items: pd.DataFrame | None) -> dict[str, Any]:
+              items: pd.DataFrame | None, polarity: dict[str, str]) -> dict[str, Any]:
     """The pro-social index's post − pre net of flattening (``flat_drift`` = post − k · pre, ``k`` from the
     control traits: :func:`contagion.analysis.tables.flattening_factor`), clustered as every row. Its error
     adds, to the shared baseline's (by item resampling, as the raw row), the jackknife variance of ``k`` times
     pre², taken as shared by every agent (an upper bound: ``k``'s denominator is the shared pre-play
     measurement)."""
-    polarity = {PROSOCIAL: "index"}
     base_var = item_baseline_variance(index, items, PROSOCIAL, polarity)
-    if not np.isfinite(base_var):
+    by_items = bool(np.isfinite(base_var))
+    if not by_items:
         base_var = baseline_variance(index["post"].to_numpy(), index["pre_key"].to_numpy())
     k_var = (index["flat_k_var"].to_numpy(dtype=float) * index["pre"].to_numpy(dtype=float) ** 2
              if "flat_k_var" in index.columns else np.array([math.nan]))
     base_var += float(np.nanmean(k_var)) if np.isfinite(k_var).any() else 0.0
     est = one_sample(index["drift"].to_numpy(dtype=float), _cluster_col(index).to_numpy(), baseline_var=base_var,
                      resamples=settings.resamples, seed=settings.seed)
+    if by_items:
+        est.test = ONE_SAMPLE_ITEM_TEST
     return {
         "contrast": "contagion", "comparison": comparison, "model": model, "trait": PROSOCIAL, "polarity": "index",
         "estimate": est.estimate, "ci_low": est.ci_low, "ci_high": est.ci_high, "ci_method": est.ci_method,
@@ -411,16 +413,18 @@ def contagion(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
             extra = [(FLAT_ROW, "flat_drift")] if "flat_drift" in index.columns else []
             if estimand != RAW_ESTIMAND and "raw_drift" in index.columns:
                 extra.insert(0, (RAW_ROW, "raw_drift"))
+            polarity = {str(t): str(p) for t, p in sub.groupby("trait", observed=True)["polarity"].first().items()}
             for label, column in extra:
                 values = index.assign(drift=index[column]).dropna(subset=["drift"])
                 if values.empty:
                     continue
                 name = f"{label} · {comp}"
                 if column == "flat_drift":
-                    secondary.append(_flat_row(values, name, model, settings, tables.item_drift_raw))
+                    secondary.append(_flat_row(values, name, model, settings, tables.item_drift_raw, polarity))
                 else:
-                    secondary += _one_sample_family(values, "contagion", name, model, settings,
-                                                    tables.item_drift_raw)
+                    secondary += [r for r in _one_sample_family(sub.assign(drift=sub[column]), "contagion", name,
+                                                                model, settings, tables.item_drift_raw)
+                                  if r["trait"] == PROSOCIAL]
                 arms[name] = (kind, label)
     if estimand != RAW_ESTIMAND:
         note = (note + f" Primary: {estimand} (the drift beyond a neutral history of the same length); raw "

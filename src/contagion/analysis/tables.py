@@ -148,8 +148,9 @@ class RunInfo:
     """composition name -> seat labels as played (``persona=backend``)."""
     support: dict[str, Support] = field(default_factory=dict)
     """backend -> the answer masses its scores rest on (:mod:`contagion.experiment.support`)."""
-    estimand: str = SHAM_ESTIMAND
-    """What ``drift`` is: ``post − sham`` (every measured agent has a sham profile) or ``post − pre``."""
+    estimand: str = RAW_ESTIMAND
+    """What ``drift`` is: ``post − sham`` (every measured agent has a sham profile) or ``post − pre`` (set by
+    :meth:`TableBuilder.build`; tables built by hand, without sham columns, are post − pre)."""
     sham_missing: int = 0
     """Measured agents without a sham profile (any makes the run fall back to post − pre)."""
     sham_match: list[tuple[int, int, float | None, float | None]] = field(default_factory=list)
