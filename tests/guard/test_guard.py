@@ -298,3 +298,34 @@ def test_file_and_backend_errors_are_user_errors(guard_file: Path, tmp_path: Pat
         SITGuard.load(guard_file, schedule="sit-adaptive:m=1")
     with pytest.raises(UserError, match="source_items >= 1"):
         SITGuard.from_system_prompt(SIM, PROMPT, settings=SETTINGS.model_copy(update={"source_items": 0}))
+
+
+def test_measure_leaves_the_reminders_out_unless_asked(guard_file: Path) -> None:
+    """The guard is judged on the conversation without its own words (the default) — sim:planted's planted
+    mitigation reads reminders in its context, so with the kept reminders in view the same conversation
+    reads as more pro-social: exactly the confound the default keeps out."""
+    guard = SITGuard.load(guard_file, backend(), schedule="sit:k=2,n=3", persist=True)
+    turns = conversation(4, hostile=True)
+    for request in turns:
+        guard.steer(request)
+    history = turns[-1]
+    assert sum(d.action == "remind" for d in guard.decisions()) == 2
+    plain, in_view = guard.measure_context(history), guard.measure_context(history, reminders=True)
+    assert plain[0].role == "system" and not any(REMINDER_OPENING in m.content for m in plain)
+    assert sum(REMINDER_OPENING in m.content for m in in_view) == 2 and len(in_view) == len(plain) + 2
+    stripped, seen = guard.measure(history), guard.measure(history, reminders=True)
+    assert stripped.prosocial_index is not None and seen.prosocial_index is not None
+    assert seen.prosocial_index > stripped.prosocial_index
+
+
+def test_the_sham_matches_the_conversation_and_holds_none_of_it(guard_file: Path) -> None:
+    """measure_sham scores the same items after a neutral conversation as long as the measured one:
+    sim:planted drifts on hostile talk, so a hostile conversation reads lower than its sham, and the sham
+    reads as the pre-play profile does (no game in it, noise=0)."""
+    guard = SITGuard.load(guard_file, backend())
+    history = conversation(4, hostile=True)[-1]
+    post, sham = guard.measure(history), guard.measure_sham(history)
+    assert sham.context_kind == "post" and len(sham.items) == len(post.items)
+    assert post.prosocial_index is not None and sham.prosocial_index is not None and guard.pre_index is not None
+    assert post.prosocial_index < sham.prosocial_index - 0.2
+    assert abs(sham.prosocial_index - guard.pre_index) < 0.02

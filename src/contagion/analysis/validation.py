@@ -13,6 +13,7 @@ a report can say whether they are current.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import math
@@ -136,10 +137,12 @@ def fingerprinted_paths() -> list[str]:
     return [name for name, _ in _fingerprinted_files()]
 
 
+@functools.lru_cache(maxsize=1024)
 def _behaviour(name: str, data: bytes) -> bytes:
     """The part of a fingerprinted file that can change a result: a module's syntax tree without its bare
     string statements (docstrings, attribute docstrings) — comments and layout are not in the tree —, or a
-    YAML file's loaded data (key order kept: it is the order the code sees)."""
+    YAML file's loaded data (key order kept: it is the order the code sees). Cached by the file's content
+    (a report asks for the fingerprint more than once; parsing ~100 modules takes about a second)."""
     if name.endswith(".py"):
         tree = ast.parse(data, filename=name)
         for node in ast.walk(tree):

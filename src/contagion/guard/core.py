@@ -23,8 +23,10 @@ history is never changed. The dose is a game's: with ``persist=True`` (the defau
 a reminder stays where it was put in every later request of the conversation, as SIT's injections stay in
 an agent's history in a game — the guard puts it back at its place while the conversation only grows
 (a history the framework trimmed or replaced before that place drops it); with ``persist=False`` it is in
-the request of its own turn only. Adaptive probes and :meth:`SITGuard.measure` read the conversation as the
-model sees it, kept reminders included.
+the request of its own turn only. Adaptive probes read the conversation as the model sees it, kept reminders
+included (the decision is about the agent as it is now); :meth:`SITGuard.measure` leaves the reminders out by
+default, so the guard's effect is never judged with its own words in view (``reminders=True`` for the other
+view).
 
 Every turn's decision — remind or pass, why, the reminder's text, the probe's figures — is logged
 (:meth:`SITGuard.log`, :meth:`SITGuard.log_json`).
@@ -56,6 +58,7 @@ from contagion.steering.sit import DriftMonitor, ProbeResult, ReminderRotation, 
 from contagion.traits.inventory import Inventory
 from contagion.traits.profile import Profile, ProfileDrift, drift
 from contagion.traits.settings import AssessmentSettings, measure, measure_agent
+from contagion.traits.sham import neutral_history
 
 GUARD_FILE_KIND = "contagion-sit-guard"
 GUARD_FILE_VERSION = 1
@@ -480,16 +483,45 @@ class SITGuard:
 
     # -- measuring ------------------------------------------------------------------------------
 
-    async def ameasure(self, messages: Sequence[Item]) -> Profile:
+    def measure_context(self, messages: Sequence[Item], *, reminders: bool = False) -> list[Message]:
+        """The conversation :meth:`measure` scores after: the messages with the system prompt first and,
+        by default, without the guard's reminders — an intervention is never judged with its own words in
+        view. ``reminders=True`` puts the kept ones back (as the model last saw them; with ``persist=True``)."""
+        if reminders:
+            return self.probe_context(messages)
+        history = to_messages(messages)
+        if not history or history[0].role != "system":
+            history = [Message(role="system", content=self.system_prompt), *history]
+        return history
+
+    async def ameasure(self, messages: Sequence[Item], *, reminders: bool = False) -> Profile:
         """The agent's profile now: the same items as the pre-interaction profile, scored after the
-        conversation (with the system prompt first, as for a probe)."""
+        conversation (:meth:`measure_context`: system prompt first; the guard's reminders left out unless
+        ``reminders=True``, a secondary view in which the reminders' own words can move the answers)."""
         if self.backend is None:
             raise UserError("measuring needs the agent's model: give the guard a backend")
-        return await measure(self.backend, self.probe_context(messages), self.settings, context_kind="post")
+        context = self.measure_context(messages, reminders=reminders)
+        return await measure(self.backend, context, self.settings, context_kind="post")
 
-    def measure(self, messages: Sequence[Item]) -> Profile:
+    def measure(self, messages: Sequence[Item], *, reminders: bool = False) -> Profile:
         """:meth:`ameasure` from synchronous code."""
-        return run_sync(self.ameasure(messages))
+        return run_sync(self.ameasure(messages, reminders=reminders))
+
+    async def ameasure_sham(self, messages: Sequence[Item], *, seed: int = 0) -> Profile:
+        """The baseline an after-conversation profile is compared with: the same items scored after a
+        neutral conversation of the same shape and length as :meth:`measure_context` (system prompt kept,
+        every other message replaced by everyday text of the same role and number of characters;
+        :func:`contagion.traits.sham.neutral_history`). ``measure(h).prosocial_index −
+        measure_sham(h).prosocial_index`` is what the conversation did beyond its length: a model that only
+        grows less decided as its context grows moves both alike."""
+        if self.backend is None:
+            raise UserError("measuring needs the agent's model: give the guard a backend")
+        context = neutral_history(self.measure_context(messages), seed=seed)
+        return await measure(self.backend, context, self.settings, context_kind="post")
+
+    def measure_sham(self, messages: Sequence[Item], *, seed: int = 0) -> Profile:
+        """:meth:`ameasure_sham` from synchronous code."""
+        return run_sync(self.ameasure_sham(messages, seed=seed))
 
     def drift(self, post: Profile) -> ProfileDrift:
         """Post − pre per trait and for the pro-social index, over the measured items (bootstrap CIs)."""
