@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contagion.analysis.contrasts import PRIMARY_FAMILY, AnalysisSettings, compute_contrasts
+from contagion.analysis.contrasts import FLAT_ROW, PRIMARY_FAMILY, AnalysisSettings, compute_contrasts
 from contagion.analysis.estimators import item_resampling_variance, slope
 from contagion.analysis.tables import PROSOCIAL, tables_from_records
 from contagion.check import ValidationGrid, model_spec, play_grid
@@ -60,8 +60,13 @@ def test_primary_family_is_holm_corrected_as_a_whole(planted_tables) -> None:
 
 def test_single_condition_baseline_error_comes_from_items(planted_tables) -> None:
     contrasts = compute_contrasts(planted_tables, ("contagion",), AnalysisSettings(resamples=0, mixed=False))
-    tests = set(contrasts["contagion"].rows["test"])
-    assert tests == {"cluster-robust t (CR1, games as clusters, df = G−1) + baseline error by item resampling"}
+    rows = contrasts["contagion"].rows
+    flat = rows["comparison"].str.startswith(FLAT_ROW)
+    item_test = "cluster-robust t (CR1, games as clusters, df = G−1) + baseline error by item resampling"
+    assert set(rows[~flat]["test"]) == {item_test}
+    # the index net of flattening adds the flattening factor's own error
+    assert flat.any() and set(rows[flat]["test"]) == {item_test + " + the flattening factor's error (control-item "
+                                                      "jackknife)"}
     assert not planted_tables.item_drift.empty
     assert set(planted_tables.item_drift["persona"].astype(str)) == {"default"}
 

@@ -164,11 +164,12 @@ def drift_figure(tables: RunTables, settings: AnalysisSettings) -> Figure | None
         return None
     cells["chat"] = cells["chat_turns"].map(lambda t: "no chat" if int(t) == 0 else f"chat ({int(t)} turn/round)")
     svg = figures.points_with_ci(cells, x="composition", series="chat", title="Pro-social drift of default agents",
-                                 ylabel="post − pre (pro-social index)")
+                                 ylabel=f"{tables.info.estimand} (pro-social index)")
     every = drift_by_cell(drift, settings=settings)
     return Figure(
         "drift", "Drift by condition", Markup(svg),
-        "Post − pre pro-social index of default-persona agents (negative = toward anti-social), by group "
+        f"{tables.info.estimand.capitalize()} pro-social index of default-persona agents (negative = toward "
+        "anti-social), by group "
         "composition and chat, " + ("in games without an intervention" if "none" in kinds else "over all interventions")
         + ". Bars: 95% cluster-bootstrap CIs. Hollow points: fewer than "
         f"{settings.min_games} distinct games.",
@@ -191,9 +192,10 @@ def mitigation_figure(tables: RunTables, settings: AnalysisSettings) -> Figure |
     cells = cells.sort_values(["_o", "composition"]).drop(columns="_o")
     svg = figures.points_with_ci(cells, x="intervention", series="composition",
                                  title="Mitigation: pro-social drift by intervention",
-                                 ylabel="post − pre (pro-social index)")
+                                 ylabel=f"{tables.info.estimand} (pro-social index)")
     return Figure("mitigation", "Mitigation", Markup(svg),
-                  "Post − pre pro-social index of default agents under each intervention, per composition (pooled "
+                  f"{tables.info.estimand.capitalize()} pro-social index of default agents under each intervention, "
+                  "per composition (pooled "
                   "over games and chat settings). Closer to zero = less drift. The mitigation contrast below tests "
                   "the differences.",
                   cell_table(cells, ("intervention", "composition"), ""))

@@ -18,6 +18,8 @@ from contagion import __version__
 from contagion.analysis.contrasts import MIN_GAMES, AnalysisSettings, Contrast, sit_behavioural
 from contagion.analysis.tables import (
     PROSOCIAL,
+    RAW_ESTIMAND,
+    SHAM_ESTIMAND,
     RunTables,
     games_per_cell,
     injections_by_condition,
@@ -217,13 +219,15 @@ def methods_section(tables: RunTables) -> list[str]:
     else:
         paras.append(
             f"Traits: measured for {'default-persona' if cfg.get('focal', 'default') == 'default' else 'every LM'} "
-            f"players before play (context: the system prompt) and after play (context: the player's whole game "
-            f"history), with yes/no persona statements from the {_join(list(info.inventories)) or '?'} inventory "
+            f"players before play (context: the system prompt) and after play (context: the player's game "
+            f"history with the interventions' injected messages removed), with yes/no persona statements from the "
+            f"{_join(list(info.inventories)) or '?'} inventory "
             f"({_join([str(i) for i in items]) or '?'} item(s) per trait, item seed {assess.get('seed', '?')}). "
             f"Traits (polarity): {trait_txt}. The pro-social index is the mean of the pro-social trait means minus "
             f"the mean of the anti-social ones. Scoring method: {methods}; {deb_txt}; "
             f"{_join([str(b) for b in sorted(info.bootstrap)]) or '?'} bootstrap resamples for per-profile CIs."
         )
+        paras += estimand_paragraphs(tables)
     if info.record_methods:
         paras.append("Scoring methods per finished game record (actions and profiles): "
                      + _join([f"{m}: {n}" for m, n in info.record_methods.most_common()]) + ".")
@@ -251,6 +255,41 @@ def methods_section(tables: RunTables) -> list[str]:
         paras.append("Games played by contagion " + _join([f"{v} ({n})" for v, n in info.versions.most_common()])
                      + f"; report written by contagion {__version__}.")
     return paras
+
+
+def estimand_paragraphs(tables: RunTables) -> list[str]:
+    """What the drift rows estimate, one sentence each (primary first), and how well the sham matched."""
+    info = tables.info
+    out: list[str] = []
+    if info.estimand == SHAM_ESTIMAND:
+        out.append(
+            "Estimands. Primary — susceptibility: (post − pre) − (sham − pre) = post − sham per agent, the drift "
+            "beyond what a neutral conversation of the same length does, where the sham profile asks the same "
+            "items after a scripted neutral history with the same system prompt and, message by message, the same "
+            "roles and length in characters as the game history it stands in for. Secondary — raw post − pre: the "
+            "drift before subtracting the sham (labelled as such; never called significant). Secondary — post − "
+            "pre net of flattening: post − k · pre for the pro-social index, where k, the root-mean-square distance "
+            "from ½ of the agent's control-trait answers after play over before, measures how far its answers "
+            "moved toward ½ (its CI adds k's jackknife error over the control items). Secondary — post-play with "
+            "injections in view: recorded for agents that received injections (post_profile_injected), not "
+            "analysed here.")
+        if info.sham_match:
+            chars = [b / a for a, b, _, _ in info.sham_match if a]
+            toks = [d / c for _, _, c, d in info.sham_match if c and d]
+            out.append(
+                f"Sham length match: {len(info.sham_match)} agent(s); sham/post-play context characters "
+                f"{min(chars):.3f}–{max(chars):.3f}" + (
+                    f"; prompt tokens per question {min(toks):.3f}–{max(toks):.3f} (mean {sum(toks) / len(toks):.3f})"
+                    if toks else "; prompt tokens not reported by the backend") + ".")
+    else:
+        out.append(
+            "Estimands. Primary: post − pre per agent (the drift between the pre-play and the post-play profile)"
+            + (f"; {info.sham_missing} measured agent(s) have no sham profile (recorded before the sham baseline "
+               "or with sham: false), so this run cannot subtract a length-matched baseline and post − pre "
+               "includes whatever a long context alone does" if info.sham_missing else "")
+            + ". Secondary — post − pre net of flattening: post − k · pre for the pro-social index, k measuring how "
+            "far the control-trait answers moved toward ½.")
+    return out
 
 
 def duplicates(tables: RunTables) -> int:
@@ -300,6 +339,14 @@ TEST_LEGEND = ("Tests: CR-t = cluster-robust t-test (CR1, games as clusters, df 
                "Effect: Cohen's d_z (post − pre) or d (two conditions).")
 
 
+def contagion_sentence(comparison: str) -> str:
+    """A contagion row's label as a reader's phrase: ``post − sham · C`` -> "default agents in C (post − sham)"."""
+    for estimand in (SHAM_ESTIMAND, RAW_ESTIMAND):
+        if comparison.startswith(estimand + " · "):
+            return f"default agents in {comparison.removeprefix(estimand + ' · ')} ({estimand})"
+    return comparison
+
+
 def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, str]]:
     """(contrast, sentence, css class) for each index row, and a line for contrasts not in this run."""
     out: list[tuple[str, str, str]] = []
@@ -320,7 +367,7 @@ def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, s
             direction = ("toward anti-social" if r.estimate < 0 else "toward pro-social") if math.isfinite(
                 r.estimate) else ""
             if name == "contagion":
-                what = f"{r.comparison.replace('post − pre · ', 'default agents in ')}: pro-social drift"
+                what = f"{contagion_sentence(str(r.comparison))}: pro-social drift"
             else:
                 what = f"{r.comparison}: difference in pro-social drift"
             games = f"{r.n_games} games" if name == "contagion" else f"{r.games_a} vs {r.games_b} games"

@@ -33,7 +33,13 @@ import pandas as pd
 
 from contagion import __version__
 from contagion.analysis import contrasts as contrast_module
-from contagion.analysis.contrasts import AnalysisSettings, Contrast, compute_contrasts, drift_by_cell
+from contagion.analysis.contrasts import (
+    AnalysisSettings,
+    Contrast,
+    compute_contrasts,
+    contagion_comparison,
+    drift_by_cell,
+)
 from contagion.analysis.estimators import holm, one_sample, two_sample
 from contagion.analysis.report_text import instrument_warnings, report_warnings
 from contagion.analysis.tables import MALICIOUS_LM, PROSOCIAL, SCRIPTED_DEFECTOR, RunTables, load_tables
@@ -202,14 +208,16 @@ def headline_numbers(tables: RunTables, contrasts: dict[str, Contrast], protocol
                                 f"report: reciprocity · {rows.iloc[0]['comparison']}")
     assert "one-malicious" in comps
     return {
-        "susceptibility": from_contrast("contagion", "post − pre · one-malicious"),
+        # the primary estimand: post − sham where the run has sham profiles (contrasts.contagion_comparison)
+        "susceptibility": from_contrast("contagion", contagion_comparison(tables.info.estimand, "one-malicious")),
         "amplification": amp_row,
         "behaviour": _behaviour(tables, contrasts, model, settings),
         "sit_vs_none": from_contrast("mitigation", f"{sit} − {none}"),
         "sit_vs_placebo": from_contrast("mitigation", f"{sit} − {placebo}"),
         "repeat_vs_none": from_contrast("mitigation", f"{repeat} − {none}"),
         "trait_reciprocity": recip_row,
-        "control": from_contrast("contagion", f"post − pre · {protocol.data.control.composition}"),
+        "control": from_contrast("contagion", contagion_comparison(tables.info.estimand,
+                                                                   protocol.data.control.composition)),
         "answer_mass": answer_mass(tables, settings),
     }
 
