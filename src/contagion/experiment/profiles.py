@@ -12,6 +12,13 @@ trial's :func:`profile_requests`):
 * :meth:`ProfileCache.holding` — a cache of given profiles (a Ray worker gets the ones its game needs).
 
 A profile asked for again while it is being measured waits for that one measurement.
+
+A yoked placebo (``placebo:kind=yoked``) also needs each agent's *yoke* (:func:`yoke_requests`): the pre-play
+profile of the same model in the same seat under another persona (:func:`yoke_persona`), measured with the same
+settings, so its statements come from the same source items but from another agent's answers. The persona,
+not another seed: a deterministic model measured again on the same prompt gives the same profile, while
+another seed would sample other items (some of them measured on the agent). It is always available, in
+all-default groups too, and the same for every game of a grid that seats that agent.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ from contagion.experiment.record import TrialSpec
 from contagion.experiment.store import Store
 from contagion.games.engine import system_messages
 from contagion.messages import Message
-from contagion.personas import Persona
-from contagion.steering import needs_profile
+from contagion.personas import Persona, resolve_persona
+from contagion.steering import needs_profile, needs_yoke
 from contagion.traits.assess import QUESTION_FORMAT_VERSION
 from contagion.traits.settings import AssessmentSettings, measure_agent
 
@@ -74,13 +81,51 @@ def profile_requests(spec: TrialSpec, systems: Sequence[Message], agents: Sequen
             for i in agents]
 
 
+YOKE_ORDER = ("benevolent", "default", "malicious")
+"""The personas a yoke is drawn from, in order of preference: the first whose instruction differs from the
+agent's (a default agent's yoke is benevolent: pro-social like it, so its statements are reminders a
+default agent could be given, but another agent's answers)."""
+
+
+def yoke_persona(persona: str, personas: Mapping[str, Persona] | None = None) -> Persona:
+    """The persona of an agent's yoke: the first of :data:`YOKE_ORDER` whose text differs from the agent's."""
+    extra = dict(personas) if personas is not None else None
+    own = resolve_persona(persona, extra)
+    for name in YOKE_ORDER:
+        other = resolve_persona(name, extra)
+        if other.text != own.text:
+            return other
+    raise UserError(f"persona {persona!r}: every built-in persona has its text, so no yoke can differ from it")
+
+
+def yoke_requests(spec: TrialSpec, agents: Sequence[int], personas: Mapping[str, Persona] | None = None
+                  ) -> list[ProfileRequest]:
+    """The yokes a yoked placebo needs, one per agent under study (none for any other intervention): the
+    same model in the same seat under :func:`yoke_persona`, its system prompt made as every seat's is."""
+    if not needs_yoke(spec.intervention):
+        return []
+    extra = dict(personas) if personas is not None else None
+    players = spec.game.players
+    out = []
+    for i in agents:
+        yoke = yoke_persona(players[i].persona, extra)
+        seats = tuple(p.model_copy(update={"persona": yoke.name}) if j == i else p for j, p in enumerate(players))
+        system = system_messages(spec.game.model_copy(update={"players": seats}), {**(extra or {}),
+                                                                                  yoke.name: yoke})[i]
+        out.append(ProfileRequest(seat=i, key=profile_key(players[i].backend, system, spec.assessment),
+                                  backend=players[i].backend, system=system, settings=spec.assessment))
+    return out
+
+
 def needed_profiles(spec: TrialSpec, personas: Mapping[str, Persona] | None = None) -> list[ProfileRequest]:
-    """The pre-play profiles the trial needs, one per agent under study (:meth:`TrialSpec.agents`), for a
-    caller that has not made the system prompts (the runner plans every profile before any game)."""
+    """The pre-play profiles the trial needs, one per agent under study (:meth:`TrialSpec.agents`), and a
+    yoked placebo's yokes, for a caller that has not made the system prompts (the runner plans every
+    profile before any game)."""
     if not needs_pre_play(spec):
         return []
-    return profile_requests(spec, system_messages(spec.game, dict(personas) if personas is not None else None),
-                            spec.agents())
+    own = profile_requests(spec, system_messages(spec.game, dict(personas) if personas is not None else None),
+                           spec.agents())
+    return own + yoke_requests(spec, spec.agents(), personas)
 
 
 class ProfileCache:

@@ -1,11 +1,11 @@
 """One trial, end to end — the only place a game is assembled.
 
 ``run_trial(spec)``: system prompts (made once) → pre-play profiles of the agents under study (from the
-caller's :class:`~contagion.experiment.profiles.ProfileCache`, which measures what it lacks) → each agent's
-intervention → the game → post-play profiles → the record. The runner (locally or on a Ray worker),
-``contagion play``, the statistical check and the Inspect task all call it, each with its own cache (the
-run's store, memory, one per task); ``contagion assess`` and the guard measure an agent with
-:func:`~contagion.traits.settings.measure_agent`, the same call the cache makes.
+caller's :class:`~contagion.experiment.profiles.ProfileCache`, which measures what it lacks; a yoked
+placebo's yokes too) → each agent's intervention → the game → post-play profiles → the record. The runner
+(locally or on a Ray worker), ``contagion play``, the statistical check and the Inspect task all call it,
+each with its own cache (the run's store, memory, one per task); ``contagion assess`` and the guard measure
+an agent with :func:`~contagion.traits.settings.measure_agent`, the same call the cache makes.
 
 It is a pure function of the spec, its labels and the pre-play profiles the cache holds, so every executor
 produces the same record. A backend failure is not raised: it comes back as a record with ``error`` set
@@ -29,12 +29,13 @@ from contagion.experiment.profiles import (
     needed_profiles,
     profile_key,
     profile_requests,
+    yoke_requests,
 )
 from contagion.experiment.record import GameRecord, TrialSpec
 from contagion.games.engine import EventSink, GameEngine, TurnHook, system_messages
 from contagion.games.record import PlayerRecord
 from contagion.personas import Persona
-from contagion.steering import make_intervention, validate_intervention
+from contagion.steering import Yoke, make_intervention, validate_intervention
 from contagion.traits.assess import post_play_context
 from contagion.traits.profile import Profile
 from contagion.traits.settings import measure, measure_agent
@@ -87,14 +88,20 @@ async def run_trial(
         # the seats under study: focal language models (a backend says what it is)
         agents = [i for i, p in enumerate(game.players) if p.focal and backends[i].capabilities.language_model]
         requests = profile_requests(spec, systems, agents)
-        pre: list[ProfileRecord | None] = await (profiles or ProfileCache()).for_seats(requests, backends)
+        cache = profiles or ProfileCache()
+        pre: list[ProfileRecord | None] = await cache.for_seats(requests, backends)
+        yokes: dict[int, Yoke] = {}
+        for request in yoke_requests(spec, agents, personas):  # a yoked placebo's other agents
+            yoke_record = await cache.profile(request, backends[request.seat])
+            yokes[request.seat] = Yoke(Profile.from_record(yoke_record), {
+                "persona": request.system.meta.get("persona"), "backend": request.backend, "profile": request.key})
         hooks: list[TurnHook | None] = [None] * len(game.players)
         for i in agents:
             record = pre[i]
             hooks[i] = make_intervention(
                 spec.intervention, chat=game.chat_turns > 0,
                 profile=Profile.from_record(record) if record is not None else None,
-                seed=game.seed * 1000 + i, settings=spec.assessment,
+                seed=game.seed * 1000 + i, settings=spec.assessment, yoke=yokes.get(i),
             )
         engine = GameEngine(game, backends, hooks=hooks, pre_profiles=pre, personas=personas,
                             on_event=on_event, systems=systems)

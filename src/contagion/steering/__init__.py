@@ -1,5 +1,8 @@
 """Steering interventions (none, repeat-system, SIT, adaptive SIT, placebo): their specs and how one is made.
 
+A yoked placebo (``placebo:kind=yoked``) also takes a :class:`Yoke`: another agent's pre-play profile, which
+the trial assembles (this layer never chooses whose).
+
 A trial (:func:`contagion.experiment.trial.run_trial`) makes one intervention per agent under study with
 :func:`make_intervention`. SIT's core (reminders, rotation, probe set, drift decision) is
 :mod:`contagion.steering.sit`; the guard for other people's agents builds on it too.
@@ -15,13 +18,13 @@ from contagion.errors import UserError
 from contagion.fileio import validation_message
 from contagion.steering.interventions import Intervention, RepeatSystem, Sit, SitAdaptive
 from contagion.steering.params import PARAMS, AdaptiveParams, PlaceboParams, RepeatParams, SitParams
-from contagion.steering.placebo import Placebo
+from contagion.steering.placebo import Placebo, Yoke
 from contagion.steering.sit import select_reminders
 from contagion.traits.profile import Profile
 from contagion.traits.settings import AssessmentSettings
 
-__all__ = ["PARAMS", "InterventionSpec", "make_intervention", "needs_profile", "parse_intervention", "parse_params",
-           "select_reminders", "validate_intervention"]
+__all__ = ["PARAMS", "InterventionSpec", "Yoke", "make_intervention", "needs_profile", "needs_yoke",
+           "parse_intervention", "parse_params", "select_reminders", "validate_intervention"]
 
 
 class InterventionSpec(BaseModel):
@@ -53,11 +56,16 @@ def needs_profile(spec: InterventionSpec) -> bool:
     return spec.name in ("sit", "sit-adaptive", "placebo")
 
 
+def needs_yoke(spec: InterventionSpec) -> bool:
+    """Whether the intervention also needs another agent's pre-play profile (the yoked placebo's yoke)."""
+    return spec.name == "placebo" and spec.params.get("kind") == "yoked"
+
+
 def make_intervention(
     spec: InterventionSpec, *, chat: bool, profile: Profile | None, seed: int,
-    settings: AssessmentSettings | None = None,
+    settings: AssessmentSettings | None = None, yoke: Yoke | None = None,
 ) -> Intervention:
-    """One agent's intervention object."""
+    """One agent's intervention object (``yoke``: whose statements a yoked placebo restates)."""
     params = validate_intervention(spec)
     if spec.name == "none":
         return Intervention(params, chat=chat)
@@ -68,7 +76,7 @@ def make_intervention(
         raise UserError(f"intervention {spec.name} needs the agent's pre-play trait profile, and none is available")
     if spec.name == "placebo":  # checked before sit: PlaceboParams is a SitParams
         assert isinstance(params, PlaceboParams)
-        return Placebo(params, chat=chat, profile=profile, seed=seed)
+        return Placebo(params, chat=chat, profile=profile, seed=seed, yoke=yoke)
     if spec.name == "sit":
         assert isinstance(params, SitParams)
         return Sit(params, chat=chat, profile=profile, seed=seed)

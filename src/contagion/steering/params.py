@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class InterventionParams(BaseModel):
@@ -43,9 +43,17 @@ class AdaptiveParams(SitParams):
 
 
 class PlaceboParams(SitParams):
-    kind: Literal["neutral", "generic"] = Field(
-        "neutral", description="neutral: sentences without trait content; generic: generic pro-social sentences."
+    kind: Literal["neutral", "generic", "yoked"] = Field(
+        "neutral", description="neutral: sentences without trait content; generic: generic pro-social sentences; "
+                               "yoked: SIT's own first-person form with another agent's statements."
     )
+
+    @model_validator(mode="after")
+    def _yoked_items(self) -> PlaceboParams:
+        if self.kind == "yoked" and self.source != "items":
+            raise ValueError("kind=yoked restates another agent's item statements, so it needs source=items "
+                             "(a per-trait summary of another agent would restate the agent's own traits)")
+        return self
 
 
 PARAMS: dict[str, type[InterventionParams]] = {

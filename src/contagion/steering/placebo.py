@@ -18,22 +18,38 @@ English prose a tokenizer's count follows the character count closely. The whole
 tests); every injection logs both lengths
 (``sit_chars``, ``placebo_chars``) so a run can show it.
 
-The placebo needs the agent's pre-play profile (to know SIT's message); its own words never depend on it.
+``placebo:kind=yoked`` is the control for *whose* traits SIT restates: SIT's own message (its opening line,
+"I hold this about myself: …" / "I would not say this about myself: …") filled with **another agent's**
+source statements — the ones that agent's SIT would restate, from its own pre-play profile (a :class:`Yoke`,
+given by whoever assembles the trial: the same model and seat under another persona, see
+:func:`contagion.experiment.profiles.yoke_requests`). It takes the yoke's supported statements strongest first,
+drops every item the agent's own SIT would quote (so its message never holds the agent's own reminders)
+and every measured item (so nothing is ever judged on its words), puts first the statements the agent did
+not support at all (pro-social answers another agent gave and this one did not), and keeps ``pool`` of them. It injects
+exactly when SIT would, one bullet per SIT bullet, each the unused yoked statement closest in characters to
+its SIT bullet (the first in the yoke's order on a tie; all reusable once each was used). Its log names the
+yoke (``yoke``) and the items it quoted (``items``). "SIT beats the yoked placebo" then means "its own
+traits", not "any self-description".
+
+The placebo needs the agent's pre-play profile (to know SIT's message); its own words never depend on it
+(a yoked placebo's come from the yoke's profile, minus the agent's own).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from contagion.errors import UserError
 from contagion.games.engine import Injection, TurnContext
 from contagion.messages import Message
 from contagion.steering.interventions import Intervention, due
 from contagion.steering.params import PlaceboParams, SitParams
-from contagion.steering.sit import ReminderRotation, reminder_message, select_reminders
-from contagion.traits.profile import Profile
+from contagion.steering.sit import ReminderRotation, ranked_statements, reminder_message, select_reminders
+from contagion.traits.profile import ItemScore, Profile
 
 TOLERANCE = 0.10
 """A placebo message's length may differ from the SIT message it replaces by at most this share."""
@@ -218,17 +234,77 @@ def match_reminder(sit_sentences: list[str], role: str, kind: str, matcher: Leng
     return placebo_message(picks, role, kind)
 
 
+@dataclass(frozen=True)
+class Yoke:
+    """Whose statements a yoked placebo restates: another agent's pre-play profile, and who that agent is
+    (recorded in every injection's log entry, e.g. its persona and profile key)."""
+
+    profile: Profile
+    who: dict[str, Any] = field(default_factory=dict)
+
+
+def yoked_statements(own: Profile, yoke: Profile, params: SitParams, seed: int) -> list[tuple[ItemScore, str]]:
+    """The yoke's statements a yoked placebo may use, at most ``pool``: the yoke's supported source statements
+    (its SIT's ranking), never one the agent's own SIT would quote (its ``pool`` strongest) nor an item
+    measured on the agent; those the agent does not support at all come first (strongest first), then those
+    it supports more weakly than its own reminders. Empty when the yoke supports nothing beyond the agent's
+    own reminders (the placebo then skips, and logs why)."""
+    own_items = ranked_statements(own, params, seed)
+    reminded = {_key(item.statement) for item, _ in own_items[: params.pool]}
+    supported = {_key(item.statement) for item, _ in own_items}
+    measured = {_key(it.statement) for it in own.items if it.role == "measure"}
+    usable = [(item, sentence) for item, sentence in ranked_statements(yoke, params, seed)
+              if _key(item.statement) not in reminded | measured]
+    out = [x for x in usable if _key(x[0].statement) not in supported] + [
+        x for x in usable if _key(x[0].statement) in supported]
+    return out[: params.pool]
+
+
+def _key(statement: str) -> str:
+    return " ".join(statement.strip().rstrip(".").lower().split())
+
+
+class YokedPicker:
+    """Picks, for each SIT bullet, the unused yoked statement closest to it in characters (the earliest in
+    the yoke's order on a tie); once every statement was used, all are free again. Deterministic."""
+
+    def __init__(self, statements: list[tuple[ItemScore, str]]) -> None:
+        self.statements = statements
+        self.used: set[int] = set()
+
+    def pick(self, target: int) -> tuple[ItemScore, str]:
+        if len(self.used) >= len(self.statements):
+            self.used.clear()
+        free = [i for i in range(len(self.statements)) if i not in self.used]
+        best = min(free, key=lambda i: (abs(len(self.statements[i][1]) - target), i))
+        self.used.add(best)
+        return self.statements[best]
+
+
 class Placebo(Intervention):
     """Injects a length- and schedule-matched placebo where SIT would inject its reminder."""
 
     name = "placebo"
     params: PlaceboParams
 
-    def __init__(self, params: PlaceboParams, *, chat: bool, profile: Profile, seed: int) -> None:
+    def __init__(self, params: PlaceboParams, *, chat: bool, profile: Profile, seed: int,
+                 yoke: Yoke | None = None) -> None:
         super().__init__(params, chat=chat)
-        self.matcher = LengthMatcher(BANKS[params.kind], f"placebo:{params.kind}:{seed}")
         sit_params = SitParams.model_validate(params.model_dump(exclude={"kind"}))
         self.shadow = ReminderRotation(select_reminders(profile, sit_params, seed), sit_params.n)
+        self.yoke = yoke
+        if params.kind == "yoked":
+            if yoke is None:
+                raise UserError("placebo:kind=yoked needs another agent's pre-play profile (its yoke), and none "
+                                "was given")
+            self.picker = YokedPicker(yoked_statements(profile, yoke.profile, sit_params, seed))
+        else:
+            self.matcher = LengthMatcher(BANKS[params.kind], f"placebo:{params.kind}:{seed}")
+
+    @property
+    def yoked(self) -> list[str]:
+        """The statements a yoked placebo rotates through (empty for the other kinds)."""
+        return [s for _, s in self.picker.statements] if self.params.kind == "yoked" else []
 
     async def before_turn(self, ctx: TurnContext) -> list[Injection]:
         p = self.params
@@ -238,11 +314,27 @@ class Placebo(Intervention):
         if not sentences:
             self._log.append({"round": ctx.round, "event": "skipped", "reason": "SIT would have no supported reminder"})
             return []
-        message = match_reminder(sentences, p.role, p.kind, self.matcher)
         sit_chars = len(reminder_message(sentences, p.role).content)
-        entry: dict[str, Any] = {"round": ctx.round, "event": "placebo", "kind": p.kind, "sit_chars": sit_chars,
-                                 "placebo_chars": len(message.content), "bullets": len(sentences)}
+        entry: dict[str, Any] = {"round": ctx.round, "event": "placebo", "kind": p.kind, "sit_chars": sit_chars}
+        if p.kind == "yoked":
+            assert self.yoke is not None
+            if not self.picker.statements:
+                self._log.append({"round": ctx.round, "event": "skipped", "yoke": dict(self.yoke.who),
+                                  "reason": "the yoke supports no statement beyond the agent's own reminders"})
+                return []
+            picks = [self.picker.pick(len(s)) for s in sentences]
+            message = reminder_message([s for _, s in picks], p.role)
+            entry.update(yoke=dict(self.yoke.who), items=[item.item_id for item, _ in picks])
+            whose = f"another agent's statements ({_describe(self.yoke.who)})"
+        else:
+            message = match_reminder(sentences, p.role, p.kind, self.matcher)
+            whose = f"{p.kind} placebo"
+        entry.update(placebo_chars=len(message.content), bullets=len(sentences))
         self._log.append(entry)
-        reason = (f"round {ctx.round} is a multiple of k={p.k}; {p.kind} placebo matched to SIT's reminder "
+        reason = (f"round {ctx.round} is a multiple of k={p.k}; {whose} matched to SIT's reminder "
                   f"({len(message.content)} vs {sit_chars} characters)")
         return [Injection(message=message, reason=reason, intervention=self.name)]
+
+
+def _describe(who: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in who.items()) or "unnamed yoke"

@@ -69,7 +69,7 @@ def select_reminders(profile: Profile, params: SitParams, seed: int) -> list[str
     ``source=summary`` one sentence per trait from the source set's trait means.
     """
     # the profile read in one piece: its source items and traits, each with the agent's pro-social support
-    held, items, traits = profile.source_items(), profile.item_supports("source"), profile.trait_supports("source")
+    held, traits = profile.source_items(), profile.trait_supports("source")
     if not held:
         raise UserError(
             "SIT needs the agent's pre-play answers to its source items (held out from measurement), and "
@@ -80,13 +80,20 @@ def select_reminders(profile: Profile, params: SitParams, seed: int) -> list[str
                if support > params.min_support]
         out.sort(key=lambda x: -x[0])
         return [s for _, s in out[: params.pool]]
+    return [s for _, s in ranked_statements(profile, params, seed)[: params.pool]]
+
+
+def ranked_statements(profile: Profile, params: SitParams, seed: int) -> list[tuple[ItemScore, str]]:
+    """Every source item the profile supports (p(pro-social answer) above ``min_support``), strongest first
+    (seeded tie-breaks), each with its first-person reminder: :func:`select_reminders` keeps the first
+    ``pool`` of them; the yoked placebo reads another agent's list."""
     rng = random.Random(f"sit:{seed}")
-    candidates: list[tuple[float, float, str]] = []
-    for item, polarity, support in items:
+    candidates: list[tuple[float, float, ItemScore, str]] = []
+    for item, polarity, support in profile.item_supports("source"):
         if support > params.min_support:
-            candidates.append((support, rng.random(), reminder_sentence(item, polarity)))
+            candidates.append((support, rng.random(), item, reminder_sentence(item, polarity)))
     candidates.sort(key=lambda x: (-x[0], x[1]))
-    return [s for _, _, s in candidates[: params.pool]]
+    return [(item, s) for _, _, item, s in candidates]
 
 
 def reminder_text(sentences: Sequence[str], opening: str = GAME_OPENING) -> str:
