@@ -343,8 +343,8 @@ def _behaviour_sentence(r: Any) -> str:
     return text + "."
 
 
-_KIND_WORDS = {"malicious-lm": "a malicious LM co-player", "all-default": "an all-default group",
-               "scripted-defector": "a scripted always-defect co-player"}
+_KIND_WORDS = {"malicious-lm": "next to a malicious LM co-player", "all-default": "in an all-default group",
+               "scripted-defector": "next to a scripted always-defect co-player"}
 
 
 def estimand(contrast: Contrast, comparison: str) -> str:
@@ -358,9 +358,10 @@ def estimand(contrast: Contrast, comparison: str) -> str:
         return (f"The mean over default agents in {comp} games without an intervention of their post − pre "
                 "pro-social index on the held-out measured items (post-play asked after the whole game history).")
     if name in ("amplification", "reciprocity"):
-        return (f"The mean post − pre pro-social index drift of default agents next to {a_words} minus next to "
-                f"{b_words}, compared within baseline measurement, game, chat setting and intervention.")
+        return (f"The mean post − pre pro-social index drift of default agents {a_words} minus {b_words}, compared "
+                "within baseline measurement, game, chat setting and intervention.")
     if name == "mitigation":
+        a, _, b = comparison.partition(" − ")  # the interventions' labels (the arms hold their kinds only)
         return (f"The mean post − pre pro-social index drift of default agents under {a} minus under {b}, compared "
                 "within baseline measurement, game, composition and chat setting, pooled over the compositions "
                 "that played both.")
