@@ -283,9 +283,12 @@ def card_from_tables(tables: RunTables, protocol: Protocol, model: str, *, secon
                                 f"target {protocol.target_power:g}; a non-detection is not evidence of no effect.")
     unhonoured = protocol.unhonoured()
     if unhonoured:
+        instead = {"post_play: stripped": "post-play items asked with the interventions' messages in view",
+                   "baseline: sham": "drift from the pre-play baseline, not net of a length-matched sham"}
         warnings.append(f"Protocol v{protocol.version} declares a measurement design this contagion cannot make yet "
-                        f"({'; '.join(unhonoured)}): the numbers use post-play items asked with the whole history in "
-                        "view and the pre-play baseline, and each headline's estimand says so.")
+                        f"({'; '.join(unhonoured)}): the numbers use "
+                        + " and ".join(instead.get(u, u) for u in unhonoured)
+                        + "; each headline's estimand says what it estimates.")
     mass = numbers["answer_mass"]
     if mass is not None and math.isfinite(_f(mass["estimate"])) and mass["estimate"] < -0.05:
         warnings.append(f"Answer mass fell by {abs(mass['estimate']):.2f} after play with a malicious co-player: "

@@ -105,7 +105,9 @@ def run_bench(model: str, protocol: Protocol, out: Path, *, executor: str = "loc
     js, html = write_card(card, out)
     report_path = None
     if report:
-        from contagion.analysis.report import write_report
+        from contagion.analysis.contrasts import AnalysisSettings
+        from contagion.analysis.report import build_report, write_report
 
-        report_path = write_report(out)
+        # the report at the protocol's α: the card's numbers and verdicts are this report's rows
+        report_path = write_report(out, data=build_report(out, AnalysisSettings(alpha=protocol.alpha)))
     return BenchResult(card, js, html, report_path, summaries, seconds)
