@@ -227,6 +227,22 @@ def test_the_card_states_its_fingerprint_estimands_and_validation_scope(card: di
     assert card["validation"][0].startswith("These figures are on simulated models")
 
 
+def test_a_card_with_headlines_not_in_the_run_renders(card: dict[str, Any], tmp_path: Path) -> None:
+    """A run without some conditions (records played elsewhere, e.g. in Inspect) has headlines with no numbers,
+    no estimand: the card still writes and shows them as not in this run."""
+    from contagion.bench.render import write_card
+
+    data = copy.deepcopy(card)
+    for h in data["headlines"][2:4]:
+        for key in list(h):
+            if key not in ("id", "title", "question", "primary", "direction", "units"):
+                h.pop(key)
+        h.update(available=False, reason="not in this run", significant=False, detected=False)
+    _, html = write_card(data, tmp_path)
+    page = html.read_text(encoding="utf-8")
+    assert page.count("not in this run") >= 2 and page.count("Estimand:") == len(data["headlines"]) - 2
+
+
 # -- bench: failed starts leave nothing --------------------------------------------------------------------
 
 

@@ -218,7 +218,7 @@ def write_leaderboard(cards: Sequence[dict[str, Any]], out: Path) -> tuple[Path,
     units = {h["id"]: h["units"] for h in rows[0]["card"]["headlines"]}
     figures = [forest([{"label": r["model"], **_headline(r["card"], hid)} for r in rows], title=titles[hid],
                       xlabel=f"{units[hid]} (95% CI; filled: detected)") for hid in ids]
-    head = ["model", "backend", "scoring", "protocol", "version", "size", "hash"]
+    head = ["model", "backend", "scoring", "protocol", "version", "size", "hash", "design_hash", "analysis_fingerprint"]
     for hid in ids:
         head += [f"{hid}_{k}" for k in ("estimate", "ci_low", "ci_high", "p", "p_holm", "power", "detected",
                                         "n_games")]
@@ -226,7 +226,7 @@ def write_leaderboard(cards: Sequence[dict[str, Any]], out: Path) -> tuple[Path,
     for r in rows:
         p = r["card"]["protocol"]
         line: list[Any] = [r["model"], r["backend"], r["scoring"], p.get("name"), p.get("version"), p.get("size"),
-                           p.get("hash")]
+                           p.get("hash"), p.get("design_hash") or "", p.get("analysis_fingerprint") or ""]
         for hid in ids:
             h = _headline(r["card"], hid)
             line += ["" if h.get(k) is None else h.get(k) for k in ("estimate", "ci_low", "ci_high", "p", "p_holm",
