@@ -2,7 +2,8 @@
 
 ``sim:planted`` has a planted contagion effect and a planted mitigation that reads the reminders' content
 (see :mod:`contagion.backends.sim`); the null models (``sim:null``, ``sim:flatten``,
-``sim:acquiescence``, ``sim:echo``, ``sim:reciprocity``) plant no trait change and no mitigation, and
+``sim:acquiescence``, ``sim:echo``, ``sim:reciprocity``, and the flatteners from a pro-social baseline
+``sim:flatten?lean=0.25`` and ``sim:flatten-keep?lean=0.25``) plant no trait change and no mitigation, and
 each tries to fool a careless analysis in its own way. A *run* here is a small grid played in-process
 (one game type; all-default and one-malicious groups; no intervention, SIT and the length-matched
 neutral placebo; one chat turn per round) analysed with exactly the code the report uses
@@ -61,6 +62,25 @@ SIT_KINDS = ("sit", "sit-adaptive")
 PLACEBO = "placebo:kind=neutral,k=1,n=2"
 
 
+LEAN_TRAPS = ("flatten?lean=0.25", "flatten-keep?lean=0.25")
+"""Null models made to fool raw post − pre: answers drift from a pro-social baseline toward ½ as the context
+grows (the second keeps the answer mass, so no mass comparison sees it). The sham baseline, as long as the
+game, cancels them."""
+
+
+def check_models() -> tuple[str, ...]:
+    """The simulated models the check runs: the planted model, its null models, and :data:`LEAN_TRAPS`. A
+    model is a variant, optionally with parameters (``flatten?lean=0.25``)."""
+    from contagion.backends.sim import VARIANTS
+
+    return (*VARIANTS, *LEAN_TRAPS)
+
+
+def variant_name(model: str) -> str:
+    """The variant of a check model (``flatten?lean=0.25`` -> ``flatten``)."""
+    return model.split("?", 1)[0]
+
+
 def placebo_available() -> bool:
     """Whether this version of contagion has the placebo intervention (SIT − placebo needs it)."""
     from contagion.steering.interventions import PARAMS
@@ -73,6 +93,7 @@ def null_contrasts(variant: str) -> tuple[str, ...]:
     from contagion.backends.sim import BEHAVIOUR_NULL, TRAIT_NULL
 
     out = []
+    variant = variant_name(variant)
     if variant in TRAIT_NULL:
         out += ["contagion", "amplification", "mitigation"]
     if variant in BEHAVIOUR_NULL:
@@ -121,10 +142,12 @@ class RunOutcome:
 
 
 def model_spec(variant: str, seed: int, planted_size: float = PLANTED_CONTAGION) -> str:
-    """The backend spec of one run."""
-    if variant == "planted":
-        return f"sim:planted?contagion={planted_size:g}&seed={seed}"
-    return f"sim:{variant}?seed={seed}"
+    """The backend spec of one run (``variant`` may carry parameters: ``flatten?lean=0.25``)."""
+    name, _, params = variant.partition("?")
+    extra = f"{params}&" if params else ""
+    if name == "planted":
+        return f"sim:planted?contagion={planted_size:g}&{extra}seed={seed}"
+    return f"sim:{name}?{extra}seed={seed}"
 
 
 def play_grid(grid: ValidationGrid, model: str, seed: int = 0) -> list[GameRecord]:
@@ -170,7 +193,7 @@ def verdicts(contrasts: dict[str, Any], grid: ValidationGrid) -> tuple[dict[str,
 
     # rows are picked by what their arms are (Contrast.arms: composition or intervention kinds), not by label
     wanted: dict[str, tuple[str, Callable[[str, str], bool], float]] = {
-        "contagion": ("contagion", lambda a, b: a == MALICIOUS_LM, -1.0),
+        "contagion": ("contagion", lambda a, b: a == MALICIOUS_LM and b == "", -1.0),  # the primary row
         "amplification": ("amplification", lambda a, b: True, -1.0),
         "sit − placebo": ("mitigation", lambda a, b: a in SIT_KINDS and b == control, 1.0),
     }
@@ -234,12 +257,11 @@ def run_outcomes(jobs: list[tuple[int, str, float, ValidationGrid, float]], work
 def run_validation(runs: int = 100, *, planted_size: float = PLANTED_CONTAGION, grid: ValidationGrid | None = None,
                    alpha: float = 0.05, workers: int = 1, variants: tuple[str, ...] | None = None,
                    on_run: Callable[[RunOutcome], None] | None = None) -> ValidationResult:
-    """``runs`` seeded runs of the planted model and of every null model; power and false positives."""
-    from contagion.backends.sim import VARIANTS
-
+    """``runs`` seeded runs of the planted model and of every null model (:func:`check_models`); power and
+    false positives."""
     if runs < 1:
         raise UserError("validation needs at least one run")
-    variants = variants or VARIANTS
+    variants = variants or check_models()
     grid = grid or ValidationGrid()
     started = time.perf_counter()
     jobs = [(k, v, planted_size, grid, alpha) for k in range(runs) for v in variants]

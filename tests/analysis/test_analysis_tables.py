@@ -34,8 +34,12 @@ def test_one_row_per_focal_agent_and_trait(sim_run_dir: Path) -> None:
     assert dict(per_game) == {"all-default": 3, "one-malicious": 2, "scripted-defector": 2}
     assert len(t.drift) == len(t.agents) * (len(traits) + 1)
     assert set(t.drift["persona"].astype(str)) == {"default"}
+    # the run has sham profiles: drift is post − sham (the primary estimand); post − pre is kept beside it
+    assert t.info.estimand == "post − sham" and t.info.sham_missing == 0
     row = t.drift.iloc[0]
-    assert row["drift"] == pytest.approx(row["post"] - row["pre"])
+    assert row["drift"] == pytest.approx(row["post"] - row["sham"])
+    assert row["raw_drift"] == pytest.approx(row["post"] - row["pre"])
+    assert (t.drift["sham"] != t.drift["pre"]).any()
     assert set(t.agents["trait"].astype(str)) == {PROSOCIAL}
     assert {"game", "composition", "intervention", "model", "chat_turns", "rep", "seed", "player", "persona",
             "trait", "pre", "post", "drift"} <= set(t.drift.columns)

@@ -233,4 +233,6 @@ async def test_a_finished_trial_releases_every_players_history_after_its_post_pr
                                    rounds=2, seed=3), assessment={"items": 2, "bootstrap": 100})
     record = await run_trial(spec)
     assert record.error is None and record.players[0].post_profile is not None
-    assert released == [(p.backend, len(p.messages)) for p in record.players]  # once each, the whole history
+    # once each, the whole history; then the measured agent's sham history (as long, in messages)
+    assert released == [*((p.backend, len(p.messages)) for p in record.players),
+                        (record.players[0].backend, len(record.players[0].messages))]

@@ -66,6 +66,7 @@ from contagion.analysis.tables import (
     ALL_DEFAULT,
     MALICIOUS_LM,
     PROSOCIAL,
+    RAW_ESTIMAND,
     SCRIPTED_DEFECTOR,
     RunTables,
     distinct_agents,
@@ -354,23 +355,87 @@ def _models(df: pd.DataFrame) -> list[str]:
     return [str(m) for m in pd.unique(df["model"].astype(str))]
 
 
+RAW_ROW = "raw post − pre (secondary)"
+"""The label of contagion's secondary rows of raw post − pre (a run with sham profiles)."""
+FLAT_ROW = "post − pre net of flattening (secondary)"
+"""The label of contagion's secondary rows of post − pre net of flattening toward ½ (control traits)."""
+SECONDARY_ROWS = (RAW_ROW, FLAT_ROW)
+
+
+def _flat_row(index: pd.DataFrame, comparison: str, model: str, settings: AnalysisSettings,
+              items: pd.DataFrame | None) -> dict[str, Any]:
+    """The pro-social index's post − pre net of flattening (``flat_drift`` = post − k · pre, ``k`` from the
+    control traits: :func:`contagion.analysis.tables.flattening_factor`), clustered as every row. Its error
+    adds, to the shared baseline's (by item resampling, as the raw row), the jackknife variance of ``k`` times
+    pre², taken as shared by every agent (an upper bound: ``k``'s denominator is the shared pre-play
+    measurement)."""
+    polarity = {PROSOCIAL: "index"}
+    base_var = item_baseline_variance(index, items, PROSOCIAL, polarity)
+    if not np.isfinite(base_var):
+        base_var = baseline_variance(index["post"].to_numpy(), index["pre_key"].to_numpy())
+    k_var = (index["flat_k_var"].to_numpy(dtype=float) * index["pre"].to_numpy(dtype=float) ** 2
+             if "flat_k_var" in index.columns else np.array([math.nan]))
+    base_var += float(np.nanmean(k_var)) if np.isfinite(k_var).any() else 0.0
+    est = one_sample(index["drift"].to_numpy(dtype=float), _cluster_col(index).to_numpy(), baseline_var=base_var,
+                     resamples=settings.resamples, seed=settings.seed)
+    return {
+        "contrast": "contagion", "comparison": comparison, "model": model, "trait": PROSOCIAL, "polarity": "index",
+        "estimate": est.estimate, "ci_low": est.ci_low, "ci_high": est.ci_high, "ci_method": est.ci_method,
+        "p": est.p, "p_adj": est.p, "test": est.test + " + the flattening factor's error (control-item jackknife)",
+        "correction": "secondary (outside the primary family; unadjusted)", "effect": est.effect,
+        "effect_name": est.effect_name, "n_agents": est.n_agents, "n_games": est.n_games, "games_a": est.n_games,
+        "games_b": 0, "mean_a": est.estimate, "mean_b": math.nan, "significant": False,
+        "warning": _warning(est.n_games, settings),
+    }
+
+
+def contagion_comparison(estimand: str, composition: str) -> str:
+    """The label of contagion's primary row for a composition: ``post − sham · C`` (a run with sham
+    profiles: :attr:`RunInfo.estimand`) or ``post − pre · C``."""
+    return f"{estimand} · {composition}"
+
+
 def contagion(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
-    """Post − pre of default agents, per composition (games without an intervention)."""
+    """The primary drift of default agents, per composition (games without an intervention): post − sham —
+    (post − pre) − (sham − pre), the susceptibility — in a run with sham profiles, else post − pre. Beside it,
+    secondary and never called significant, the pro-social index's raw post − pre (:data:`RAW_ROW`, runs with
+    a sham) and post − pre net of flattening (:data:`FLAT_ROW`, where control traits were measured)."""
     settings = settings or AnalysisSettings()
     df = _defaults(tables)
     if df.empty:
         return Contrast("contagion", QUESTIONS["contagion"], "not in this run",
                         "no default-persona agent has both a pre-play and a post-play profile")
     df, note = _baseline_filter(df)
+    estimand = tables.info.estimand
     rows: list[dict[str, Any]] = []
+    secondary: list[dict[str, Any]] = []
     arms: dict[str, tuple[str, str]] = {}
     for model in _models(df):
         dm = df[df["model"].astype(str) == model]
         for comp, sub in dm.groupby("composition", observed=True, sort=True):
-            comparison = f"post − pre · {comp}"
+            comparison = contagion_comparison(estimand, str(comp))
             rows += _one_sample_family(sub, "contagion", comparison, model, settings, tables.item_drift)
-            arms[comparison] = (str(sub["composition_kind"].iloc[0]), "")
-    return Contrast("contagion", QUESTIONS["contagion"], "ok", note=note, rows=_frame(rows), arms=arms)
+            kind = str(sub["composition_kind"].iloc[0])
+            arms[comparison] = (kind, "")
+            index = sub[sub["trait"].astype(str) == PROSOCIAL]
+            extra = [(FLAT_ROW, "flat_drift")] if "flat_drift" in index.columns else []
+            if estimand != RAW_ESTIMAND and "raw_drift" in index.columns:
+                extra.insert(0, (RAW_ROW, "raw_drift"))
+            for label, column in extra:
+                values = index.assign(drift=index[column]).dropna(subset=["drift"])
+                if values.empty:
+                    continue
+                name = f"{label} · {comp}"
+                if column == "flat_drift":
+                    secondary.append(_flat_row(values, name, model, settings, tables.item_drift_raw))
+                else:
+                    secondary += _one_sample_family(values, "contagion", name, model, settings,
+                                                    tables.item_drift_raw)
+                arms[name] = (kind, label)
+    if estimand != RAW_ESTIMAND:
+        note = (note + f" Primary: {estimand} (the drift beyond a neutral history of the same length); raw "
+                "post − pre and post − pre net of flattening are secondary rows.").strip()
+    return Contrast("contagion", QUESTIONS["contagion"], "ok", note=note, rows=_frame(rows + secondary), arms=arms)
 
 
 def _kind_contrast(tables: RunTables, name: str, kind_a: str, kind_b: str,
@@ -675,7 +740,8 @@ def _all_rows(row: Any) -> bool:
 
 
 PRIMARY_FAMILY: dict[str, tuple[str, Any]] = {
-    "contagion": ("post − pre of default agents, every composition", _all_rows),
+    "contagion": ("post − sham (post − pre without sham profiles) of default agents, every composition",
+                  lambda r: not str(r["comparison"]).startswith(SECONDARY_ROWS)),
     "amplification": ("malicious LM − all-default", _all_rows),
     "reciprocity": ("malicious LM − scripted always-defect", _all_rows),
     "chat": ("chat − no chat, pooled over compositions",

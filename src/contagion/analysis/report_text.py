@@ -18,6 +18,8 @@ from contagion import __version__
 from contagion.analysis.contrasts import DEFECTION_RATE, MIN_GAMES, AnalysisSettings, Contrast
 from contagion.analysis.tables import (
     PROSOCIAL,
+    RAW_ESTIMAND,
+    SHAM_ESTIMAND,
     RunTables,
     games_per_cell,
     injections_by_condition,
@@ -217,13 +219,15 @@ def methods_section(tables: RunTables) -> list[str]:
     else:
         paras.append(
             f"Traits: measured for {'default-persona' if cfg.get('focal', 'default') == 'default' else 'every LM'} "
-            f"players before play (context: the system prompt) and after play (context: the player's whole game "
-            f"history), with yes/no persona statements from the {_join(list(info.inventories)) or '?'} inventory "
+            f"players before play (context: the system prompt) and after play (context: the player's game "
+            f"history with the interventions' injected messages removed), with yes/no persona statements from the "
+            f"{_join(list(info.inventories)) or '?'} inventory "
             f"({_join([str(i) for i in items]) or '?'} item(s) per trait, item seed {assess.get('seed', '?')}). "
             f"Traits (polarity): {trait_txt}. The pro-social index is the mean of the pro-social trait means minus "
             f"the mean of the anti-social ones. Scoring method: {methods}; {deb_txt}; "
             f"{_join([str(b) for b in sorted(info.bootstrap)]) or '?'} bootstrap resamples for per-profile CIs."
         )
+        paras += estimand_paragraphs(tables)
     if info.record_methods:
         paras.append("Scoring methods per finished game record (actions and profiles): "
                      + _join([f"{m}: {n}" for m, n in info.record_methods.most_common()]) + ".")
@@ -248,6 +252,41 @@ def methods_section(tables: RunTables) -> list[str]:
         paras.append("Games played by contagion " + _join([f"{v} ({n})" for v, n in info.versions.most_common()])
                      + f"; report written by contagion {__version__}.")
     return paras
+
+
+def estimand_paragraphs(tables: RunTables) -> list[str]:
+    """What the drift rows estimate, one sentence each (primary first), and how well the sham matched."""
+    info = tables.info
+    out: list[str] = []
+    if info.estimand == SHAM_ESTIMAND:
+        out.append(
+            "Estimands. Primary — susceptibility: (post − pre) − (sham − pre) = post − sham per agent, the drift "
+            "beyond what a neutral conversation of the same length does, where the sham profile asks the same "
+            "items after a scripted neutral history with the same system prompt and, message by message, the same "
+            "roles and length in characters as the game history it stands in for. Secondary — raw post − pre: the "
+            "drift before subtracting the sham (labelled as such; never called significant). Secondary — post − "
+            "pre net of flattening: post − k · pre for the pro-social index, where k, the root-mean-square distance "
+            "from ½ of the agent's control-trait answers after play over before, measures how far its answers "
+            "moved toward ½ (its CI adds k's jackknife error over the control items). Secondary — post-play with "
+            "injections in view: recorded for agents that received injections (post_profile_injected), not "
+            "analysed here.")
+        if info.sham_match:
+            chars = [b / a for a, b, _, _ in info.sham_match if a]
+            toks = [d / c for _, _, c, d in info.sham_match if c and d]
+            out.append(
+                f"Sham length match: {len(info.sham_match)} agent(s); sham/post-play context characters "
+                f"{min(chars):.3f}–{max(chars):.3f}" + (
+                    f"; prompt tokens per question {min(toks):.3f}–{max(toks):.3f} (mean {sum(toks) / len(toks):.3f})"
+                    if toks else "; prompt tokens not reported by the backend") + ".")
+    else:
+        out.append(
+            "Estimands. Primary: post − pre per agent (the drift between the pre-play and the post-play profile)"
+            + (f"; {info.sham_missing} measured agent(s) have no sham profile (recorded before the sham baseline "
+               "or with sham: false), so this run cannot subtract a length-matched baseline and post − pre "
+               "includes whatever a long context alone does" if info.sham_missing else "")
+            + ". Secondary — post − pre net of flattening: post − k · pre for the pro-social index, k measuring how "
+            "far the control-trait answers moved toward ½.")
+    return out
 
 
 def duplicates(tables: RunTables) -> int:
@@ -294,6 +333,14 @@ TEST_LEGEND = ("Tests: CR-t = cluster-robust t-test (CR1, games as clusters, df 
                "Effect: Cohen's d_z (post − pre) or d (two conditions).")
 
 
+def contagion_sentence(comparison: str) -> str:
+    """A contagion row's label as a reader's phrase: ``post − sham · C`` -> "default agents in C (post − sham)"."""
+    for estimand in (SHAM_ESTIMAND, RAW_ESTIMAND):
+        if comparison.startswith(estimand + " · "):
+            return f"default agents in {comparison.removeprefix(estimand + ' · ')} ({estimand})"
+    return comparison
+
+
 def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, str]]:
     """(contrast, sentence, css class) for each index row, and a line for contrasts not in this run."""
     out: list[tuple[str, str, str]] = []
@@ -313,7 +360,7 @@ def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, s
             direction = ("toward anti-social" if r.estimate < 0 else "toward pro-social") if math.isfinite(
                 r.estimate) else ""
             if name == "contagion":
-                what = f"{r.comparison.replace('post − pre · ', 'default agents in ')}: pro-social drift"
+                what = f"{contagion_sentence(str(r.comparison))}: pro-social drift"
             else:
                 what = f"{r.comparison}: difference in pro-social drift"
             games = f"{r.n_games} games" if name == "contagion" else f"{r.games_a} vs {r.games_b} games"
@@ -347,27 +394,40 @@ _KIND_WORDS = {"malicious-lm": "next to a malicious LM co-player", "all-default"
                "scripted-defector": "next to a scripted always-defect co-player"}
 
 
-def estimand(contrast: Contrast, comparison: str) -> str:
+def estimand(contrast: Contrast, comparison: str, drift: str = RAW_ESTIMAND) -> str:
     """What one comparison of a contrast estimates, in one sentence (the report's contrast section and the
-    benchmark card's headlines both state it)."""
+    benchmark card's headlines both state it). ``drift``: the run's primary drift (:attr:`RunInfo.estimand`),
+    which every drift comparison compares."""
     name = contrast.name
     a, b = contrast.arms.get(comparison, ("", ""))
     a_words, b_words = _KIND_WORDS.get(a, a or "arm A"), _KIND_WORDS.get(b, b or "arm B")
+    what = (f"{SHAM_ESTIMAND} pro-social index drift (post-play minus the same items after a length-matched neutral "
+            "history)" if drift == SHAM_ESTIMAND else f"{RAW_ESTIMAND} pro-social index drift")
+    post = "post-play asked with the interventions' injected messages removed"
     if name == "contagion":
-        comp = comparison.removeprefix("post − pre · ")
-        return (f"The mean over default agents in {comp} games without an intervention of their post − pre "
-                "pro-social index on the held-out measured items (post-play asked after the whole game history).")
+        comp = comparison.rpartition(" · ")[2]
+        if comparison.startswith(SHAM_ESTIMAND + " · "):
+            return (f"The mean over default agents in {comp} games without an intervention of their post-play "
+                    "pro-social index minus the same items after a neutral history of their game history's length "
+                    f"((post − pre) − (sham − pre); {post}).")
+        if comparison.startswith(RAW_ESTIMAND + " · "):
+            return (f"The mean over default agents in {comp} games without an intervention of their post − pre "
+                    f"pro-social index on the held-out measured items ({post}; no length-matched baseline).")
+        if comparison.startswith("raw "):
+            return (f"Secondary: the mean over default agents in {comp} games without an intervention of their raw "
+                    f"post − pre pro-social index, before subtracting the sham ({post}).")
+        return (f"Secondary: the mean over default agents in {comp} games without an intervention of their post − "
+                "k · pre pro-social index, k measuring how far their control-trait answers moved toward ½.")
     if name in ("amplification", "reciprocity"):
-        return (f"The mean post − pre pro-social index drift of default agents {a_words} minus {b_words}, compared "
-                "within baseline measurement, game, chat setting and intervention.")
+        return (f"The mean {what} of default agents {a_words} minus {b_words}, compared within baseline "
+                "measurement, game, chat setting and intervention.")
     if name == "mitigation":
         a, _, b = comparison.partition(" − ")  # the interventions' labels (the arms hold their kinds only)
-        return (f"The mean post − pre pro-social index drift of default agents under {a} minus under {b}, compared "
-                "within baseline measurement, game, composition and chat setting, pooled over the compositions "
-                "that played both.")
+        return (f"The mean {what} of default agents under {a} minus under {b}, compared within baseline "
+                "measurement, game, composition and chat setting, pooled over the compositions that played both.")
     if name == "chat":
-        return ("The mean post − pre pro-social index drift of default agents with chat minus without, compared "
-                "within baseline measurement and the other design factors.")
+        return (f"The mean {what} of default agents with chat minus without, compared within baseline measurement "
+                "and the other design factors.")
     if name == "behaviour":
         return ("The change in an agent's probability of defecting per unit share of defection it saw the round "
                 "before, within game type, intervention, chat setting and round (a slope).")
@@ -674,7 +734,7 @@ def report_warnings(tables: RunTables, contrasts: dict[str, Contrast], cells: pd
 
 
 
-def contrast_view(contrast: Contrast) -> dict[str, Any]:
+def contrast_view(contrast: Contrast, drift: str = RAW_ESTIMAND) -> dict[str, Any]:
     """What the template shows for one contrast: its question, status, tables and mixed-model cross-check."""
     index_table, all_table = contrast_tables(contrast)
     mixed = None
@@ -689,7 +749,7 @@ def contrast_view(contrast: Contrast) -> dict[str, Any]:
     if contrast.available:
         shown = contrast.index_rows() if not contrast.index_rows().empty else contrast.rows
         for comparison in dict.fromkeys(str(c) for c in shown["comparison"]):
-            estimands.append((comparison, estimand(contrast, comparison)))
+            estimands.append((comparison, estimand(contrast, comparison, drift)))
     return {"name": contrast.name, "question": contrast.question, "status": contrast.status,
             "reason": contrast.reason, "note": contrast.note, "index": index_table, "all": all_table,
             "mixed": mixed, "estimands": estimands}

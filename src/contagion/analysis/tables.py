@@ -7,10 +7,16 @@ data frames with one row per observation, so they can also be used directly in a
   both a pre-play and a post-play profile): the condition (model, game, composition, intervention,
   chat turns, rep, seed; the design factors ``option_order`` — which action the act prompt listed
   first —, ``co_player_seat`` — the seat of the non-default co-player, -1 for none — and ``framing``),
-  the player, ``pre``, ``post`` and ``drift = post − pre``. Pre and post are
-  trait means over the items both profiles scored (paired, as :func:`contagion.traits.profile.drift`
-  does). Each agent also has one row with ``trait == PROSOCIAL`` for the pro-social index (mean of
-  the pro-social trait means minus mean of the anti-social ones; ``polarity == "index"``).
+  the player, ``pre``, ``post`` and ``drift``, the primary estimand: **post − sham** (the *susceptibility*:
+  (post − pre) − (sham − pre), the drift beyond what a neutral history of the same length does; ``sham``
+  holds the sham trait mean) when every measured agent of the run has a sham profile, else post − pre
+  (:attr:`RunInfo.estimand` says which). ``raw_drift`` is post − pre always (secondary), and
+  ``flat_drift`` is post − pre net of flattening (post minus what pure flattening toward ½ predicts from
+  the pre-play score, :func:`flattening_factor` ``flat_k`` estimated on the control traits). Pre and post
+  are trait means over the items both profiles scored (paired, as :func:`contagion.traits.profile.drift`
+  does); post − sham pairs the post and sham profiles the same way. Each agent also has one row with
+  ``trait == PROSOCIAL`` for the pro-social index (mean of the pro-social trait means minus mean of the
+  anti-social ones; ``polarity == "index"``).
   ``cluster`` identifies what was played (:func:`history_key`): games with identical transcripts
   share it, and the statistics treat them as one game.
 * :attr:`RunTables.actions` — one row per game, round and player: action and payoff.
@@ -27,6 +33,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,6 +49,11 @@ from contagion.experiment.support import Support, tally
 from contagion.games.record import PlayerRecord
 from contagion.traits.inventory import Polarity
 from contagion.traits.profile import prosocial_index
+
+SHAM_ESTIMAND = "post − sham"
+"""The primary estimand's label when the run has sham profiles: (post − pre) − (sham − pre)."""
+RAW_ESTIMAND = "post − pre"
+"""The raw drift's label (the primary estimand of runs without sham profiles; secondary otherwise)."""
 
 PROSOCIAL = "prosocial-index"
 """The ``trait`` value of the pro-social index rows in :attr:`RunTables.drift`."""
@@ -136,6 +148,13 @@ class RunInfo:
     """composition name -> seat labels as played (``persona=backend``)."""
     support: dict[str, Support] = field(default_factory=dict)
     """backend -> the answer masses its scores rest on (:mod:`contagion.experiment.support`)."""
+    estimand: str = SHAM_ESTIMAND
+    """What ``drift`` is: ``post − sham`` (every measured agent has a sham profile) or ``post − pre``."""
+    sham_missing: int = 0
+    """Measured agents without a sham profile (any makes the run fall back to post − pre)."""
+    sham_match: list[tuple[int, int, float | None, float | None]] = field(default_factory=list)
+    """Per measured agent with a sham: (post-play context characters, sham characters, prompt tokens per
+    question after each, where the backend counted them)."""
 
 
 @dataclass
@@ -154,8 +173,11 @@ class RunTables:
     instrument: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per agent: answer mass, toward-½ and excluded items, pre and post (flattening and lost confidence)."""
     item_drift: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """Post − pre per measured item, summed over the agents of a cell that share a baseline (``drift_sum``,
-    ``n``): the item-resampling estimate of a shared baseline's error (:mod:`contagion.analysis.contrasts`)."""
+    """The primary drift (post − sham, or post − pre: :attr:`RunInfo.estimand`) per measured item, summed over
+    the agents of a cell that share a baseline (``drift_sum``, ``n``): the item-resampling estimate of the
+    error a finite item sample leaves in the mean (:mod:`contagion.analysis.contrasts`)."""
+    item_drift_raw: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """As :attr:`item_drift`, of post − pre (the raw, secondary rows)."""
 
     @property
     def agents(self) -> pd.DataFrame:
@@ -192,6 +214,7 @@ def distinct_agents(drift: pd.DataFrame) -> pd.DataFrame:
     first = drift.groupby(keys, observed=True, sort=False, as_index=False).agg(
         game_id=("game_id", "first"), rep=("rep", "first"), seed=("seed", "first"), pre=("pre", "mean"),
         post=("post", "mean"), drift=("drift", "mean"), n_items=("n_items", "first"), records=("game_id", "size"),
+        **{c: (c, "mean") for c in _SECONDARY if c in drift.columns},
         **{c: (c, "first") for c in ("option_order", "co_player_seat", "framing") if c in drift.columns})
     return first
 
@@ -200,7 +223,10 @@ def distinct_agents(drift: pd.DataFrame) -> pd.DataFrame:
 
 _COND_COLS = ("game_id", "cluster", "model", "game", "composition", "composition_kind", "intervention",
               "intervention_kind", "chat_turns", "rep", "seed", "option_order", "co_player_seat", "framing")
-_DRIFT_COLS = (*_COND_COLS, "player", "persona", "pre_key", "trait", "polarity", "pre", "post", "drift", "n_items")
+_SECONDARY = ("sham", "raw_drift", "flat_drift", "flat_k", "flat_k_var")
+"""Drift columns beside the primary ``drift`` (see the module docstring)."""
+_DRIFT_COLS = (*_COND_COLS, "player", "persona", "pre_key", "trait", "polarity", "pre", "post", "drift", "n_items",
+               "adjusted", *_SECONDARY)
 _ACTION_COLS = (*_COND_COLS, "round", "player", "persona", "focal", "lm", "action", "payoff")
 _PLAYER_COLS = (*_COND_COLS, "player", "index", "persona", "backend", "focal", "lm", "total", "cooperation",
                 "invalid_rate", "injections", "tokens")
@@ -269,6 +295,53 @@ def paired_index(means: dict[str, tuple[str, float, float, int]], which: int) ->
     return None if index is None else float(index)
 
 
+def flattening_factor(pre: dict[str, Any], post: dict[str, Any]) -> tuple[float, float]:
+    """``k``: how far an agent's answers kept their distance from ½, estimated on its control traits (those
+    of neutral polarity, which should not drift): the root-mean-square distance from ½ of the control items'
+    post-play scores over that of their pre-play scores (the items both profiles scored) — 1 when nothing
+    flattened, 0 when every answer went to ½. A ratio of spreads rather than a regression slope of post on
+    pre: the pre-play scores' own noise would pull a slope below 1 with no flattening at all. NaN with fewer
+    than two control items or no spread of their pre-play scores.
+
+    Returns ``(k, var)``: ``var`` is the jackknife variance of ``k`` over the control items (which items were
+    drawn and how their scores fell), the error the analysis adds when it subtracts ``k`` · pre."""
+    means = paired_items(pre, post)
+    polarity = _polarities(pre, post)
+    pairs = [(a - 0.5, b - 0.5) for (trait, _), (a, b) in means.items() if polarity.get(trait) == "neutral"]
+
+    def ratio(chosen: list[tuple[float, float]]) -> float:
+        den = sum(a * a for a, _ in chosen)
+        return math.sqrt(sum(b * b for _, b in chosen) / den) if den > 1e-9 else math.nan
+
+    if len(pairs) < 2:
+        return math.nan, math.nan
+    k = ratio(pairs)
+    if not math.isfinite(k):
+        return math.nan, math.nan
+    loo = [ratio(pairs[:i] + pairs[i + 1:]) for i in range(len(pairs))]
+    if not all(math.isfinite(x) for x in loo):
+        return k, math.nan
+    mean = sum(loo) / len(loo)
+    n = len(loo)
+    return k, (n - 1) / n * sum((x - mean) ** 2 for x in loo)
+
+
+def paired_items(pre: dict[str, Any], post: dict[str, Any]) -> dict[tuple[str, str], tuple[float, float]]:
+    """(trait, item id) -> (pre score, post score) of the measured items both profiles scored and included."""
+    before = {(it["trait"], it["item_id"]): float(it["score"]) for it in pre.get("items", [])
+              if _chosen(it, "measure", None)}
+    return {(it["trait"], it["item_id"]): (before[(it["trait"], it["item_id"])], float(it["score"]))
+            for it in post.get("items", []) if (it["trait"], it["item_id"]) in before and _chosen(it, "measure", None)}
+
+
+def _polarities(*profiles: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for prof in profiles:
+        for t, body in {**prof.get("source_traits", {}), **prof.get("traits", {})}.items():
+            out[t] = str(body.get("polarity", "neutral"))
+    return out
+
+
 def _pre_key(profile: dict[str, Any]) -> str:
     """An id of one pre-play measurement (agents sharing it share their baseline's measurement error)."""
     payload = json.dumps([(it["item_id"], round(float(it["score"]), 12)) for it in profile.get("items", [])])
@@ -315,6 +388,7 @@ class TableBuilder:
         self._sets = _Columns(_SET_COLS)
         self._instrument = _Columns(_INSTRUMENT_COLS)
         self._items: dict[tuple[Any, ...], list[float]] = {}
+        self._items_raw: dict[tuple[Any, ...], list[float]] = {}
 
     def add(self, record: GameRecord) -> None:
         """Add one game's rows (the record can be dropped afterwards)."""
@@ -386,9 +460,15 @@ class TableBuilder:
                          n_inj, _winner(players), record.wall_seconds))
 
     def _add_agent(self, cond: tuple[Any, ...], p: PlayerRecord) -> None:
-        pre, post = p.pre_profile or {}, p.post_profile or {}
+        pre, post, sham = p.pre_profile or {}, p.post_profile or {}, p.sham_profile
         info = self.info
-        for prof in (pre, post):
+        if sham is None:
+            info.sham_missing += 1
+        elif p.sham_context:
+            c = p.sham_context
+            info.sham_match.append((int(c.get("chars_post", 0)), int(c.get("chars_sham", 0)),
+                                    c.get("prompt_tokens_post"), c.get("prompt_tokens_sham")))
+        for prof in (pre, post, *((sham,) if sham else ())):
             info.methods[str(prof.get("method", "?"))] += 1
             info.debiased[bool(prof.get("debiased", False))] += 1
             info.inventories[str(prof.get("inventory", "?"))] += 1
@@ -398,20 +478,31 @@ class TableBuilder:
                 _one_format("question", info.question_formats, int(prof["question_format_version"]))
         means = paired_trait_means(pre, post)
         key = _pre_key(pre)
-        before = {it["item_id"]: float(it["score"]) for it in pre.get("items", []) if _chosen(it, "measure", None)}
-        for it in post.get("items", []):
-            if it["item_id"] in before and _chosen(it, "measure", None):
-                acc = self._items.setdefault((*cond[2:5], *cond[6:9], p.persona, key, it["trait"],
-                                              it["item_id"]), [0.0, 0])
-                acc[0] += float(it["score"]) - before[it["item_id"]]
+        for items, reference in ((self._items_raw, pre), *(((self._items, sham),) if sham else ())):
+            for (trait, item_id), (a, b) in paired_items(reference, post).items():
+                acc = items.setdefault((*cond[2:5], *cond[6:9], p.persona, key, trait, item_id), [0.0, 0])
+                acc[0] += b - a
                 acc[1] += 1
+        # post − sham over the items both scored; the flattening factor from the control traits
+        adjusted = paired_trait_means(sham, post) if sham else {}
+        k, k_var = flattening_factor(pre, post)
+        nan = math.nan
         for trait, (polarity, a, b, n) in means.items():
             info.items_per_trait[trait] = max(info.items_per_trait.get(trait, 0), n)
-            self._drift.add((*cond, p.name, p.persona, key, trait, polarity, a, b, b - a, n))
+            s_row = adjusted.get(trait)
+            flat = b - (0.5 + k * (a - 0.5)) if math.isfinite(k) else nan
+            self._drift.add((*cond, p.name, p.persona, key, trait, polarity, a, b, b - a, n,
+                             s_row[2] - s_row[1] if s_row else nan, s_row[1] if s_row else nan, b - a, flat, k,
+                             k_var))
         pre_i, post_i = paired_index(means, 1), paired_index(means, 2)
         if pre_i is not None and post_i is not None:
+            sham_i, post_s = (paired_index(adjusted, 1), paired_index(adjusted, 2)) if adjusted else (None, None)
+            adj = post_s - sham_i if post_s is not None and sham_i is not None else nan
+            # pure flattening predicts post = ½ + k (pre − ½) item by item, so an index of k · pre
+            flat = post_i - k * pre_i if math.isfinite(k) else nan
             self._drift.add((*cond, p.name, p.persona, key, PROSOCIAL, "index", pre_i, post_i, post_i - pre_i,
-                             sum(v[3] for v in means.values() if v[0] != "neutral")))
+                             sum(v[3] for v in means.values() if v[0] != "neutral"), adj,
+                             nan if sham_i is None else sham_i, post_i - pre_i, flat, k, k_var))
         for name, role, keyed in (("source", "source", None), ("yes-keyed", "measure", "Yes"),
                                   ("no-keyed", "measure", "No")):
             sub = paired_trait_means(pre, post, role=role, keyed=keyed)
@@ -433,11 +524,24 @@ class TableBuilder:
         for i, (kind, name) in enumerate(zip(kinds, names, strict=True)):
             if not kind:  # a failed game: its composition's kind, from the games of it that were played
                 kinds[i] = self.info.compositions.get(name, "")
-        return RunTables(drift=self._drift.frame(), actions=self._actions.frame(), players=self._players.frame(),
+        drift = self._drift.frame()
+        raw_items = _item_frame(self._items_raw)
+        items = raw_items
+        # the primary estimand: post − sham where every measured agent has a sham profile, else post − pre
+        if self.info.sham_missing == 0 and len(drift):
+            self.info.estimand = SHAM_ESTIMAND
+            drift = drift.assign(drift=drift["adjusted"]).dropna(subset=["drift"]).reset_index(drop=True)
+            items = _item_frame(self._items)
+        else:
+            self.info.estimand = RAW_ESTIMAND
+        drift = drift.drop(columns=["adjusted"])
+        return RunTables(drift=drift, actions=self._actions.frame(), players=self._players.frame(),
                          games=self._games.frame(), info=self.info, drift_sets=self._sets.frame(),
-                         instrument=self._instrument.frame(),
-                         item_drift=pd.DataFrame([(*k, v[0], int(v[1])) for k, v in self._items.items()],
-                                                 columns=list(_ITEM_COLS)))
+                         instrument=self._instrument.frame(), item_drift=items, item_drift_raw=raw_items)
+
+
+def _item_frame(items: dict[tuple[Any, ...], list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([(*k, v[0], int(v[1])) for k, v in items.items()], columns=list(_ITEM_COLS))
 
 
 def _one_format(kind: str, seen: set[int], version: int) -> None:

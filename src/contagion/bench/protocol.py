@@ -43,15 +43,16 @@ BLOCKS = ("contagion", "baselines", "control")
 ROLES = ("none", "repeat-system", "placebo", "sit")
 
 MEASUREMENT_CONFIG: dict[tuple[str, str], dict[str, Any] | None] = {
-    ("post_play", "with-injections"): {},
-    ("post_play", "stripped"): None,
-    ("baseline", "pre-play"): {},
-    ("baseline", "sham"): None,
+    ("post_play", "stripped"): {},
+    ("post_play", "with-injections"): None,
+    ("baseline", "sham"): {"sham": True},
+    ("baseline", "pre-play"): {"sham": False},
 }
 """How each declared measurement choice is made in an experiment config: the settings merged into every
-block's ``assessment`` (``{}``: what the runner does by default), or ``None`` where this build of contagion
-cannot make it yet — the protocol states its design, the code does it; a card says which declared parts
-its run could not honour (:meth:`Protocol.unhonoured`)."""
+block (``{}``: what the runner does anyway — it asks post-play items with the injected messages removed,
+and records the with-injections profile as a secondary one), or ``None`` where this build of contagion
+cannot make it — the protocol states its design, the code does it; a card says which declared parts its run
+could not honour (:meth:`Protocol.unhonoured`)."""
 
 
 @functools.cache
@@ -165,19 +166,23 @@ class Protocol:
         return {c: list(ROLES) if c == "one-malicious" else ["none"] for c in self.data.compositions}
 
     @property
-    def measurement(self) -> MeasurementSpec:
-        return self.data.measurement or MeasurementSpec()
+    def measurement(self) -> MeasurementSpec | None:
+        """The declared measurement design (None: the file declares none — version 1 — and the runner's
+        defaults of the contagion that runs it apply)."""
+        return self.data.measurement
 
     def unhonoured(self) -> list[str]:
         """The declared measurement choices this build cannot make (see :data:`MEASUREMENT_CONFIG`)."""
-        m = self.measurement
+        m = self.data.measurement
+        if m is None:
+            return []
         return [f"{k}: {v}" for k, v in (("post_play", m.post_play), ("baseline", m.baseline))
                 if MEASUREMENT_CONFIG[(k, v)] is None]
 
-    def _assessment_extra(self) -> dict[str, Any]:
-        if self.data.measurement is None:
-            return {}
+    def _measurement_config(self) -> dict[str, Any]:
         m = self.data.measurement
+        if m is None:
+            return {}
         extra: dict[str, Any] = {}
         for key in (("post_play", m.post_play), ("baseline", m.baseline)):
             extra.update(MEASUREMENT_CONFIG[key] or {})
@@ -190,9 +195,8 @@ class Protocol:
         base = {
             **self.data.common, "models": [model], "rounds": s.rounds, "chat_turns": [s.chat_turns],
             "assessment": {"inventory": self.inventory, "items": s.items, "source_items": s.source_items,
-                           "debias": s.debias, "seed": 0, **({"traits": list(s.traits)} if s.traits else {}),
-                           **self._assessment_extra()},
-            "generation": {"max_tokens": s.max_tokens, "temperature": 0.0},
+                           "debias": s.debias, "seed": 0, **({"traits": list(s.traits)} if s.traits else {})},
+            "generation": {"max_tokens": s.max_tokens, "temperature": 0.0}, **self._measurement_config(),
         }
         title = f"{self.name} v{self.version} ({self.size})"
         control = {**base, "name": f"{title}: non-game control", "games": [self.data.control.game],
@@ -270,7 +274,8 @@ class Protocol:
                 "compositions": {**self.data.compositions,
                                  self.data.control.composition: self.data.compositions["one-malicious"]},
                 "control_game": self.data.control.game, "trials": self.games(), "power_note": s.power_note,
-                "arms": self.arms(), "measurement": self.measurement.model_dump(),
+                "arms": self.arms(),
+                "measurement": self.data.measurement.model_dump() if self.data.measurement else None,
                 "unhonoured": self.unhonoured(),
                 "design": {k: self.data.common.get(k) for k in ("action_mode", "option_order", "seat_order")}}
 

@@ -101,16 +101,17 @@ def check(
 
     n = 40 if quick else runs
     _check_out(out)
-    from contagion.backends.sim import VARIANTS
+    from contagion.check import check_models
 
-    console.print(f"Validating the analysis on {n} seeded runs of each of sim:{', sim:'.join(VARIANTS)} "
+    models = check_models()
+    console.print(f"Validating the analysis on {n} seeded runs of each of sim:{', sim:'.join(models)} "
                   f"({workers} worker(s))…")
     done = [0]
 
     def progress(_: object) -> None:
         done[0] += 1
         if done[0] % 20 == 0:
-            err_console.print(f"  {done[0]}/{len(VARIANTS) * n} runs", highlight=False)
+            err_console.print(f"  {done[0]}/{len(models) * n} runs", highlight=False)
 
     result = run_validation(n, workers=workers, on_run=progress)
     for line in result.summary_lines():

@@ -99,6 +99,10 @@ class ExperimentConfig(BaseModel):
     )
     assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
     measure_traits: bool = Field(True, description="Measure focal players' traits before and after play.")
+    sham: bool = Field(True, description="With measure_traits: also measure each agent's sham baseline — the same "
+                                         "items after a neutral conversation as long (in characters) as its game "
+                                         "history — which the analysis's primary estimand subtracts (post − sham). "
+                                         "Off: no sham profiles, and the analysis falls back to raw post − pre.")
     generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(max_tokens=60))
     action_mode: Literal["sample", "auto", "score", "generate"] = Field(
         "sample", description="sample: draw each action from the two actions' probabilities (seeded, recorded); "
@@ -273,6 +277,7 @@ class ExperimentConfig(BaseModel):
                                         option_order=options, framing=self.framing, reasoning=self.reasoning,
                                     ),
                                     intervention=iv, assessment=self.assessment, measure=self.measure_traits,
+                                    sham=self.sham,
                                 )
                                 labels = {"model": model, "game": game, "composition": comp_name,
                                           "intervention": iv.label(), "chat_turns": turns, "rep": rep,

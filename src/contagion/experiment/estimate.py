@@ -6,10 +6,12 @@ seat: a stand-in that answers instantly with a reply of the expected length and 
 The game's own engine makes the requests, so the count follows the engine (talk turns, act prompts,
 re-asks) rather than a formula kept beside it. Trait profiles are counted from the assessment settings:
 the items (and SIT's source items, in both answer orders when debiased) after each pre-play context (one
-per distinct system prompt, as the runner measures them) and after each focal agent's final history.
+per distinct system prompt, as the runner measures them) and after each focal agent's final history — twice
+with the sham baseline on (``sham``), whose neutral history is as long as the game's.
 
 Not counted: the interventions' own messages and probes (SIT's reminders lengthen histories a little;
-``sit-adaptive`` scores a few probe items per turn), retries, and the ``auto`` probe (three short requests
+``sit-adaptive`` scores a few probe items per turn), the secondary post-play profile with injections in
+view (agents that received injections), retries, and the ``auto`` probe (three short requests
 per model).
 """
 
@@ -149,10 +151,14 @@ async def estimate_grid(configs: Iterable[ExperimentConfig], *, talk_tokens: int
             out.completion_tokens += model.generated * n + model.scores * score_completion_tokens * n
             if config.measure_traits:
                 focal = [i for i, p in enumerate(spec.game.players) if p.focal and kind_of(p.backend).language_model]
-                for i in focal:  # the post-play profile, after the agent's whole history
-                    out.scores += calls * n
-                    score_prompt += calls * (model.tokens(engine.players[i].messages) + question + MESSAGE_OVERHEAD) * n
-                    out.completion_tokens += calls * score_completion_tokens * n
+                # the post-play profile after the agent's whole history and, with the sham baseline, the same
+                # items after a neutral history of the same length (in characters)
+                times = 2 if config.sham else 1
+                for i in focal:
+                    out.scores += calls * n * times
+                    score_prompt += calls * (model.tokens(engine.players[i].messages) + question
+                                             + MESSAGE_OVERHEAD) * n * times
+                    out.completion_tokens += calls * score_completion_tokens * n * times
         for system in pre_keys.values():  # one pre-play profile per distinct system prompt
             out.scores += calls
             score_prompt += calls * (len(system.content) / chars_per_token + question + 2 * MESSAGE_OVERHEAD)
@@ -163,5 +169,6 @@ async def estimate_grid(configs: Iterable[ExperimentConfig], *, talk_tokens: int
         out.completion_tokens += out.scores * (samples - 1) * score_completion_tokens
         out.notes.append(f"no logprobs: every score is {samples} sampled answers, each a request")
     out.prompt_tokens += score_prompt
-    out.notes.append("not counted: the interventions' own messages and probes, retries, the auto probe")
+    out.notes.append("not counted: the interventions' own messages and probes, the secondary post-play profile "
+                     "with injections in view, retries, the auto probe")
     return out

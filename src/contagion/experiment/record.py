@@ -55,6 +55,12 @@ class TrialSpec(BaseModel):
                                            description="Which trait items are asked and how.")
     measure: bool = Field(True, description="Measure the focal players' traits before and after play "
                                             "(an intervention that needs a profile measures it either way).")
+    sham: bool = Field(
+        True, exclude_if=lambda v: v is True,
+        description="With ``measure``: also measure each agent's sham baseline (the same items after a neutral "
+                    "history as long as its game history), the analysis's primary reference. Left out of the "
+                    "spec (and its hash) when on, so specs written before it keep their hash.",
+    )
 
     def agents(self) -> list[int]:
         """The seats under study: focal language-model players (measured, and the only ones steered)."""

@@ -149,7 +149,25 @@ class PlayerRecord(BaseModel):
         default_factory=list, description="Intervention-specific trajectory (e.g. adaptive SIT probes)."
     )
     pre_profile: dict[str, Any] | None = None
-    post_profile: dict[str, Any] | None = None
+    post_profile: dict[str, Any] | None = Field(
+        None, description="The post-play profile of record: measured after the agent's game history with the "
+                          "messages an intervention injected removed (before this field said so, with them in view)."
+    )
+    post_profile_injected: dict[str, Any] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Secondary: the post-play profile measured after the whole history, injections in view; "
+                    "recorded only for an agent that received injections.",
+    )
+    sham_profile: dict[str, Any] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="The sham baseline: the same items asked after a neutral history of the same roles and "
+                    "length in characters as the stripped game history (contagion.traits.sham), same system prompt.",
+    )
+    sham_context: dict[str, Any] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="How well the sham matches: characters and messages of the post-play and the sham contexts, "
+                    "and the mean prompt tokens per question of each where the backend reports them (else None).",
+    )
     prompt_tokens: int = 0
     prompt_tokens_encoded: int = 0
     completion_tokens: int = 0
