@@ -86,7 +86,8 @@ def test_v1_is_frozen_and_v2_hashes_differently(monkeypatch: pytest.MonkeyPatch)
         assert v2.version == 2 and v2.design_hash != design and v2.hash != v1.hash
         assert set(v1.configs("sim:null")) == {"contagion", "baselines", "control"}
         assert v1.measurement is None and v1.unhonoured() == []  # v1 declared no measurement design
-        assert v2.measurement is not None and (v2.measurement.post_play, v2.measurement.baseline) == ("stripped", "sham")
+        declared = v2.measurement
+        assert declared is not None and (declared.post_play, declared.baseline) == ("stripped", "sham")
         assert v2.unhonoured() == []  # this contagion makes the whole declared design
         assert all(c.sham for c in v2.configs("sim:null").values())
     v2 = load_protocol("standard")
