@@ -16,12 +16,14 @@ Decision rule (what the report would claim):
 
 * *detected* (planted runs) — **contagion**: the pro-social index of default agents next to a malicious
   player is significant in the primary family and points toward anti-social; **amplification**: the
-  malicious − all-default index difference likewise; **sit − placebo**: SIT − placebo is significant
-  and keeps agents more pro-social (where the placebo intervention is not available, SIT − none);
+  malicious − all-default index difference likewise; **sit − placebo**: SIT's primary outcome, the
+  defection rate from the first reminder on, SIT − placebo (contrast ``protection``), is significant and
+  lower with SIT (where the placebo intervention is not available, SIT − none);
 * *false positive* (null runs) — the report would claim anything for a contrast whose null holds on
   that model: a primary row significant after the family's Holm correction, or a trait significant
-  behind its index. Trait contrasts (contagion, amplification, mitigation) are null on every null
-  model; behaviour (defection on defection seen) is null on all but ``sim:reciprocity``.
+  behind its index. Trait contrasts (contagion, amplification, mitigation) and SIT's behaviour
+  (protection) are null on every null model; behaviour (defection on defection seen) is null on all but
+  ``sim:reciprocity``.
 
 Acceptance: power ≥ 0.8 for each target and false positives in ≤ 5 % of runs for every null model and
 contrast. :func:`run_validation` returns the figures as a
@@ -53,7 +55,7 @@ PLANTED_CONTAGION = 0.05
 
 TARGETS = ("contagion", "amplification", "sit − placebo")
 """What the check must detect on the planted model."""
-NULL_CONTRASTS = ("contagion", "amplification", "mitigation", "behaviour")
+NULL_CONTRASTS = ("contagion", "amplification", "mitigation", "behaviour", "protection")
 """The contrasts whose false positives are counted (where their null holds on the model)."""
 MALICIOUS_COMPOSITION = "one-malicious"
 SIT = "sit:k=1,n=2"
@@ -98,6 +100,8 @@ def null_contrasts(variant: str) -> tuple[str, ...]:
         out += ["contagion", "amplification", "mitigation"]
     if variant in BEHAVIOUR_NULL:
         out.append("behaviour")
+    if variant in TRAIT_NULL:  # no null model's actions read a reminder
+        out.append("protection")
     return tuple(out)
 
 
@@ -195,11 +199,14 @@ def verdicts(contrasts: dict[str, Any], grid: ValidationGrid) -> tuple[dict[str,
     wanted: dict[str, tuple[str, Callable[[str, str], bool], float]] = {
         "contagion": ("contagion", lambda a, b: a == MALICIOUS_LM and b == "", -1.0),  # the primary row
         "amplification": ("amplification", lambda a, b: True, -1.0),
-        "sit − placebo": ("mitigation", lambda a, b: a in SIT_KINDS and b == control, 1.0),
+        # SIT is judged by behaviour: less defection from the first reminder on (the pooled row)
+        "sit − placebo": ("protection", lambda a, b: a in SIT_KINDS and b == control, -1.0),
     }
     for target, (name, match, sign) in wanted.items():
         c = contrasts[name]
         rows = _primary(c.rows) if c.available else c.rows
+        if name == "protection" and len(rows):
+            rows = rows[~rows["comparison"].astype(str).str.contains("·|×")]
         if len(rows):
             rows = rows[[match(*c.arms[str(comparison)]) for comparison in rows["comparison"]]]
         if len(rows) == 0:

@@ -36,7 +36,8 @@ def assert_meets_targets(result: ValidationResult) -> None:
         assert result.power[target] >= POWER_TARGET, result.summary_lines()
     for key, k in result.false_positives.items():
         assert k <= FP_TARGET * result.runs, (key, result.summary_lines())
-    assert result.mean_planted_drift["contagion"] < 0 < result.mean_planted_drift["sit − placebo"]
+    # contagion: toward anti-social; SIT − placebo: less defection from the first reminder on (protection)
+    assert result.mean_planted_drift["contagion"] < 0 and result.mean_planted_drift["sit − placebo"] < 0
     assert result.passed
 
 
@@ -78,7 +79,8 @@ def test_shipped_figures_are_current_or_the_check_is_rerun(tmp_path: Path) -> No
           "`contagion check --out src/contagion/analysis/validation.json`")
     for line in result.summary_lines():
         print(line)
-    assert result.mean_planted_drift["contagion"] < 0 < result.mean_planted_drift["sit − placebo"]
+    # contagion: toward anti-social; SIT − placebo: less defection from the first reminder on (protection)
+    assert result.mean_planted_drift["contagion"] < 0 and result.mean_planted_drift["sit − placebo"] < 0
     problems = _consistent_with_targets(result)
     assert not problems, problems
 
@@ -93,8 +95,8 @@ def test_one_run_is_deterministic() -> None:
 def test_every_null_model_is_held_to_the_trait_contrasts() -> None:
     assert null_contrasts("planted") == ()
     for v in ("null", "flatten", "acquiescence", "echo"):
-        assert null_contrasts(v) == ("contagion", "amplification", "mitigation", "behaviour")
-    assert null_contrasts("reciprocity") == ("contagion", "amplification", "mitigation")
+        assert null_contrasts(v) == ("contagion", "amplification", "mitigation", "behaviour", "protection")
+    assert null_contrasts("reciprocity") == ("contagion", "amplification", "mitigation", "protection")
 
 
 def test_fingerprint_covers_every_module_a_check_run_imports() -> None:

@@ -324,7 +324,7 @@ def test_every_example_config_is_valid() -> None:
     sim = load_config(examples / "sim-grid.yaml")
     assert sim.size() == 3456
     paper = yaml.safe_load((examples / "paper-grid.yaml").read_text(encoding="utf-8"))
-    assert ExperimentConfig.model_validate(paper).size() == 3 * 4 * 5 * 2 * 36  # with the placebo
+    assert ExperimentConfig.model_validate(paper).size() == 3 * 4 * 6 * 2 * 36  # with both placebos
     assert yaml.safe_load((examples / "demo.yaml").read_text()) == yaml.safe_load(
         (Path(contagion.cli.__file__).parents[1] / "data" / "demo.yaml").read_text()
     )

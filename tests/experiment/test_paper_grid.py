@@ -63,7 +63,7 @@ def _offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_the_paper_grid_uses_the_hub_with_its_traits_written_out() -> None:
     data = _config()
     cfg = ExperimentConfig.model_validate(data)  # the schema, without loading the inventory
-    assert cfg.size() == 4320  # 3 games x 4 compositions x 5 interventions (with the placebo) x 2 x 36
+    assert cfg.size() == 5184  # 3 games x 4 compositions x 6 interventions (both placebos) x 2 x 36
     assert cfg.assessment.inventory == "hub"
     traits = _traits()
     assert cfg.assessment.traits == tuple(traits)
@@ -94,7 +94,7 @@ def test_the_paper_grid_loads_offline_from_a_local_copy_of_the_hub(tmp_path: Pat
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["size"] == 4320
+    assert out["size"] == 5184
     assert out["source"] == f"hub:{copy}"
     assert out["traits"] == _traits()
     assert out["n"] == 10 * len(_traits())  # 10 measured items per trait (each stand-in file holds 12)

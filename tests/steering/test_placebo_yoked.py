@@ -18,7 +18,7 @@ from contagion.games.record import GameSpec, PlayerSpec
 from contagion.personas import Persona
 from contagion.steering import Yoke, make_intervention, needs_yoke, parse_intervention, select_reminders
 from contagion.steering.params import SitParams
-from contagion.steering.placebo import yoked_statements
+from contagion.steering.placebo import YokedPicker, yoked_statements
 from contagion.steering.sit import GAME_OPENING, ranked_statements
 from contagion.traits.profile import Profile
 
@@ -152,3 +152,21 @@ async def test_a_yoked_placebo_without_a_yoke_is_refused_and_never_quotes_the_ag
     assert await hook.before_turn(ctx) == []
     assert hook.log() == [{"round": 1, "event": "skipped", "yoke": {"persona": "itself"},
                            "reason": "the yoke supports no statement beyond the agent's own reminders"}]
+
+
+def test_the_picker_matches_lengths_uses_every_statement_and_repeats_none_within_a_message() -> None:
+    own = Profile.from_record(run_sync_play().players[0].pre_profile)
+    statements = ranked_statements(own, SitParams(), 0)[:3]
+    picker = YokedPicker(statements)
+    lengths = [len(s) for _, s in statements]
+    first = picker.take([lengths[1], lengths[1]])  # the exact match, then the closest other
+    assert first[0] == statements[1] and first[1] != first[0]
+    second = picker.take([lengths[0], lengths[0]])  # one unused left, then all free again but the message's own
+    assert second[0] not in first and second[1] != second[0]
+    assert YokedPicker(statements[:1]).take([10, 10]) == [statements[0]] * 2  # fewer statements than bullets
+
+
+def run_sync_play() -> GameRecord:
+    from contagion.backends.base import run_sync
+
+    return run_sync(play("sit:k=1,n=3", seed=0))

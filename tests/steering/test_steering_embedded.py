@@ -93,3 +93,42 @@ def test_sit_adaptive_probes_count_in_the_players_totals() -> None:
     assert probe["calls"] == 2 and probe["prompt_tokens"] > 0  # 1 item for each of 2 traits
     assert lm.prompt_tokens == plain.prompt_tokens + probe["prompt_tokens"]
     assert lm.completion_tokens == plain.completion_tokens
+
+
+def test_yoked_placebo_on_the_embedded_model() -> None:
+    """The yoke is the embedded model itself as a benevolent agent (its items sampled with the next seed): its
+    message is SIT's form with statements the agent's own SIT would never quote (a skip says why)."""
+    from contagion.experiment.profiles import ProfileCache
+    from contagion.steering.placebo import yoked_statements
+    from contagion.steering.sit import GAME_OPENING, ranked_statements
+
+    assess = {"items": 2, "source_items": 6, "traits": ["agreeableness", "machiavellianism"], "bootstrap": 100}
+    cache = ProfileCache()
+    spec = TrialSpec(
+        game=GameSpec(players=(PlayerSpec(backend="embedded"), PlayerSpec(backend="scripted:always-defect")),
+                      rounds=2, chat_turns=0, seed=11, generation=GenerationConfig(max_tokens=8)),
+        intervention=parse_intervention("placebo:kind=yoked,k=1,n=2"), assessment=assess, measure=False,
+    )
+    record = run_sync(run_trial(spec, profiles=cache))
+    assert record.error is None, record.error
+    lm = record.players[0]
+    params = SitParams(k=1, n=2)
+    own = Profile.from_record(lm.pre_profile)
+    reminders = set(select_reminders(own, params, seed=record.spec.game.seed * 1000))
+    events = lm.intervention_log
+    assert len(events) == 2 and {e["yoke"]["persona"] for e in events} == {"benevolent"}
+    yoke = Profile.from_record(cache.get(events[0]["yoke"]["profile"]))
+    assert yoke.context_kind == "pre" and yoke.method == "first-token-top-logprobs"
+    supported = {s for _, s in ranked_statements(yoke, params, record.spec.game.seed * 1000)}
+    usable = yoked_statements(own, yoke, params, record.spec.game.seed * 1000)
+    for e in lm.injections:
+        lines = e.text.splitlines()
+        assert lines[0] == GAME_OPENING
+        told = [line[2:] for line in lines[1:]]
+        assert set(told) <= supported and not set(told) & reminders  # another agent's, never its own reminders
+        assert len(set(told)) == len(told) or len(usable) < 2  # no repeat within a message while there are enough
+    assert lm.injections  # the yoke's own item sample gives it statements beyond the agent's reminders
+    skipped = [e for e in events if e["event"] == "skipped"]
+    assert len(skipped) + len(lm.injections) == 2
+    for e in skipped:  # the model's yoke endorsed nothing beyond the agent's own reminders (or SIT had none)
+        assert "yoke" in e["reason"] or "SIT would have no supported reminder" in e["reason"]

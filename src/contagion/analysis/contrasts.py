@@ -56,6 +56,7 @@ from contagion.analysis.estimators import (
     ONE_SAMPLE_ITEM_TEST,
     baseline_variance,
     holm,
+    interaction,
     item_resampling_variance,
     mixed_model,
     one_sample,
@@ -132,6 +133,9 @@ QUESTIONS = {
                  "that defects every round (behaviour beyond reciprocity)?",
     "answer_mass": "Does the answer mass (p(Yes) + p(No)) of default agents fall between before and after play, "
                    "by composition (lost confidence rather than a change of trait)?",
+    "protection": "Does SIT keep agents cooperating? Their defection rate from the first reminder on, SIT − none "
+                  "and SIT − placebo (SIT's primary outcome), and whether SIT's effect differs next to a malicious "
+                  "LM (SIT × composition).",
 }
 
 
@@ -637,7 +641,6 @@ def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
                     rows=_frame(rows))
 
 
-
 def defection(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
     """Behaviour beyond reciprocity: default agents' defection rate next to a malicious LM − next to a scripted
     always-defect player, per model (games without an intervention).
@@ -731,8 +734,161 @@ def answer_mass(tables: RunTables, settings: AnalysisSettings | None = None) -> 
                           "change of trait.").strip(), rows=_frame(rows))
 
 
+
+# -- SIT judged by behaviour (its primary outcome) -------------------------------------------------
+
+SIT_KINDS = ("sit", "sit-adaptive")
+"""Intervention kinds that are SIT."""
+PROTECTION_TEST = ("cluster-robust t (CR1, games as clusters, df = G−1), within game × composition × chat "
+                   "blocks")
+
+
+def _kind_of_label(label: str) -> str:
+    """An intervention label's kind: its name (a label is ``name`` or ``name:params``, InterventionSpec.label)."""
+    return str(label).split(":", 1)[0]
+
+
+def sit_behavioural(row: Any) -> bool:
+    """Whether a mitigation row compares SIT with none or with a placebo: SIT's primary outcome there is
+    behaviour (the ``protection`` contrast), so its trait rows are secondary."""
+    a, sep, b = str(row["comparison"]).partition(" − ")
+    return bool(sep) and _kind_of_label(a) in SIT_KINDS and _kind_of_label(b) in ("none", "placebo")
+
+
+def defection_after_reminder(tables: RunTables, reminder_arms: list[str]) -> pd.DataFrame:
+    """One row per default-persona language-model agent under study: its condition and its defection rate
+    (valid actions only; an invalid action is neither) in the rounds from its first reminder on.
+
+    An agent that was reminded starts at its own first injection round (its record's injections); one that
+    was not (no intervention, or SIT with nothing to say) starts where the earliest reminder of the
+    ``reminder_arms`` (intervention labels) came for that model, so both arms are read over the same rounds
+    of the schedule. Agents with no valid action in their rounds are left out."""
+    players, actions = tables.players, tables.actions
+    if players.empty or actions.empty or "first_injection" not in players.columns:
+        return pd.DataFrame()
+    agents = players[(players["persona"].astype(str) == "default") & players["focal"].astype(bool)
+                     & players["lm"].astype(bool)]
+    if agents.empty:
+        return pd.DataFrame()
+    reminded = agents[agents["intervention"].astype(str).isin(reminder_arms)]
+    starts = reminded.groupby(reminded["model"].astype(str))["first_injection"].min()
+    start = agents["first_injection"].astype(float)
+    start = start.where(start.notna(), agents["model"].astype(str).map(starts).astype(float))
+    agents = agents.assign(start=start.to_numpy())
+    agents = agents[agents["start"].notna()]
+    acts = actions[["game_id", "player", "round", "action"]].copy()
+    acts["action"] = acts["action"].astype(str)
+    acts = acts[acts["action"] != "invalid"]
+    acts = acts.assign(game_id=acts["game_id"].astype(str), player=acts["player"].astype(str))
+    keys = agents.assign(game_id=agents["game_id"].astype(str), player=agents["player"].astype(str))
+    both = acts.merge(keys[["game_id", "player", "start"]], on=["game_id", "player"])
+    both = both[both["round"] >= both["start"]]
+    rate = (both.assign(d=(both["action"] == "defect").astype(float))
+            .groupby(["game_id", "player"], observed=True)
+            .agg(defection=("d", "mean"), actions=("d", "size")).reset_index())
+    return keys.merge(rate, on=["game_id", "player"]).reset_index(drop=True)
+
+
+def _protection_row(sub: pd.DataFrame, arm: pd.Series, comparison: str, model: str,
+                    settings: AnalysisSettings) -> dict[str, Any]:
+    blocks = sub[["game", "composition", "chat_turns"]].astype(str).agg("|".join, axis=1)
+    est = two_sample(sub["defection"].to_numpy(dtype=float), arm.to_numpy(dtype=bool), _cluster_col(sub).to_numpy(),
+                     baselines=blocks.to_numpy(), resamples=settings.resamples, seed=settings.seed)
+    ga, gb = int(est.extra.get("games_a", 0)), int(est.extra.get("games_b", 0))
+    return {"contrast": "protection", "comparison": comparison, "model": model, "trait": DEFECTION,
+            "polarity": "behaviour", "estimate": est.estimate, "ci_low": est.ci_low, "ci_high": est.ci_high,
+            "ci_method": est.ci_method, "p": est.p, "p_adj": est.p, "test": PROTECTION_TEST, "correction": "",
+            "effect": est.effect, "effect_name": est.effect_name, "n_agents": est.n_agents, "n_games": est.n_games,
+            "games_a": ga, "games_b": gb, "mean_a": est.extra.get("mean_a", math.nan),
+            "mean_b": est.extra.get("mean_b", math.nan),
+            "significant": bool(np.isfinite(est.p) and est.p < settings.alpha),
+            "warning": _warning(min(ga, gb), settings, "games in an arm")}
+
+
+def protection(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
+    """SIT's primary outcome: the defection rate of default agents from their first reminder on, SIT − none
+    and SIT − each placebo (pooled over compositions, within game × composition × chat blocks); per
+    composition; and the SIT × composition interaction (SIT − none next to a malicious LM minus SIT − none
+    in an all-default group)."""
+    settings = settings or AnalysisSettings()
+    agents = tables.players
+    if agents.empty or tables.actions.empty:
+        return Contrast("protection", QUESTIONS["protection"], "not in this run", "no actions")
+    labels = agents.groupby("intervention", observed=True)["intervention_kind"].first().astype(str).to_dict()
+    none = sorted(str(lbl) for lbl, k in labels.items() if k == "none")
+    sit = sorted(str(lbl) for lbl, k in labels.items() if k in SIT_KINDS)
+    placebo = sorted(str(lbl) for lbl, k in labels.items() if k == "placebo")
+    pairs = [(s, b) for s in sit for b in (*none, *placebo)]
+    if not pairs:
+        return Contrast("protection", QUESTIONS["protection"], "not in this run",
+                        "needs games with SIT and games with no intervention or a placebo")
+    df = defection_after_reminder(tables, sit + placebo)
+    if df.empty:
+        return Contrast("protection", QUESTIONS["protection"], "not in this run",
+                        "no default agent under study acted after a reminder")
+    rows: list[dict[str, Any]] = []
+    arms: dict[str, tuple[str, str]] = {}
+    for model in _models(df):
+        dm = df[df["model"].astype(str) == model]
+        for a_lbl, b_lbl in pairs:
+            sub = dm[dm["intervention"].astype(str).isin([a_lbl, b_lbl])]
+            arm = sub["intervention"].astype(str) == a_lbl
+            if arm.all() or not arm.any():
+                continue
+            comparison = f"{a_lbl} − {b_lbl}"
+            rows.append(_protection_row(sub, arm, comparison, model, settings))
+            arms[comparison] = (labels[a_lbl], labels[b_lbl])
+            for comp, cs in sub.groupby("composition", observed=True, sort=True):
+                a = cs["intervention"].astype(str) == a_lbl
+                if a.all() or not a.any():
+                    continue
+                rows.append(_protection_row(cs, a, f"{comparison} · {comp}", model, settings))
+                arms[f"{comparison} · {comp}"] = arms[comparison]
+            if labels[b_lbl] == "none":
+                row = _sit_by_composition(sub, arm, comparison, model, settings)
+                if row is not None:
+                    rows.append(row)
+                    arms[str(row["comparison"])] = arms[comparison]
+    if not rows:
+        return Contrast("protection", QUESTIONS["protection"], "not in this run", "no model played the pairs")
+    return Contrast("protection", QUESTIONS["protection"], "ok",
+                    note="SIT's primary outcome. Defection rate (share of valid actions that defect) of default "
+                         "agents from their first reminder on (agents without one: from the earliest reminder of "
+                         "the SIT or placebo arms), SIT minus the other arm, within game × composition × chat "
+                         "blocks, clustered on games as every row. Negative: SIT kept agents cooperating. Pooled "
+                         "over compositions (the primary rows), per composition, and SIT × composition: SIT − "
+                         "none next to a malicious LM minus SIT − none in an all-default group (secondary).",
+                    rows=_frame(rows), arms=arms)
+
+
+def _sit_by_composition(sub: pd.DataFrame, arm: pd.Series, comparison: str, model: str,
+                        settings: AnalysisSettings) -> dict[str, Any] | None:
+    """The SIT × composition row: (SIT − none next to a malicious LM) − (SIT − none in an all-default group)."""
+    kinds = sub["composition_kind"].astype(str)
+    keep = kinds.isin([MALICIOUS_LM, ALL_DEFAULT]).to_numpy()
+    cs, a, k = sub[keep], arm.to_numpy(dtype=bool)[keep], kinds[keep]
+    mal = (k == MALICIOUS_LM).to_numpy()
+    if not (mal & a).any() or not (~mal & a).any() or not (mal & ~a).any() or not (~mal & ~a).any():
+        return None
+    blocks = cs[["game", "composition", "chat_turns"]].astype(str).agg("|".join, axis=1)
+    est = interaction(cs["defection"].to_numpy(dtype=float), a, mal, _cluster_col(cs).to_numpy(),
+                      strata=blocks.to_numpy())
+    names = {kind: ", ".join(sorted({str(c) for c in cs.loc[k == kind, "composition"]}))
+             for kind in (MALICIOUS_LM, ALL_DEFAULT)}
+    ga, gb = int(cs.loc[mal, "game_id"].nunique()), int(cs.loc[~mal, "game_id"].nunique())
+    return {"contrast": "protection", "model": model, "trait": DEFECTION, "polarity": "behaviour",
+            "comparison": f"({comparison}) × composition: {names[MALICIOUS_LM]} − {names[ALL_DEFAULT]}",
+            "estimate": est.estimate, "ci_low": est.ci_low, "ci_high": est.ci_high, "ci_method": est.ci_method,
+            "p": est.p, "p_adj": est.p, "test": est.test, "correction": "", "effect": est.effect,
+            "effect_name": est.effect_name, "n_agents": est.n_agents, "n_games": est.n_games, "games_a": ga,
+            "games_b": gb, "mean_a": math.nan, "mean_b": math.nan,
+            "significant": bool(np.isfinite(est.p) and est.p < settings.alpha),
+            "warning": _warning(min(ga, gb), settings, "games in a composition")}
+
+
 CONTRASTS = {"contagion": contagion, "amplification": amplification, "reciprocity": reciprocity, "chat": chat,
-             "mitigation": mitigation, "behaviour": behaviour, "defection": defection, "answer_mass": answer_mass}
+             "mitigation": mitigation, "behaviour": behaviour, "protection": protection, "defection": defection,
+             "answer_mass": answer_mass}
 
 
 def _all_rows(row: Any) -> bool:
@@ -746,9 +902,12 @@ PRIMARY_FAMILY: dict[str, tuple[str, Any]] = {
     "reciprocity": ("malicious LM − scripted always-defect", _all_rows),
     "chat": ("chat − no chat, pooled over compositions",
              lambda r: str(r["comparison"]).endswith("(all compositions)")),
-    "mitigation": ("every intervention − none, SIT − repetition, SIT − placebo", _all_rows),
+    "mitigation": ("every intervention − none, SIT − repetition (SIT − none and SIT − placebo: see protection)",
+                   lambda r: not sit_behavioural(r)),
     "behaviour": ("defection ~ defection seen, default agents", lambda r: str(r["comparison"]).endswith("· default")),
     "defection": ("defection rate, malicious LM − scripted always-defect", _all_rows),
+    "protection": ("SIT − none and SIT − placebo: defection after the first reminder, pooled over compositions",
+                   lambda r: "·" not in str(r["comparison"]) and "×" not in str(r["comparison"])),
 }
 """THE primary family, declared once: per model, the primary-outcome row (pro-social index; the slope for
 behaviour) of every comparison listed here is one test of the family, and the family is Holm-corrected

@@ -421,3 +421,55 @@ def mixed_model(values: np.ndarray, arm: np.ndarray, clusters: Any, baselines: A
     ci = fit.conf_int().loc["arm"]
     return {"estimate": float(fit.params["arm"]), "p": float(fit.pvalues["arm"]), "ci_low": float(ci[0]),
             "ci_high": float(ci[1]), "test": MIXED_TEST, "note": ", ".join(notes)}
+
+
+INTERACTION_TEST = "within-stratum OLS interaction, cluster-robust t (CR1, games per arm as clusters, df = G−1)"
+
+
+def interaction(y: np.ndarray, arm: np.ndarray, group: np.ndarray, clusters: Any, *,
+                strata: Any | None = None) -> Estimate:
+    """The difference of a two-arm difference between two groups: (A − B in group 1) − (A − B in group 0).
+
+    OLS of ``y`` on ``arm`` and ``arm · group`` with an intercept per stratum (strata should nest the
+    group, so its main effect is absorbed); the estimate is the coefficient of ``arm · group``. p-value: a
+    cluster-robust (CR1) t-test with G − 1 df, clusters keyed by arm as :func:`two_sample` keys them; CI: the
+    t interval. No p-value when either arm lacks a group or the residuals do not vary.
+    """
+    yv = np.asarray(y, dtype=float)
+    a = np.asarray(arm, dtype=bool)
+    grp = np.asarray(group, dtype=bool)
+    cl = np.char.add(np.where(a, "A|", "B|"), pd.Series(clusters).astype(str).to_numpy().astype(str))
+    codes, g = _codes(cl)
+    st, k = _codes(strata if strata is not None else np.zeros(yv.size))
+    n = yv.size
+    nan = Estimate(math.nan, math.nan, 0, math.nan, math.nan, math.nan, INTERACTION_TEST,
+                   "cluster-robust t interval", n, g, math.nan, "d")
+    if n == 0 or not (a & grp).any() or not (a & ~grp).any() or not (~a & grp).any() or not (~a & ~grp).any():
+        return nan
+    x = np.column_stack([a.astype(float), (a & grp).astype(float)])
+
+    def within(v: np.ndarray) -> np.ndarray:
+        sums = np.zeros((k, *v.shape[1:]))
+        np.add.at(sums, st, v)
+        counts = np.bincount(st, minlength=k).astype(float)
+        return v - (sums / counts.reshape((k, *(1,) * (v.ndim - 1))))[st]
+
+    xt, yt = within(x), within(yv)
+    xtx = xt.T @ xt
+    if abs(float(np.linalg.det(xtx))) < 1e-12:
+        return nan
+    bread = np.linalg.inv(xtx)
+    beta = bread @ (xt.T @ yt)
+    resid = yt - xt @ beta
+    gamma = float(beta[1])
+    se = math.nan
+    if g >= 2 and n > 2 + k:
+        scores = np.zeros((g, 2))
+        np.add.at(scores, codes, xt * resid[:, None])
+        v = (g / (g - 1)) * ((n - 1) / (n - 2 - k)) * (bread @ (scores.T @ scores) @ bread)
+        se = math.sqrt(float(v[1, 1])) if v[1, 1] > 0 else math.nan
+    df = g - 1
+    p = _t_p(gamma, se, df)
+    half = float(sps.t.ppf(0.5 + CI_LEVEL / 2, df)) * se if df >= 1 and np.isfinite(se) else math.nan
+    return Estimate(gamma, se, df, p, gamma - half, gamma + half, INTERACTION_TEST, "cluster-robust t interval",
+                    n, g, math.nan, "d")

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from contagion import __version__
-from contagion.analysis.contrasts import DEFECTION_RATE, MIN_GAMES, AnalysisSettings, Contrast
+from contagion.analysis.contrasts import DEFECTION_RATE, MIN_GAMES, AnalysisSettings, Contrast, sit_behavioural
 from contagion.analysis.tables import (
     PROSOCIAL,
     RAW_ESTIMAND,
@@ -244,7 +244,10 @@ def methods_section(tables: RunTables) -> list[str]:
         "so its error cancels; a single condition's post − pre adds the baseline's error variance, estimated from "
         "the between-game spread of post-play readings (conservative). The pro-social index is the primary "
         f"outcome (α = 0.05); traits are Holm-adjusted across traits and called significant only when the index "
-        f"is. Effect sizes: Cohen's d_z (post − pre) and d (two conditions), over agents. Cells with fewer than "
+        f"is. SIT's primary outcome is behaviour (the protection contrast): the default agents' defection rate "
+        f"from their first reminder on, SIT − none and SIT − each placebo, within game × composition × chat "
+        f"blocks, clustered on games; its trait rows against none and the placebos are secondary. "
+        f"Effect sizes: Cohen's d_z (post − pre) and d (two conditions), over agents. Cells with fewer than "
         f"{MIN_GAMES} distinct games are flagged: too few to support a claim. A linear mixed model (game random "
         "intercept) cross-checks each two-condition index contrast."
     )
@@ -318,12 +321,19 @@ def contrast_tables(contrast: Contrast) -> tuple[Table | None, Table | None]:
         return Table(cols, body, caption, classes,
                      [False, False, False, True, True, True, False, True, True, True, True, False])
 
+    if contrast.name == "protection":
+        return make(contrast.rows, "Defection from the first reminder on (SIT's primary outcome; per-composition "
+                                   "and SIT × composition rows secondary)"), None
     index = contrast.rows[contrast.rows["trait"] == PROSOCIAL]
     if index.empty:  # a contrast of another outcome (slopes, defection rates, answer mass): its own rows
         primary = contrast.index_rows()
         return make(primary if not primary.empty else contrast.rows, "Primary outcome" if not primary.empty
                     else "Outcome (a caveat, outside the primary family)"), None
-    return make(index, "Pro-social index (primary outcome)"), make(contrast.rows, "Every trait")
+    caption = "Pro-social index (primary outcome)"
+    if contrast.name == "mitigation" and any(sit_behavioural(r) for _, r in index.iterrows()):
+        caption = ("Pro-social index (primary outcome, except SIT − none and SIT − placebo: secondary, SIT's "
+                   "primary outcome is behaviour, see protection)")
+    return make(index, caption), make(contrast.rows, "Every trait")
 
 
 TEST_LEGEND = ("Tests: CR-t = cluster-robust t-test (CR1, games as clusters, df = G−1); “+B” adds the shared "
@@ -357,6 +367,10 @@ def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, s
             if str(r.trait) == DEFECTION_RATE:  # a difference of defection rates, not a drift of the index
                 out.append((name, _rate_sentence(r), "sig" if r.significant else "ns"))
                 continue
+            if name == "protection":
+                if "·" not in str(r.comparison) and "×" not in str(r.comparison):  # the rest: in its table
+                    out.append((name, _protection_sentence(r), "sig" if r.significant else "ns"))
+                continue
             direction = ("toward anti-social" if r.estimate < 0 else "toward pro-social") if math.isfinite(
                 r.estimate) else ""
             if name == "contagion":
@@ -369,10 +383,27 @@ def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, s
                     f"cluster bootstrap; p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, "
                     f"{short_test(str(r.test))}; {r.effect_name} = {fnum(r.effect, 2)}; {games}; model {r.model}) "
                     f"— {verdict} at α = 0.05")
+            if name == "mitigation" and sit_behavioural(r._asdict()):
+                text += " (secondary: SIT's primary outcome is behaviour, see protection)"
             if r.warning:
                 text += f"; caution: {r.warning}"
             out.append((name, text + ".", "sig" if r.significant else "ns"))
     return out
+
+
+def _protection_sentence(r: Any) -> str:
+    """The headline of a protection row: SIT's difference in defection from the first reminder on."""
+    reading = ""
+    if math.isfinite(r.estimate) and r.estimate:
+        reading = " (less defection with SIT)" if r.estimate < 0 else " (more defection with SIT)"
+    verdict = "significant" if r.significant else "not significant"
+    text = (f"{r.comparison}: difference in defection rate from the first reminder on "
+            f"{fnum(r.estimate, signed=True)}{reading} (95% CI {fci(r.ci_low, r.ci_high)}, cluster bootstrap; "
+            f"p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, CR-t; {r.games_a} vs {r.games_b} games; "
+            f"model {r.model}) — SIT's primary outcome, {verdict} at α = 0.05")
+    if r.warning:
+        text += f"; caution: {r.warning}"
+    return text + "."
 
 
 def _behaviour_sentence(r: Any) -> str:
@@ -431,6 +462,15 @@ def estimand(contrast: Contrast, comparison: str, drift: str = RAW_ESTIMAND) -> 
     if name == "behaviour":
         return ("The change in an agent's probability of defecting per unit share of defection it saw the round "
                 "before, within game type, intervention, chat setting and round (a slope).")
+    if name == "protection":
+        if "×" in comparison:
+            return ("SIT − none in defection rate from the first reminder on next to a malicious LM co-player minus "
+                    "the same in an all-default group (the SIT × composition interaction).")
+        arm_a, _, rest = comparison.partition(" − ")
+        arm_b, _, comp = rest.partition(" · ")
+        where = f"in {comp} games" if comp else "pooled over the compositions that played both"
+        return (f"The mean defection rate of default agents from their first reminder on under {arm_a} minus under "
+                f"{arm_b}, within game × composition × chat blocks, {where}.")
     if name == "defection":
         return ("The mean defection rate from round 2 of focal default agents next to a malicious LM co-player "
                 "minus next to a scripted always-defect co-player, within game type, in games without an "

@@ -21,7 +21,7 @@ data frames with one row per observation, so they can also be used directly in a
   share it, and the statistics treat them as one game.
 * :attr:`RunTables.actions` — one row per game, round and player: action and payoff.
 * :attr:`RunTables.players` — one row per game and player: total payoff, cooperation rate, invalid
-  rate, injections received.
+  rate, injections received and the round of the first (``first_injection``, NaN for none).
 * :attr:`RunTables.games` — one row per game (failed ones too): status, error, cooperation, invalid
   rate, injections, the winner.
 
@@ -229,7 +229,7 @@ _DRIFT_COLS = (*_COND_COLS, "player", "persona", "pre_key", "trait", "polarity",
                "adjusted", *_SECONDARY)
 _ACTION_COLS = (*_COND_COLS, "round", "player", "persona", "focal", "lm", "action", "payoff")
 _PLAYER_COLS = (*_COND_COLS, "player", "index", "persona", "backend", "focal", "lm", "total", "cooperation",
-                "invalid_rate", "injections", "tokens")
+                "invalid_rate", "injections", "tokens", "first_injection")
 _GAME_COLS = (*_COND_COLS, "status", "error", "players", "rounds", "cooperation", "invalid_rate", "injections",
               "winner", "wall_seconds")
 _SET_COLS = (*_COND_COLS, "player", "persona", "set", "pre", "post", "drift", "n_items")
@@ -446,7 +446,8 @@ class TableBuilder:
             n_inj += len(p.injections)
             self._players.add((*cond, p.name, p.index, p.persona, p.backend, p.focal, lm[i], p.total, coop,
                                p.invalid_rate, len(p.injections),
-                               p.prompt_tokens + p.completion_tokens))
+                               p.prompt_tokens + p.completion_tokens,
+                               min((e.round for e in p.injections), default=None)))
             if p.pre_profile and p.post_profile:
                 self._add_agent(cond, p)
         for backend, methods in used.items():

@@ -14,11 +14,14 @@ trial's :func:`profile_requests`):
 A profile asked for again while it is being measured waits for that one measurement.
 
 A yoked placebo (``placebo:kind=yoked``) also needs each agent's *yoke* (:func:`yoke_requests`): the pre-play
-profile of the same model in the same seat under another persona (:func:`yoke_persona`), measured with the same
-settings, so its statements come from the same source items but from another agent's answers. The persona,
-not another seed: a deterministic model measured again on the same prompt gives the same profile, while
-another seed would sample other items (some of them measured on the agent). It is always available, in
-all-default groups too, and the same for every game of a grid that seats that agent.
+profile of the same model in the same seat under another persona (:func:`yoke_persona`), measured with the
+same settings but the next item seed (:data:`YOKE_SEED_OFFSET`). Another persona makes it another agent (a
+deterministic model measured again on the same prompt gives the same profile, so in an all-default group a
+same-key profile would be the agent's own); another item sample gives it source statements the agent's own
+SIT never quotes even where the model answers alike under both personas (on one shared source set, a yoke
+that supports no more than the agent has nothing that is not the agent's own). The placebo drops every yoke
+statement measured on the agent. The yoke is always there, in all-default groups too, and the same for every
+game of a grid that seats that agent.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from contagion.games.engine import system_messages
 from contagion.messages import Message
 from contagion.personas import Persona, resolve_persona
 from contagion.steering import needs_profile, needs_yoke
+from contagion.strict import INT64_MAX
 from contagion.traits.assess import QUESTION_FORMAT_VERSION
 from contagion.traits.settings import AssessmentSettings, measure_agent
 
@@ -87,6 +91,11 @@ agent's (a default agent's yoke is benevolent: pro-social like it, so its statem
 default agent could be given, but another agent's answers)."""
 
 
+YOKE_SEED_OFFSET = 1
+"""The yoke's item seed is the agent's plus this: another sample of source items (the persona makes it another
+agent; the sample gives it statements beyond the agent's own source set)."""
+
+
 def yoke_persona(persona: str, personas: Mapping[str, Persona] | None = None) -> Persona:
     """The persona of an agent's yoke: the first of :data:`YOKE_ORDER` whose text differs from the agent's."""
     extra = dict(personas) if personas is not None else None
@@ -101,19 +110,23 @@ def yoke_persona(persona: str, personas: Mapping[str, Persona] | None = None) ->
 def yoke_requests(spec: TrialSpec, agents: Sequence[int], personas: Mapping[str, Persona] | None = None
                   ) -> list[ProfileRequest]:
     """The yokes a yoked placebo needs, one per agent under study (none for any other intervention): the
-    same model in the same seat under :func:`yoke_persona`, its system prompt made as every seat's is."""
+    same model in the same seat under :func:`yoke_persona`, its system prompt made as every seat's is, its
+    items sampled with the next seed (:data:`YOKE_SEED_OFFSET`)."""
     if not needs_yoke(spec.intervention):
         return []
     extra = dict(personas) if personas is not None else None
     players = spec.game.players
+    seed = spec.assessment.seed
+    settings = spec.assessment.model_copy(
+        update={"seed": seed + YOKE_SEED_OFFSET if seed + YOKE_SEED_OFFSET <= INT64_MAX else seed - YOKE_SEED_OFFSET})
     out = []
     for i in agents:
         yoke = yoke_persona(players[i].persona, extra)
         seats = tuple(p.model_copy(update={"persona": yoke.name}) if j == i else p for j, p in enumerate(players))
         system = system_messages(spec.game.model_copy(update={"players": seats}), {**(extra or {}),
                                                                                   yoke.name: yoke})[i]
-        out.append(ProfileRequest(seat=i, key=profile_key(players[i].backend, system, spec.assessment),
-                                  backend=players[i].backend, system=system, settings=spec.assessment))
+        out.append(ProfileRequest(seat=i, key=profile_key(players[i].backend, system, settings),
+                                  backend=players[i].backend, system=system, settings=settings))
     return out
 
 

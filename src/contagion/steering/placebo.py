@@ -27,7 +27,8 @@ drops every item the agent's own SIT would quote (so its message never holds the
 and every measured item (so nothing is ever judged on its words), puts first the statements the agent did
 not support at all (pro-social answers another agent gave and this one did not), and keeps ``pool`` of them. It injects
 exactly when SIT would, one bullet per SIT bullet, each the unused yoked statement closest in characters to
-its SIT bullet (the first in the yoke's order on a tie; all reusable once each was used). Its log names the
+its SIT bullet (the first in the yoke's order on a tie; all reusable once each was used, never twice in one
+message while the yoke has enough). Its log names the
 yoke (``yoke``) and the items it quoted (``items``). "SIT beats the yoked placebo" then means "its own
 traits", not "any self-description".
 
@@ -266,19 +267,27 @@ def _key(statement: str) -> str:
 
 class YokedPicker:
     """Picks, for each SIT bullet, the unused yoked statement closest to it in characters (the earliest in
-    the yoke's order on a tie); once every statement was used, all are free again. Deterministic."""
+    the yoke's order on a tie); once every statement was used, all are free again, except those the message
+    already holds (a statement repeats within one message only when the yoke has fewer than its bullets).
+    Deterministic."""
 
     def __init__(self, statements: list[tuple[ItemScore, str]]) -> None:
         self.statements = statements
         self.used: set[int] = set()
 
-    def pick(self, target: int) -> tuple[ItemScore, str]:
-        if len(self.used) >= len(self.statements):
-            self.used.clear()
-        free = [i for i in range(len(self.statements)) if i not in self.used]
-        best = min(free, key=lambda i: (abs(len(self.statements[i][1]) - target), i))
-        self.used.add(best)
-        return self.statements[best]
+    def take(self, targets: list[int]) -> list[tuple[ItemScore, str]]:
+        """One statement per target length (a message's bullets)."""
+        picked: list[int] = []
+        every = range(len(self.statements))
+        for target in targets:
+            free = [i for i in every if i not in self.used and i not in picked]
+            if not free:
+                self.used = set(picked)
+                free = [i for i in every if i not in picked] or list(every)
+            best = min(free, key=lambda i: (abs(len(self.statements[i][1]) - target), i))
+            self.used.add(best)
+            picked.append(best)
+        return [self.statements[i] for i in picked]
 
 
 class Placebo(Intervention):
@@ -322,7 +331,7 @@ class Placebo(Intervention):
                 self._log.append({"round": ctx.round, "event": "skipped", "yoke": dict(self.yoke.who),
                                   "reason": "the yoke supports no statement beyond the agent's own reminders"})
                 return []
-            picks = [self.picker.pick(len(s)) for s in sentences]
+            picks = self.picker.take([len(s) for s in sentences])
             message = reminder_message([s for _, s in picks], p.role)
             entry.update(yoke=dict(self.yoke.who), items=[item.item_id for item, _ in picks])
             whose = f"another agent's statements ({_describe(self.yoke.who)})"
