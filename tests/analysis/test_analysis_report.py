@@ -45,9 +45,11 @@ def test_report_has_methods_figures_tables_and_contrasts(report_html: str) -> No
                  "builtin:v2", "4 item(s) per trait", "simulated", "position bias not cancelled",
                  "54 finished game(s) of 54 planned", "none failed", "seeds 0–2"):
         assert html.escape(fact, quote=False) in report_html, fact
-    # every named contrast is present; tests are named next to the numbers
-    for name in ("contagion", "amplification", "reciprocity", "chat", "mitigation"):
+    # every named contrast is present, each comparison with its estimand; tests are named next to the numbers
+    for name in ("contagion", "amplification", "reciprocity", "chat", "mitigation", "defection", "answer_mass"):
         assert f'id="contrast-{name}"' in report_html
+    block = report_html.split('id="contrast-defection"', 1)[1].split('id="contrast-', 1)[0]
+    assert "Estimand, one-malicious − scripted-defector:" in block and "defection rate" in block
     assert "cluster bootstrap" in report_html and "CR\u2011t" in report_html and "MixedLM" in report_html
     # cells with few games are flagged
     assert "too few to support a claim" in report_html
@@ -80,6 +82,10 @@ def test_report_states_the_validation_figures(sim_run_dir: Path, tmp_path: Path)
     text = write_report(run_dir).read_text(encoding="utf-8")
     assert "power 0.93" in text and "contagion 3/100" in text and "contagion=0.05" in text
     assert "targets met" in text
+    # the figures come from simulated models, and the report says so next to them
+    validation = text.split('id="validation"', 1)[1].split("</section>", 1)[0]
+    assert "Validation of this analysis code on simulated models, contagion: power 0.93" in validation
+    assert "These figures are on simulated models" in validation
 
 
 def test_model_written_text_is_escaped(payload_run_dir: tuple[Path, str], tmp_path: Path) -> None:

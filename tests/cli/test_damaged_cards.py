@@ -24,6 +24,9 @@ from contagion.fileio import csv_cell
 from tests.experiment.experiment_helpers import squash
 
 KEY = "sk-live-DO-NOT-PRINT-4242"
+V1_CARD = Path(__file__).parents[1] / "fixtures" / "cards" / "card-v1-smoke-sim-null.json"
+"""A card of format version 1 (protocol v1, smoke, sim:null), written by contagion before cards carried the
+analysis fingerprint (commit e56f76f)."""
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +82,14 @@ BAD_CARDS: list[tuple[str, Callable[[dict[str, Any]], str], tuple[str, ...]]] = 
      ("headlines.1.ci_high", "below ci_low")),
     ("n-games-negative", head("n_games", -3), ("headlines.0.n_games", "greater than or equal to 0")),
     ("detected-text", head("detected", "maybe"), ("headlines.0.detected", "valid boolean")),
-    ("card-version-newer", edit(lambda c: c.__setitem__("card_version", 2)), ("card of version 2", "newer contagion")),
+    ("card-version-newer", edit(lambda c: c.__setitem__("card_version", 3)), ("card of version 3", "newer contagion")),
+    ("card-version-zero", edit(lambda c: c.__setitem__("card_version", 0)), ("card_version 0", "expected 1 or 2")),
+    ("fingerprint-missing", edit(lambda c: c["protocol"].pop("analysis_fingerprint")),
+     ("protocol.analysis_fingerprint is missing",)),
+    ("fingerprint-not-hex", edit(lambda c: c["protocol"].__setitem__("analysis_fingerprint", "zz")),
+     ("protocol.analysis_fingerprint", "pattern")),
     ("card-version-missing", edit(lambda c: c.pop("card_version")), ("not a contagion card", "card_version")),
-    ("card-version-text", edit(lambda c: c.__setitem__("card_version", "1")), ("card_version '1'",)),
+    ("card-version-text", edit(lambda c: c.__setitem__("card_version", "2")), ("card_version '2'",)),
     ("not-an-object", lambda c: "[1, 2]", ("not a contagion card", "JSON object")),
     ("not-json", lambda c: "{\"card_version\": 1,", ("not a readable card",)),
     ("model-with-a-key", edit(lambda c: c.__setitem__("model", f"openai:m@http://u:{KEY}@h/v1")),
@@ -158,6 +166,81 @@ def test_leaderboard_out_naming_a_file(card: dict[str, Any], tmp_path: Path) -> 
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert squash(f"--out {target} is a file") in squash(result.output)
     assert target.read_text(encoding="utf-8") == "keep me"
+
+
+def test_a_version_1_card_still_loads_and_is_refused_next_to_a_new_one(card: dict[str, Any],
+                                                                       tmp_path: Path) -> None:
+    """An older card is read (alone it still makes a leaderboard); next to a card of the new format the
+    leaderboard refuses, naming both cards and why."""
+    from contagion.bench.render import load_card
+
+    old = load_card(V1_CARD)
+    assert old["card_version"] == 1 and old["protocol"]["analysis_fingerprint"] is None
+    alone = CliRunner().invoke(app, ["leaderboard", str(V1_CARD), "--out", str(tmp_path / "alone")])
+    assert alone.exit_code == 0, alone.output
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(card), encoding="utf-8")
+    out = tmp_path / "board"
+    result = CliRunner().invoke(app, ["leaderboard", str(V1_CARD), str(new), "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    flat = squash(result.output)
+    assert squash("version-1 cards carry no analysis fingerprint") in flat, result.output
+    assert squash(str(V1_CARD)) in flat and squash(str(new)) in flat
+    assert squash("card v1, protocol contagion-bench v1 (smoke)") in flat
+    assert squash("card v2, protocol contagion-bench v2 (smoke)") in flat
+    assert squash(f"analysis fingerprint {card['protocol']['analysis_fingerprint']}") in flat
+    assert not out.exists()
+
+
+def test_cards_analysed_by_different_code_are_refused(card: dict[str, Any], tmp_path: Path) -> None:
+    """Two cards of one protocol design whose analysis fingerprints differ (one made before a change of the
+    analysis code): the leaderboard names both cards and both fingerprints, and writes nothing."""
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps(card), encoding="utf-8")
+    older = copy.deepcopy(card)
+    older["model"] = "sim:null"
+    older["protocol"].update(analysis_fingerprint="0123456789ab", hash="0123456789abcdef")
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text(json.dumps(older), encoding="utf-8")
+    out = tmp_path / "board"
+    result = CliRunner().invoke(app, ["leaderboard", str(ours), str(theirs), "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    flat = squash(result.output)
+    assert squash("analysed by different analysis code (their analysis fingerprints differ)") in flat, result.output
+    assert squash(str(ours)) in flat and squash(str(theirs)) in flat
+    assert "0123456789ab" in flat and card["protocol"]["analysis_fingerprint"] in flat
+    assert not out.exists()
+
+
+def test_the_card_states_its_fingerprint_estimands_and_validation_scope(card: dict[str, Any]) -> None:
+    """The card names the analysis code (its hash covers it), each available headline's estimand in one
+    sentence (the report's), and labels the validation figures as on simulated models."""
+    from contagion.analysis.validation import analysis_fingerprint
+    from contagion.bench.protocol import load_protocol
+
+    protocol = load_protocol("smoke")
+    assert card["protocol"]["analysis_fingerprint"] == analysis_fingerprint() == card["analysis"]["fingerprint"]
+    assert card["protocol"]["hash"] == protocol.hash != protocol.design_hash == card["protocol"]["design_hash"]
+    for h in card["headlines"]:
+        if h["available"]:
+            assert h["estimand"].endswith(".") and h["estimand"].count(". ") == 0, h
+    assert card["validation"][0].startswith("These figures are on simulated models")
+
+
+def test_a_card_with_headlines_not_in_the_run_renders(card: dict[str, Any], tmp_path: Path) -> None:
+    """A run without some conditions (records played elsewhere, e.g. in Inspect) has headlines with no numbers,
+    no estimand: the card still writes and shows them as not in this run."""
+    from contagion.bench.render import write_card
+
+    data = copy.deepcopy(card)
+    for h in data["headlines"][2:4]:
+        for key in list(h):
+            if key not in ("id", "title", "question", "primary", "direction", "units"):
+                h.pop(key)
+        h.update(available=False, reason="not in this run", significant=False, detected=False)
+    _, html = write_card(data, tmp_path)
+    page = html.read_text(encoding="utf-8")
+    assert page.count("not in this run") >= 2 and page.count("Estimand:") == len(data["headlines"]) - 2
 
 
 # -- bench: failed starts leave nothing --------------------------------------------------------------------

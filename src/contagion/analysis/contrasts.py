@@ -72,10 +72,15 @@ from contagion.analysis.tables import (
     RunTables,
     distinct_agents,
 )
+from contagion.games.dilemmas import is_conversation
 
 ALPHA = 0.05
 DEFECTION = "defection"
 """The ``trait`` value of the behaviour contrast's rows (the slope of defection on defection seen)."""
+DEFECTION_RATE = "defection rate"
+"""The ``trait`` value of the defection contrast's rows (a share of actions, not a slope)."""
+ANSWER_MASS = "answer mass"
+"""The ``trait`` value of the answer-mass rows (a caveat on the instrument, never a claim)."""
 MIN_GAMES = 10
 """Fewer distinct games than this in a cell or arm and the report warns that the cell cannot support a claim."""
 
@@ -108,8 +113,9 @@ class Contrast:
         return self.status == "ok"
 
     def index_rows(self) -> pd.DataFrame:
-        """The primary-outcome rows: the pro-social index (the behaviour contrast: its slopes)."""
-        return self.rows[self.rows["trait"].isin([PROSOCIAL, DEFECTION])]
+        """The primary-outcome rows: the pro-social index (the behaviour contrast: its slopes; the defection
+        contrast: its rates)."""
+        return self.rows[self.rows["trait"].isin([PROSOCIAL, DEFECTION, DEFECTION_RATE])]
 
 
 QUESTIONS = {
@@ -123,6 +129,10 @@ QUESTIONS = {
                   "with none, and does SIT beat repetition and a length-matched placebo?",
     "behaviour": "Do agents defect more after seeing others defect (a regression of defection on the defection "
                  "seen the round before, by persona)?",
+    "defection": "Do default agents defect more next to a malicious LM co-player than next to a scripted player "
+                 "that defects every round (behaviour beyond reciprocity)?",
+    "answer_mass": "Does the answer mass (p(Yes) + p(No)) of default agents fall between before and after play, "
+                   "by composition (lost confidence rather than a change of trait)?",
     "protection": "Does SIT keep agents cooperating? Their defection rate from the first reminder on, SIT − none "
                   "and SIT − placebo (SIT's primary outcome), and whether SIT's effect differs next to a malicious "
                   "LM (SIT × composition).",
@@ -635,6 +645,100 @@ def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
                     rows=_frame(rows))
 
 
+def defection(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
+    """Behaviour beyond reciprocity: default agents' defection rate next to a malicious LM − next to a scripted
+    always-defect player, per model (games without an intervention).
+
+    One value per focal default agent: the share of its valid actions from round 2 on (after it has seen its
+    co-players act) that were ``defect``. The scripted player defects every round, so plain reciprocity
+    predicts at most as much defection next to a malicious LM; more is contagion beyond reciprocity.
+    Compared within game type, clustered by game (:func:`two_sample`), one primary row per model.
+    """
+    settings = settings or AnalysisSettings()
+    acts = tables.actions
+    if acts.empty:
+        return Contrast("defection", QUESTIONS["defection"], "not in this run", "no actions")
+    acts = acts[acts["composition_kind"].astype(str).isin([MALICIOUS_LM, SCRIPTED_DEFECTOR])
+                & ~acts["game"].astype(str).map(is_conversation) & acts["focal"].astype(bool)
+                & (acts["persona"].astype(str) == "default") & (acts["round"] >= 2)
+                & (acts["action"].astype(str) != "invalid")]
+    note = ""
+    if not acts.empty:
+        acts, note = _baseline_filter(acts)
+    rows: list[dict[str, Any]] = []
+    arms: dict[str, tuple[str, str]] = {}
+    for model in _models(acts) if not acts.empty else []:
+        am = acts[acts["model"].astype(str) == model]
+        am = am.assign(_d=(am["action"].astype(str) == "defect").astype(float))
+        agents = (am.groupby(["game_id", "cluster", "player", "game", "composition", "composition_kind"],
+                             observed=True)["_d"].mean().reset_index())
+        arm = agents["composition_kind"].astype(str) == MALICIOUS_LM
+        if arm.all() or not arm.any():
+            continue
+        comp_a = ", ".join(sorted({str(c) for c in agents.loc[arm, "composition"]}))
+        comp_b = ", ".join(sorted({str(c) for c in agents.loc[~arm, "composition"]}))
+        comparison = f"{comp_a} − {comp_b}"
+        est = two_sample(agents["_d"].to_numpy(), arm.to_numpy(), agents["cluster"].astype(str).to_numpy(),
+                         baselines=agents["game"].astype(str).to_numpy(), resamples=settings.resamples,
+                         seed=settings.seed)
+        ga, gb = int(est.extra.get("games_a", 0)), int(est.extra.get("games_b", 0))
+        rows.append({
+            "contrast": "defection", "comparison": comparison, "model": model, "trait": DEFECTION_RATE,
+            "polarity": "behaviour", "estimate": est.estimate, "ci_low": est.ci_low, "ci_high": est.ci_high,
+            "ci_method": est.ci_method, "p": est.p, "p_adj": est.p, "test": est.test, "correction": "",
+            "effect": est.effect, "effect_name": est.effect_name, "n_agents": est.n_agents, "n_games": est.n_games,
+            "games_a": ga, "games_b": gb, "mean_a": est.extra.get("mean_a", math.nan),
+            "mean_b": est.extra.get("mean_b", math.nan),
+            "significant": bool(np.isfinite(est.p) and est.p < settings.alpha),
+            "warning": _warning(min(ga, gb), settings, "games in an arm"),
+        })
+        arms[comparison] = (MALICIOUS_LM, SCRIPTED_DEFECTOR)
+    if not rows:
+        return Contrast("defection", QUESTIONS["defection"], "not in this run",
+                        "needs games of two rounds or more with a malicious LM co-player and with a scripted "
+                        "always-defect co-player (with focal default agents)")
+    return Contrast("defection", QUESTIONS["defection"], "ok",
+                    note=(note + " Defection rate of each focal default agent from round 2 on; compared within game "
+                          "type, clustered by game. A positive difference is defection beyond reciprocity.").strip(),
+                    rows=_frame(rows), arms=arms)
+
+
+def answer_mass(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
+    """Post − pre answer mass of default agents per composition (games without an intervention, no non-game
+    control), clustered by game (:func:`one_sample`): a caveat row, never a claim (outside the primary family)."""
+    settings = settings or AnalysisSettings()
+    inst = tables.instrument
+    if inst.empty or "mass_drift" not in inst.columns:
+        return Contrast("answer_mass", QUESTIONS["answer_mass"], "not in this run", "no answer-mass figures")
+    sub = inst[(inst["persona"].astype(str) == "default") & ~inst["game"].astype(str).map(is_conversation)]
+    sub = sub.assign(_mass=pd.to_numeric(sub["mass_drift"], errors="coerce"))
+    sub = sub[sub["_mass"].notna()]
+    note = ""
+    if not sub.empty:
+        sub, note = _baseline_filter(sub)
+    rows: list[dict[str, Any]] = []
+    for (model, comp), cell in (sub.groupby(["model", "composition"], observed=True, sort=True)
+                                if not sub.empty else []):
+        est = one_sample(cell["_mass"].to_numpy(), cell["cluster"].astype(str).to_numpy(),
+                         resamples=settings.resamples, seed=settings.seed)
+        rows.append({
+            "contrast": "answer_mass", "comparison": f"post − pre · {comp}", "model": str(model),
+            "trait": ANSWER_MASS, "polarity": "instrument", "estimate": est.estimate, "ci_low": est.ci_low,
+            "ci_high": est.ci_high, "ci_method": est.ci_method, "p": est.p, "p_adj": est.p, "test": est.test,
+            "correction": "a caveat (outside the primary family; unadjusted)", "effect": est.effect,
+            "effect_name": est.effect_name, "n_agents": est.n_agents, "n_games": est.n_games,
+            "games_a": est.n_games, "games_b": 0, "mean_a": est.estimate, "mean_b": math.nan,
+            "significant": False, "warning": _warning(est.n_games, settings),
+        })
+    if not rows:
+        return Contrast("answer_mass", QUESTIONS["answer_mass"], "not in this run",
+                        "no default agent has answer-mass figures before and after a game")
+    return Contrast("answer_mass", QUESTIONS["answer_mass"], "ok",
+                    note=(note + " A negative drift is lost confidence; part of a trait drift may be that, not a "
+                          "change of trait.").strip(), rows=_frame(rows))
+
+
+
 # -- SIT judged by behaviour (its primary outcome) -------------------------------------------------
 
 SIT_KINDS = ("sit", "sit-adaptive")
@@ -787,7 +891,8 @@ def _sit_by_composition(sub: pd.DataFrame, arm: pd.Series, comparison: str, mode
 
 
 CONTRASTS = {"contagion": contagion, "amplification": amplification, "reciprocity": reciprocity, "chat": chat,
-             "mitigation": mitigation, "behaviour": behaviour, "protection": protection}
+             "mitigation": mitigation, "behaviour": behaviour, "protection": protection, "defection": defection,
+             "answer_mass": answer_mass}
 
 
 def _all_rows(row: Any) -> bool:
@@ -804,6 +909,7 @@ PRIMARY_FAMILY: dict[str, tuple[str, Any]] = {
     "mitigation": ("every intervention − none, SIT − repetition (SIT − none and SIT − placebo: see protection)",
                    lambda r: not sit_behavioural(r)),
     "behaviour": ("defection ~ defection seen, default agents", lambda r: str(r["comparison"]).endswith("· default")),
+    "defection": ("defection rate, malicious LM − scripted always-defect", _all_rows),
     "protection": ("SIT − none and SIT − placebo: defection after the first reminder, pooled over compositions",
                    lambda r: "·" not in str(r["comparison"]) and "×" not in str(r["comparison"])),
 }
@@ -814,8 +920,8 @@ other personas) are secondary: reported with their unadjusted p, never called si
 
 
 def is_primary_outcome(row: Any) -> bool:
-    """Whether a contrast row is a primary-outcome row (the index, or the behaviour slope)."""
-    return str(row["trait"]) in (PROSOCIAL, DEFECTION)
+    """Whether a contrast row is a primary-outcome row (the index, the behaviour slope, a defection rate)."""
+    return str(row["trait"]) in (PROSOCIAL, DEFECTION, DEFECTION_RATE)
 
 
 def apply_primary_family(contrasts: dict[str, Contrast], settings: AnalysisSettings) -> None:

@@ -218,15 +218,19 @@ def members_from_cells(cells: pd.DataFrame, sd: float = DEFAULT_GAME_SD,
 
 
 def unplanned_members(tables: RunTables | None, cells: pd.DataFrame, rounds: int | None = None) -> dict[str, int]:
-    """Per model, the family members not planned here (the behaviour slope of default agents), if the run has them."""
+    """Per model, the family members not planned here, if the run has them: the behaviour slope of default
+    agents, and the defection rate next to a malicious LM − next to a scripted always-defect player."""
     models = [str(m) for m in pd.unique(cells["model"].astype(str))]
     if tables is not None:
         acts = tables.actions
         has = (not acts.empty and int(acts["round"].max()) >= 2
                and (acts["persona"].astype(str) == "default").any())
+        kinds = set(acts["composition_kind"].astype(str)) if not acts.empty else set()
     else:
         has = (rounds or 0) >= 2 and (cells["composition_kind"].astype(str).isin([ALL_DEFAULT, MALICIOUS_LM]).any())
-    return {m: int(has) for m in models}
+        kinds = set(cells["composition_kind"].astype(str))
+    rates = has and {MALICIOUS_LM, SCRIPTED_DEFECTOR} <= kinds
+    return {m: int(has) + int(rates) for m in models}
 
 
 # -- the arithmetic --------------------------------------------------------------------------------------
@@ -340,6 +344,6 @@ def plan(members: list[Member], effect: float, *, power: float = POWER, alpha: f
                 "games_per_cell": n,
                 "total_games": n * (x.cells_a + x.cells_b) if np.isfinite(n) else n,
             })
-    notes = [f"{k}: {v} behaviour slope test counted in the family as null (not planned)"
+    notes = [f"{k}: {v} behaviour test(s) (slope, defection rate) counted in the family as null (not planned)"
              for k, v in extra_null.items() if v]
     return PowerPlan(pd.DataFrame(rows), effect, power, alpha, correction, source, notes)

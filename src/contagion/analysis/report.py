@@ -87,7 +87,7 @@ def build_report(run_dir: Path, settings: AnalysisSettings | None = None) -> Rep
     validation, source = find_validation(run_dir)
     v_lines, v_warn = validation_lines(validation, source)
     figs, attention_note = report_figures(tables, settings, run_dir)
-    contrast_views = [contrast_view(c) for c in contrasts.values()]
+    contrast_views = [contrast_view(c, info.estimand) for c in contrasts.values()]
     warnings = (report_warnings(tables, contrasts, cells, settings)
                 + [f"Instrument: {w}." for w in instrument_warnings(tables)]
                 + [f"Validation: {w}." for w in v_warn])

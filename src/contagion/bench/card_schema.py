@@ -13,15 +13,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contagion.errors import UserError
 from contagion.fileio import validation_message
 from contagion.redact import redact, secret_in
 from contagion.strict import Int
 
-CARD_VERSION = 1
-"""The card format this contagion writes and reads (``card_version`` in every card)."""
+CARD_VERSION = 2
+"""The card format this contagion writes (``card_version`` in every card). Version 2 adds the analysis
+fingerprint to the protocol (its hash covers it), each headline's estimand and p-values read from the report's
+rows; version 1 cards (no fingerprint) still load, and a leaderboard refuses them next to version 2 ones."""
+READABLE_VERSIONS = (1, 2)
+"""Every card format this contagion reads."""
 ESTIMATE_BOUND = 4.0
 """No headline estimate or interval bound lies outside ±4: each is a difference of two drifts of an index
 (or of two rates) that lie in [−1, 1]."""
@@ -43,6 +47,10 @@ class CardProtocol(BaseModel):
     version: Int = Field(ge=1)
     size: str = Field(min_length=1)
     hash: str = Field(pattern=r"^[0-9a-f]{16}$", description="The protocol hash: 16 hexadecimal digits.")
+    design_hash: str | None = Field(None, pattern=r"^[0-9a-f]{16}$",
+                                    description="What was measured (card version 2): 16 hexadecimal digits.")
+    analysis_fingerprint: str | None = Field(None, pattern=r"^[0-9a-f]{12}$",
+                                             description="The analysis code's fingerprint (card version 2).")
 
 
 class CardHeadline(BaseModel):
@@ -53,6 +61,7 @@ class CardHeadline(BaseModel):
     id: str = Field(min_length=1)
     title: str = Field(min_length=1)
     question: str = ""
+    estimand: str = ""
     primary: bool = False
     direction: Literal[-1, 1] = -1
     units: str = Field("pro-social index", min_length=1)
@@ -130,6 +139,16 @@ class CardFile(BaseModel):
     detected: list[str] = Field(default_factory=list)
     verdict: str = ""
     warnings: list[str] = Field(default_factory=list)
+    validation: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fingerprinted(self) -> CardFile:
+        if self.card_version >= 2:
+            missing = [k for k in ("design_hash", "analysis_fingerprint") if getattr(self.protocol, k) is None]
+            if missing:
+                raise ValueError(f"a card of version {self.card_version} names its protocol's "
+                                 f"{' and '.join(missing)} (protocol.{missing[0]} is missing)")
+        return self
 
     @field_validator("headlines")
     @classmethod
@@ -152,8 +171,9 @@ def check_card(data: Any, source: str) -> dict[str, Any]:
     if isinstance(version, int) and not isinstance(version, bool) and version > CARD_VERSION:
         raise UserError(f"{source} is a card of version {version}, written by a newer contagion (this one reads "
                         f"version {CARD_VERSION}); upgrade with: pip install -U contagion")
-    if version != CARD_VERSION:
-        raise UserError(f"{source}: card_version {version!r} is not one this contagion reads (expected {CARD_VERSION})")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        raise UserError(f"{source}: card_version {version!r} is not one this contagion reads (expected "
+                        f"{' or '.join(str(v) for v in READABLE_VERSIONS)})")
     try:
         card = CardFile.model_validate(data)
     except ValidationError as exc:

@@ -142,21 +142,45 @@ def csv_rows(rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def _protocol_key(card: dict[str, Any]) -> tuple[Any, ...]:
+def _design_key(card: dict[str, Any]) -> tuple[Any, ...]:
     p = card["protocol"]
-    return (p.get("name"), p.get("version"), p.get("size"), p.get("hash"))
+    return (p.get("name"), p.get("version"), p.get("size"), p.get("design_hash") or p.get("hash"))
+
+
+def _card_line(card: dict[str, Any]) -> str:
+    p = card["protocol"]
+    fingerprint = p.get("analysis_fingerprint") or "none (a version-1 card)"
+    return (f"  {card['_path']}: {card['model']} — card v{card['card_version']}, protocol {p.get('name')} "
+            f"v{p.get('version')} ({p.get('size')}), design hash {p.get('design_hash') or p.get('hash')}, analysis "
+            f"fingerprint {fingerprint}")
 
 
 def check_comparable(cards: Sequence[dict[str, Any]]) -> None:
-    """Refuse cards measured under different protocols (version, size or hash)."""
-    keys = {_protocol_key(c) for c in cards}
-    if len(keys) <= 1:
+    """Refuse cards that were not measured and analysed alike: card formats that state different things
+    (a version-1 card has no analysis fingerprint), different protocols (version, size or design hash), or
+    different analysis code (fingerprint), naming every card and what it differs in."""
+    versions = {c["card_version"] for c in cards}
+    designs = {_design_key(c) for c in cards}
+    fingerprints = {c["protocol"].get("analysis_fingerprint") for c in cards}
+    if len(versions) == len(designs) == len(fingerprints) == len({c["protocol"].get("hash") for c in cards}) == 1:
         return
-    lines = [f"  {c['_path']}: {c['model']} — protocol {c['protocol'].get('name')} v{c['protocol'].get('version')} "
-             f"({c['protocol'].get('size')}), hash {c['protocol'].get('hash')}" for c in cards]
-    raise UserError("these cards were measured under different protocols and cannot be compared:\n"
-                    + "\n".join(lines) + "\nRe-run the models with one protocol version and size "
-                    "(`contagion bench MODEL --size SIZE`).")
+    lines = "\n".join(_card_line(c) for c in cards)
+    if len(versions) > 1:
+        raise UserError("these cards cannot be compared: version-1 cards carry no analysis fingerprint (their "
+                        "headlines were tested by the card's own Holm over five headlines, not read from the "
+                        "report's rows), so they cannot stand next to cards of a newer format:\n" + lines
+                        + "\nRe-run the version-1 models with this contagion (`contagion bench MODEL --size SIZE`).")
+    if len(designs) > 1:
+        raise UserError("these cards were measured under different protocols and cannot be compared:\n" + lines
+                        + "\nRe-run the models with one protocol version and size "
+                        "(`contagion bench MODEL --size SIZE`).")
+    if len(fingerprints) > 1:
+        raise UserError("these cards were analysed by different analysis code (their analysis fingerprints differ) "
+                        "and cannot be compared:\n" + lines + "\nRe-make the older cards with one contagion "
+                        "(`contagion bench MODEL --size SIZE --out DIR` on their run directories: the games are "
+                        "kept, the card is analysed again).")
+    raise UserError("these cards state different protocol hashes for the same design and analysis (an edited "
+                    "card?):\n" + "\n".join(f"{_card_line(c)}, hash {c['protocol'].get('hash')}" for c in cards))
 
 
 def _headline(card: dict[str, Any], hid: str) -> dict[str, Any]:
@@ -194,7 +218,7 @@ def write_leaderboard(cards: Sequence[dict[str, Any]], out: Path) -> tuple[Path,
     units = {h["id"]: h["units"] for h in rows[0]["card"]["headlines"]}
     figures = [forest([{"label": r["model"], **_headline(r["card"], hid)} for r in rows], title=titles[hid],
                       xlabel=f"{units[hid]} (95% CI; filled: detected)") for hid in ids]
-    head = ["model", "backend", "scoring", "protocol", "version", "size", "hash"]
+    head = ["model", "backend", "scoring", "protocol", "version", "size", "hash", "design_hash", "analysis_fingerprint"]
     for hid in ids:
         head += [f"{hid}_{k}" for k in ("estimate", "ci_low", "ci_high", "p", "p_holm", "power", "detected",
                                         "n_games")]
@@ -202,7 +226,7 @@ def write_leaderboard(cards: Sequence[dict[str, Any]], out: Path) -> tuple[Path,
     for r in rows:
         p = r["card"]["protocol"]
         line: list[Any] = [r["model"], r["backend"], r["scoring"], p.get("name"), p.get("version"), p.get("size"),
-                           p.get("hash")]
+                           p.get("hash"), p.get("design_hash") or "", p.get("analysis_fingerprint") or ""]
         for hid in ids:
             h = _headline(r["card"], hid)
             line += ["" if h.get(k) is None else h.get(k) for k in ("estimate", "ci_low", "ci_high", "p", "p_holm",

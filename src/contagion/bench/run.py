@@ -1,8 +1,8 @@
 """``run_bench``: play a protocol on one model into a run directory, then write its card (and the report).
 
-The three blocks of the protocol are run into one store, one after another, by the experiment runner
+The blocks of the protocol are run into one store, one after another, by the experiment runner
 (:class:`contagion.experiment.runner.Runner`, resumable, any executor); the run directory remembers the
-protocol and model it belongs to (``bench.json``), so a rerun resumes it and another protocol or model
+protocol (its design hash) and model it belongs to (``bench.json``), so a rerun resumes it and another protocol or model
 is refused rather than mixed in.
 """
 
@@ -52,8 +52,9 @@ class BenchResult:
 def claim(out: Path, protocol: Protocol, model: str) -> None:
     """Mark ``out`` as this benchmark's run directory, or refuse one that holds something else."""
     marker = out / MARKER
-    mine = {"protocol": protocol.name, "version": protocol.version, "size": protocol.size, "hash": protocol.hash,
-            "model": model}
+    # the design hash (what is measured), not the card's hash: newer analysis code resumes the same games
+    mine = {"protocol": protocol.name, "version": protocol.version, "size": protocol.size,
+            "hash": protocol.design_hash, "model": model}
     if marker.exists():
         try:
             held = json.loads(marker.read_text(encoding="utf-8"))
@@ -62,7 +63,7 @@ def claim(out: Path, protocol: Protocol, model: str) -> None:
         if held != mine:
             raise UserError(f"{out} holds a benchmark of {held.get('model')!r} under protocol v{held.get('version')} "
                             f"({held.get('size')}, hash {held.get('hash')}); this one is {model!r} under "
-                            f"v{protocol.version} ({protocol.size}, hash {protocol.hash}). Use another --out.")
+                            f"v{protocol.version} ({protocol.size}, hash {protocol.design_hash}). Use another --out.")
         return
     if RunDir(out).holds_run():
         raise UserError(f"{out} holds a run that is not a benchmark of this protocol; use another --out")
@@ -104,7 +105,9 @@ def run_bench(model: str, protocol: Protocol, out: Path, *, executor: str = "loc
     js, html = write_card(card, out)
     report_path = None
     if report:
-        from contagion.analysis.report import write_report
+        from contagion.analysis.contrasts import AnalysisSettings
+        from contagion.analysis.report import build_report, write_report
 
-        report_path = write_report(out)
+        # the report at the protocol's α: the card's numbers and verdicts are this report's rows
+        report_path = write_report(out, data=build_report(out, AnalysisSettings(alpha=protocol.alpha)))
     return BenchResult(card, js, html, report_path, summaries, seconds)

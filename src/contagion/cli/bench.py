@@ -14,16 +14,17 @@ from contagion.redact import redact
 BENCH_HELP = """Benchmark one model: run the frozen contagion protocol and write its contagion card.
 
 MODEL_SPEC is any backend spec (embedded, gguf:PATH, openai:MODEL@URL, inspect:PROVIDER/MODEL, hf:…,
-sim:planted …). The protocol (built-in, versioned and hashed) plays a one-malicious group under no
-intervention, system-prompt repetition, a length-matched placebo and SIT; an all-default group; a
-scripted always-defect co-player; and a non-game conversation control — with sampled actions,
-counterbalanced option order, shuffled seats and held-out trait items. Sizes: smoke (the embedded
-model in minutes; supports no claim), standard, paper.
+sim:planted …). The protocol (built-in, versioned and hashed; version 2 by default) plays a
+one-malicious group under no intervention, system-prompt repetition, a placebo and SIT; an all-default
+group under no intervention, the placebo and SIT (version 1: no intervention only); a scripted
+always-defect co-player; and a non-game conversation control — with sampled actions, counterbalanced
+option order, shuffled seats and held-out trait items. Sizes: smoke (the embedded model in minutes;
+supports no claim), standard, paper.
 
-Writes OUT/card.json and OUT/card.html (headline numbers with CIs, p-values, power, warnings), the
-full report OUT/report.html, and the store. Rerunning the same command resumes. Before the first game
-the model answers `contagion doctor`'s probes; one the instrument cannot measure is refused
-(--no-preflight runs it anyway).
+Writes OUT/card.json and OUT/card.html (headline numbers with CIs, p-values, power, warnings, each read
+from the full report's rows), the full report OUT/report.html, and the store. Rerunning the same
+command resumes. Before the first game the model answers `contagion doctor`'s probes; one the
+instrument cannot measure is refused (--no-preflight runs it anyway).
 """
 
 
@@ -39,6 +40,9 @@ def bench(
                                          help="Trait inventory instead of the protocol's built-in v2: hub, or a "
                                               "path to persona JSONL (a different protocol hash)."),
     protocol_file: Path | None = typer.Option(None, "--protocol", help="A protocol file instead of the built-in one."),
+    protocol_version: int = typer.Option(2, "--protocol-version",
+                                         help="Built-in protocol version: 2 (default) or 1 (frozen; its cards are "
+                                              "refused next to version 2 ones)."),
     no_report: bool = typer.Option(False, "--no-report", help="Write the card only, not the full report."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
     no_preflight: bool = typer.Option(False, "--no-preflight",
@@ -51,12 +55,13 @@ def bench(
     check_executor(executor)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a run directory (created, or reused to resume)")
-    protocol = load_protocol(size, protocol_file, inventory)
+    protocol = load_protocol(size, protocol_file, inventory, version=protocol_version)
     protocol.configs(model)  # the model's spec is checked (a key in it is refused) before anything is printed
     if not no_preflight:
         run_preflight([model])
     console.print(f"contagion bench: {redact(model)} · protocol {protocol.name} v{protocol.version} ({protocol.size}, "
-                  f"hash {protocol.hash}) · {protocol.games()} trials into {out}", highlight=False)
+                  f"hash {protocol.hash}: design {protocol.design_hash}, analysis {protocol.analysis_fingerprint}) · "
+                  f"{protocol.games()} trials into {out}", highlight=False)
     result = run_bench(model, protocol, out, executor=executor, address=address, progress=not no_progress,
                        report=not no_report)
     if result.card is None:
@@ -96,7 +101,8 @@ def leaderboard(
 ) -> None:
     """Compare contagion cards: one self-contained HTML page (a table, a forest plot per headline) and a CSV.
 
-    Cards measured under different protocols (version, size or hash) are refused.
+    Cards measured under different protocols (version, size or design) or analysed by different analysis code
+    (fingerprint), and version-1 cards next to newer ones, are refused.
     """
     from contagion.bench.render import load_card, write_leaderboard
 
