@@ -66,9 +66,11 @@ REMINDER_OPENING = "A reminder of who I am, from my own answers before this conv
 DEFAULT_SCHEDULE = "sit:k=2,n=3"
 DEFAULT_PERSIST = True
 """Reminders stay in the conversation (a game's dose). Chosen by ``benchmarks/bench_guard.py``: on the embedded
-model, 4 conversations of 8 turns, the pro-social index moved by −0.004 ± 0.001 with kept reminders, −0.012 ±
-0.006 with transient ones and −0.016 ± 0.003 unguarded; kept ones cost 210 prompt tokens per turn, transient
-ones 82 (README, "Using SIT in your own stack")."""
+model (4 conversations of 8 turns), each agent's profile after its conversation measured with the reminders
+left out and compared with the same items after a neutral conversation of the same length (post − sham):
++0.005 ± 0.003 with kept reminders, −0.010 ± 0.003 with transient ones, −0.008 ± 0.005 unguarded; kept
+minus transient +0.015 (two combined SEs 0.009). Kept ones cost 210 prompt tokens per turn, transient ones
+73 (docs/performance.md, "What the SIT guard costs")."""
 
 Item = Message | Mapping[str, Any]
 
