@@ -48,7 +48,7 @@ def test_report_has_methods_figures_tables_and_contrasts(report_html: str) -> No
     # every named contrast is present; tests are named next to the numbers
     for name in ("contagion", "amplification", "reciprocity", "chat", "mitigation"):
         assert f'id="contrast-{name}"' in report_html
-    assert "cluster bootstrap" in report_html and "CR\u2011t" in report_html and "MixedLM" in report_html
+    assert "cluster-robust t" in report_html and "CR\u2011t" in report_html and "MixedLM" in report_html
     # cells with few games are flagged
     assert "too few to support a claim" in report_html
 

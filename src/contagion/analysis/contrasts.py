@@ -199,10 +199,29 @@ def _finish_family(rows: list[dict[str, Any]], settings: AnalysisSettings) -> li
 
 def _num(row: Any, key: str) -> float:
     v = row.get(key, math.nan) if isinstance(row, dict) else (row[key] if key in row.index else math.nan)
+    if v is None:
+        return math.nan
     try:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
+
+
+def confidence_gated(row: Any, alpha: float = ALPHA) -> bool:
+    """Whether the confidence gate holds an index row (a report row, or a card number carrying its gate figures)
+    back: see :func:`_mass_gated`."""
+    return _mass_gated(row, AnalysisSettings(alpha=alpha))
+
+
+def cluster_col(df: pd.DataFrame) -> pd.Series:
+    """The clusters every estimator uses for the rows of ``df`` (:func:`_cluster_col`), for code outside this
+    module that estimates with the same clustering (the card's own numbers)."""
+    return _cluster_col(df)
+
+
+def pairs_col(df: pd.DataFrame) -> np.ndarray | None:
+    """The seeds two-arm rows pair by (:func:`_pairs_col`)."""
+    return _pairs_col(df)
 
 
 def _mass_gated(row: Any, settings: AnalysisSettings) -> bool:
@@ -230,7 +249,7 @@ def _gate_warning(row: Any, settings: AnalysisSettings) -> str:
     return "; ".join([x for x in (old, *notes) if x])
 
 
-def _warning(n_games: int, settings: AnalysisSettings, what: str = "games") -> str:
+def _warning(n_games: int, settings: AnalysisSettings, what: str = "independent game clusters") -> str:
     if n_games < settings.min_games:
         return f"only {n_games} distinct {what} (< {settings.min_games}): too few to support a claim"
     return ""
@@ -654,7 +673,7 @@ def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
             "n_games": est.n_games, "games_a": est.n_games, "games_b": 0, "mean_a": float(sub["defect"].mean()),
             "mean_b": float(sub["seen"].mean()),
             "significant": bool(np.isfinite(est.p) and est.p < settings.alpha),
-            "warning": _warning(est.n_games, settings),
+            "warning": _warning(est.n_games, settings), "se": est.se, "df": est.df,
         })
     return Contrast("behaviour", QUESTIONS["behaviour"], "ok",
                     note="Slope of defecting (1/0) on the share of the others' defections one round before, "

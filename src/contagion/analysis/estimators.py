@@ -392,7 +392,10 @@ def two_sample(values: np.ndarray, arm: np.ndarray, clusters: Any, *, baselines:
     beta, xt, resid = _fe_beta(y, a.astype(float), strata, k)
     sxx = float(xt @ xt)
     scores = np.bincount(codes, weights=xt * resid, minlength=g)
-    n_params = 1 + k
+    # strata nested within clusters (pairing by seed inside linked components) are absorbed by the clusters and
+    # do not count as parameters in the small-sample factor, as for any fixed effect nested in a cluster
+    nested = k > 1 and bool(np.all(pd.Series(codes).groupby(strata).nunique().to_numpy() == 1))
+    n_params = 2 if nested else 1 + k
     if g >= 2 and n > n_params and sxx > 0:
         adj = (g / (g - 1)) * ((n - 1) / (n - n_params))
         v = adj * float(np.sum(scores**2)) / sxx**2

@@ -33,7 +33,15 @@ import pandas as pd
 
 from contagion import __version__
 from contagion.analysis import contrasts as contrast_module
-from contagion.analysis.contrasts import AnalysisSettings, Contrast, compute_contrasts, drift_by_cell
+from contagion.analysis.contrasts import (
+    AnalysisSettings,
+    Contrast,
+    cluster_col,
+    compute_contrasts,
+    confidence_gated,
+    drift_by_cell,
+    pairs_col,
+)
 from contagion.analysis.estimators import holm, one_sample, two_sample
 from contagion.analysis.report_text import instrument_warnings, report_warnings
 from contagion.analysis.tables import MALICIOUS_LM, PROSOCIAL, SCRIPTED_DEFECTOR, RunTables, load_tables
@@ -108,9 +116,11 @@ def _number(row: dict[str, Any], source: str) -> dict[str, Any]:
            "warning": row.get("warning", "") or ""}
     if "games_a" in row:
         out["games_a"], out["games_b"] = int(row["games_a"]), int(row["games_b"])
-    mass_p = row.get("mass_p")
-    if mass_p is not None and math.isfinite(float(mass_p)):  # the report's confidence gate (two-condition rows)
-        out["mass_estimate"], out["mass_p"] = float(row["mass_estimate"]), float(mass_p)
+    for key in ("mass_estimate", "mass_p", "mass_tost_p", "flat_estimate", "flat_low", "flat_high", "net_estimate",
+                "net_p"):  # the report's confidence gate (two-condition rows)
+        value = row.get(key)
+        if value is not None and math.isfinite(float(value)):
+            out[key] = float(value)
     return out
 
 
@@ -134,14 +144,15 @@ def behaviour_beyond_reciprocity(tables: RunTables, settings: AnalysisSettings) 
     if acts.empty:
         return None
     acts = acts.assign(_d=(acts["action"].astype(str) == "defect").astype(float))
-    agents = (acts.groupby(["game_id", "cluster", "player", "game", "composition_kind"], observed=True)["_d"]
-              .mean().reset_index())
+    keys = ["game_id", "cluster", "player", "game", "composition_kind", "model", "seed"]
+    agents = acts.groupby([k for k in keys if k in acts.columns], observed=True)["_d"].mean().reset_index()
     arm = agents["composition_kind"].astype(str) == MALICIOUS_LM
     if arm.all() or not arm.any():
         return None
-    est = two_sample(agents["_d"].to_numpy(), arm.to_numpy(), agents["cluster"].astype(str).to_numpy(),
-                     baselines=agents["game"].astype(str).to_numpy(), resamples=settings.resamples,
-                     seed=settings.seed)
+    # clustered on linked games and paired by seed, as every two-condition row of the report
+    est = two_sample(agents["_d"].to_numpy(), arm.to_numpy(), cluster_col(agents).astype(str).to_numpy(),
+                     baselines=agents["game"].astype(str).to_numpy(), pairs=pairs_col(agents),
+                     resamples=settings.resamples, seed=settings.seed)
     ga, gb = int(est.extra.get("games_a", 0)), int(est.extra.get("games_b", 0))
     warning = (f"only {min(ga, gb)} distinct games in an arm (< {settings.min_games}): too few to support a claim"
                if min(ga, gb) < settings.min_games else "")
@@ -163,7 +174,7 @@ def answer_mass(tables: RunTables, settings: AnalysisSettings) -> dict[str, Any]
     sub = sub[values.notna()]
     if sub.empty:
         return None
-    est = one_sample(values.dropna().to_numpy(), sub["cluster"].astype(str).to_numpy(),
+    est = one_sample(values.dropna().to_numpy(), cluster_col(sub).astype(str).to_numpy(),
                      resamples=settings.resamples, seed=settings.seed)
     return {"estimate": est.estimate, "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p,
             "n_games": est.n_games, "effect": est.effect, "effect_name": est.effect_name, "test": est.test,
@@ -287,9 +298,9 @@ def card_from_tables(tables: RunTables, protocol: Protocol, model: str, *, secon
         entry["p_holm"] = p_adj
         test_p = p_adj if p_adj is not None else n["p"]
         significant = bool(test_p is not None and math.isfinite(test_p) and test_p < protocol.alpha)
-        # the report's confidence gate: where the arms' answer mass differs, the difference may be lost
-        # confidence, not trait change, and is not claimed (the row's warning says so)
-        entry["confidence_gated"] = bool(n.get("mass_p") is not None and n["mass_p"] < protocol.alpha)
+        # the report's confidence gate: where the difference does not exceed what the arms' movement toward ½
+        # explains, it may be lost confidence, not trait change, and is not claimed (the row's warning says so)
+        entry["confidence_gated"] = confidence_gated(n, protocol.alpha)
         significant = significant and not entry["confidence_gated"]
         entry["significant"] = significant
         entry["detected"] = bool(significant and math.isfinite(n["estimate"])
@@ -300,9 +311,10 @@ def card_from_tables(tables: RunTables, protocol: Protocol, model: str, *, secon
                                                                       instrument_warnings(tables)]
     for e in heads:
         if e.get("confidence_gated"):
-            warnings.append(f"{e['title']}: not claimed although p < {protocol.alpha:g}: the answer mass of its arms "
-                            f"differs (Δ {e['mass_estimate']:+.3f}, p = {e['mass_p']:.3g}), so the difference may be "
-                            "lost confidence rather than trait change.")
+            warnings.append(f"{e['title']}: not claimed although p < {protocol.alpha:g}: the arms' movement toward ½ "
+                            f"explains {e.get('flat_estimate', math.nan):+.3f} of it (net of that "
+                            f"{e.get('net_estimate', math.nan):+.3f}, p = {e.get('net_p', math.nan):.3g}), so the "
+                            "difference may be lost confidence rather than trait change.")
         if e["primary"] and e.get("available") and e.get("power") is not None:
             pw = e["power"]
             if not (isinstance(pw, float) and math.isfinite(pw)):
