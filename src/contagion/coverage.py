@@ -8,7 +8,7 @@ intervals cover.
 
 One *replication* plays :class:`CoverageGrid` — the check's grid (:class:`contagion.check.ValidationGrid`: two
 compositions, no intervention / SIT / the neutral placebo, 6 game seeds) on three game types (prisoner's dilemma,
-chicken, stag hunt) with common seeds — on :data:`MODEL` (``sim:planted`` with contagion 0.05 and a game-level
+chicken, stag hunt) with common seeds, replication ``k`` on game seeds ``6k .. 6k + 5`` — on :data:`MODEL` (``sim:planted`` with contagion 0.05 and a game-level
 random effect of SD 0.10, the project's default between-game SD), with model seed and item sample ``k``, and
 analyses it with the report's code (:func:`contagion.analysis.contrasts.compute_contrasts`). For each primary
 contrast (:data:`CONTRASTS`, picked by what their arms are) it keeps the estimate, the test's SE and its 95 %
@@ -75,7 +75,9 @@ class CoverageGrid(ValidationGrid):
     games: tuple[str, ...] = GAMES
 
     def config(self, model: str, seed: int = 0) -> dict[str, Any]:
-        return {**super().config(model, seed), "games": list(self.games)}
+        # replication k plays its own game seeds (k·reps .. k·reps + reps − 1): the seeds' sampled actions and
+        # game effects are part of what a replication draws, as they are of what the intervals account for
+        return {**super().config(model, seed), "games": list(self.games), "seed": seed * self.repetitions}
 
 
 def seeded(spec: str, seed: int) -> str:

@@ -33,7 +33,7 @@ from contagion.analysis.contrasts import (
 )
 from contagion.analysis.estimators import slope
 from contagion.analysis.tables import PROSOCIAL, tables_from_records
-from contagion.check import GAME_SD, PLACEBO, SIT, ValidationGrid, model_spec, play_grid
+from contagion.check import GAME_SD, SIT, ValidationGrid, model_spec, play_grid
 
 SETTINGS = AnalysisSettings(resamples=0, mixed=False)
 
@@ -131,7 +131,7 @@ def test_slight_flattening_no_longer_hides_a_real_sit_effect() -> None:
 
 def test_a_mass_keeping_flattener_is_not_called_harmful() -> None:
     rows = gate_rows(MASS_KEEPING, 0)
-    for comparison in (f"{SIT} − none", f"{PLACEBO} − none"):
+    for comparison in (f"{SIT} − none", "placebo:k=1,kind=neutral,n=2 − none"):
         row = rows.loc[comparison]
         assert row["estimate"] < -0.03 and row["p_adj"] < 0.05
         assert not row["mass_p"] < 0.05 and row["old_gate"]  # the mass does not move: the earlier gate let it through
@@ -148,7 +148,7 @@ def test_gate_cases_over_ten_runs() -> None:
         real += bool(row["significant"] and row["estimate"] > 0)
         old_real += bool(row["old_gate"] and row["estimate"] > 0)
         rows = gate_rows(MASS_KEEPING, seed)
-        for comparison in (f"{SIT} − none", f"{PLACEBO} − none"):
+        for comparison in (f"{SIT} − none", "placebo:k=1,kind=neutral,n=2 − none"):
             row = rows.loc[comparison]
             harmful += bool(row["significant"] and row["estimate"] < 0)
             old_harmful += bool(row["old_gate"] and row["estimate"] < 0)
