@@ -8,8 +8,9 @@ intervals cover.
 
 One *replication* plays :class:`CoverageGrid` — the check's grid (:class:`contagion.check.ValidationGrid`: two
 compositions, no intervention / SIT / the neutral placebo, 6 game seeds) on three game types (prisoner's dilemma,
-chicken, stag hunt) with common seeds, replication ``k`` on game seeds ``6k .. 6k + 5`` — on :data:`MODEL` (``sim:planted`` with contagion 0.05 and a game-level
-random effect of SD 0.10, the project's default between-game SD), with model seed and item sample ``k``, and
+chicken, stag hunt) with common seeds, replication ``k`` on game seeds ``6k .. 6k + 5`` — on :data:`MODEL`
+(``sim:planted`` with contagion 0.05 and a game-level random effect of SD 0.10, the project's default
+between-game SD), with model seed and item sample ``k``, and
 analyses it with the report's code (:func:`contagion.analysis.contrasts.compute_contrasts`). For each primary
 contrast (:data:`CONTRASTS`, picked by what their arms are) it keeps the estimate, the test's SE and its 95 %
 interval (the row's ``ci_low``/``ci_high``: the cluster-robust t interval).
