@@ -10,12 +10,14 @@ One *replication* plays :class:`CoverageGrid` — the check's grid (:class:`cont
 compositions, no intervention / SIT / the neutral placebo, 6 game seeds) on three game types (prisoner's dilemma,
 chicken, stag hunt) with common seeds, replication ``k`` on game seeds ``6k .. 6k + 5`` — on :data:`MODEL`
 (``sim:planted`` with contagion 0.05 and a game-level random effect of SD 0.10, the project's default
-between-game SD), with model seed and item sample ``k``, and
+between-game SD), with model seed ``k`` and the same item sample in every replication (assessment seed 0), and
 analyses it with the report's code (:func:`contagion.analysis.contrasts.compute_contrasts`). For each primary
 contrast (:data:`CONTRASTS`, picked by what their arms are) it keeps the estimate, the test's SE and its 95 %
 interval (the row's ``ci_low``/``ci_high``: the cluster-robust t interval).
 
-**Truth.** The planted rule fixes each contrast's expected value but not in closed form: the index drift depends
+**Truth.** The estimand is a contrast's expected value for the run's item sample (a protocol fixes it; which
+statements SIT quotes changes SIT's planted effect, and no row's SE claims to cover the choice of items).
+The planted rule fixes that expected value but not in closed form: the index drift depends
 on the exposure the games produce (sampled actions that themselves depend on the drift and the game effect) and
 on clipping. So the truth of contrast ``c`` for replication ``k`` is the mean of ``c``'s estimate over the *other*
 replications (leave-one-out: independent of the interval it judges; with R replications it differs from the
@@ -78,7 +80,12 @@ class CoverageGrid(ValidationGrid):
     def config(self, model: str, seed: int = 0) -> dict[str, Any]:
         # replication k plays its own game seeds (k·reps .. k·reps + reps − 1): the seeds' sampled actions and
         # game effects are part of what a replication draws, as they are of what the intervals account for
-        return {**super().config(model, seed), "games": list(self.games), "seed": seed * self.repetitions}
+        # the item sample is the same in every replication (assessment seed 0): it is fixed by a study's protocol,
+        # and its effect on the true drift (which statements SIT quotes, which items sit near a bound) is part of
+        # the estimand a run's interval is about, not of its sampling error
+        cfg = super().config(model, seed)
+        return {**cfg, "games": list(self.games), "seed": seed * self.repetitions,
+                "assessment": {**cfg["assessment"], "seed": 0}}
 
 
 def seeded(spec: str, seed: int) -> str:
@@ -181,8 +188,8 @@ def run_coverage(replications: int = REPLICATIONS, workers: int = 1, spec: str =
         "fingerprint": coverage_fingerprint(), "model": spec, "replications": replications,
         "grid": {**asdict(grid), "interventions": grid.played_interventions()},
         "band": list(BAND),
-        "truth": "leave-one-out mean of the contrast's estimate over the other replications (the planted rule's "
-                 "expected value has no closed form: exposure and clipping); exact 0 also for "
+        "truth": "leave-one-out mean of the contrast's estimate over the other replications, all on one item sample "
+                 "(the planted rule's expected value has no closed form: exposure and clipping); exact 0 also for "
                  + ", ".join(EXACT_ZERO),
         "interval": "the report row's 95% interval (ci_low, ci_high)",
         "contrasts": summarise(reps),

@@ -147,12 +147,10 @@ def test_gate_cases_over_ten_runs() -> None:
         row = gate_rows(SLIGHT_FLATTENING, seed).loc[f"{SIT} − none"]
         real += bool(row["significant"] and row["estimate"] > 0)
         old_real += bool(row["old_gate"] and row["estimate"] > 0)
-        rows = gate_rows(MASS_KEEPING, seed)
-        for comparison in (f"{SIT} − none", "placebo:k=1,kind=neutral,n=2 − none"):
-            row = rows.loc[comparison]
-            harmful += bool(row["significant"] and row["estimate"] < 0)
-            old_harmful += bool(row["old_gate"] and row["estimate"] < 0)
-    print(f"real SIT effect claimed {real}/10 (mass gate {old_real}/10); flattener's harm claimed {harmful}/20 "
-          f"(mass gate {old_harmful}/20)")
+        rows = gate_rows(MASS_KEEPING, seed).loc[[f"{SIT} − none", "placebo:k=1,kind=neutral,n=2 − none"]]
+        harmful += bool((rows["significant"] & (rows["estimate"] < 0)).any())
+        old_harmful += bool((rows["old_gate"] & (rows["estimate"] < 0)).any())
+    print(f"real SIT effect claimed in {real}/10 runs (mass gate {old_real}/10); the flattener's SIT − none or "
+          f"placebo − none claimed harmful in {harmful}/10 (mass gate {old_harmful}/10)")
     assert real >= 8 and old_real <= 2
-    assert harmful <= 2 and old_harmful >= 16
+    assert harmful <= 1 and old_harmful >= 9
