@@ -9,9 +9,14 @@ them; a run without the conditions a contrast compares gets ``not in this run``.
 
 Five facts about the data shape every test here:
 
-1. **Agents in one game are not independent** — they saw the same conversation. Games are the
-   clusters of every estimator. Games whose transcripts are identical (a deterministic model with no
-   chat replays the same game for every seed) are one cluster.
+1. **Agents in one game are not independent** — they saw the same conversation — and **games of one seed
+   are not either**: a grid runs every cell on common seeds, so games of one seed share its random draws
+   (and whatever a seed's history does to a model) across compositions, interventions and game types.
+   The clusters of every estimator are linked games (:func:`linked_clusters`: connected components of
+   games sharing a seed or a transcript, per model; :func:`_cluster_col`); games whose transcripts are
+   identical (a deterministic model with no chat replays the same game for every seed) are one game.
+   Two-condition rows also pair their arms by seed where both arms were played on the same seeds
+   (:func:`contagion.analysis.estimators.two_sample` with ``pairs``), which cancels what a seed shares.
 2. **The pre-play profile is measured once and shared.** The runner measures a model's pre-play
    profile once per system prompt, so every agent with the same prompt shares the same baseline
    measurement — and its measurement error, which does not average out over games. Comparisons
@@ -32,11 +37,13 @@ Five facts about the data shape every test here:
 
 4. **Context length moves a model's confidence.** Two arms can differ in how much the agents read
    (reminders, chat), and a model that loses confidence with length pulls every answer toward ½, which
-   moves the index with no trait change. Each two-condition comparison also compares the agents'
-   answer-mass drift (``mass_estimate``, ``mass_p``); where it differs (p < α) the index is not called
-   significant and the row says why (the confidence gate).
-5. **Sampled actions reuse their random draws across cells** (common seeds), so the behaviour slope
-   clusters on games linked by a seed or a transcript (:func:`linked_clusters`), not on single games.
+   moves the index with no trait change. Each two-condition index row therefore carries what the arms'
+   movement toward ½ explains (read off the control items, :func:`flattening_explained`) and the
+   difference net of it; the index is called significant only when that net difference is significant
+   too, in the same direction (the confidence gate, :func:`_gate_figures`), and the row says why when it
+   is not. The arms' answer-mass drift is reported with an equivalence test (TOST, ±:data:`MASS_MARGIN`).
+5. **Sampled actions reuse their random draws across cells** (common seeds), which is why the clusters
+   are linked games (fact 1); the behaviour slope was the first estimator to need it.
 
 Effect sizes are Cohen's *d_z* (mean paired difference / its SD over agents) for post − pre and
 Cohen's *d* (difference / pooled SD over agents) for two conditions.
@@ -779,8 +786,8 @@ def drift_by_cell(drift: pd.DataFrame, by: tuple[str, ...] = ("model", "game", "
     """Post − pre of default agents for one trait (the index by default) in each cell of ``by``.
 
     ``drift`` is :attr:`RunTables.drift` or a subset of it. Each cell gets the one-sample estimate
-    of :func:`one_sample` (cluster bootstrap CI, cluster-robust t with baseline error: by item resampling
-    when ``items`` — :attr:`RunTables.item_drift` — is given, else from the between-game spread).
+    of :func:`one_sample` (cluster-robust t and its interval, linked games as clusters, with baseline error: by
+    item resampling when ``items`` — :attr:`RunTables.item_drift` — is given, else from the between-game spread).
     """
     settings = settings or AnalysisSettings()
     df = _default_agents(drift)
