@@ -43,10 +43,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from contagion.check import ValidationGrid
+from contagion.coverage import CoverageGrid, seeded
 
 MODELS = (
     "sim:planted?contagion=0.05",
@@ -63,19 +63,8 @@ CONTRAST_ORDER = ("contagion", "amplification", "mitigation", "behaviour", "reci
 CONTAGION_ROW = ("contagion", "post − pre · one-malicious")
 
 
-@dataclass(frozen=True)
-class GamesGrid(ValidationGrid):
-    """The check's grid played on several game types with common seeds (every cell: game seeds 0..reps−1)."""
-
-    games: tuple[str, ...] = ("prisoners-dilemma", "chicken", "stag-hunt")
-
-    def config(self, model: str, seed: int = 0) -> dict[str, Any]:
-        return {**super().config(model, seed), "games": list(self.games)}
-
-
-def seeded(spec: str, seed: int) -> str:
-    """``spec`` with the model seed ``seed``."""
-    return f"{spec}{'&' if '?' in spec else '?'}seed={seed}"
+GamesGrid = CoverageGrid
+"""The check's grid on three game types with common seeds: the coverage test's grid (:mod:`contagion.coverage`)."""
 
 
 def analyse(grid: ValidationGrid, spec: str, seed: int) -> tuple[Any, dict[str, Any]]:

@@ -6,7 +6,8 @@
 ``sim:flatten?lean=0.25`` and ``sim:flatten-keep?lean=0.25``) plant no trait change and no mitigation, and
 each tries to fool a careless analysis in its own way. A *run* here is a small grid played in-process
 (one game type; all-default and one-malicious groups; no intervention, SIT and the length-matched
-neutral placebo; one chat turn per round) analysed with exactly the code the report uses
+neutral placebo; one chat turn per round; every model with a game-level random effect of SD
+:data:`GAME_SD`, shared by the games of one seed) analysed with exactly the code the report uses
 (:func:`contagion.analysis.tables.tables_from_records` and
 :func:`contagion.analysis.contrasts.compute_contrasts`, primary family Holm-corrected as a whole).
 Each run uses a different model seed and item sample, so measurement noise, items, baselines and games
@@ -62,6 +63,10 @@ SIT = "sit:k=1,n=2"
 SIT_KINDS = ("sit", "sit-adaptive")
 """The interventions that are SIT (their kind, the intervention's name)."""
 PLACEBO = "placebo:kind=neutral,k=1,n=2"
+GAME_SD = 0.10
+"""The game-level random effect every simulated model of the check carries (``game_sd``: the between-game SD of
+the per-game index drift, shared by the games of one seed): the project's own default between-game SD
+(:data:`contagion.analysis.power.DEFAULT_GAME_SD`), so the check sees the dependence common seeds create."""
 
 
 LEAN_TRAPS = ("flatten?lean=0.25", "flatten-keep?lean=0.25")
@@ -145,10 +150,13 @@ class RunOutcome:
     games: int
 
 
-def model_spec(variant: str, seed: int, planted_size: float = PLANTED_CONTAGION) -> str:
-    """The backend spec of one run (``variant`` may carry parameters: ``flatten?lean=0.25``)."""
+def model_spec(variant: str, seed: int, planted_size: float = PLANTED_CONTAGION, game_sd: float = GAME_SD) -> str:
+    """The backend spec of one run (``variant`` may carry parameters: ``flatten?lean=0.25``; ``game_sd`` left
+    out of the spec when 0)."""
     name, _, params = variant.partition("?")
     extra = f"{params}&" if params else ""
+    if game_sd:
+        extra += f"game_sd={game_sd:g}&"
     if name == "planted":
         return f"sim:planted?contagion={planted_size:g}&{extra}seed={seed}"
     return f"sim:{name}?{extra}seed={seed}"
@@ -286,8 +294,9 @@ def run_validation(runs: int = 100, *, planted_size: float = PLANTED_CONTAGION, 
     placebo = "SIT − placebo" if placebo_available() else "SIT − none (no placebo intervention in this version)"
     return ValidationResult(
         runs=runs, planted_model=model_spec("planted", 0, planted_size).replace("seed=0", "seed=<run>"),
-        null_model=", ".join(f"sim:{v}?seed=<run>" for v in nulls), planted_size=planted_size,
-        grid={**asdict(grid), "interventions": grid.played_interventions()},
+        null_model=", ".join(model_spec(v, 0, planted_size).replace("seed=0", "seed=<run>") for v in nulls),
+        planted_size=planted_size,
+        grid={**asdict(grid), "interventions": grid.played_interventions(), "game_sd": GAME_SD},
         power={c: detected[c] / runs for c in targets}, detected=detected, false_positives=fps,
         mean_planted_drift=drift, alpha=alpha,
         rule=("detected: the target's primary row significant after Holm over the primary family (α = 0.05) and in "

@@ -76,7 +76,7 @@ def test_named_contrasts_find_the_constructed_differences() -> None:
     mit = c["mitigation"].index_rows().set_index("comparison")
     assert mit.loc["sit − none", "estimate"] == pytest.approx(0.04, abs=0.01)  # (−0.02 − −0.10) / 2 compositions
     for row in c["amplification"].rows.itertuples():
-        assert "cluster-robust" in row.test and row.ci_method.startswith("cluster bootstrap")
+        assert "cluster-robust" in row.test and row.ci_method.startswith("cluster-robust t")
 
 
 def test_traits_are_gated_by_the_index() -> None:

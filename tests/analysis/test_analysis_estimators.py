@@ -10,12 +10,15 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from contagion.analysis.estimators import (
+    PAIRING_SHARE,
     baseline_variance,
     benjamini_hochberg,
     holm,
     mixed_model,
     naive_one_sample,
     one_sample,
+    t_interval,
+    tost,
     two_sample,
 )
 
@@ -54,7 +57,11 @@ def test_known_drift_is_recovered_with_a_covering_interval() -> None:
     assert est.ci_low < 0.10 < est.ci_high
     assert est.p < 0.001
     assert est.n_games == 30 and est.n_agents == 90 and est.df == 29
-    assert "cluster-robust" in est.test and "bootstrap" in est.ci_method
+    assert "cluster-robust" in est.test and "t 95% CI" in est.ci_method
+    # the interval is the test's own: estimate ± t(0.975; G − 1)·SE; the cluster bootstrap is kept aside
+    assert est.ci_low == pytest.approx(est.estimate - 2.0452 * est.se, abs=1e-4)
+    low, high = est.extra["boot_ci"]
+    assert low < est.estimate < high
     assert est.effect > 1  # d_z: a large standardized drift
 
 
@@ -73,7 +80,7 @@ def test_known_null_clustered_test_is_calibrated_naive_is_overconfident() -> Non
     assert clustered_fp / trials <= 0.08
 
 
-def test_cluster_bootstrap_interval_is_wider_than_the_naive_one_on_clustered_data() -> None:
+def test_clustered_interval_is_wider_than_the_naive_one_on_clustered_data() -> None:
     rng = np.random.default_rng(11)
     values, games = clustered(rng, games=15, per_game=3, mean=0.0, game_sd=1.0, agent_sd=0.2)
     naive = naive_one_sample(values)
@@ -151,3 +158,74 @@ def test_pairing_by_baseline_removes_the_shared_baseline_error() -> None:
     print(f"false positives: plain difference {plain / trials:.3f}, paired by baseline {paired / trials:.3f}")
     assert plain / trials > 0.3
     assert paired / trials <= 0.08
+
+
+# -- common seeds: linked clusters and pairing by seed ----------------------------------------------------
+
+
+def seeded_grid(rng: np.random.Generator, seeds: int, diff: float, seed_sd: float = 0.1, agent_sd: float = 0.01,
+                cells: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two arms played on common seeds: every seed plays ``cells`` games (game types) in each arm, and a seed's
+    effect is shared by all of them (as a grid's common seeds share random draws). (values, arm, game, seed)."""
+    rows = []
+    for s in range(seeds):
+        g = rng.normal(0, seed_sd)
+        for cell in range(cells):
+            for arm in (True, False):
+                for _agent in range(2):
+                    rows.append((g + (diff if arm else 0.0) + rng.normal(0, agent_sd), arm, f"{s}-{cell}-{arm}", s))
+    v, a, game, seed = (np.array(c) for c in zip(*rows, strict=True))
+    return v.astype(float), a.astype(bool), game, seed
+
+
+def test_one_sample_on_games_a_seed_links_is_calibrated_on_single_games_it_is_not() -> None:
+    rng = np.random.default_rng(5)
+    trials, on_games, on_seeds = 300, 0, 0
+    for _ in range(trials):
+        v, a, game, seed = seeded_grid(rng, 8, 0.0)
+        on_games += one_sample(v[a], game[a], resamples=0).p < 0.05
+        on_seeds += one_sample(v[a], seed[a], resamples=0).p < 0.05
+    print(f"false positives: clustered on games {on_games / trials:.3f}, on linked games {on_seeds / trials:.3f}")
+    assert on_games / trials > 0.2
+    assert on_seeds / trials <= 0.08
+
+
+def test_pairing_by_seed_cancels_what_a_seed_shares() -> None:
+    rng = np.random.default_rng(6)
+    v, a, _, seed = seeded_grid(rng, 8, 0.02)
+    paired = two_sample(v, a, seed, baselines=np.zeros(v.size), pairs=seed, resamples=0)
+    unpaired = two_sample(v, a, seed, baselines=np.zeros(v.size), resamples=0)
+    assert paired.extra["paired_by_seed"] and not unpaired.extra["paired_by_seed"]
+    assert paired.estimate == pytest.approx(0.02, abs=0.005) and paired.p < 0.001
+    assert paired.se < unpaired.se / 5 and unpaired.p > 0.05  # the seed effect swamps the unpaired difference
+    assert paired.n_games == 8 and paired.df == 7  # linked clusters are not split by arm
+    assert "seed" in paired.test
+    # calibrated under the null
+    trials, fp = 300, 0
+    for _ in range(trials):
+        v, a, _, seed = seeded_grid(rng, 8, 0.0)
+        fp += two_sample(v, a, seed, baselines=np.zeros(v.size), pairs=seed, resamples=0).p < 0.05
+    assert fp / trials <= 0.08
+
+
+def test_pairing_by_seed_applies_only_where_the_arms_share_their_seeds() -> None:
+    rng = np.random.default_rng(7)
+    v, a, _, seed = seeded_grid(rng, 10, 0.02)
+    # arm B lost seeds 0..4: the shared strata keep half of the agents, under PAIRING_SHARE
+    keep = a | (seed >= 5)
+    est = two_sample(v[keep], a[keep], seed[keep], baselines=np.zeros(keep.sum()), pairs=seed[keep], resamples=0)
+    assert PAIRING_SHARE > 0.5 and not est.extra["paired_by_seed"] and est.n_agents == keep.sum()
+    # one seed lost of ten: still paired, the unshared seed drops out
+    keep = a | (seed >= 1)
+    est = two_sample(v[keep], a[keep], seed[keep], baselines=np.zeros(keep.sum()), pairs=seed[keep], resamples=0)
+    assert est.extra["paired_by_seed"] and est.n_agents == int(keep.sum()) - int((a & (seed == 0)).sum())
+
+
+def test_tost_shows_equivalence_only_when_the_interval_fits_in_the_margin() -> None:
+    assert tost(0.001, 0.002, 20, 0.02) < 0.001  # tight and near 0: the same
+    assert tost(0.001, 0.02, 20, 0.02) > 0.15  # too noisy to say
+    assert tost(0.03, 0.002, 20, 0.02) > 0.99  # clearly outside the margin
+    assert tost(0.0, 0.0, 20, 0.02) == 0.0 and tost(0.05, 0.0, 20, 0.02) == 1.0  # no variation at all
+    assert math.isnan(tost(0.0, 0.01, 0, 0.02))
+    low, high = t_interval(0.1, 0.02, 5)
+    assert (low, high) == pytest.approx((0.1 - 2.5706 * 0.02, 0.1 + 2.5706 * 0.02), abs=1e-4)

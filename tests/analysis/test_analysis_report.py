@@ -50,7 +50,7 @@ def test_report_has_methods_figures_tables_and_contrasts(report_html: str) -> No
         assert f'id="contrast-{name}"' in report_html
     block = report_html.split('id="contrast-defection"', 1)[1].split('id="contrast-', 1)[0]
     assert "Estimand, one-malicious − scripted-defector:" in block and "defection rate" in block
-    assert "cluster bootstrap" in report_html and "CR\u2011t" in report_html and "MixedLM" in report_html
+    assert "cluster-robust t" in report_html and "CR\u2011t" in report_html and "MixedLM" in report_html
     # cells with few games are flagged
     assert "too few to support a claim" in report_html
 

@@ -145,3 +145,17 @@ def test_cli_errors_are_one_line_exit_2(kind: str, tmp_path: Path, failed_run_di
     assert args is not None
     code, out = _power(*args)
     assert code == 2 and "Traceback" not in out and out.strip().startswith("Error"), out
+
+
+def test_achieved_power_is_the_rows_own_test_at_the_effect() -> None:
+    """The power a card states comes from the report row's own SE and df (linked clusters − 1)."""
+    from contagion.analysis.power import achieved_power
+    from contagion.bench.power import power
+
+    row = {"estimate": 0.03, "se": 0.01, "df": 5}
+    assert achieved_power(row, 0.05) == pytest.approx(power(0.05, 0.01, 5), abs=1e-12)
+    assert 0.8 < achieved_power(row, 0.05) < 1
+    # fewer independent clusters, less power at the same SE
+    assert achieved_power({**row, "df": 2}, 0.05) < achieved_power(row, 0.05)
+    assert math.isnan(achieved_power({"se": None, "df": 5}, 0.05))
+    assert math.isnan(achieved_power({"se": 0.01, "df": 0}, 0.05))

@@ -226,13 +226,13 @@ def test_two_cards_render_in_a_browser_without_requests(bench_dirs: dict[str, An
             watch.close()
 
 
-@pytest.mark.slow  # shares bench_dirs: two simulated benchmark runs (~80 s)
+@pytest.mark.slow  # shares bench_dirs: two simulated benchmark runs
 def test_a_headline_the_reports_gate_holds_back_is_not_claimed(bench_dirs: dict[str, Any],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The report's confidence gate reaches the card through the report's rows: the planted run's amplification
-    headline is detected; the same store with that row's arms differing in answer mass (as on sim:flatten,
-    where a longer context costs confidence) is held back by the report, so the card does not claim it and
-    says why."""
+    headline is detected; the same store with the arms' movement toward ½ explaining that row's difference (as on
+    sim:flatten-keep, where a longer context costs confidence) is held back by the report, so the card does not
+    claim it and says why."""
     import contagion.analysis.contrasts as contrasts_module
     import contagion.bench.card as card_mod
 
@@ -242,19 +242,22 @@ def test_a_headline_the_reports_gate_holds_back_is_not_claimed(bench_dirs: dict[
     comparison = before["source"].removeprefix("report: amplification · ")
     real = contrasts_module.CONTRASTS["amplification"]
 
-    def mass_differs(*args: Any, **kwargs: Any) -> Any:
+    def flattening_explains(*args: Any, **kwargs: Any) -> Any:
         contrast = real(*args, **kwargs)
         hit = (contrast.rows["comparison"] == comparison) & (contrast.rows["trait"] == PROSOCIAL)
         assert hit.sum() == 1
-        contrast.rows.loc[hit, ["mass_estimate", "mass_p"]] = [-0.05, 1e-6]
+        estimate = float(contrast.rows.loc[hit, "estimate"].iloc[0])
+        contrast.rows.loc[hit, ["flat_estimate", "flat_low", "flat_high", "net_estimate", "net_p"]] = [
+            estimate, estimate - 0.01, estimate + 0.01, 0.001, 0.9]
         return contrast
 
-    monkeypatch.setitem(contrasts_module.CONTRASTS, "amplification", mass_differs)
+    monkeypatch.setitem(contrasts_module.CONTRASTS, "amplification", flattening_explains)
     card = card_mod.compute_card(run_dir, bench_dirs["protocol"], "sim:planted")
     head = next(h for h in card["headlines"] if h["id"] == "amplification")
     assert head["estimate"] == before["estimate"] and head["p_holm"] == before["p_holm"] < 0.05
     assert head["confidence_gated"] and not head["significant"] and not head["detected"]
-    assert "answer mass differs" in head["warning"] and "amplification" not in card["detected"]
-    assert any(w.startswith("Amplification: not claimed") and "answer mass differs" in w for w in card["warnings"])
+    assert "movement toward ½ explains" in head["warning"] and "amplification" not in card["detected"]
+    assert any(w.startswith("Amplification: not claimed") and "movement toward ½ explains" in w
+               for w in card["warnings"])
     others = {h["id"]: h["detected"] for h in card["headlines"] if h["id"] != "amplification"}
     assert others == {h["id"]: h["detected"] for h in planted["headlines"] if h["id"] != "amplification"}

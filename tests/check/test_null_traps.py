@@ -1,4 +1,4 @@
-"""Two traps the statistical check's null models set, each met on the very run that first fell into it:
+"""Traps the statistical check's null models set, each met on the very run that first fell into it:
 
 * common seeds: a grid plays every cell on the same seeds, and a sampled action's draw depends on the
   seed, round and seat only, so cells of one seed repeat the same draws. Clustered on single games,
@@ -12,13 +12,24 @@
   (``sim:flatten?lean=0.25``, and ``sim:flatten-keep?lean=0.25``, which keeps the answer mass) makes raw
   post − pre "contagion" significant on every seed; post − sham, the sham as long as the game, does not,
   while on ``sim:planted?lean=0.25`` post − sham still finds the planted contagion.
+* the gate of the answer mass failed both ways (issue 26): a significance test of the arms' mass difference,
+  unadjusted and with no size, held back the planted model's real SIT effect when it flattened slightly
+  (``flatten=0.02``: the arms' mass differed by −0.004, "significant") and passed the mass-keeping flattener
+  (``sim:flatten-keep?lean=0.25``), whose "SIT − none" and "placebo − none" it let through as harmful. The gate
+  tied to size (index net of what the control items' movement toward ½ explains) claims the first and holds the
+  second. The first traps were met without a game-level effect and are kept there (``game_sd=0``); the gate
+  cases run at the check's ``game_sd`` (0.10), on the records as the old design measured them (post-play
+  with the injections in view, no sham): measured with them removed, the reminders' length is gone and there
+  is nothing for a gate to hold back.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from contagion.analysis.contrasts import (
@@ -26,12 +37,13 @@ from contagion.analysis.contrasts import (
     AnalysisSettings,
     behaviour,
     compute_contrasts,
+    confidence_gated,
     linked_clusters,
     seen_defection,
 )
 from contagion.analysis.estimators import slope
 from contagion.analysis.tables import PROSOCIAL, tables_from_records
-from contagion.check import ValidationGrid, check_models, model_spec, play_grid
+from contagion.check import GAME_SD, SIT, ValidationGrid, check_models, model_spec, play_grid
 from contagion.experiment.record import GameRecord
 
 SETTINGS = AnalysisSettings(resamples=0, mixed=False)
@@ -40,7 +52,7 @@ SETTINGS = AnalysisSettings(resamples=0, mixed=False)
 @functools.cache
 def records(variant: str, seed: int, interventions: tuple[str, ...] | None = None) -> tuple[GameRecord, ...]:
     grid = ValidationGrid() if interventions is None else ValidationGrid(interventions=interventions)
-    return tuple(play_grid(grid, model_spec(variant, seed), seed))
+    return tuple(play_grid(grid, model_spec(variant, seed, game_sd=0), seed))
 
 
 def old_design(played: tuple[GameRecord, ...]) -> list[GameRecord]:
@@ -107,7 +119,9 @@ def test_the_confidence_gate_holds_back_what_flattening_makes() -> None:
     index = c[c["trait"] == PROSOCIAL].set_index("comparison")
     gated = index.loc["sit:k=1,n=2 − none"]
     assert gated["p"] < 0.05 and gated["mass_p"] < 0.05 and gated["mass_estimate"] < 0
-    assert not gated["significant"] and "answer mass differs" in gated["warning"]
+    assert not gated["significant"] and "movement toward ½" in gated["warning"]
+    # what the arms' flattening explains has the difference's sign; net of it nothing is left
+    assert np.sign(gated["flat_estimate"]) == np.sign(gated["estimate"]) and gated["net_p"] > 0.05
     # nothing in the flattening model's mitigation contrast is claimed, traits included
     assert not c["significant"].astype(bool).any()
     # measured with the injections removed (and against the sham), the reminders' length is gone altogether
@@ -151,13 +165,74 @@ def test_the_sham_still_finds_planted_contagion_from_a_pro_social_baseline(seed:
 
 def test_the_check_runs_the_lean_flatteners() -> None:
     assert {"flatten?lean=0.25", "flatten-keep?lean=0.25"} <= set(check_models())
-    assert model_spec("flatten?lean=0.25", 4) == "sim:flatten?lean=0.25&seed=4"
+    assert model_spec("flatten?lean=0.25", 4) == f"sim:flatten?lean=0.25&game_sd={GAME_SD:g}&seed=4"
+    assert model_spec("flatten?lean=0.25", 4, game_sd=0) == "sim:flatten?lean=0.25&seed=4"
 
 
-def test_the_gate_never_fires_on_a_model_whose_mass_does_not_move() -> None:
+def test_the_gate_never_fires_on_a_model_that_does_not_flatten() -> None:
     c = compute_contrasts(tables("planted", 0), settings=SETTINGS)["mitigation"].rows
     index = c[c["trait"] == PROSOCIAL]
-    assert index["mass_p"].isna().all() or not (index["mass_p"] < 0.05).any()
     assert np.isfinite(index["p"]).all()
+    assert (index["significant"] == (index["p_adj"] < 0.05)).all()  # nothing held back
+    assert (index["flat_estimate"].abs() < 0.005).all()
     sit_placebo = index[index["comparison"] == "sit:k=1,n=2 − placebo:k=1,kind=neutral,n=2"]
     assert len(sit_placebo) == 1
+
+
+# -- the gate tied to size (issue 26): the two runs that fooled the mass gate ---------------------------------
+
+SLIGHT_FLATTENING = "sim:planted?contagion=0.05&flatten=0.02"
+MASS_KEEPING = "sim:flatten-keep?lean=0.25"
+
+
+def gate_rows(spec: str, seed: int, repetitions: int = 6) -> pd.DataFrame:
+    """The mitigation index rows of one check run (the check's grid and game SD) on ``spec``, as the old design
+    measured them (post-play with the injections in view: the runs of the issue), each with the verdict of the
+    earlier gate: Holm-significant and the arms' mass difference not significant."""
+    grid = replace(ValidationGrid(), repetitions=repetitions)
+    t = tables_from_records(old_design(tuple(play_grid(grid, f"{spec}&game_sd={GAME_SD:g}&seed={seed}", seed))))
+    rows = compute_contrasts(t, settings=SETTINGS)["mitigation"].rows
+    rows = rows[rows["trait"] == PROSOCIAL].set_index("comparison")
+    # SIT's trait rows are secondary now (its primary outcome is behaviour): a claim here is what the gate allows
+    # of a row below α — p_adj is the unadjusted p of a secondary row
+    new_gate = [bool(r["p_adj"] < 0.05) and not confidence_gated(r) for _, r in rows.iterrows()]
+    return rows.assign(old_gate=(rows["p_adj"] < 0.05) & ~(rows["mass_p"] < 0.05), claimed=new_gate)
+
+
+def test_slight_flattening_no_longer_hides_a_real_sit_effect() -> None:
+    row = gate_rows(SLIGHT_FLATTENING, 0).loc[f"{SIT} − none"]
+    assert row["estimate"] > 0 and row["p_adj"] < 0.05
+    # the mass gate held it back for a trivial mass difference...
+    assert row["mass_p"] < 0.05 and abs(row["mass_estimate"]) < 0.01 and not row["old_gate"]
+    # ...which the equivalence test shows is within the margin; flattening explains next to nothing of it
+    assert row["mass_tost_p"] < 0.05 and abs(row["flat_estimate"]) < 0.005
+    assert row["claimed"] and "movement toward ½" not in row["warning"]
+
+
+def test_a_mass_keeping_flattener_is_not_called_harmful() -> None:
+    rows = gate_rows(MASS_KEEPING, 0)
+    for comparison in (f"{SIT} − none", "placebo:k=1,kind=neutral,n=2 − none"):
+        row = rows.loc[comparison]
+        assert row["estimate"] < -0.03 and row["p_adj"] < 0.05
+        assert not row["mass_p"] < 0.05 and row["old_gate"]  # the mass does not move: the earlier gate let it through
+        assert row["flat_estimate"] < -0.03 and row["net_p"] > 0.05  # flattening explains it
+        assert not row["claimed"] and "movement toward ½" in row["warning"]
+
+
+@pytest.mark.slow
+def test_gate_cases_over_ten_runs() -> None:
+    """The issue's acceptance: the real effect claimed in ≥ 8 of 10 runs, the flattener's harm in ≤ 1 of 10. The
+    real effect is looked for on 12 seeds: with games linked by their seed, the check's 6 seeds give the SIT − none
+    row 5 degrees of freedom, too few for this small effect (about 4 in 10 runs at 6 seeds, 10 in 10 at 12)."""
+    real = old_real = harmful = old_harmful = 0
+    for seed in range(10):
+        row = gate_rows(SLIGHT_FLATTENING, seed, repetitions=12).loc[f"{SIT} − none"]
+        real += bool(row["claimed"] and row["estimate"] > 0)
+        old_real += bool(row["old_gate"] and row["estimate"] > 0)
+        rows = gate_rows(MASS_KEEPING, seed).loc[[f"{SIT} − none", "placebo:k=1,kind=neutral,n=2 − none"]]
+        harmful += bool((rows["claimed"] & (rows["estimate"] < 0)).any())
+        old_harmful += bool((rows["old_gate"] & (rows["estimate"] < 0)).any())
+    print(f"real SIT effect claimed in {real}/10 runs (mass gate {old_real}/10); the flattener's SIT − none or "
+          f"placebo − none claimed harmful in {harmful}/10 (mass gate {old_harmful}/10)")
+    assert real >= 8 and old_real <= 2
+    assert harmful <= 1 and old_harmful >= 9

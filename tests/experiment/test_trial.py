@@ -112,7 +112,7 @@ LAYERS: list[set[str]] = [
     {"experiment"},
     {"whitebox"},  # runs white-box models on stored records; writes tables the analysis reads
     {"analysis"},  # reads records only
-    {"check", "bench", "doctor"},  # run models, then use the analysis
+    {"check", "coverage", "bench", "doctor"},  # run models, then use the analysis
     {"viewer"},
     {"cli", "__main__"},
 ]

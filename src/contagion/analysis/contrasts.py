@@ -9,9 +9,14 @@ them; a run without the conditions a contrast compares gets ``not in this run``.
 
 Five facts about the data shape every test here:
 
-1. **Agents in one game are not independent** — they saw the same conversation. Games are the
-   clusters of every estimator. Games whose transcripts are identical (a deterministic model with no
-   chat replays the same game for every seed) are one cluster.
+1. **Agents in one game are not independent** — they saw the same conversation — and **games of one seed
+   are not either**: a grid runs every cell on common seeds, so games of one seed share its random draws
+   (and whatever a seed's history does to a model) across compositions, interventions and game types.
+   The clusters of every estimator are linked games (:func:`linked_clusters`: connected components of
+   games sharing a seed or a transcript, per model; :func:`_cluster_col`); games whose transcripts are
+   identical (a deterministic model with no chat replays the same game for every seed) are one game.
+   Two-condition rows also pair their arms by seed where both arms were played on the same seeds
+   (:func:`contagion.analysis.estimators.two_sample` with ``pairs``), which cancels what a seed shares.
 2. **The pre-play profile is measured once and shared.** The runner measures a model's pre-play
    profile once per system prompt, so every agent with the same prompt shares the same baseline
    measurement — and its measurement error, which does not average out over games. Comparisons
@@ -32,11 +37,13 @@ Five facts about the data shape every test here:
 
 4. **Context length moves a model's confidence.** Two arms can differ in how much the agents read
    (reminders, chat), and a model that loses confidence with length pulls every answer toward ½, which
-   moves the index with no trait change. Each two-condition comparison also compares the agents'
-   answer-mass drift (``mass_estimate``, ``mass_p``); where it differs (p < α) the index is not called
-   significant and the row says why (the confidence gate).
-5. **Sampled actions reuse their random draws across cells** (common seeds), so the behaviour slope
-   clusters on games linked by a seed or a transcript (:func:`linked_clusters`), not on single games.
+   moves the index with no trait change. Each two-condition index row therefore carries what the arms'
+   movement toward ½ explains (read off the control items, :func:`flattening_explained`) and the
+   difference net of it; the index is called significant only when that net difference is significant
+   too, in the same direction (the confidence gate, :func:`_gate_figures`), and the row says why when it
+   is not. The arms' answer-mass drift is reported with an equivalence test (TOST, ±:data:`MASS_MARGIN`).
+5. **Sampled actions reuse their random draws across cells** (common seeds), which is why the clusters
+   are linked games (fact 1); the behaviour slope was the first estimator to need it.
 
 Effect sizes are Cohen's *d_z* (mean paired difference / its SD over agents) for post − pre and
 Cohen's *d* (difference / pooled SD over agents) for two conditions.
@@ -61,6 +68,7 @@ from contagion.analysis.estimators import (
     mixed_model,
     one_sample,
     slope,
+    tost,
     two_sample,
 )
 from contagion.analysis.tables import (
@@ -86,7 +94,9 @@ MIN_GAMES = 10
 
 ROW_COLUMNS = ("contrast", "comparison", "model", "trait", "polarity", "estimate", "ci_low", "ci_high", "ci_method",
                "p", "p_adj", "test", "correction", "effect", "effect_name", "n_agents", "n_games", "games_a",
-               "games_b", "mean_a", "mean_b", "significant", "warning", "mass_estimate", "mass_p")
+               "games_b", "mean_a", "mean_b", "significant", "warning", "mass_estimate", "mass_p",
+               # the test's SE and df, and the confidence gate's figures (see _gate_figures)
+               "se", "df", "flat_estimate", "flat_low", "flat_high", "net_estimate", "net_p", "mass_tost_p")
 
 
 @dataclass
@@ -169,7 +179,19 @@ def _baseline_filter(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def _cluster_col(df: pd.DataFrame) -> pd.Series:
-    return df["cluster"] if "cluster" in df.columns else df["game_id"]
+    """The clusters of every estimator: games linked by a shared seed or a shared transcript
+    (:func:`linked_clusters`, connected components per model); transcript clusters without a ``seed``
+    column, single games without a ``cluster`` column."""
+    if "cluster" not in df.columns:
+        return df["game_id"]
+    if "seed" not in df.columns or "model" not in df.columns:
+        return df["cluster"]
+    return linked_clusters(df)
+
+
+def _pairs_col(df: pd.DataFrame) -> np.ndarray | None:
+    """The seed each row's game was played on (two-arm rows pair their arms by it), or None without one."""
+    return df["seed"].astype(str).to_numpy() if "seed" in df.columns else None
 
 
 def _finish_family(rows: list[dict[str, Any]], settings: AnalysisSettings) -> list[dict[str, Any]]:
@@ -197,19 +219,59 @@ def _finish_family(rows: list[dict[str, Any]], settings: AnalysisSettings) -> li
     return rows
 
 
+def _num(row: Any, key: str) -> float:
+    v = row.get(key, math.nan) if isinstance(row, dict) else (row[key] if key in row.index else math.nan)
+    if v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def confidence_gated(row: Any, alpha: float = ALPHA) -> bool:
+    """Whether the confidence gate holds an index row (a report row, or a card number carrying its gate figures)
+    back: see :func:`_mass_gated`."""
+    return _mass_gated(row, AnalysisSettings(alpha=alpha))
+
+
+def cluster_col(df: pd.DataFrame) -> pd.Series:
+    """The clusters every estimator uses for the rows of ``df`` (:func:`_cluster_col`), for code outside this
+    module that estimates with the same clustering (the card's own numbers)."""
+    return _cluster_col(df)
+
+
+def pairs_col(df: pd.DataFrame) -> np.ndarray | None:
+    """The seeds two-arm rows pair by (:func:`_pairs_col`)."""
+    return _pairs_col(df)
+
+
 def _mass_gated(row: Any, settings: AnalysisSettings) -> bool:
-    """Whether the confidence gate holds this index row back (see :func:`_mass_difference`)."""
-    p = row.get("mass_p", math.nan) if isinstance(row, dict) else row["mass_p"]
-    return bool(p is not None and np.isfinite(float(p)) and float(p) < settings.alpha)
+    """Whether the confidence gate holds this index row back: its difference, net of what the arms' movement
+    toward ½ explains, is not significant at α in the same direction (see :func:`_gate_figures`). Rows without
+    gate figures (single conditions, runs without control items) are not held back."""
+    net_p, net, est = _num(row, "net_p"), _num(row, "net_estimate"), _num(row, "estimate")
+    if not np.isfinite(net_p):
+        return False
+    return not (net_p < settings.alpha and np.isfinite(net) and np.sign(net) == np.sign(est))
 
 
-def _gate_warning(row: Any) -> str:
-    note = MASS_GATE.format(est=float(row["mass_estimate"]), p=float(row["mass_p"]))
+def _gate_warning(row: Any, settings: AnalysisSettings) -> str:
+    """The notes of the confidence gate on an index row whose p is below α: why it is held back, and whether the
+    arms' answer mass was shown equal."""
+    notes = []
+    if _mass_gated(row, settings):
+        notes.append(FLATTENING_GATE.format(est=_num(row, "estimate"), flat=_num(row, "flat_estimate"),
+                                            low=_num(row, "flat_low"), high=_num(row, "flat_high"),
+                                            net=_num(row, "net_estimate"), p=_num(row, "net_p")))
+    tost_p = _num(row, "mass_tost_p")
+    if np.isfinite(tost_p) and tost_p >= settings.alpha:
+        notes.append(MASS_NOTE.format(est=_num(row, "mass_estimate"), p=tost_p))
     old = str(row["warning"] or "")
-    return note if not old else f"{old}; {note}"
+    return "; ".join([x for x in (old, *notes) if x])
 
 
-def _warning(n_games: int, settings: AnalysisSettings, what: str = "games") -> str:
+def _warning(n_games: int, settings: AnalysisSettings, what: str = "independent game clusters") -> str:
     if n_games < settings.min_games:
         return f"only {n_games} distinct {what} (< {settings.min_games}): too few to support a claim"
     return ""
@@ -277,44 +339,105 @@ def _one_sample_family(df: pd.DataFrame, contrast: str, comparison: str, model: 
             "ci_high": est.ci_high, "ci_method": est.ci_method, "p": est.p, "test": est.test,
             "effect": est.effect, "effect_name": est.effect_name, "n_agents": est.n_agents,
             "n_games": est.n_games, "games_a": est.n_games, "games_b": 0, "mean_a": est.estimate,
-            "mean_b": math.nan, "warning": _warning(est.n_games, settings),
+            "mean_b": math.nan, "warning": _warning(est.n_games, settings), "se": est.se, "df": est.df,
         })
     return _finish_family(rows, settings)
 
 
-MASS_GATE = ("answer mass differs between the arms (Δ {est:+.3f}, p = {p:.3g}): the difference may be lost "
-             "confidence rather than trait change, so it is not claimed")
-"""The warning of a two-condition comparison held back by the confidence gate (:func:`_mass_difference`)."""
+MASS_MARGIN = 0.02
+"""The equivalence margin of the arms' answer-mass drift (p(Yes) + p(No)): a difference within ±0.02 is
+"the same mass" (TOST, :func:`contagion.analysis.estimators.tost`)."""
+FLATTENING_GATE = ("the index difference ({est:+.3f}) does not exceed what the arms' movement toward ½ explains "
+                   "({flat:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}]; net of it {net:+.3f}, p = {p:.3g}): it may be "
+                   "lost confidence rather than trait change, so it is not claimed")
+"""The warning of a two-condition comparison held back by the confidence gate (:func:`_gate_figures`)."""
+MASS_NOTE = ("answer mass not shown equal between the arms (Δ {est:+.3f}, TOST p = {p:.3g} for a margin of "
+             f"±{MASS_MARGIN:g})")
+GATE_COLUMNS = ("se", "df", "flat_estimate", "flat_low", "flat_high", "net_estimate", "net_p", "mass_estimate",
+                "mass_p", "mass_tost_p")
+"""The figures of the confidence gate on a two-condition index row (NaN elsewhere)."""
+
+MIN_CONTROL_HALF = 0.02
+"""Control items sitting closer to ½ than this on average (pre-play) cannot show flattening: no gate figures."""
 
 
-def _mass_difference(df: pd.DataFrame, instrument: pd.DataFrame | None, resamples: int,
-                     seed: int) -> tuple[float, float]:
-    """(difference, p) of the agents' answer-mass drift between the arms of ``df`` (index rows with
-    ``_arm`` and ``_stratum``), compared exactly as the index is; NaN without the instrument table or
-    mass figures.
+def flattening_explained(index_pre: np.ndarray, control_pre: np.ndarray, control_post: np.ndarray) -> np.ndarray:
+    """Each agent's index drift that its own loss of confidence explains.
 
-    The confidence gate: the arms of a comparison can differ in context length (an intervention's
-    reminders, chat, a longer game), and a model that loses confidence with length moves every answer
-    toward ½ — which shifts the pro-social index wherever its baseline is not 0, with no trait change
-    at all. When the answer mass (p(Yes) + p(No)) drifts differently in the two arms (p < α,
-    unadjusted: the gate errs on the side of holding a claim back), the comparison's index is not
-    called significant.
+    A model that grows less decided pulls every answer toward ½ by a common factor ``k`` (``p − ½ → k·(p − ½)``);
+    the pro-social index, a difference of trait means, then moves from ``I_pre`` to ``k·I_pre``. ``k`` is read off
+    the control (neutral) items, which no trait change moves: ``k = control_post / control_pre`` (mean
+    |score − ½| after and before play; the same noise inflates both, so their ratio does not shrink toward 1).
+    The drift it explains is ``I_pre·(k − 1)``; NaN where the control items sit too close to ½ to tell
+    (:data:`MIN_CONTROL_HALF`) or are missing.
     """
-    if instrument is None or instrument.empty or "mass_drift" not in instrument.columns:
-        return math.nan, math.nan
-    mass = instrument[["game_id", "player", "mass_drift", "mass_post"]].dropna()
-    if mass.empty:
-        return math.nan, math.nan
-    idx = df[df["trait"] == PROSOCIAL][["game_id", "player", "_arm", "_stratum", "cluster"]]
+    pre = np.asarray(control_pre, dtype=float)
+    post = np.asarray(control_post, dtype=float)
+    ok = np.isfinite(pre) & np.isfinite(post) & (pre >= MIN_CONTROL_HALF)
+    k = np.where(ok, post / np.where(ok, pre, 1.0), np.nan)
+    return np.asarray(index_pre, dtype=float) * (k - 1.0)
+
+
+def _gate_figures(df: pd.DataFrame, instrument: pd.DataFrame | None) -> dict[str, float]:
+    """The confidence gate's figures for the index rows of ``df`` (rows with ``_arm``, ``_stratum``, ``_cluster``,
+    ``_pair``), each estimated exactly as the index difference is (same strata, seed pairing and clusters):
+
+    * ``flat_estimate`` (``flat_low``, ``flat_high``): the index difference the arms' movement toward ½ explains
+      (:func:`flattening_explained`, per agent, compared between the arms), with its 95 % CI;
+    * ``net_estimate``, ``net_p``: the index difference net of that (each agent's drift minus what its flattening
+      explains). The index difference is claimed only where this test, too, is significant and in the same
+      direction (:func:`_gated`);
+    * ``mass_estimate``, ``mass_p``: the arms' answer-mass drift difference and its test, and ``mass_tost_p``: the
+      equivalence test of that difference against ±:data:`MASS_MARGIN` (below α: the arms' mass is the same).
+
+    Why: the arms can differ in context length (an intervention's reminders, chat, a longer game), and a model that
+    loses confidence with length moves every answer toward ½ — which shifts the index wherever its baseline is not
+    0, with no trait change, whether or not the answer mass falls with it (``sim:flatten-keep`` keeps it). A
+    significance test of the mass difference, the earlier gate, held back real effects whose arms differed in
+    mass by a trivial amount and passed flattening that kept the mass. NaN figures where the run has no instrument
+    table, no control items or no mass figures.
+    """
+    out = dict.fromkeys(GATE_COLUMNS[2:], math.nan)
+    if instrument is None or instrument.empty:
+        return out
+    idx = df[df["trait"] == PROSOCIAL][["game_id", "player", "_arm", "_stratum", "_cluster", "_pair", "pre",
+                                        "drift"]]
+    cols = [c for c in ("mass_drift", "mass_post", "control_half_pre", "control_half_post") if c in instrument]
     both = idx.assign(game_id=idx["game_id"].astype(str), player=idx["player"].astype(str)).merge(
-        mass.assign(game_id=mass["game_id"].astype(str), player=mass["player"].astype(str)),
+        instrument[["game_id", "player", *cols]].assign(game_id=instrument["game_id"].astype(str),
+                                                         player=instrument["player"].astype(str)),
         on=["game_id", "player"])
     if both.empty or both["_arm"].all() or not both["_arm"].any():
-        return math.nan, math.nan
-    est = two_sample(both["mass_drift"].to_numpy(dtype=float), both["_arm"].to_numpy(dtype=bool),
-                     both["cluster"].astype(str).to_numpy(), baselines=both["_stratum"].to_numpy(),
-                     post=both["mass_post"].to_numpy(dtype=float), resamples=0, seed=seed)
-    return float(est.estimate), float(est.p)
+        return out
+
+    def compare(values: pd.Series, post: pd.Series | None = None) -> Any:
+        v = pd.to_numeric(values, errors="coerce")
+        ok = v.notna().to_numpy()
+        sub = both[ok]
+        if sub.empty or sub["_arm"].all() or not sub["_arm"].any():
+            return None
+        return two_sample(v[ok].to_numpy(dtype=float), sub["_arm"].to_numpy(dtype=bool),
+                          sub["_cluster"].astype(str).to_numpy(), baselines=sub["_stratum"].to_numpy(),
+                          post=None if post is None else pd.to_numeric(post[ok]).to_numpy(dtype=float),
+                          pairs=None if sub["_pair"].isna().all() else sub["_pair"].astype(str).to_numpy(),
+                          resamples=0)
+
+    if {"control_half_pre", "control_half_post"} <= set(both.columns):
+        explained = pd.Series(flattening_explained(both["pre"].to_numpy(dtype=float),
+                                                   pd.to_numeric(both["control_half_pre"]).to_numpy(dtype=float),
+                                                   pd.to_numeric(both["control_half_post"]).to_numpy(dtype=float)),
+                              index=both.index)
+        flat = compare(explained)
+        net = compare(both["drift"].astype(float) - explained)
+        if flat is not None and net is not None:
+            out.update(flat_estimate=flat.estimate, flat_low=flat.ci_low, flat_high=flat.ci_high,
+                       net_estimate=net.estimate, net_p=net.p)
+    if "mass_drift" in both.columns:
+        mass = compare(both["mass_drift"], both.get("mass_post"))
+        if mass is not None:
+            out.update(mass_estimate=mass.estimate, mass_p=mass.p,
+                       mass_tost_p=tost(mass.estimate, mass.se, mass.df, MASS_MARGIN))
+    return out
 
 
 def _two_sample_family(df: pd.DataFrame, arm: pd.Series, contrast: str, comparison: str, model: str,
@@ -324,13 +447,17 @@ def _two_sample_family(df: pd.DataFrame, arm: pd.Series, contrast: str, comparis
     strata = df["pre_key"].astype(str)
     for col in blocks:
         strata = strata + "|" + df[col].astype(str)
-    df = df.assign(_arm=arm.to_numpy(), _stratum=strata.to_numpy())
-    mass_est, mass_p = _mass_difference(df, instrument, settings.resamples, settings.seed)
+    pairs = _pairs_col(df)
+    df = df.assign(_arm=arm.to_numpy(), _stratum=strata.to_numpy(), _cluster=_cluster_col(df).astype(str).to_numpy(),
+                   _pair=pairs if pairs is not None else None)
+    gate = _gate_figures(df, instrument)
     for trait, sub in df.groupby("trait", observed=True, sort=False):
-        est = two_sample(sub["drift"].to_numpy(), sub["_arm"].to_numpy(), _cluster_col(sub).to_numpy(),
+        est = two_sample(sub["drift"].to_numpy(), sub["_arm"].to_numpy(), sub["_cluster"].to_numpy(),
                          baselines=sub["_stratum"].to_numpy(), post=sub["post"].to_numpy(),
+                         pairs=None if pairs is None else sub["_pair"].to_numpy(),
                          resamples=settings.resamples, seed=settings.seed)
         ga, gb = int(est.extra.get("games_a", 0)), int(est.extra.get("games_b", 0))
+        index = trait == PROSOCIAL
         rows.append({
             "contrast": contrast, "comparison": comparison, "model": model, "trait": str(trait),
             "polarity": str(sub["polarity"].iloc[0]), "estimate": est.estimate, "ci_low": est.ci_low,
@@ -338,12 +465,12 @@ def _two_sample_family(df: pd.DataFrame, arm: pd.Series, contrast: str, comparis
             "effect": est.effect, "effect_name": est.effect_name, "n_agents": est.n_agents,
             "n_games": est.n_games, "games_a": ga, "games_b": gb, "mean_a": est.extra.get("mean_a", math.nan),
             "mean_b": est.extra.get("mean_b", math.nan),
-            "warning": _warning(min(ga, gb), settings, "games in an arm"),
-            "mass_estimate": mass_est if trait == PROSOCIAL else math.nan,
-            "mass_p": mass_p if trait == PROSOCIAL else math.nan,
+            "warning": _warning(min(ga, gb), settings, "independent game clusters in an arm"),
+            "se": est.se, "df": est.df,
+            **{c: (gate.get(c, math.nan) if index else math.nan) for c in GATE_COLUMNS[2:]},
         })
-        if settings.mixed and trait == PROSOCIAL:
-            arm_cluster = np.where(sub["_arm"].to_numpy(), "A|", "B|") + _cluster_col(sub).astype(str).to_numpy()
+        if settings.mixed and index:
+            arm_cluster = np.where(sub["_arm"].to_numpy(), "A|", "B|") + sub["cluster"].astype(str).to_numpy()
             mixed = mixed_model(sub["drift"].to_numpy(), sub["_arm"].to_numpy(), arm_cluster,
                                 sub["_stratum"].to_numpy())
             if mixed is not None:
@@ -636,7 +763,7 @@ def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
             "n_games": est.n_games, "games_a": est.n_games, "games_b": 0, "mean_a": float(sub["defect"].mean()),
             "mean_b": float(sub["seen"].mean()),
             "significant": bool(np.isfinite(est.p) and est.p < settings.alpha),
-            "warning": _warning(est.n_games, settings),
+            "warning": _warning(est.n_games, settings), "se": est.se, "df": est.df,
         })
     return Contrast("behaviour", QUESTIONS["behaviour"], "ok",
                     note="Slope of defecting (1/0) on the share of the others' defections one round before, "
@@ -954,9 +1081,9 @@ def apply_primary_family(contrasts: dict[str, Contrast], settings: AnalysisSetti
         rows = c.rows
         gates: dict[tuple[str, str], bool] = {}
         for i, row in rows.iterrows():
-            if is_primary_outcome(row) and _mass_gated(row, settings) and "answer mass differs" not in str(
-                    row["warning"] or ""):
-                rows.at[i, "warning"] = _gate_warning(row)
+            if (is_primary_outcome(row) and np.isfinite(_num(row, "p")) and _num(row, "p") < settings.alpha
+                    and "movement toward ½" not in str(row["warning"] or "")):
+                rows.at[i, "warning"] = _gate_warning(row, settings)
             if is_primary_outcome(row):
                 if (name, int(i)) not in in_fam:
                     rows.at[i, "p_adj"] = rows.at[i, "p"]
@@ -993,8 +1120,8 @@ def drift_by_cell(drift: pd.DataFrame, by: tuple[str, ...] = ("model", "game", "
     """Post − pre of default agents for one trait (the index by default) in each cell of ``by``.
 
     ``drift`` is :attr:`RunTables.drift` or a subset of it. Each cell gets the one-sample estimate
-    of :func:`one_sample` (cluster bootstrap CI, cluster-robust t with baseline error: by item resampling
-    when ``items`` — :attr:`RunTables.item_drift` — is given, else from the between-game spread).
+    of :func:`one_sample` (cluster-robust t and its interval, linked games as clusters, with baseline error: by
+    item resampling when ``items`` — :attr:`RunTables.item_drift` — is given, else from the between-game spread).
     """
     settings = settings or AnalysisSettings()
     df = _default_agents(drift)

@@ -5,9 +5,9 @@ Nothing here knows the study; :mod:`contagion.analysis.contrasts` applies these 
 Two facts about the data shape them:
 
 1. **Observations in one cluster are not independent** (agents of one game saw the same
-   conversation). Every estimator treats the *cluster* as the unit of resampling and of variance
-   (cluster-robust): a cluster bootstrap that resamples whole clusters for confidence intervals, and
-   a cluster-robust (CR1) t-test with G − 1 degrees of freedom (G = number of clusters) for p-values.
+   conversation; games of one seed share its random draws). Every estimator treats the *cluster* as the
+   unit of variance (cluster-robust): a cluster-robust (CR1) t-test with G − 1 degrees of freedom
+   (G = number of clusters) for p-values and the same test's t interval for confidence intervals.
 2. **A baseline measured once and shared carries an error that does not average out.** The two-sample
    estimator compares observations within baseline (fixed effects per baseline measurement), so the
    error cancels exactly; the one-sample estimator cannot cancel it and adds the baseline's error
@@ -36,8 +36,13 @@ TWO_SAMPLE_TEST = "cluster-robust t (CR1, games as clusters, df = G−1), paired
 TWO_SAMPLE_UNPAIRED_TEST = "cluster-robust t (CR1, games as clusters, df = G−1) + baseline measurement error"
 SLOPE_TEST = "within-stratum OLS slope, cluster-robust t (CR1, games as clusters, df = G−1)"
 ONE_SAMPLE_ITEM_TEST = "cluster-robust t (CR1, games as clusters, df = G−1) + baseline error by item resampling"
+TWO_SAMPLE_SEED_TEST = ("cluster-robust t (CR1, linked games as clusters, df = G−1), paired by baseline and seed")
 MIXED_TEST = "MixedLM (random intercept per game, baseline fixed effects; Wald z)"
 BOOT_CI = "cluster bootstrap 95% CI (games resampled)"
+T_CI = "cluster-robust t 95% CI (df = G−1)"
+PAIRING_SHARE = 0.8
+"""Two arms are paired by seed only where the strata shared by both arms keep at least this share of the agents
+the comparison by baseline alone keeps (a grid that plays every arm on common seeds keeps them all)."""
 
 
 # -- multiple comparisons ---------------------------------------------------------------------------
@@ -112,6 +117,27 @@ def _t_p(estimate: float, se: float, df: int) -> float:
     if df < 1 or not np.isfinite(se) or se <= 0:
         return math.nan
     return float(2 * sps.t.sf(abs(estimate / se), df))
+
+
+def t_interval(estimate: float, se: float, df: int, level: float = CI_LEVEL) -> tuple[float, float]:
+    """``estimate ± t((1 + level)/2; df)·se``: the interval of the cluster-robust t-test (NaN without a test)."""
+    if df < 1 or not np.isfinite(se) or se <= 0 or not np.isfinite(estimate):
+        return math.nan, math.nan
+    half = float(sps.t.ppf(0.5 + level / 2, df)) * se
+    return estimate - half, estimate + half
+
+
+def tost(estimate: float, se: float, df: int, margin: float) -> float:
+    """p-value of the two one-sided tests (TOST) that ``|true difference| < margin``: the larger of
+    P(T ≥ (estimate + margin)/se) and P(T ≤ (estimate − margin)/se) under t(df). Below α: the difference is
+    shown to lie within ±margin (equivalence). NaN without a test."""
+    if df < 1 or not np.isfinite(se) or se < 0 or not np.isfinite(estimate):
+        return math.nan
+    if se == 0:  # no variation at all: the difference is exactly the estimate
+        return 0.0 if abs(estimate) < margin else 1.0
+    lower = float(sps.t.sf((estimate + margin) / se, df))
+    upper = float(sps.t.cdf((estimate - margin) / se, df))
+    return max(lower, upper)
 
 
 def _percentile_ci(replicates: np.ndarray) -> tuple[float, float]:
@@ -241,8 +267,12 @@ def one_sample(values: np.ndarray, clusters: Any, *, baseline_var: float = 0.0, 
     """Mean of ``values`` (e.g. post − pre) with game-clustered inference.
 
     p-value: cluster-robust (CR1) t-test with G − 1 degrees of freedom, adding ``baseline_var`` (see
-    :func:`baseline_variance`) to the variance. CI: cluster bootstrap (whole games resampled), each
-    replicate also drawing the baseline error from N(0, ``baseline_var``). Effect size: Cohen's d_z.
+    :func:`baseline_variance`) to the variance. CI: the same test's interval, estimate ± t(0.975; G − 1)·SE
+    (:func:`t_interval`), so the interval excludes 0 exactly when p < 0.05. With few clusters (a grid on
+    common seeds has as many as it has seeds) a percentile bootstrap of whole clusters is too narrow —
+    its variance lacks the G/(G − 1) factor and its tails are normal, not t — so it is only kept, when
+    ``resamples`` > 0, in ``extra["boot_ci"]`` (each replicate also drawing the baseline error from
+    N(0, ``baseline_var``)). Effect size: Cohen's d_z.
     """
     y = np.asarray(values, dtype=float)
     codes, g = _codes(clusters)
@@ -257,7 +287,8 @@ def one_sample(values: np.ndarray, clusters: Any, *, baseline_var: float = 0.0, 
     se = math.sqrt(v_cluster + baseline_var) if g >= 2 else math.nan
     df = g - 1
     p = _t_p(mean, se, df)
-    low = high = math.nan
+    low, high = t_interval(mean, se, df)
+    extra: dict[str, Any] = {"baseline_var": baseline_var, "cluster_var": v_cluster}
     if resamples and g >= 2:
         rng = np.random.default_rng(seed)
         counts = _multiplicities([np.arange(g)], g, resamples, rng)
@@ -266,11 +297,10 @@ def one_sample(values: np.ndarray, clusters: Any, *, baseline_var: float = 0.0, 
         reps = sums / sizes
         if baseline_var > 0:
             reps = reps + rng.normal(0.0, math.sqrt(baseline_var), size=resamples)
-        low, high = _percentile_ci(reps)
+        extra["boot_ci"] = _percentile_ci(reps)
     effect = mean / sd if sd and np.isfinite(sd) and sd > 0 else math.nan
     return Estimate(mean, se, df, p, low, high, ONE_SAMPLE_TEST if baseline_var else
-                    ONE_SAMPLE_TEST.split(" + ")[0], BOOT_CI, n, g, effect, "d_z",
-                    {"baseline_var": baseline_var, "cluster_var": v_cluster})
+                    ONE_SAMPLE_TEST.split(" + ")[0], T_CI, n, g, effect, "d_z", extra)
 
 
 def _fe_beta(y: np.ndarray, x: np.ndarray, strata: np.ndarray, k: int) -> tuple[float, np.ndarray, np.ndarray]:
@@ -285,7 +315,8 @@ def _fe_beta(y: np.ndarray, x: np.ndarray, strata: np.ndarray, k: int) -> tuple[
 
 
 def two_sample(values: np.ndarray, arm: np.ndarray, clusters: Any, *, baselines: Any | None = None,
-               post: np.ndarray | None = None, resamples: int = 2000, seed: int = 0) -> Estimate:
+               post: np.ndarray | None = None, pairs: Any | None = None, resamples: int = 2000,
+               seed: int = 0) -> Estimate:
     """Difference in mean ``values`` between ``arm`` True (A) and False (B), clustered by game.
 
     With ``baselines`` (the id of each agent's pre-play measurement), agents are compared within
@@ -294,8 +325,22 @@ def two_sample(values: np.ndarray, arm: np.ndarray, clusters: Any, *, baselines:
     the difference and drop out. When no baseline occurs in both arms the plain difference of means
     is used, adding each arm's baseline error variance (from ``post``; see :func:`baseline_variance`).
 
-    p-value: cluster-robust (CR1) t-test with G − 1 df. CI: cluster bootstrap resampling whole games
-    within each arm. Effect size: Cohen's d (difference / pooled SD over agents).
+    With ``pairs`` (the seed each agent's game was played on, where the design plays both arms on common
+    seeds) the arms are also **paired by seed**: the strata are baseline × seed, so whatever a seed shares
+    across the cells of a grid (a game-level effect, the sampled actions' random draws) cancels from the
+    difference, and ``clusters`` (then the linked components of :func:`contagion.analysis.contrasts.linked_clusters`,
+    which hold both arms of a seed) are not split by arm: the sandwich sums each component's scores over
+    both arms, so the covariance the pairing creates is counted. Pairing applies only where the strata both
+    arms share keep at least :data:`PAIRING_SHARE` of the agents the comparison by baseline alone keeps;
+    otherwise the comparison is by baseline, with ``clusters`` still whole (unsplit).
+
+    Without ``pairs`` each cluster is keyed by arm and cluster (a transcript seen in both arms — an
+    intervention that never fired — is one game per arm).
+
+    p-value: cluster-robust (CR1) t-test with G − 1 df. CI: the same test's t interval (:func:`t_interval`);
+    with ``resamples`` > 0 and clusters keyed by arm a cluster bootstrap resampling whole games within each
+    arm is also computed, into ``extra["boot_ci"]``. Effect size: Cohen's d (difference / pooled SD over
+    agents).
     """
     y = np.asarray(values, dtype=float)
     a = np.asarray(arm, dtype=bool)
@@ -305,11 +350,18 @@ def two_sample(values: np.ndarray, arm: np.ndarray, clusters: Any, *, baselines:
     in_b = set(base[~a])
     shared = in_a & in_b
     paired = baselines is not None and bool(shared)
+    by_seed = False
     extra_var = 0.0
     if paired:
         keep = np.isin(base, list(shared))
+        if pairs is not None:
+            both = np.char.add(np.char.add(base, "|"), pd.Series(pairs).astype(str).to_numpy())
+            shared_s = set(both[a]) & set(both[~a])
+            keep_s = np.isin(both, list(shared_s))
+            if shared_s and keep_s.sum() >= PAIRING_SHARE * keep.sum():
+                keep, base, by_seed = keep_s, both, True
         y, a, cl, base = y[keep], a[keep], cl[keep], base[keep]
-        test = TWO_SAMPLE_TEST
+        test = TWO_SAMPLE_SEED_TEST if by_seed else TWO_SAMPLE_TEST
     else:
         base = np.zeros(y.size).astype(str)
         if baselines is not None and post is not None:
@@ -320,26 +372,30 @@ def two_sample(values: np.ndarray, arm: np.ndarray, clusters: Any, *, baselines:
         test = TWO_SAMPLE_UNPAIRED_TEST if extra_var else TWO_SAMPLE_TEST.split(", paired")[0]
     n = y.size
     n_a, n_b = int(a.sum()), int((~a).sum())
+    split = pairs is None
     arm_cluster = np.char.add(np.where(a, "A|", "B|"), cl)
-    codes, g = _codes(arm_cluster)
-    g_a = len(set(arm_cluster[a]))
-    g_b = len(set(arm_cluster[~a]))
+    codes, g = _codes(arm_cluster if split else cl)
+    g_a = len(set(cl[a]))
+    g_b = len(set(cl[~a]))
     strata, k = _codes(base)
     sd_a = float(np.std(y[a], ddof=1)) if n_a >= 2 else math.nan
     sd_b = float(np.std(y[~a], ddof=1)) if n_b >= 2 else math.nan
     pooled = math.sqrt(((n_a - 1) * sd_a**2 + (n_b - 1) * sd_b**2) / (n_a + n_b - 2)) if n_a >= 2 and n_b >= 2 \
         else math.nan
-    extra = {"games_a": g_a, "games_b": g_b, "agents_a": n_a, "agents_b": n_b, "paired_by_baseline": paired,
-             "mean_a": float(y[a].mean()) if n_a else math.nan, "mean_b": float(y[~a].mean()) if n_b else math.nan}
+    extra: dict[str, Any] = {
+        "games_a": g_a, "games_b": g_b, "agents_a": n_a, "agents_b": n_b, "paired_by_baseline": paired,
+        "paired_by_seed": by_seed, "mean_a": float(y[a].mean()) if n_a else math.nan,
+        "mean_b": float(y[~a].mean()) if n_b else math.nan}
     if n_a == 0 or n_b == 0:
-        return Estimate(math.nan, math.nan, 0, math.nan, math.nan, math.nan, test, BOOT_CI, n, g, math.nan, "d",
+        return Estimate(math.nan, math.nan, 0, math.nan, math.nan, math.nan, test, T_CI, n, g, math.nan, "d",
                         extra)
     beta, xt, resid = _fe_beta(y, a.astype(float), strata, k)
     sxx = float(xt @ xt)
-    # clusters are keyed by arm and game: a transcript seen in both arms (an intervention that never
-    # fired) is still one game per arm, which is how the bootstrap resamples it too
     scores = np.bincount(codes, weights=xt * resid, minlength=g)
-    n_params = 1 + k
+    # strata nested within clusters (pairing by seed inside linked components) are absorbed by the clusters and
+    # do not count as parameters in the small-sample factor, as for any fixed effect nested in a cluster
+    nested = k > 1 and bool(np.all(pd.Series(codes).groupby(strata).nunique().to_numpy() == 1))
+    n_params = 2 if nested else 1 + k
     if g >= 2 and n > n_params and sxx > 0:
         adj = (g / (g - 1)) * ((n - 1) / (n - n_params))
         v = adj * float(np.sum(scores**2)) / sxx**2
@@ -348,30 +404,36 @@ def two_sample(values: np.ndarray, arm: np.ndarray, clusters: Any, *, baselines:
         se = math.nan
     df = g - 1
     p = _t_p(beta, se, df)
-    low = high = math.nan
-    if resamples and g_a >= 2 and g_b >= 2:
-        rng = np.random.default_rng(seed)
-        cluster_arm = np.zeros(g, dtype=bool)
-        cluster_arm[codes[a]] = True
-        counts = _multiplicities([np.flatnonzero(cluster_arm), np.flatnonzero(~cluster_arm)], g, resamples, rng)
-        # per (game, stratum) cell sums: a replicate's within-stratum slope needs only these
-        x = cluster_arm.astype(float)[:, None]
-        n_gs = np.zeros((g, k))
-        y_gs = np.zeros((g, k))
-        np.add.at(n_gs, (codes, strata), 1.0)
-        np.add.at(y_gs, (codes, strata), y)
-        sw, swy = counts @ n_gs, counts @ y_gs
-        swx, swxy = counts @ (x * n_gs), counts @ (x * y_gs)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            safe = np.where(sw > 0, sw, 1.0)
-            num = np.sum(np.where(sw > 0, swxy - swx * swy / safe, 0.0), axis=1)
-            den = np.sum(np.where(sw > 0, swx - swx * swx / safe, 0.0), axis=1)
-            reps = np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), np.nan)
-        if extra_var > 0:
-            reps = reps + rng.normal(0.0, math.sqrt(extra_var), size=resamples)
-        low, high = _percentile_ci(reps)
+    low, high = t_interval(beta, se, df)
+    if resamples and split and g_a >= 2 and g_b >= 2:
+        extra["boot_ci"] = _boot_two_sample(y, codes, g, strata, k, a, extra_var, resamples, seed)
     effect = beta / pooled if pooled and np.isfinite(pooled) and pooled > 0 else math.nan
-    return Estimate(beta, se, df, p, low, high, test, BOOT_CI, n, g, effect, "d", extra)
+    return Estimate(beta, se, df, p, low, high, test, T_CI, n, g, effect, "d", extra)
+
+
+def _boot_two_sample(y: np.ndarray, codes: np.ndarray, g: int, strata: np.ndarray, k: int, a: np.ndarray,
+                     extra_var: float, resamples: int, seed: int) -> tuple[float, float]:
+    """Percentile CI of the within-stratum difference, resampling whole games within each arm."""
+    rng = np.random.default_rng(seed)
+    cluster_arm = np.zeros(g, dtype=bool)
+    cluster_arm[codes[a]] = True
+    counts = _multiplicities([np.flatnonzero(cluster_arm), np.flatnonzero(~cluster_arm)], g, resamples, rng)
+    # per (game, stratum) cell sums: a replicate's within-stratum slope needs only these
+    x = cluster_arm.astype(float)[:, None]
+    n_gs = np.zeros((g, k))
+    y_gs = np.zeros((g, k))
+    np.add.at(n_gs, (codes, strata), 1.0)
+    np.add.at(y_gs, (codes, strata), y)
+    sw, swy = counts @ n_gs, counts @ y_gs
+    swx, swxy = counts @ (x * n_gs), counts @ (x * y_gs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        safe = np.where(sw > 0, sw, 1.0)
+        num = np.sum(np.where(sw > 0, swxy - swx * swy / safe, 0.0), axis=1)
+        den = np.sum(np.where(sw > 0, swx - swx * swx / safe, 0.0), axis=1)
+        reps = np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), np.nan)
+    if extra_var > 0:
+        reps = reps + rng.normal(0.0, math.sqrt(extra_var), size=resamples)
+    return _percentile_ci(reps)
 
 
 def naive_one_sample(values: np.ndarray) -> Estimate:

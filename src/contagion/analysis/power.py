@@ -347,3 +347,25 @@ def plan(members: list[Member], effect: float, *, power: float = POWER, alpha: f
     notes = [f"{k}: {v} behaviour test(s) (slope, defection rate) counted in the family as null (not planned)"
              for k, v in extra_null.items() if v]
     return PowerPlan(pd.DataFrame(rows), effect, power, alpha, correction, source, notes)
+
+
+def achieved_power(row: Any, effect: float, alpha: float = ALPHA) -> float:
+    """The power a report row's own test had to detect ``effect``: the two-sided t-test with the row's standard
+    error and degrees of freedom (``se``, ``df``: G − 1 for G independent clusters — games linked by a seed or a
+    transcript count once), ``P(|T| > t_crit)`` for ``T`` noncentral t with noncentrality ``effect / se``.
+
+    What a card states as the power its own data achieved (the data decide it, not a planning assumption). NaN
+    when the row has no test (too few clusters, no variation)."""
+    def get(key: str) -> float:
+        try:
+            value = row.get(key) if hasattr(row, "get") else row[key]
+            return math.nan if value is None else float(value)
+        except (KeyError, TypeError, ValueError):
+            return math.nan
+
+    se, df = get("se"), get("df")
+    if not (math.isfinite(se) and se > 0 and math.isfinite(df) and df >= 1):
+        return math.nan
+    crit = float(sps.t.isf(alpha / 2, df))
+    ncp = abs(effect) / se
+    return float(sps.nct.sf(crit, df, ncp) + sps.nct.cdf(-crit, df, ncp))

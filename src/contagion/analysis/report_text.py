@@ -78,6 +78,8 @@ SHORT_TESTS = {
     "cluster-robust t (CR1, games as clusters, df = G−1) + baseline measurement error": "CR\u2011t+B",
     "cluster-robust t (CR1, games as clusters, df = G−1), paired by baseline": "CR\u2011t\u00a0paired",
     "cluster-robust t (CR1, games as clusters, df = G−1)": "CR\u2011t",
+    "cluster-robust t (CR1, linked games as clusters, df = G−1), paired by baseline and seed":
+        "CR\u2011t\u00a0paired\u00a0by\u00a0seed",
 }
 """Short names in table cells; the legend under each table spells them out."""
 
@@ -234,11 +236,17 @@ def methods_section(tables: RunTables) -> list[str]:
     dup = duplicates(tables)
     paras.append(
         "Statistics. Drift = post − pre per trait, paired over the items both profiles scored. Games are the "
-        "unit of analysis: agents of one game share a conversation, so p-values come from cluster-robust (CR1) "
-        "t-tests with G − 1 degrees of freedom (G games) and confidence intervals from a cluster bootstrap that "
-        "resamples whole games (2,000 resamples). Games whose transcripts are identical (a deterministic model "
-        "without chat replays the same game for every seed) count as one game"
-        + (f" — {dup} game record(s) in this run replay another exactly" if dup else "") + ". "
+        "unit of analysis: agents of one game share a conversation, and a grid plays every cell on common seeds, "
+        "so games of one seed share its random draws (and whatever a seed's history does to the model) across "
+        "compositions, interventions and game types. Every estimator therefore clusters on linked games — the "
+        "connected components of games sharing a seed or a transcript, per model; a deterministic model without "
+        "chat replays the same game for every seed, and identical transcripts are one game"
+        + (f" ({dup} game record(s) in this run replay another exactly)" if dup else "") + " — and p-values come "
+        "from cluster-robust (CR1) t-tests with G − 1 degrees of freedom (G linked clusters), the 95% interval "
+        "being the same test's t interval. Two-condition comparisons played on common seeds pair the arms by seed "
+        "as well as by baseline (fixed effects per baseline × seed; the within-seed difference cancels what a "
+        "seed shares), where the strata both arms share keep at least 80% of the agents; otherwise by baseline "
+        "alone. "
         "A pre-play profile is measured once per model and system prompt and shared by every agent with that "
         "prompt: comparisons between conditions pair agents by that baseline (and by the other design factors), "
         "so its error cancels; a single condition's post − pre adds the baseline's error variance, estimated from "
@@ -246,9 +254,14 @@ def methods_section(tables: RunTables) -> list[str]:
         f"outcome (α = 0.05); traits are Holm-adjusted across traits and called significant only when the index "
         f"is. SIT's primary outcome is behaviour (the protection contrast): the default agents' defection rate "
         f"from their first reminder on, SIT − none and SIT − each placebo, within game × composition × chat "
-        f"blocks, clustered on games; its trait rows against none and the placebos are secondary. "
-        f"Effect sizes: Cohen's d_z (post − pre) and d (two conditions), over agents. Cells with fewer than "
-        f"{MIN_GAMES} distinct games are flagged: too few to support a claim. A linear mixed model (game random "
+        f"blocks, clustered on linked games; its trait rows against none and the placebos are secondary. "
+        f"Confidence gate: a two-condition index difference is claimed only when it also exceeds what the arms' "
+        f"movement toward ½ explains — each agent's index drift net of I_pre·(k − 1), with k the ratio of its "
+        f"control (neutral) items' mean |score − ½| after and before play, compared between the arms as the index "
+        f"is, significant at α in the same direction; the arms' answer-mass drift is reported with an equivalence "
+        f"test (TOST) against a margin of ±0.02. Effect sizes: Cohen's d_z (post − pre) and d (two conditions), "
+        f"over agents. Cells with fewer than {MIN_GAMES} independent clusters (linked games) are flagged: too few "
+        f"to support a claim. A linear mixed model (game random "
         "intercept) cross-checks each two-condition index contrast."
     )
     if info.versions:
@@ -305,7 +318,7 @@ def contrast_tables(contrast: Contrast) -> tuple[Table | None, Table | None]:
     if not contrast.available or contrast.rows.empty:
         return None, None
     two = contrast.name not in ("contagion", "answer_mass")
-    cols = ["comparison", "model", "trait", "estimate", "95% CI (cluster bootstrap)", "p", "test",
+    cols = ["comparison", "model", "trait", "estimate", "95% CI (cluster-robust t)", "p", "test",
             "p adj.", "effect", "games" if not two else "games A / B", "agents", "note"]
 
     def make(rows: pd.DataFrame, caption: str) -> Table:
@@ -336,8 +349,10 @@ def contrast_tables(contrast: Contrast) -> tuple[Table | None, Table | None]:
     return make(index, caption), make(contrast.rows, "Every trait")
 
 
-TEST_LEGEND = ("Tests: CR-t = cluster-robust t-test (CR1, games as clusters, df = G−1); “+B” adds the shared "
-               "baseline's measurement error; “paired” compares agents with the same baseline measurement. p adj. = "
+TEST_LEGEND = ("Tests: CR-t = cluster-robust t-test (CR1, df = G−1; clusters are linked games: games sharing a seed "
+               "or a transcript count once; games columns count these clusters); “+B” adds the shared "
+               "baseline's measurement error; “paired” compares agents with the same baseline measurement, “by seed” "
+               "also on the same seed; the 95% CI is the test's t interval. p adj. = "
                "index unadjusted (primary outcome), traits Holm-adjusted across traits and gated by the index. "
                "Rows in bold are significant at α = 0.05; shaded rows have too few games to support a claim. "
                "Effect: Cohen's d_z (post − pre) or d (two conditions).")
@@ -380,7 +395,7 @@ def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, s
             games = f"{r.n_games} games" if name == "contagion" else f"{r.games_a} vs {r.games_b} games"
             verdict = "significant" if r.significant else "not significant"
             text = (f"{what} {fnum(r.estimate, signed=True)} {direction} (95% CI {fci(r.ci_low, r.ci_high)}, "
-                    f"cluster bootstrap; p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, "
+                    f"cluster-robust t; p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, "
                     f"{short_test(str(r.test))}; {r.effect_name} = {fnum(r.effect, 2)}; {games}; model {r.model}) "
                     f"— {verdict} at α = 0.05")
             if name == "mitigation" and sit_behavioural(r._asdict()):
@@ -398,7 +413,7 @@ def _protection_sentence(r: Any) -> str:
         reading = " (less defection with SIT)" if r.estimate < 0 else " (more defection with SIT)"
     verdict = "significant" if r.significant else "not significant"
     text = (f"{r.comparison}: difference in defection rate from the first reminder on "
-            f"{fnum(r.estimate, signed=True)}{reading} (95% CI {fci(r.ci_low, r.ci_high)}, cluster bootstrap; "
+            f"{fnum(r.estimate, signed=True)}{reading} (95% CI {fci(r.ci_low, r.ci_high)}, cluster-robust t; "
             f"p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, CR-t; {r.games_a} vs {r.games_b} games; "
             f"model {r.model}) — SIT's primary outcome, {verdict} at α = 0.05")
     if r.warning:
@@ -486,7 +501,7 @@ def _rate_sentence(r: Any) -> str:
     """The headline of a defection-rate row: a difference of two arms' defection rates."""
     verdict = "significant" if r.significant else "not significant"
     text = (f"{r.comparison}: difference in defection rate {fnum(r.estimate, signed=True)} (95% CI "
-            f"{fci(r.ci_low, r.ci_high)}, cluster bootstrap; p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}"
+            f"{fci(r.ci_low, r.ci_high)}, cluster-robust t; p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}"
             f", {short_test(str(r.test))}; {r.games_a} vs {r.games_b} games; model {r.model}) — {verdict} at α = 0.05")
     if r.warning:
         text += f"; caution: {r.warning}"
@@ -581,7 +596,7 @@ def cell_table(cells: pd.DataFrame, by: tuple[str, ...], caption: str) -> Table:
                      fp(r["p"]), short_test(str(r["test"])), fnum(r["effect"], 2), str(r["n_games"]),
                      str(r["records"]), str(r["n_agents"]), str(r["warning"])])
         classes.append("weak" if r["warning"] else "")
-    return Table([*(b.replace("_", " ") for b in by), "drift", "95% CI (cluster bootstrap)", "p", "test", "d_z",
+    return Table([*(b.replace("_", " ") for b in by), "drift", "95% CI (cluster-robust t)", "p", "test", "d_z",
                   "distinct games", "records", "agents", "note"], rows, caption, classes,
                  [False] * len(by) + [True, True, True, False, True, True, True, True, False], TEST_LEGEND)
 

@@ -237,7 +237,8 @@ _SET_COLS = (*_COND_COLS, "player", "persona", "set", "pre", "post", "drift", "n
 _ITEM_COLS = ("model", "game", "composition", "intervention", "intervention_kind", "chat_turns", "persona",
               "pre_key", "trait", "item_id", "drift_sum", "n")
 _INSTRUMENT_COLS = (*_COND_COLS, "player", "persona", "mass_pre", "mass_post", "mass_drift", "toward_half_pre",
-                    "toward_half_post", "toward_half_drift", "excluded_pre", "excluded_post", "measured_items")
+                    "toward_half_post", "toward_half_drift", "excluded_pre", "excluded_post", "measured_items",
+                    "control_half_pre", "control_half_post")
 
 
 class _Columns:
@@ -286,6 +287,22 @@ def paired_trait_means(pre: dict[str, Any], post: dict[str, Any], *, role: str =
     for trait, (a, b, n) in sums.items():
         out[trait] = (str(polarity.get(trait, "neutral")), a / n, b / n, int(n))
     return out
+
+
+def control_toward_half(pre: dict[str, Any], post: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(pre, post) mean |score − ½| over the measured items of the neutral (control) traits that both profiles
+    scored and included: how far from ½ answers sit on items no planted or real trait change should move, so a
+    change between pre and post is lost confidence (flattening) and nothing else. (None, None) without
+    control items."""
+    polarity = {t: str(v.get("polarity", "neutral")) for t, v in {**pre.get("traits", {}),
+                                                                  **post.get("traits", {})}.items()}
+    before = {it["item_id"]: float(it["score"]) for it in pre.get("items", [])
+              if _chosen(it, "measure", None) and polarity.get(it["trait"]) == "neutral"}
+    pairs = [(before[it["item_id"]], float(it["score"])) for it in post.get("items", [])
+             if it["item_id"] in before and _chosen(it, "measure", None)]
+    if not pairs:
+        return None, None
+    return (sum(abs(a - 0.5) for a, _ in pairs) / len(pairs), sum(abs(b - 0.5) for _, b in pairs) / len(pairs))
 
 
 def paired_index(means: dict[str, tuple[str, float, float, int]], which: int) -> float | None:
@@ -518,7 +535,8 @@ class TableBuilder:
 
         measured = sum(1 for it in pre.get("items", []) if it.get("role", "measure") == "measure")
         self._instrument.add((*cond, p.name, p.persona, *delta("mass_mean"), *delta("toward_half"),
-                              int(pre.get("excluded", 0)), int(post.get("excluded", 0)), measured))
+                              int(pre.get("excluded", 0)), int(post.get("excluded", 0)), measured,
+                              *control_toward_half(pre, post)))
 
     def build(self) -> RunTables:
         """The tables of every record added so far."""

@@ -85,6 +85,12 @@ class CardHeadline(BaseModel):
     power_effect: Finite | None = None
     mass_estimate: Bounded | None = None
     mass_p: Probability | None = None
+    mass_tost_p: Probability | None = None
+    flat_estimate: Bounded | None = None
+    flat_low: Bounded | None = None
+    flat_high: Bounded | None = None
+    net_estimate: Bounded | None = None
+    net_p: Probability | None = None
     confidence_gated: bool = False
     significant: bool = False
     detected: bool = False

@@ -79,7 +79,7 @@ def bench(
             p = h.get("p_holm") if h.get("p_holm") is not None else h.get("p")
             mark = " detected" if h.get("detected") else ""
             if h.get("confidence_gated"):
-                mark = " not claimed: the arms' answer mass differs (lost confidence?)"
+                mark = " not claimed: the arms' movement toward ½ explains it (lost confidence?)"
             est_text = f"{est:+.3f}" if est is not None else "—"
             p_text = f"{p:.3g}" if p is not None else "—"
             line = f"  {h['title']}: {est_text} {ci} p={p_text}{mark}"
