@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from contagion import __version__
+from contagion.backends.base import Backend
 from contagion.backends.registry import resolve
 from contagion.errors import UserError
 from contagion.experiment.profiles import (
@@ -34,7 +35,8 @@ from contagion.experiment.record import GameRecord, TrialSpec
 from contagion.games.engine import EventSink, GameEngine, TurnHook, system_messages
 from contagion.games.record import PlayerRecord
 from contagion.personas import Persona
-from contagion.steering import make_intervention, validate_intervention
+from contagion.steering import make_intervention, steers_activations, validate_intervention
+from contagion.steering.interventions import VectorSteering
 from contagion.traits.assess import post_play_context
 from contagion.traits.profile import Profile
 from contagion.traits.settings import measure, measure_agent
@@ -64,6 +66,11 @@ def failed_record(spec: TrialSpec, labels: dict[str, Any] | None, error: str, wa
                       wall_seconds=round(wall, 6), labels=dict(labels or {}), contagion_version=__version__)
 
 
+def steer_backend(hook: TurnHook | None, backend: Backend) -> Backend:
+    """The backend a seat plays on: steered for a white-box ``vector`` intervention, else its own."""
+    return hook.steer(backend) if isinstance(hook, VectorSteering) else backend
+
+
 async def run_trial(
     spec: TrialSpec,
     *,
@@ -86,6 +93,11 @@ async def run_trial(
         backends = [resolve(p.backend) for p in game.players]
         # the seats under study: focal language models (a backend says what it is)
         agents = [i for i, p in enumerate(game.players) if p.focal and backends[i].capabilities.language_model]
+        if steers_activations(spec.intervention):  # refused before any model work, not mid-game
+            for i in agents:
+                if not backends[i].capabilities.activations:
+                    raise UserError(f"intervention vector needs a backend with activations (hf:embedded or "
+                                    f"hf:PATH_OR_ID); {game.players[i].backend} has none")
         requests = profile_requests(spec, systems, agents)
         pre: list[ProfileRecord | None] = await (profiles or ProfileCache()).for_seats(requests, backends)
         hooks: list[TurnHook | None] = [None] * len(game.players)
@@ -96,7 +108,9 @@ async def run_trial(
                 profile=Profile.from_record(record) if record is not None else None,
                 seed=game.seed * 1000 + i, settings=spec.assessment,
             )
-        engine = GameEngine(game, backends, hooks=hooks, pre_profiles=pre, personas=personas,
+        # white-box steering plays the agent on a steered sibling of its backend; profiles stay unsteered
+        playing = [steer_backend(hook, backend) for hook, backend in zip(hooks, backends, strict=True)]
+        engine = GameEngine(game, playing, hooks=hooks, pre_profiles=pre, personas=personas,
                             on_event=on_event, systems=systems)
         play = await engine.play()
         if play.error is None and spec.measure:
@@ -107,7 +121,7 @@ async def run_trial(
                         context_kind="post") for i in agents))
             for i, post in zip(agents, posts, strict=True):
                 play.players[i].post_profile = post.to_record()
-        for backend, player in zip(backends, play.players, strict=True):
+        for backend, player in zip(playing, play.players, strict=True):
             backend.release(player.messages)  # the game is over: no request extends these histories
         return GameRecord(spec=spec, spec_hash=spec.stable_hash(), game=play.game, players=play.players,
                           rounds=play.rounds, wall_seconds=round(time.perf_counter() - started, 6),

@@ -1,4 +1,5 @@
-"""Steering interventions (none, repeat-system, SIT, adaptive SIT, placebo): their specs and how one is made.
+"""Steering interventions (none, repeat-system, SIT, adaptive SIT, placebo, white-box ``vector``): their specs
+and how one is made.
 
 A trial (:func:`contagion.experiment.trial.run_trial`) makes one intervention per agent under study with
 :func:`make_intervention`. SIT's core (reminders, rotation, probe set, drift decision) is
@@ -13,15 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contagion.errors import UserError
 from contagion.fileio import validation_message
-from contagion.steering.interventions import Intervention, RepeatSystem, Sit, SitAdaptive
-from contagion.steering.params import PARAMS, AdaptiveParams, PlaceboParams, RepeatParams, SitParams
+from contagion.steering.interventions import Intervention, RepeatSystem, Sit, SitAdaptive, VectorSteering
+from contagion.steering.params import PARAMS, AdaptiveParams, PlaceboParams, RepeatParams, SitParams, VectorParams
 from contagion.steering.placebo import Placebo
 from contagion.steering.sit import select_reminders
 from contagion.traits.profile import Profile
 from contagion.traits.settings import AssessmentSettings
 
 __all__ = ["PARAMS", "InterventionSpec", "make_intervention", "needs_profile", "parse_intervention", "parse_params",
-           "select_reminders", "validate_intervention"]
+           "select_reminders", "steers_activations", "validate_intervention"]
 
 
 class InterventionSpec(BaseModel):
@@ -43,9 +44,17 @@ def validate_intervention(spec: InterventionSpec) -> Any:
     if spec.name not in PARAMS:
         raise UserError(f"unknown intervention {spec.name!r}; choose one of: {', '.join(PARAMS)}")
     try:
-        return PARAMS[spec.name].model_validate(spec.params)
+        params = PARAMS[spec.name].model_validate(spec.params)
     except ValidationError as exc:
         raise UserError(validation_message(exc, f"intervention {spec.name}")) from None
+    if isinstance(params, VectorParams):  # the file, its trait and the layers are checked now, not mid-run
+        VectorSteering.check(params)
+    return params
+
+
+def steers_activations(spec: InterventionSpec) -> bool:
+    """Whether the intervention steers the model's activations (only backends with ``activations`` can)."""
+    return spec.name == "vector"
 
 
 def needs_profile(spec: InterventionSpec) -> bool:
@@ -64,6 +73,9 @@ def make_intervention(
     if spec.name == "repeat-system":
         assert isinstance(params, RepeatParams)
         return RepeatSystem(params, chat=chat)
+    if spec.name == "vector":
+        assert isinstance(params, VectorParams)
+        return VectorSteering(params, chat=chat)
     if profile is None:
         raise UserError(f"intervention {spec.name} needs the agent's pre-play trait profile, and none is available")
     if spec.name == "placebo":  # checked before sit: PlaceboParams is a SitParams
