@@ -647,8 +647,8 @@ def chat(tables: RunTables, settings: AnalysisSettings | None = None) -> Contras
 
 
 def mitigation(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
-    """Each intervention − none, each SIT variant − each repetition and − each placebo (default agents, all
-    compositions)."""
+    """Each intervention − none, each SIT variant − each repetition, − each placebo and − each white-box
+    ``vector`` steering (default agents, all compositions)."""
     settings = settings or AnalysisSettings()
     df = _defaults(tables)
     if df.empty:
@@ -658,11 +658,13 @@ def mitigation(tables: RunTables, settings: AnalysisSettings | None = None) -> C
     repeat = sorted(str(lbl) for lbl, k in labels.items() if k == "repeat-system")
     sit = sorted(str(lbl) for lbl, k in labels.items() if k.startswith("sit"))
     placebo = sorted(str(lbl) for lbl, k in labels.items() if k == "placebo")
+    vector = sorted(str(lbl) for lbl, k in labels.items() if k == "vector")
     pairs: list[tuple[str, str]] = []
     for base in none:
-        pairs += [(lbl, base) for lbl in (*repeat, *placebo, *sit)]
+        pairs += [(lbl, base) for lbl in (*repeat, *placebo, *sit, *vector)]
     pairs += [(s, r) for s in sit for r in repeat]
     pairs += [(s, p) for s in sit for p in placebo]  # SIT's content beyond a reminder of its length
+    pairs += [(s, v) for s in sit for v in vector]  # black-box reminders vs white-box steering, same games
     if not pairs:
         return Contrast("mitigation", QUESTIONS["mitigation"], "not in this run",
                         "needs games with no intervention and with an intervention (or SIT and repetition)")

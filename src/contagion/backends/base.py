@@ -11,13 +11,14 @@ import asyncio
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contagion.errors import UserError
 from contagion.messages import Message
 from contagion.strict import Int, Seed, seed_field
 
@@ -186,6 +187,8 @@ class Capabilities(BaseModel):
     score_method: ScoreMethod = ScoreMethod.FULL
     prefix_caching: bool = False
     attention: bool = False
+    activations: bool = Field(False, description="Residual-stream activations can be read and steered "
+                                                 "(a transformers model in this process).")
     deterministic: bool = Field(False, description="Same request, same answer (at temperature 0).")
     served: bool = Field(False, description="A chat server's backend: the options score, answer_tokens, extra_body "
                                             "and system_role apply (contagion doctor proposes them).")
@@ -298,6 +301,12 @@ class Backend(ABC):
             (lambda r=r: self.score_choices(r.messages, r.choices, prefix=r.prefix)) for r in requests
         ]
         return await gather_bounded(calls, self.score_concurrency)
+
+    def steered(self, additions: Mapping[int, Sequence[float]], label: str) -> Backend:
+        """A backend on the same model that adds ``additions[layer]`` to that layer's residual stream on every
+        forward pass (white-box steering); only backends whose capabilities say ``activations`` can."""
+        raise UserError(f"{self.identity} has no activations to steer: vector steering needs a transformers "
+                        "backend in this process (hf:embedded or hf:PATH_OR_ID)")
 
     def release(self, messages: Sequence[Message]) -> None:  # noqa: B027 - optional hook
         """A hint that no later request extends this history (a finished game's player): a backend that

@@ -47,6 +47,7 @@ from contagion.backends.base import (
 from contagion.backends.first_token import score_candidates, targets_of, top_candidates
 from contagion.backends.hf_attention import TEMPLATE, AttentionReadout, AttentionShares, TokenSegments
 from contagion.backends.hf_model import LoadedModel, check_installed, forget_model, load_model, require
+from contagion.backends.hf_steer import ResidualAccess
 from contagion.backends.paths import embedded_model_path
 from contagion.errors import BackendSpecError, BackendUnavailableError
 from contagion.messages import Message, wire
@@ -80,7 +81,7 @@ def _flag(value: str, name: str) -> bool:
 
 
 
-class HFBackend(AttentionReadout, Backend):
+class HFBackend(AttentionReadout, ResidualAccess, Backend):
     """A transformers causal LM on CPU (float32, eager attention) with full-continuation scoring."""
 
     def __init__(self, path_or_id: str, **params: str) -> None:
@@ -105,11 +106,27 @@ class HFBackend(AttentionReadout, Backend):
             score_method=ScoreMethod.FULL,
             prefix_caching=self.prefix_reuse,
             attention=True,
+            activations=True,
             deterministic=True,
             parallel_games=1,  # one call at a time, under the model's lock: more games only share its cache
         )
         self._state: LoadedModel | None = None
         self._prompt_cache = _PromptCache()
+        self._path_or_id = path_or_id
+        self._params = dict(params)
+        self.steering = {}
+        self.steering_label = ""
+
+    @property
+    def identity(self) -> str:
+        """The spec, plus the steering (label and vector hash) of a steered backend."""
+        return f"{self.spec}+steer:{self.steering_label}" if self.steering else self.spec
+
+    def _sibling(self) -> HFBackend:
+        """A new backend on the same model (shared once loaded) with an empty prompt cache of its own."""
+        twin = HFBackend(self._path_or_id, **self._params)
+        twin._state = self._state
+        return twin
 
     @staticmethod
     def _locate(path_or_id: str) -> tuple[str, str | None]:
@@ -151,7 +168,7 @@ class HFBackend(AttentionReadout, Backend):
         def work() -> T:
             state = self.loaded()
             torch = require("torch")
-            with state.lock, torch.inference_mode():
+            with state.lock, torch.inference_mode(), self._steering_hooks(state):
                 return fn(state)
 
         return await asyncio.to_thread(work)

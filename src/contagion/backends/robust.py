@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
@@ -314,6 +314,13 @@ class RobustBackend(Backend):
                     self.cache.put(key, scores.model_copy(update={"cached": False}).model_dump())
                 out[i] = scores
         return [s for s in out if s is not None]
+
+    def steered(self, additions: Mapping[int, Sequence[float]], label: str) -> RobustBackend:
+        """The inner backend's steered sibling behind a wrapper like this one (its identity differs, so
+        the shared response cache never mixes steered and unsteered answers)."""
+        return RobustBackend(self.inner.steered(additions, label), timeout=self.timeout, max_retries=self.max_retries,
+                             backoff_initial=self.backoff_initial, backoff_max=self.backoff_max,
+                             retry_after_max=self.retry_after_max, concurrency=self.concurrency, cache=self.cache)
 
     def release(self, messages: Sequence[Message]) -> None:
         """Pass the hint on to the inner backend."""

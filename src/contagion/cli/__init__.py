@@ -13,7 +13,7 @@ from contagion.redact import redact
 
 # Each command module registers its commands on ``app`` when imported, in the order --help lists them.
 # isort: off
-from contagion.cli import play, assess, run, demo, report, attention, bench, power, doctor  # noqa: F401
+from contagion.cli import play, assess, run, demo, report, attention, vectors, bench, power, doctor  # noqa: F401
 # isort: on
 
 

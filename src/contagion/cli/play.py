@@ -78,8 +78,10 @@ def play(
         help="Steering of the default-persona players (of every LM player when none is default): "
              "none, repeat-system[:k=2], sit[:k=2,n=3], sit-adaptive[:m=1,threshold=0.05], "
              "placebo[:kind=neutral|generic|yoked,k=2,n=3] (SIT's schedule and length, without its content; "
-             "yoked: SIT's own form with another agent's statements). "
-             "SIT and the placebo measure each agent's pre-play traits first.",
+             "yoked: SIT's own form with another agent's statements), "
+             "vector:file=FILE,trait=T,alpha=A[,layers=best] (white-box steering along a direction from "
+             "`contagion vectors`; hf: players only). SIT and the placebo measure each agent's pre-play traits "
+             "first.",
     ),
     persona_file: Path | None = typer.Option(None, "--personas", help="YAML file of extra personas (name, text)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the game record (JSON) here."),

@@ -327,11 +327,18 @@ class ExperimentConfig(BaseModel):
         from contagion.backends.registry import build
         from contagion.steering import needs_profile, parse_intervention
 
+        built = {}
         for spec, key in self.backend_specs().items():
             try:
-                build(spec)
+                built[spec] = build(spec)
             except UserError as exc:
                 raise UserError(f"{source}: {key}: {exc}") from None
+        vector = [i for i in self.interventions if parse_intervention(i).name == "vector"]
+        for m in self.models if vector else ():
+            model = built.get(self.model_spec(m))
+            if model is not None and model.capabilities.language_model and not model.capabilities.activations:
+                raise UserError(f"{source}: interventions: {vector[0]} steers activations, which {m} does not expose; "
+                                "use a transformers backend (hf:embedded or hf:PATH_OR_ID)")
         needs_inventory = self.measure_traits or any(
             needs_profile(spec) for spec in (parse_intervention(i) for i in self.interventions)
         )

@@ -39,7 +39,8 @@ from contagion.games.engine import EventSink, GameEngine, TurnHook, system_messa
 from contagion.games.record import PlayerRecord
 from contagion.messages import Message
 from contagion.personas import Persona
-from contagion.steering import Yoke, make_intervention, validate_intervention
+from contagion.steering import Yoke, make_intervention, steers_activations, validate_intervention
+from contagion.steering.interventions import VectorSteering
 from contagion.traits.assess import post_play_context
 from contagion.traits.profile import Profile
 from contagion.traits.settings import measure, measure_agent
@@ -134,6 +135,11 @@ async def _measure_after_play(spec: TrialSpec, backends: Sequence[Backend], play
     return out
 
 
+def steer_backend(hook: TurnHook | None, backend: Backend) -> Backend:
+    """The backend a seat plays on: steered for a white-box ``vector`` intervention, else its own."""
+    return hook.steer(backend) if isinstance(hook, VectorSteering) else backend
+
+
 async def run_trial(
     spec: TrialSpec,
     *,
@@ -156,6 +162,11 @@ async def run_trial(
         backends = [resolve(p.backend) for p in game.players]
         # the seats under study: focal language models (a backend says what it is)
         agents = [i for i, p in enumerate(game.players) if p.focal and backends[i].capabilities.language_model]
+        if steers_activations(spec.intervention):  # refused before any model work, not mid-game
+            for i in agents:
+                if not backends[i].capabilities.activations:
+                    raise UserError(f"intervention vector needs a backend with activations (hf:embedded or "
+                                    f"hf:PATH_OR_ID); {game.players[i].backend} has none")
         requests = profile_requests(spec, systems, agents)
         cache = profiles or ProfileCache()
         pre: list[ProfileRecord | None] = await cache.for_seats(requests, backends)
@@ -172,13 +183,15 @@ async def run_trial(
                 profile=Profile.from_record(record) if record is not None else None,
                 seed=game.seed * 1000 + i, settings=spec.assessment, yoke=yokes.get(i),
             )
-        engine = GameEngine(game, backends, hooks=hooks, pre_profiles=pre, personas=personas,
+        # white-box steering plays the agent on a steered sibling of its backend; profiles stay unsteered
+        playing = [steer_backend(hook, backend) for hook, backend in zip(hooks, backends, strict=True)]
+        engine = GameEngine(game, playing, hooks=hooks, pre_profiles=pre, personas=personas,
                             on_event=on_event, systems=systems)
         play = await engine.play()
         measured: list[list[list[Message]]] = []
         if play.error is None and spec.measure:
             measured = await _measure_after_play(spec, backends, play.players, agents)
-        for backend, player in zip(backends, play.players, strict=True):
+        for backend, player in zip(playing, play.players, strict=True):
             backend.release(player.messages)  # the game is over: no request extends these histories
         for i, contexts in zip(agents, measured, strict=False):
             for context in contexts:

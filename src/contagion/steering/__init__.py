@@ -1,4 +1,5 @@
-"""Steering interventions (none, repeat-system, SIT, adaptive SIT, placebo): their specs and how one is made.
+"""Steering interventions (none, repeat-system, SIT, adaptive SIT, placebo, white-box ``vector``): their specs
+and how one is made.
 
 A yoked placebo (``placebo:kind=yoked``) also takes a :class:`Yoke`: another agent's pre-play profile, which
 the trial assembles (this layer never chooses whose).
@@ -16,15 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contagion.errors import UserError
 from contagion.fileio import validation_message
-from contagion.steering.interventions import Intervention, RepeatSystem, Sit, SitAdaptive
-from contagion.steering.params import PARAMS, AdaptiveParams, PlaceboParams, RepeatParams, SitParams
+from contagion.steering.interventions import Intervention, RepeatSystem, Sit, SitAdaptive, VectorSteering
+from contagion.steering.params import PARAMS, AdaptiveParams, PlaceboParams, RepeatParams, SitParams, VectorParams
 from contagion.steering.placebo import Placebo, Yoke
 from contagion.steering.sit import select_reminders
 from contagion.traits.profile import Profile
 from contagion.traits.settings import AssessmentSettings
 
 __all__ = ["PARAMS", "InterventionSpec", "Yoke", "make_intervention", "needs_profile", "needs_yoke",
-           "parse_intervention", "parse_params", "select_reminders", "validate_intervention"]
+           "parse_intervention", "parse_params", "select_reminders", "steers_activations", "validate_intervention"]
 
 
 class InterventionSpec(BaseModel):
@@ -46,9 +47,17 @@ def validate_intervention(spec: InterventionSpec) -> Any:
     if spec.name not in PARAMS:
         raise UserError(f"unknown intervention {spec.name!r}; choose one of: {', '.join(PARAMS)}")
     try:
-        return PARAMS[spec.name].model_validate(spec.params)
+        params = PARAMS[spec.name].model_validate(spec.params)
     except ValidationError as exc:
         raise UserError(validation_message(exc, f"intervention {spec.name}")) from None
+    if isinstance(params, VectorParams):  # the file, its trait and the layers are checked now, not mid-run
+        VectorSteering.check(params)
+    return params
+
+
+def steers_activations(spec: InterventionSpec) -> bool:
+    """Whether the intervention steers the model's activations (only backends with ``activations`` can)."""
+    return spec.name == "vector"
 
 
 def needs_profile(spec: InterventionSpec) -> bool:
@@ -72,6 +81,9 @@ def make_intervention(
     if spec.name == "repeat-system":
         assert isinstance(params, RepeatParams)
         return RepeatSystem(params, chat=chat)
+    if spec.name == "vector":
+        assert isinstance(params, VectorParams)
+        return VectorSteering(params, chat=chat)
     if profile is None:
         raise UserError(f"intervention {spec.name} needs the agent's pre-play trait profile, and none is available")
     if spec.name == "placebo":  # checked before sit: PlaceboParams is a SitParams

@@ -25,6 +25,10 @@
   would, a message within 10 % of the SIT message's length in characters, with no trait content
   (``kind=neutral``) or generic pro-social sentences not drawn from the agent's profile
   (``kind=generic``). Takes SIT's parameters, so it matches any SIT variant it is run beside.
+* ``vector`` — white-box steering (:mod:`contagion.steering.vector`): injects no message; the trial plays
+  the agent on :meth:`VectorSteering.steer`'s steered backend, which adds ``alpha`` times a trait direction
+  to the residual stream during the agent's generation and action scoring. Its profiles are measured
+  unsteered (as SIT's post-play profile is measured without its injections).
 
 Schedule: an injection due in round ``r`` (``r % k == 0``) is placed before the agent's first turn of
 that round (``position=turn``, the talk turn, or the act turn when there is no chat) or right before
@@ -35,6 +39,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from contagion.backends.base import Backend
+from contagion.errors import UserError
 from contagion.games.engine import Injection, TurnContext
 from contagion.messages import Message
 from contagion.steering.params import (
@@ -45,6 +51,7 @@ from contagion.steering.params import (
     PlaceboParams,
     RepeatParams,
     SitParams,
+    VectorParams,
 )
 from contagion.steering.sit import (
     DriftMonitor,
@@ -54,14 +61,15 @@ from contagion.steering.sit import (
     select_reminders,
     summary_sentence,
 )
+from contagion.steering.vector import load_vectors, steering_additions, steering_layers
 from contagion.traits.assess import post_play_context
 from contagion.traits.inventory import Inventory
 from contagion.traits.profile import Profile, prosocial_support
 from contagion.traits.settings import AssessmentSettings
 
 __all__ = ["PARAMS", "AdaptiveParams", "Intervention", "InterventionParams", "NoneParams", "PlaceboParams",
-           "RepeatParams", "RepeatSystem", "Sit", "SitAdaptive", "SitParams", "due", "prosocial_support",
-           "reminder_message", "reminder_sentence", "select_reminders", "summary_sentence"]
+           "RepeatParams", "RepeatSystem", "Sit", "SitAdaptive", "SitParams", "VectorSteering", "due",
+           "prosocial_support", "reminder_message", "reminder_sentence", "select_reminders", "summary_sentence"]
 
 
 def due(ctx: TurnContext, k: int, position: str, chat: bool) -> bool:
@@ -170,3 +178,33 @@ class SitAdaptive(Sit):
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+class VectorSteering(Intervention):
+    """White-box steering along a trait direction; injects no message (see the module docstring)."""
+
+    name = "vector"
+    params: VectorParams
+
+    @staticmethod
+    def check(params: VectorParams) -> list[int]:
+        """The layers to steer; raises UserError for a missing or bad file, an unknown trait or bad layers."""
+        return steering_layers(params.layers, load_vectors(params.file), params.trait)
+
+    def steer(self, backend: Backend) -> Backend:
+        """The agent's backend with the direction added (UserError on a backend without activations, or
+        when the file was made for a model of another shape)."""
+        p = self.params
+        if not backend.capabilities.activations:
+            raise UserError(f"intervention vector needs a backend with activations (hf:embedded or hf:PATH_OR_ID); "
+                            f"{backend.identity} has none")
+        vf = load_vectors(p.file)
+        layers = self.check(p)
+        if vf.model != backend.spec:
+            self._log.append({"event": "note", "reason": f"vectors made on {vf.model}, steering {backend.spec}"})
+        steered = backend.steered(steering_additions(vf, p.trait, p.alpha, layers),
+                                  f"{p.trait}@{'+'.join(map(str, layers))}*{p.alpha:g}")
+        self._log.append({"event": "steer", "trait": p.trait, "alpha": p.alpha, "layers": layers,
+                          "vectors": vf.fingerprint(), "vectors_model": vf.model,
+                          "auc": vf.traits[p.trait].auc, "identity": steered.identity})
+        return steered

@@ -56,10 +56,21 @@ class PlaceboParams(SitParams):
         return self
 
 
+class VectorParams(InterventionParams):
+    """White-box steering (:mod:`contagion.steering.vector`): needs a backend with activations."""
+
+    file: str = Field(description="A vectors file made by `contagion vectors` for this model.")
+    trait: str = Field(description="Which of the file's traits to steer along.")
+    alpha: float = Field(description="Multiple of the trait's direction added to the residual stream (negative: "
+                                     "toward the trait's low pole).", allow_inf_nan=False)
+    layers: int | str = Field("best", description="best (the file's chosen layer), one layer (12) or a range (10-14).")
+
+
 PARAMS: dict[str, type[InterventionParams]] = {
     "none": NoneParams,
     "repeat-system": RepeatParams,
     "sit": SitParams,
     "sit-adaptive": AdaptiveParams,
     "placebo": PlaceboParams,
+    "vector": VectorParams,
 }
