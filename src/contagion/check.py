@@ -51,8 +51,15 @@ from contagion.analysis.validation import ValidationResult, analysis_fingerprint
 from contagion.errors import UserError
 from contagion.experiment.record import GameRecord
 
-PLANTED_CONTAGION = 0.05
-"""The planted size used for validation: ``sim:planted?contagion=0.05`` (a quarter of the sim default, 0.2)."""
+PLANTED_CONTAGION = 0.2
+"""The planted size used for validation: ``sim:planted?contagion=0.2`` (the sim's default). It was 0.05 while
+every row clustered on single games with no game-level variance; at :data:`GAME_SD` 0.10 with games linked by
+their 6 seeds, a one-condition row (post − sham) has about 5 degrees of freedom and an SE near 0.04, so 0.05
+is far below what the check's grid can find (``contagion power`` plans the games a real study needs)."""
+PLANTED_ACT_GAIN = 6.0
+"""The planted model's ``act_gain`` (the planted shift's weight on cooperation; the sim's default is 2): SIT's
+primary outcome is behaviour, and at the default the planted SIT effect on defection (about 0.05) is too small
+for the check's grid; at 6 it is about 0.2."""
 
 TARGETS = ("contagion", "amplification", "sit − placebo")
 """What the check must detect on the planted model."""
@@ -158,7 +165,7 @@ def model_spec(variant: str, seed: int, planted_size: float = PLANTED_CONTAGION,
     if game_sd:
         extra += f"game_sd={game_sd:g}&"
     if name == "planted":
-        return f"sim:planted?contagion={planted_size:g}&{extra}seed={seed}"
+        return f"sim:planted?contagion={planted_size:g}&act_gain={PLANTED_ACT_GAIN:g}&{extra}seed={seed}"
     return f"sim:{name}?{extra}seed={seed}"
 
 

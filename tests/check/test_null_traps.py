@@ -91,7 +91,7 @@ def test_behaviour_slope_clusters_on_the_games_a_seed_links() -> None:
     # the trap is real: the same slope clustered on single games is "significant"
     df = seen_defection(t.actions)
     sub = df[df["persona"].astype(str) == "default"]
-    strata = sub[["game", "intervention", "chat_turns", "round"]].astype(str).agg("|".join, axis=1)
+    strata = sub["game_id"].astype(str)  # the row's own strata: within each game
     naive = slope(sub["defect"].to_numpy(), sub["seen"].to_numpy(), sub["game_id"].to_numpy(),
                   strata=strata.to_numpy())
     assert naive.n_games == 2 * len(grid.played_interventions()) * grid.repetitions

@@ -754,7 +754,10 @@ def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
     for (model, persona), sub in df.groupby(["model", "persona"], observed=True, sort=True):
         if sub.empty:
             continue
-        strata = sub[["game", "intervention", "chat_turns", "round"]].astype(str).agg("|".join, axis=1)
+        # within each game: whatever a game shares (its context, a game-level effect on every player's
+        # defection) moves a player's defection and the defection it saw together — across games that reads
+        # as reciprocity (sim:null at game_sd 0.10: 1 run in 5). Within a game only the rounds' changes count.
+        strata = sub["game_id"].astype(str)
         est = slope(sub["defect"].to_numpy(), sub["seen"].to_numpy(), sub["_linked"].to_numpy(),
                     strata=strata.to_numpy())
         rows.append({
@@ -769,8 +772,9 @@ def behaviour(tables: RunTables, settings: AnalysisSettings | None = None) -> Co
         })
     return Contrast("behaviour", QUESTIONS["behaviour"], "ok",
                     note="Slope of defecting (1/0) on the share of the others' defections one round before, "
-                         "within game type × intervention × chat × round, clustered on games that share a seed "
-                         "or a transcript; a positive slope is reciprocity.",
+                         "within each game (a game-level tendency to defect that every player shares is not read as "
+                         "reciprocity), clustered on games that share a seed or a transcript; a positive slope is "
+                         "reciprocity.",
                     rows=_frame(rows))
 
 
@@ -926,7 +930,8 @@ def _protection_row(sub: pd.DataFrame, arm: pd.Series, comparison: str, model: s
                     settings: AnalysisSettings) -> dict[str, Any]:
     blocks = sub[["game", "composition", "chat_turns"]].astype(str).agg("|".join, axis=1)
     est = two_sample(sub["defection"].to_numpy(dtype=float), arm.to_numpy(dtype=bool), _cluster_col(sub).to_numpy(),
-                     baselines=blocks.to_numpy(), resamples=settings.resamples, seed=settings.seed)
+                     baselines=blocks.to_numpy(), pairs=_pairs_col(sub), resamples=settings.resamples,
+                     seed=settings.seed)
     ga, gb = int(est.extra.get("games_a", 0)), int(est.extra.get("games_b", 0))
     return {"contrast": "protection", "comparison": comparison, "model": model, "trait": DEFECTION,
             "polarity": "behaviour", "estimate": est.estimate, "ci_low": est.ci_low, "ci_high": est.ci_high,
