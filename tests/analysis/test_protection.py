@@ -36,9 +36,10 @@ def run(model: str) -> RunTables:
 
 @pytest.fixture(scope="module")
 def planted() -> RunTables:
-    # sim:planted's SIT: shift s = contagion · E · (1 − reminder · R) lowers the cooperation probability by 2s, so
-    # reminders (R) keep agents cooperating where they saw defection or hostility (E > 0: next to a malicious LM)
-    return run("sim:planted?contagion=0.5")
+    # sim:planted's SIT: shift s = contagion · E · (1 − reminder · R) lowers the cooperation probability by
+    # act_gain · s, so reminders (R) keep agents cooperating where they saw defection or hostility (E > 0: next to
+    # a malicious LM); act_gain 4 (default 2) makes the effect one this small grid finds
+    return run("sim:planted?contagion=0.5&act_gain=4")
 
 
 def rows(tables: RunTables) -> pd.DataFrame:

@@ -129,11 +129,14 @@ def test_simulated_demo_finds_the_planted_effect_and_says_it_is_simulated(
     assert 'id="notice-simulated"' in html and SIMULATED_MODEL in html
     assert 'id="notice-too-small"' not in html  # enough games: the report may make its claims
     verdict = _verdicts(html)
-    # the planted rule: contagion next to the malicious co-player, undone in part by SIT, not by the placebo
-    assert verdict["contagion", "default agents in one-malicious"] == "sig"
+    # the planted rule: contagion next to the malicious co-player (post − sham), undone in part by SIT while its
+    # reminders are in view — in behaviour (SIT's primary outcome), not in the post-play traits measured with
+    # them removed — and not by the placebo
+    assert verdict["contagion", "default agents in one-malicious (post − sham)"] == "sig"
     assert verdict["amplification", "one-malicious − all-default"] == "sig"
-    assert verdict["mitigation", "sit:k=2,n=3 − none"] == "sig"
-    assert verdict["mitigation", "sit:k=2,n=3 − placebo:k=2,n=3"] == "sig"
+    protection = {comparison.split(": difference", 1)[0]: cls
+                  for (contrast, comparison), cls in verdict.items() if contrast == "protection"}
+    assert protection == {"sit:k=2,n=3 − none": "sig", "sit:k=2,n=3 − placebo:k=2,n=3": "sig"}
     assert verdict["mitigation", "placebo:k=2,n=3 − none"] == "ns"
     # the terminal: labelled, what ran, what was found, where, what next
     text = proc.stdout
@@ -141,7 +144,7 @@ def test_simulated_demo_finds_the_planted_effect_and_says_it_is_simulated(
     assert "Demo finished in" in text and "stored already" not in text
     assert f"What ran: {demo_config(simulated=True).size()} games of prisoners-dilemma on {SIMULATED_MODEL}" in text
     assert "The report detects the planted effect" in text
-    assert "default agents in one-malicious: pro-social drift -" in text
+    assert "default agents in one-malicious (post − sham): pro-social drift -" in text
     assert f"Report:      {(out / 'report.html').resolve()}" in text
     assert f"Transcripts: {(out / 'viewer.html').resolve()}" in text
     assert (out / "viewer.html").is_file()
