@@ -58,8 +58,8 @@ BAND = (0.93, 0.97)
 GAMES = ("prisoners-dilemma", "chicken", "stag-hunt")
 
 CONTRASTS: dict[str, tuple[str, Callable[[str, str], bool]]] = {
-    "contagion · one-malicious": ("contagion", lambda a, b: a == "malicious-lm"),
-    "contagion · all-default": ("contagion", lambda a, b: a == "all-default"),
+    "contagion · one-malicious": ("contagion", lambda a, b: a == "malicious-lm" and not b),  # b: a secondary row
+    "contagion · all-default": ("contagion", lambda a, b: a == "all-default" and not b),
     "amplification": ("amplification", lambda a, b: True),
     "sit − none": ("mitigation", lambda a, b: a in SIT_KINDS and b == "none"),
     "placebo − none": ("mitigation", lambda a, b: a == "placebo" and b == "none"),

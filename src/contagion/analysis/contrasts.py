@@ -940,7 +940,7 @@ def _protection_row(sub: pd.DataFrame, arm: pd.Series, comparison: str, model: s
             "games_a": ga, "games_b": gb, "mean_a": est.extra.get("mean_a", math.nan),
             "mean_b": est.extra.get("mean_b", math.nan),
             "significant": bool(np.isfinite(est.p) and est.p < settings.alpha),
-            "warning": _warning(min(ga, gb), settings, "games in an arm")}
+            "warning": _warning(min(ga, gb), settings, "games in an arm"), "se": est.se, "df": est.df}
 
 
 def protection(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
