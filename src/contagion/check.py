@@ -80,14 +80,30 @@ LEAN_TRAPS = ("flatten?lean=0.25", "flatten-keep?lean=0.25")
 """Null models made to fool raw post − pre: answers drift from a pro-social baseline toward ½ as the context
 grows (the second keeps the answer mass, so no mass comparison sees it). The sham baseline, as long as the
 game, cancels them."""
+ECHO_TRAPS = ("trait-echo",)
+"""Null models made to fool SIT judged by self-report: ``sim:trait-echo`` agrees more with items of a trait its
+context mentions (SIT's reminders name traits) and has no contagion. Post-play measured with the injected
+messages removed, and SIT judged by behaviour, leave it nothing to echo."""
+PLANTED_LEAN = "planted?lean=0.25"
+"""The planted model from a pro-social baseline (answers lean 0.25 toward the pro-social side, where a length
+effect could move them): the check's power must hold there too."""
+PLANTED_MODELS = ("planted", PLANTED_LEAN)
+"""The models with a planted effect; power is reported for each (keys :func:`target_key`)."""
 
 
 def check_models() -> tuple[str, ...]:
-    """The simulated models the check runs: the planted model, its null models, and :data:`LEAN_TRAPS`. A
-    model is a variant, optionally with parameters (``flatten?lean=0.25``)."""
+    """The simulated models the check runs: the planted models (:data:`PLANTED_MODELS`), the null models, and
+    the traps (:data:`LEAN_TRAPS`, :data:`ECHO_TRAPS`). A model is a variant, optionally with parameters
+    (``flatten?lean=0.25``)."""
     from contagion.backends.sim import VARIANTS
 
-    return (*VARIANTS, *LEAN_TRAPS)
+    return (*VARIANTS, PLANTED_LEAN, *LEAN_TRAPS, *ECHO_TRAPS)
+
+
+def target_key(target: str, model: str = "planted") -> str:
+    """The key of a planted target's power in the figures: the target on ``sim:planted``, ``TARGET [MODEL]`` on
+    another planted model (``contagion [planted?lean=0.25]``)."""
+    return target if model == "planted" else f"{target} [{model}]"
 
 
 def variant_name(model: str) -> str:
@@ -250,6 +266,101 @@ def run_once(seed: int, variant: str, planted_size: float = PLANTED_CONTAGION,
     return RunOutcome(seed, variant, detected, anysig, index, len(records))
 
 
+# -- the gate cases (issue 26): two runs that fooled the earlier confidence gate --------------------------------
+
+GATE_CASE_RUNS = 10
+"""Seeded runs of each gate case in the shipped figures."""
+GATE_CASES: dict[str, tuple[str, int, int, int]] = {
+    # name: (model spec without game_sd and seed, repetitions, sign of the effect looked for, most runs allowed)
+    "slight flattening, real SIT effect claimed": ("sim:planted?contagion=0.05&flatten=0.02", 12, +1, -8),
+    "mass-keeping flattener claimed harmful": ("sim:flatten-keep?lean=0.25", 6, -1, 1),
+}
+"""The confidence gate's two cases, on SIT's pro-social index rows (mitigation) as the earlier design measured
+them (post-play with the injected messages in view): a planted model that flattens slightly (0.02), whose real
+SIT − none effect must be claimed in at least 8 of 10 runs (the last number, negative: a minimum), and a
+flattener that keeps the answer mass, whose SIT − none or placebo − none must be claimed harmful in at most 1 of
+10. The real effect is looked for on 12 seeds: with games linked by their seed, 6 seeds give SIT − none about
+5 degrees of freedom, too few for so small an effect. Each run also records what the earlier gate (Holm-
+significant and the arms' mass not significantly different) would have claimed."""
+
+
+def injected_view(played: list[GameRecord]) -> list[GameRecord]:
+    """The records as the analysis before the sham baseline read them: post-play with the injected messages in
+    view (the secondary profile, where there were injections), no sham profile."""
+    out = []
+    for record in played:
+        record = record.model_copy(deep=True)
+        for p in record.players:
+            if p.post_profile_injected is not None:
+                p.post_profile = p.post_profile_injected
+            p.sham_profile = None
+        out.append(record)
+    return out
+
+
+def gate_rows(spec: str, seed: int, repetitions: int = 6) -> Any:
+    """SIT's and the placebo's pro-social index rows (mitigation) of one run of the check's grid (at
+    :data:`GAME_SD`) on ``spec``, on the records as the earlier design measured them (:func:`injected_view`),
+    indexed by comparison; ``claimed``: below α and not held back by the gate (SIT's trait rows are
+    secondary, so a claim is the unadjusted p below α); ``old_gate``: what the earlier gate claimed."""
+    from dataclasses import replace
+
+    from contagion.analysis.contrasts import AnalysisSettings, compute_contrasts, confidence_gated
+    from contagion.analysis.tables import PROSOCIAL, tables_from_records
+
+    grid = replace(ValidationGrid(), repetitions=repetitions)
+    records = play_grid(grid, f"{spec}&game_sd={GAME_SD:g}&seed={seed}", seed)
+    tables = tables_from_records(injected_view(records))
+    rows = compute_contrasts(tables, settings=AnalysisSettings(resamples=0, mixed=False))["mitigation"].rows
+    rows = rows[rows["trait"] == PROSOCIAL].set_index("comparison")
+    claimed = [bool(r["p_adj"] < 0.05) and not confidence_gated(r) for _, r in rows.iterrows()]
+    return rows.assign(old_gate=(rows["p_adj"] < 0.05) & ~(rows["mass_p"] < 0.05), claimed=claimed)
+
+
+def gate_case(name: str, seed: int) -> dict[str, bool]:
+    """One seeded run of a gate case: whether the new gate and the earlier one claim an effect in the case's
+    direction for SIT − none (and, for the harmful case, placebo − none)."""
+    spec, repetitions, sign, _ = GATE_CASES[name]
+    rows = gate_rows(spec, seed, repetitions)
+    wanted = [c for c in rows.index if str(c).endswith(" − none") and not str(c).startswith("sit-adaptive")]
+    if sign > 0:
+        wanted = [c for c in wanted if str(c).startswith("sit")]
+    rows = rows.loc[wanted]
+    toward = rows["estimate"] * sign > 0
+    return {"claimed": bool((rows["claimed"] & toward).any()), "old_gate": bool((rows["old_gate"] & toward).any())}
+
+
+def _gate_args(args: tuple[str, int]) -> tuple[str, dict[str, bool]]:
+    return args[0], gate_case(*args)
+
+
+def run_gate_cases(runs: int = GATE_CASE_RUNS, workers: int = 1) -> dict[str, dict[str, int]]:
+    """Every gate case on seeds 0..runs-1: per case, the runs claimed by the gate and by the earlier gate, and
+    the bound the gate's claims must meet (``min_claimed`` or ``max_claimed``, scaled to ``runs``)."""
+    jobs = [(name, seed) for name in GATE_CASES for seed in range(runs)]
+    out: dict[str, dict[str, int]] = {}
+    for name, (_, _, _, bound) in GATE_CASES.items():
+        scaled = math.ceil(-bound * runs / GATE_CASE_RUNS) if bound < 0 else math.floor(bound * runs / GATE_CASE_RUNS)
+        out[name] = {"runs": runs, "claimed": 0, "old_gate": 0,
+                     ("min_claimed" if bound < 0 else "max_claimed"): scaled}
+    for name, verdict in _map(_gate_args, jobs, workers):
+        out[name]["claimed"] += verdict["claimed"]
+        out[name]["old_gate"] += verdict["old_gate"]
+    return out
+
+
+def _map(fn: Callable[[Any], Any], jobs: list[Any], workers: int) -> Any:
+    """``fn`` over ``jobs`` in order, in spawned processes when ``workers`` > 1."""
+    if workers > 1:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            yield from pool.map(fn, jobs, chunksize=2)
+    else:
+        yield from map(fn, jobs)
+
+
 def _run_args(args: tuple[int, str, float, ValidationGrid, float]) -> RunOutcome:
     return run_once(*args)
 
@@ -258,29 +369,19 @@ def run_outcomes(jobs: list[tuple[int, str, float, ValidationGrid, float]], work
                  on_run: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
     """Run the jobs (seed, variant, planted size, grid, α), in processes when ``workers`` > 1."""
     outcomes: list[RunOutcome] = []
-    if workers > 1:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for out in pool.map(_run_args, jobs, chunksize=2):
-                outcomes.append(out)
-                if on_run:
-                    on_run(out)
-    else:
-        for job in jobs:
-            out = _run_args(job)
-            outcomes.append(out)
-            if on_run:
-                on_run(out)
+    for out in _map(_run_args, jobs, workers):
+        outcomes.append(out)
+        if on_run:
+            on_run(out)
     return outcomes
 
 
 def run_validation(runs: int = 100, *, planted_size: float = PLANTED_CONTAGION, grid: ValidationGrid | None = None,
                    alpha: float = 0.05, workers: int = 1, variants: tuple[str, ...] | None = None,
-                   on_run: Callable[[RunOutcome], None] | None = None) -> ValidationResult:
-    """``runs`` seeded runs of the planted model and of every null model (:func:`check_models`); power and
-    false positives."""
+                   on_run: Callable[[RunOutcome], None] | None = None,
+                   gate_runs: int = GATE_CASE_RUNS) -> ValidationResult:
+    """``runs`` seeded runs of the planted models and of every null model (:func:`check_models`): power and
+    false positives; and ``gate_runs`` runs of each gate case (:data:`GATE_CASES`; 0 leaves them out)."""
     if runs < 1:
         raise UserError("validation needs at least one run")
     variants = variants or check_models()
@@ -288,26 +389,32 @@ def run_validation(runs: int = 100, *, planted_size: float = PLANTED_CONTAGION, 
     started = time.perf_counter()
     jobs = [(k, v, planted_size, grid, alpha) for k in range(runs) for v in variants]
     outcomes = run_outcomes(jobs, workers, on_run)
-    planted = [o for o in outcomes if o.variant == "planted"]
-    targets = TARGETS if planted else ()
-    detected = {c: sum(o.detected[c] for o in planted) for c in targets}
-    drift = {c: float(np.nanmean([o.index_estimate[c] for o in planted])) for c in targets}
+    gates = run_gate_cases(gate_runs, workers) if gate_runs else {}
+    detected: dict[str, int] = {}
+    drift: dict[str, float] = {}
+    for model in [v for v in variants if variant_name(v) == "planted"]:
+        planted = [o for o in outcomes if o.variant == model]
+        for c in TARGETS:
+            detected[target_key(c, model)] = sum(o.detected[c] for o in planted)
+            drift[target_key(c, model)] = float(np.nanmean([o.index_estimate[c] for o in planted]))
     fps: dict[str, int] = {}
-    nulls = [v for v in variants if v != "planted"]
+    nulls = [v for v in variants if variant_name(v) != "planted"]
     for v in nulls:
         mine = [o for o in outcomes if o.variant == v]
         for c in null_contrasts(v):
             fps[f"{v}:{c}"] = sum(o.any_significant[c] for o in mine)
     placebo = "SIT − placebo" if placebo_available() else "SIT − none (no placebo intervention in this version)"
     return ValidationResult(
-        runs=runs, planted_model=model_spec("planted", 0, planted_size).replace("seed=0", "seed=<run>"),
+        runs=runs, planted_model="; ".join(model_spec(v, 0, planted_size).replace("seed=0", "seed=<run>")
+                                           for v in variants if variant_name(v) == "planted"),
         null_model=", ".join(model_spec(v, 0, planted_size).replace("seed=0", "seed=<run>") for v in nulls),
         planted_size=planted_size,
         grid={**asdict(grid), "interventions": grid.played_interventions(), "game_sd": GAME_SD},
-        power={c: detected[c] / runs for c in targets}, detected=detected, false_positives=fps,
+        power={c: k / runs for c, k in detected.items()}, detected=detected, false_positives=fps,
         mean_planted_drift=drift, alpha=alpha,
         rule=("detected: the target's primary row significant after Holm over the primary family (α = 0.05) and in "
               f"the planted direction ({placebo} for sit − placebo); false positive: any primary row (family-"
               "adjusted) or gated trait significant in a contrast whose null holds on that null model"),
         seconds=round(time.perf_counter() - started, 1), fingerprint=analysis_fingerprint(), null_models=nulls,
+        gate_cases=gates,
     )

@@ -65,6 +65,9 @@ CONTRASTS: dict[str, tuple[str, Callable[[str, str], bool]]] = {
     "placebo − none": ("mitigation", lambda a, b: a == "placebo" and b == "none"),
     "sit − placebo": ("mitigation", lambda a, b: a in SIT_KINDS and b == "placebo"),
     "behaviour · default": ("behaviour", lambda a, b: True),
+    # SIT's primary outcome: defection from the first reminder on, the pooled rows (not per composition)
+    "protection: sit − none": ("protection", lambda a, b: a in SIT_KINDS and b == "none"),
+    "protection: sit − placebo": ("protection", lambda a, b: a in SIT_KINDS and b == "placebo"),
 }
 """The primary contrasts of the grid: name -> (contrast, a test on its comparison's arms)."""
 EXACT_ZERO = ("placebo − none",)
@@ -104,6 +107,8 @@ def primary_rows(contrasts: dict[str, Any]) -> dict[str, dict[str, float]]:
         if contrast == "behaviour":
             rows = rows[rows["comparison"].astype(str).str.endswith("· default")]
         else:
+            if contrast == "protection":  # the pooled rows; per composition ("· …") and SIT × composition aside
+                rows = rows[~rows["comparison"].astype(str).str.contains("·|×")]
             rows = rows[[match(*c.arms[str(comp)]) for comp in rows["comparison"]]]
         if len(rows) != 1:
             continue

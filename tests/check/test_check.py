@@ -19,12 +19,24 @@ from contagion.analysis.validation import (
     analysis_fingerprint,
     find_validation,
     fingerprinted_paths,
+    gate_case_met,
     load_validation,
     save_validation,
     shipped_validation,
     wilson,
 )
-from contagion.check import TARGETS, ValidationGrid, null_contrasts, run_once, run_validation
+from contagion.check import (
+    GATE_CASE_RUNS,
+    GATE_CASES,
+    PLANTED_MODELS,
+    TARGETS,
+    ValidationGrid,
+    check_models,
+    null_contrasts,
+    run_once,
+    run_validation,
+    target_key,
+)
 
 FULL_RUNS = 100
 
@@ -32,12 +44,22 @@ FULL_RUNS = 100
 def assert_meets_targets(result: ValidationResult) -> None:
     for line in result.summary_lines():
         print(line)
-    for target in TARGETS:
-        assert result.power[target] >= POWER_TARGET, result.summary_lines()
+    # both planted models: the default one and the one from a pro-social baseline
+    assert {target_key(t, m) for t in TARGETS for m in PLANTED_MODELS} <= set(result.power)
+    for key, power in result.power.items():
+        assert power >= POWER_TARGET, (key, result.summary_lines())
+    # every null model and trap of the check, held to every contrast whose null holds on it
+    assert {f"{v}:{c}" for v in check_models() for c in null_contrasts(v)} == set(result.false_positives)
     for key, k in result.false_positives.items():
         assert k <= FP_TARGET * result.runs, (key, result.summary_lines())
+    # the gate cases: the slightly flattening real effect claimed, the mass-keeping flattener not called harmful
+    assert set(result.gate_cases) == set(GATE_CASES)
+    for name, case in result.gate_cases.items():
+        assert case["runs"] >= GATE_CASE_RUNS and gate_case_met(case), (name, case)
     # contagion: toward anti-social; SIT − placebo: less defection from the first reminder on (protection)
-    assert result.mean_planted_drift["contagion"] < 0 and result.mean_planted_drift["sit − placebo"] < 0
+    for model in PLANTED_MODELS:
+        assert result.mean_planted_drift[target_key("contagion", model)] < 0
+        assert result.mean_planted_drift[target_key("sit − placebo", model)] < 0
     assert result.passed
 
 
@@ -53,10 +75,12 @@ def _consistent_with_targets(result: ValidationResult) -> list[str]:
     from scipy.stats import binom
 
     problems = []
-    for target in TARGETS:
-        k = result.detected[target]
+    for target, k in result.detected.items():
         if binom.cdf(k, result.runs, POWER_TARGET) < 0.01:
             problems.append(f"{target}: detected in {k} of {result.runs} runs (power < {POWER_TARGET})")
+    for name, case in result.gate_cases.items():
+        if not gate_case_met(case):
+            problems.append(f"gate case {name}: {case}")
     for key, k in result.false_positives.items():
         if binom.sf(k - 1, result.runs, FP_TARGET) < 0.01:
             problems.append(f"{key}: {k} false positives in {result.runs} runs (rate > {FP_TARGET})")
@@ -73,14 +97,16 @@ def test_shipped_figures_are_current_or_the_check_is_rerun(tmp_path: Path) -> No
         assert shipped.runs >= FULL_RUNS
         assert_meets_targets(shipped)
         return
-    result = run_validation(RERUN_SEEDS, workers=2)
+    result = run_validation(RERUN_SEEDS, workers=2, gate_runs=GATE_CASE_RUNS)
     out = save_validation(result, tmp_path / "validation.json")
     print(f"shipped figures are stale; a {RERUN_SEEDS}-seed re-run wrote {out}. Regenerate the shipped ones with "
           "`contagion check --out src/contagion/analysis/validation.json`")
     for line in result.summary_lines():
         print(line)
     # contagion: toward anti-social; SIT − placebo: less defection from the first reminder on (protection)
-    assert result.mean_planted_drift["contagion"] < 0 and result.mean_planted_drift["sit − placebo"] < 0
+    for model in PLANTED_MODELS:
+        assert result.mean_planted_drift[target_key("contagion", model)] < 0
+        assert result.mean_planted_drift[target_key("sit − placebo", model)] < 0
     problems = _consistent_with_targets(result)
     assert not problems, problems
 

@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -43,7 +42,18 @@ from contagion.analysis.contrasts import (
 )
 from contagion.analysis.estimators import slope
 from contagion.analysis.tables import PROSOCIAL, tables_from_records
-from contagion.check import GAME_SD, SIT, ValidationGrid, check_models, model_spec, play_grid
+from contagion.check import (
+    GAME_SD,
+    GATE_CASES,
+    SIT,
+    ValidationGrid,
+    check_models,
+    gate_case,
+    gate_rows,
+    injected_view,
+    model_spec,
+    play_grid,
+)
 from contagion.experiment.record import GameRecord
 
 SETTINGS = AnalysisSettings(resamples=0, mixed=False)
@@ -55,24 +65,10 @@ def records(variant: str, seed: int, interventions: tuple[str, ...] | None = Non
     return tuple(play_grid(grid, model_spec(variant, seed, game_sd=0), seed))
 
 
-def old_design(played: tuple[GameRecord, ...]) -> list[GameRecord]:
-    """The records as the analysis before the sham baseline read them: post-play with the injected messages in
-    view (the secondary profile, where there were injections), no sham profile."""
-    out = []
-    for record in played:
-        record = record.model_copy(deep=True)
-        for p in record.players:
-            if p.post_profile_injected is not None:
-                p.post_profile = p.post_profile_injected
-            p.sham_profile = None
-        out.append(record)
-    return out
-
-
 def tables(variant: str, seed: int, *, old: bool = False,  # type: ignore[no-untyped-def]
            interventions: tuple[str, ...] | None = None):
     played = records(variant, seed, interventions)
-    return tables_from_records(old_design(played) if old else list(played))
+    return tables_from_records(injected_view(list(played)) if old else list(played))
 
 
 def default_slope(t) -> dict:  # type: ignore[no-untyped-def]
@@ -105,7 +101,6 @@ def test_reciprocity_is_still_found_with_linked_clusters() -> None:
 
 
 def test_linked_clusters_join_shared_seeds_and_shared_transcripts() -> None:
-    import pandas as pd
 
     df = pd.DataFrame({"model": ["m"] * 5 + ["n"], "seed": [1, 1, 2, 3, 4, 1],
                        "cluster": ["a", "b", "b", "c", "d", "a"]})
@@ -182,22 +177,8 @@ def test_the_gate_never_fires_on_a_model_that_does_not_flatten() -> None:
 
 # -- the gate tied to size (issue 26): the two runs that fooled the mass gate ---------------------------------
 
-SLIGHT_FLATTENING = "sim:planted?contagion=0.05&flatten=0.02"
-MASS_KEEPING = "sim:flatten-keep?lean=0.25"
-
-
-def gate_rows(spec: str, seed: int, repetitions: int = 6) -> pd.DataFrame:
-    """The mitigation index rows of one check run (the check's grid and game SD) on ``spec``, as the old design
-    measured them (post-play with the injections in view: the runs of the issue), each with the verdict of the
-    earlier gate: Holm-significant and the arms' mass difference not significant."""
-    grid = replace(ValidationGrid(), repetitions=repetitions)
-    t = tables_from_records(old_design(tuple(play_grid(grid, f"{spec}&game_sd={GAME_SD:g}&seed={seed}", seed))))
-    rows = compute_contrasts(t, settings=SETTINGS)["mitigation"].rows
-    rows = rows[rows["trait"] == PROSOCIAL].set_index("comparison")
-    # SIT's trait rows are secondary now (its primary outcome is behaviour): a claim here is what the gate allows
-    # of a row below α — p_adj is the unadjusted p of a secondary row
-    new_gate = [bool(r["p_adj"] < 0.05) and not confidence_gated(r) for _, r in rows.iterrows()]
-    return rows.assign(old_gate=(rows["p_adj"] < 0.05) & ~(rows["mass_p"] < 0.05), claimed=new_gate)
+SLIGHT_FLATTENING = GATE_CASES["slight flattening, real SIT effect claimed"][0]
+MASS_KEEPING = GATE_CASES["mass-keeping flattener claimed harmful"][0]
 
 
 def test_slight_flattening_no_longer_hides_a_real_sit_effect() -> None:
@@ -220,20 +201,29 @@ def test_a_mass_keeping_flattener_is_not_called_harmful() -> None:
         assert not row["claimed"] and "movement toward ½" in row["warning"]
 
 
-@pytest.mark.slow
-def test_gate_cases_over_ten_runs() -> None:
-    """The issue's acceptance: the real effect claimed in ≥ 8 of 10 runs, the flattener's harm in ≤ 1 of 10. The
-    real effect is looked for on 12 seeds: with games linked by their seed, the check's 6 seeds give the SIT − none
-    row 5 degrees of freedom, too few for this small effect (about 4 in 10 runs at 6 seeds, 10 in 10 at 12)."""
-    real = old_real = harmful = old_harmful = 0
-    for seed in range(10):
-        row = gate_rows(SLIGHT_FLATTENING, seed, repetitions=12).loc[f"{SIT} − none"]
-        real += bool(row["claimed"] and row["estimate"] > 0)
-        old_real += bool(row["old_gate"] and row["estimate"] > 0)
-        rows = gate_rows(MASS_KEEPING, seed).loc[[f"{SIT} − none", "placebo:k=1,kind=neutral,n=2 − none"]]
-        harmful += bool((rows["claimed"] & (rows["estimate"] < 0)).any())
-        old_harmful += bool((rows["old_gate"] & (rows["estimate"] < 0)).any())
-    print(f"real SIT effect claimed in {real}/10 runs (mass gate {old_real}/10); the flattener's SIT − none or "
-          f"placebo − none claimed harmful in {harmful}/10 (mass gate {old_harmful}/10)")
-    assert real >= 8 and old_real <= 2
-    assert harmful <= 1 and old_harmful >= 9
+def test_one_run_of_each_gate_case_is_what_the_shipped_figures_count() -> None:
+    """The check's gate cases (10 runs each, shipped in validation.json and held to their bounds by
+    tests/check/test_check.py) count exactly the rows the tests above examine."""
+    real = gate_case("slight flattening, real SIT effect claimed", 0)
+    harmful = gate_case("mass-keeping flattener claimed harmful", 0)
+    assert real == {"claimed": True, "old_gate": False}
+    assert harmful == {"claimed": False, "old_gate": True}
+
+
+def test_a_model_that_echoes_its_reminders_shows_no_sit_effect() -> None:
+    """``sim:trait-echo`` has no contagion and no mitigation; it only agrees more with items of a trait its context
+    mentions. With SIT's reminders in view (the old design), SIT − placebo on the pro-social index is "found"; the
+    new design measures with the reminders removed and judges SIT by behaviour, where there is nothing to echo."""
+    old = compute_contrasts(tables("trait-echo", 0, old=True), settings=SETTINGS)["mitigation"].rows
+    old = old[old["trait"] == PROSOCIAL].set_index("comparison").loc[f"{SIT} − placebo:k=1,kind=neutral,n=2"]
+    assert old["estimate"] > 0.02 and old["p"] < 0.05  # self-report with its own words in view
+    new = compute_contrasts(tables("trait-echo", 0), settings=SETTINGS)
+    for name in ("mitigation", "contagion", "amplification"):
+        assert not new[name].rows["significant"].astype(bool).any(), name
+    row = new["mitigation"].rows
+    row = row[row["trait"] == PROSOCIAL].set_index("comparison").loc[f"{SIT} − placebo:k=1,kind=neutral,n=2"]
+    assert abs(row["estimate"]) < 0.02 and row["p"] > 0.05
+    # SIT's primary outcome, against the placebo: nothing (its false-positive rate over 100 seeds at the check's
+    # game SD is in the shipped figures, key trait-echo:protection)
+    row = new["protection"].rows.set_index("comparison").loc[f"{SIT} − placebo:k=1,kind=neutral,n=2"]
+    assert row["p"] > 0.05 and not row["significant"]

@@ -76,12 +76,18 @@ class ValidationResult:
     contagion_version: str = __version__
     created: float = field(default_factory=time.time)
     null_models: list[str] = field(default_factory=list)
+    gate_cases: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per case of the confidence gate (``contagion.check.GATE_CASES``): ``runs``, the runs the gate claimed
+    (``claimed``) and the earlier gate claimed (``old_gate``), and the bound on ``claimed`` (``min_claimed`` or
+    ``max_claimed``)."""
 
     @property
     def passed(self) -> bool:
-        """Whether every target met power ≥ 0.8 and every null contrast false positives ≤ 5 %."""
+        """Whether every target met power ≥ 0.8, every null contrast false positives ≤ 5 %, and every gate case
+        its bound."""
         return all(self.power[c] >= POWER_TARGET for c in self.power) and all(
-            self.false_positives[c] <= FP_TARGET * self.runs for c in self.false_positives)
+            self.false_positives[c] <= FP_TARGET * self.runs for c in self.false_positives) and all(
+            gate_case_met(case) for case in self.gate_cases.values())
 
     def fp_rate(self, key: str) -> float:
         """Share of null runs with a false positive for ``key`` (``VARIANT:CONTRAST``)."""
@@ -106,7 +112,18 @@ class ValidationResult:
                     flo, fhi = wilson(k, self.runs)
                     parts.append(f"{contrast} {k}/{self.runs} (95% CI {flo:.2f}–{fhi:.2f})")
             lines.append(f"sim:{v}: false positives " + "; ".join(parts))
+        for name, case in self.gate_cases.items():
+            bound = (f"≥ {case['min_claimed']}" if "min_claimed" in case else f"≤ {case['max_claimed']}")
+            lines.append(f"gate case, {name}: {case['claimed']}/{case['runs']} runs (wanted {bound}; the earlier "
+                         f"gate {case['old_gate']}/{case['runs']})")
         return lines
+
+
+def gate_case_met(case: dict[str, int]) -> bool:
+    """Whether a gate case's claims meet its bound."""
+    if "min_claimed" in case:
+        return case["claimed"] >= case["min_claimed"]
+    return case["claimed"] <= case.get("max_claimed", case["runs"])
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
