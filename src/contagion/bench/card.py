@@ -199,6 +199,10 @@ def _number(row: dict[str, Any], source: str, alpha: float) -> dict[str, Any]:
            "p_holm": row["p_adj"], "n_games": int(row["n_games"]), "effect": row.get("effect", math.nan),
            "effect_name": row.get("effect_name", "") or "", "test": row.get("test", "") or "", "source": source,
            "warning": row.get("warning", "") or "", "significant": bool(row["significant"])}
+    for key in ("se", "df"):  # the row's own test: its cluster-robust SE and degrees of freedom (linked games)
+        value = _f(row.get(key))
+        if math.isfinite(value) and value >= 0:
+            out[key] = value
     if row.get("games_b"):  # two arms
         out["games_a"], out["games_b"] = int(row["games_a"]), int(row["games_b"])
     mass_p = row.get("mass_p")
@@ -282,10 +286,13 @@ def card_from_tables(tables: RunTables, protocol: Protocol, model: str, *, secon
             heads.append(entry)
             continue
         entry.update(n)
-        df = max(int(n["n_games"]) - 1, 0)
         effect = protocol.data.behaviour_effect_size if h.units == "defection rate" else protocol.effect_size
-        se = standard_error(_f(n["estimate"]), _f(n["p"]), df, (_f(n["ci_low"]), _f(n["ci_high"])))
-        entry["se"] = se
+        if "se" in n and "df" in n:  # the report row's own test (clusters: games a seed or transcript links)
+            se, df = float(n["se"]), float(n["df"])
+        else:  # a row without them (older analysis): recovered from its estimate and p, one cluster per game
+            df = max(int(n["n_games"]) - 1, 0)
+            se = standard_error(_f(n["estimate"]), _f(n["p"]), df, (_f(n["ci_low"]), _f(n["ci_high"])))
+            entry["se"] = se
         if h.id != "answer_mass":
             entry["power"] = power(effect, se, df, protocol.alpha)
             entry["power_effect"] = effect

@@ -81,6 +81,7 @@ class CardHeadline(BaseModel):
     source: str = ""
     warning: str = ""
     se: Annotated[float, Field(allow_inf_nan=False, ge=0.0)] | None = None
+    df: Annotated[float, Field(allow_inf_nan=False, ge=0.0)] | None = None
     power: Probability | None = None
     power_effect: Finite | None = None
     mass_estimate: Bounded | None = None

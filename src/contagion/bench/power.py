@@ -13,6 +13,8 @@ import math
 
 from scipy import stats
 
+from contagion.analysis.power import t_test_power
+
 
 def standard_error(estimate: float, p: float, df: int, ci: tuple[float, float] | None = None) -> float:
     """The t-test's standard error from its estimate and two-sided p-value; where that cannot be inverted
@@ -29,13 +31,10 @@ def standard_error(estimate: float, p: float, df: int, ci: tuple[float, float] |
     return math.nan
 
 
-def power(effect: float, se: float, df: int, alpha: float = 0.05) -> float:
-    """Power of the two-sided t-test (``df``) to detect ``effect`` given standard error ``se``."""
-    if df < 1 or not math.isfinite(se) or se <= 0:
-        return math.nan
-    crit = float(stats.t.isf(alpha / 2, df))
-    ncp = abs(effect) / se
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+def power(effect: float, se: float, df: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided t-test (``df``) to detect ``effect`` given standard error ``se`` (the analysis's
+    own :func:`contagion.analysis.power.t_test_power`)."""
+    return t_test_power(effect, se, df, alpha)
 
 
 def games_needed(effect: float, se: float, games: int, *, alpha: float = 0.05, target: float = 0.8,
