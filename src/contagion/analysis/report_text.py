@@ -15,7 +15,14 @@ import pandas as pd
 from scipy import stats
 
 from contagion import __version__
-from contagion.analysis.contrasts import DEFECTION_RATE, MIN_GAMES, AnalysisSettings, Contrast, sit_behavioural
+from contagion.analysis.contrasts import (
+    ALPHA,
+    DEFECTION_RATE,
+    MIN_GAMES,
+    AnalysisSettings,
+    Contrast,
+    sit_behavioural,
+)
 from contagion.analysis.tables import (
     PROSOCIAL,
     RAW_ESTIMAND,
@@ -393,17 +400,26 @@ def headline_sentences(contrasts: dict[str, Contrast]) -> list[tuple[str, str, s
             else:
                 what = f"{r.comparison}: difference in pro-social drift"
             games = f"{r.n_games} games" if name == "contagion" else f"{r.games_a} vs {r.games_b} games"
-            verdict = "significant" if r.significant else "not significant"
-            text = (f"{what} {fnum(r.estimate, signed=True)} {direction} (95% CI {fci(r.ci_low, r.ci_high)}, "
-                    f"cluster-robust t; p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, "
-                    f"{short_test(str(r.test))}; {r.effect_name} = {fnum(r.effect, 2)}; {games}; model {r.model}) "
-                    f"— {verdict} at α = 0.05")
-            if name == "mitigation" and sit_behavioural(r._asdict()):
-                text += " (secondary: SIT's primary outcome is behaviour, see protection)"
-            if r.warning:
-                text += f"; caution: {r.warning}"
-            out.append((name, text + ".", "sig" if r.significant else "ns"))
+            after = (" (secondary: SIT's primary outcome is behaviour, see protection)"
+                     if name == "mitigation" and sit_behavioural(r._asdict()) else "")
+            text = _row_sentence(r, f"{what} {fnum(r.estimate, signed=True)} {direction}",
+                                 f"{short_test(str(r.test))}; {r.effect_name} = {fnum(r.effect, 2)}; {games}",
+                                 after=after)
+            out.append((name, text, "sig" if r.significant else "ns"))
     return out
+
+
+def _row_sentence(r: Any, head: str, details: str, *, role: str = "", after: str = "") -> str:
+    """A row's headline: ``head`` (what and how much), its 95 % interval and p, ``details`` (test, sizes), the
+    model, then the verdict at α (``role`` before it: "SIT's primary outcome, "), ``after`` it, and the row's
+    caution if it has one."""
+    p = fp(r.p)
+    verdict = "significant" if r.significant else "not significant"
+    text = (f"{head} (95% CI {fci(r.ci_low, r.ci_high)}, cluster-robust t; p {p if p.startswith('<') else '= ' + p}, "
+            f"{details}; model {r.model}) — {role}{verdict} at α = {ALPHA:g}{after}")
+    if r.warning:
+        text += f"; caution: {r.warning}"
+    return text + "."
 
 
 def _protection_sentence(r: Any) -> str:
@@ -411,14 +427,9 @@ def _protection_sentence(r: Any) -> str:
     reading = ""
     if math.isfinite(r.estimate) and r.estimate:
         reading = " (less defection with SIT)" if r.estimate < 0 else " (more defection with SIT)"
-    verdict = "significant" if r.significant else "not significant"
-    text = (f"{r.comparison}: difference in defection rate from the first reminder on "
-            f"{fnum(r.estimate, signed=True)}{reading} (95% CI {fci(r.ci_low, r.ci_high)}, cluster-robust t; "
-            f"p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, CR-t; {r.games_a} vs {r.games_b} games; "
-            f"model {r.model}) — SIT's primary outcome, {verdict} at α = 0.05")
-    if r.warning:
-        text += f"; caution: {r.warning}"
-    return text + "."
+    return _row_sentence(r, f"{r.comparison}: difference in defection rate from the first reminder on "
+                            f"{fnum(r.estimate, signed=True)}{reading}",
+                         f"{short_test(str(r.test))}; {r.games_a} vs {r.games_b} games", role="SIT's primary outcome, ")
 
 
 def _behaviour_sentence(r: Any) -> str:
@@ -427,13 +438,8 @@ def _behaviour_sentence(r: Any) -> str:
     if math.isfinite(r.estimate):
         reading = " (more defection after seeing defection)" if r.estimate > 0 else (
             " (less defection after seeing defection)" if r.estimate < 0 else "")
-    verdict = "significant" if r.significant else "not significant"
-    text = (f"{r.comparison}: slope {fnum(r.estimate, signed=True)}{reading} (95% CI {fci(r.ci_low, r.ci_high)}; "
-            f"p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}, {short_test(str(r.test))}; "
-            f"{r.n_games} games; model {r.model}) — {verdict} at α = 0.05")
-    if r.warning:
-        text += f"; caution: {r.warning}"
-    return text + "."
+    return _row_sentence(r, f"{r.comparison}: slope {fnum(r.estimate, signed=True)}{reading}",
+                         f"{short_test(str(r.test))}; {r.n_games} games")
 
 
 _KIND_WORDS = {"malicious-lm": "next to a malicious LM co-player", "all-default": "in an all-default group",
@@ -499,13 +505,8 @@ def estimand(contrast: Contrast, comparison: str, drift: str = RAW_ESTIMAND) -> 
 
 def _rate_sentence(r: Any) -> str:
     """The headline of a defection-rate row: a difference of two arms' defection rates."""
-    verdict = "significant" if r.significant else "not significant"
-    text = (f"{r.comparison}: difference in defection rate {fnum(r.estimate, signed=True)} (95% CI "
-            f"{fci(r.ci_low, r.ci_high)}, cluster-robust t; p {fp(r.p) if fp(r.p).startswith('<') else '= ' + fp(r.p)}"
-            f", {short_test(str(r.test))}; {r.games_a} vs {r.games_b} games; model {r.model}) — {verdict} at α = 0.05")
-    if r.warning:
-        text += f"; caution: {r.warning}"
-    return text + "."
+    return _row_sentence(r, f"{r.comparison}: difference in defection rate {fnum(r.estimate, signed=True)}",
+                         f"{short_test(str(r.test))}; {r.games_a} vs {r.games_b} games")
 
 
 def run_notices(tables: RunTables, cells: pd.DataFrame, settings: AnalysisSettings) -> list[tuple[str, str]]:

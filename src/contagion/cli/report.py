@@ -90,11 +90,18 @@ def check(
 ) -> None:
     """Validate the analysis code on simulated models with a known answer.
 
-    Plays seeded small grids on sim:planted (planted contagion and content-driven mitigation) and on
-    every null model (null, flatten, acquiescence, echo, reciprocity), analyses each with the report's
-    own code, and prints the power for contagion, amplification and SIT - placebo and the false-positive
-    rate of every contrast whose null holds on each null model (targets: power >= 0.8, false positives
-    <= 5%). Exits 1 when a target is missed.
+    Plays seeded small grids on sim:planted (planted contagion and content-driven mitigation), on
+    sim:planted?lean=0.25 (the same from a pro-social baseline), on every null model (null, flatten,
+    acquiescence, echo, reciprocity) and on the traps made to fool a careless analysis (flatten?lean=0.25
+    and flatten-keep?lean=0.25: answers drift toward 1/2 as the context grows; trait-echo: agrees more
+    with a trait its context names). Each run is analysed with the report's own code. Prints the power for
+    contagion, amplification and SIT - placebo on both planted models, the false-positive rate of every
+    contrast whose null holds on each null model, and the confidence gate's two cases (10 runs each: a
+    slightly flattening real SIT effect must be claimed in >= 8, a mass-keeping flattener called harmful
+    in <= 1). Targets: power >= 0.8, false positives <= 5%. Exits 1 when a target is missed.
+
+    The figures shipped with contagion (what reports state) were made with
+    contagion check --out src/contagion/analysis/validation.json
     """
     from contagion.analysis.validation import save_validation
     from contagion.check import run_validation
@@ -113,7 +120,12 @@ def check(
         if done[0] % 20 == 0:
             err_console.print(f"  {done[0]}/{len(models) * n} runs", highlight=False)
 
-    result = run_validation(n, workers=workers, on_run=progress)
+    def progress_gates(_: object) -> None:
+        progress(_)
+        if done[0] == len(models) * n:
+            err_console.print("  then the confidence gate's two cases (10 runs each)…", highlight=False)
+
+    result = run_validation(n, workers=workers, on_run=progress_gates)
     for line in result.summary_lines():
         console.print(line, highlight=False)
     console.print(f"Rule: {result.rule}. {result.seconds:.0f} s; analysis code {result.fingerprint}.",
