@@ -78,7 +78,10 @@ def test_family_structure_of_a_grid_mirrors_the_contrasts() -> None:
                          "intervention": iv, "intervention_kind": ivk, "chat_turns": 1})
     fam = P.family_structure(pd.DataFrame(rows))
     names = [(c, comp) for c, comp, *_ in fam]
-    assert ("contagion", "post − pre · all-default") in names and ("contagion", "post − pre · one-malicious") in names
+    # named by the primary drift as the contrast's rows are (post − sham; post − pre in a run without the sham)
+    assert ("contagion", "post − sham · all-default") in names and ("contagion", "post − sham · one-malicious") in names
+    raw = [(c, comp) for c, comp, *_ in P.family_structure(pd.DataFrame(rows), "post − pre")]
+    assert ("contagion", "post − pre · one-malicious") in raw
     assert ("amplification", "one-malicious − all-default") in names
     assert ("mitigation", "sit:k=1,n=2 − placebo:kind=neutral") in names
     amp = next(f for f in fam if f[0] == "amplification")

@@ -3,7 +3,8 @@
 The planner mirrors the structure of the primary family (:data:`contagion.analysis.contrasts.PRIMARY_FAMILY`):
 per model, the pro-social index drift of default agents, games as clusters, in
 
-* **contagion** — post − pre per composition (games without an intervention): a one-sample test;
+* **contagion** — the primary drift (post − sham; post − pre in a run without the sham) per composition (games
+  without an intervention): a one-sample test;
 * **amplification** / **reciprocity** — malicious LM − all-default / − scripted always-defect;
 * **chat** — chat − no chat, pooled over compositions;
 * **mitigation** — every intervention − none, SIT − repetition, SIT − placebo (pooled over compositions);
@@ -40,7 +41,14 @@ import pandas as pd
 from scipy import stats as sps
 
 from contagion.analysis.contrasts import item_baseline_variance
-from contagion.analysis.tables import ALL_DEFAULT, MALICIOUS_LM, PROSOCIAL, SCRIPTED_DEFECTOR, RunTables
+from contagion.analysis.tables import (
+    ALL_DEFAULT,
+    MALICIOUS_LM,
+    PROSOCIAL,
+    SCRIPTED_DEFECTOR,
+    SHAM_ESTIMAND,
+    RunTables,
+)
 
 DEFAULT_GAME_SD = 0.10
 """The between-game SD of the per-game mean pro-social index drift assumed when planning from a config
@@ -110,11 +118,12 @@ def _baseline_filter(cells: pd.DataFrame) -> pd.DataFrame:
     return cells[none] if none.any() else cells
 
 
-def family_structure(cells: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame, pd.DataFrame | None,
-                                                          tuple[str, ...]]]:
+def family_structure(cells: pd.DataFrame, estimand: str = SHAM_ESTIMAND) -> list[
+        tuple[str, str, str, pd.DataFrame, pd.DataFrame | None, tuple[str, ...]]]:
     """The primary comparisons a grid with these cells (one row per cell, :data:`CELL_COLUMNS`) holds:
     ``(contrast, comparison, model, cells of arm A, cells of arm B or None, strata columns)``, built as
-    :mod:`contagion.analysis.contrasts` builds them (same arms, same baseline filter, same strata)."""
+    :mod:`contagion.analysis.contrasts` builds them (same arms, same baseline filter, same strata); a contagion
+    row is named by the run's primary drift, ``estimand`` (post − sham, or post − pre where a run has no sham)."""
     out: list[tuple[str, str, str, pd.DataFrame, pd.DataFrame | None, tuple[str, ...]]] = []
     cells = cells.astype({c: str for c in CELL_COLUMNS if c != "chat_turns"}).astype({"chat_turns": int})
     base = _baseline_filter(cells)
@@ -122,7 +131,7 @@ def family_structure(cells: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFr
         bm = base[base["model"] == model]
         cm = cells[cells["model"] == model]
         for comp in sorted(pd.unique(bm["composition"])):
-            out.append(("contagion", f"post − pre · {comp}", model, bm[bm["composition"] == comp], None, ()))
+            out.append(("contagion", f"{estimand} · {comp}", model, bm[bm["composition"] == comp], None, ()))
         for name, kind_b in (("amplification", ALL_DEFAULT), ("reciprocity", SCRIPTED_DEFECTOR)):
             a, b = bm[bm["composition_kind"] == MALICIOUS_LM], bm[bm["composition_kind"] == kind_b]
             if len(a) and len(b):
@@ -181,7 +190,7 @@ def members_from_pilot(tables: RunTables) -> list[Member]:
     agents = tables.default_agents
     polarity = {str(t): str(p) for t, p in agents.groupby("trait", observed=True)["polarity"].first().items()}
     out = []
-    for contrast, comparison, model, a, b, strata in family_structure(cells):
+    for contrast, comparison, model, a, b, strata in family_structure(cells, tables.info.estimand):
         ma = _in_cells(means, a)
         per_cell = ma.groupby(list(CELL_COLUMNS), observed=True).size()
         if b is None:
