@@ -6,7 +6,8 @@
 2. For each alpha in ``--alphas`` (a symmetric range), the ``vector:trait=T,alpha=A`` intervention on fixed
    one-round, no-chat games (prisoner's dilemma, chicken, stag hunt x both option orders, beside two
    scripted tit-for-tat players): the focal agent's scored p(cooperate) from the game's own action
-   scoring, mean over the prompts with a 95 % bootstrap CI over prompts.
+   scoring, mean over the prompts valid at every alpha (the same prompts in every row) with a 95 % bootstrap
+   CI over prompts; each alpha's invalid actions are counted.
 3. For each alpha, the steered model's pro-social index (the profile's own index, with its bootstrap CI)
    after the prisoner's dilemma system prompt, on ``--index-items`` items per trait drawn from the items
    *not* used to build the steered trait's direction.
@@ -24,6 +25,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,22 +105,32 @@ async def main() -> None:
           f"{td.norm_by_layer[td.layer]:.1f}); p(cooperate) over {len(act_trials(args.model, 'none'))} fixed act "
           f"prompts; pro-social index on {len(measured)} items ({args.index_items}/trait, none used to build "
           f"the direction)")
-    print(f"{'alpha':>6} {'p(coop)':>8} {'95% CI':>15} {'invalid':>7} {'index':>9} {'95% CI':>17} "
-          f"{'excluded':>8} {'secs':>6}")
+    scored_by: dict[float, list[float | None]] = {}
+    rows: dict[float, tuple[Any, float]] = {}
     for alpha in alphas:
         t2 = time.perf_counter()
         spec = f"vector:file={path},trait={args.trait},alpha={alpha:g}"
-        scored = [await cooperation_probability(s) for s in act_trials(args.model, spec, seed=args.seed)]
-        probs = [p for p in scored if p is not None]  # an invalid action stays out, and is counted
-        invalid = len(scored) - len(probs)
+        scored_by[alpha] = [await cooperation_probability(s) for s in act_trials(args.model, spec, seed=args.seed)]
         steered = backend.steered(steering_additions(vf, args.trait, alpha, [td.layer]),
                                   f"{args.trait}@{td.layer}*{alpha:g}") if alpha else backend
         profile = await assess(steered, pre_play_context(pd_system), measured, context_kind="pre",
                                seed=args.seed, bootstrap=1000)
+        rows[alpha] = (profile, time.perf_counter() - t2)
+    # the same prompts at every alpha: a prompt whose action is invalid at any alpha is left out of every mean
+    # (an invalid action is never a default; the count of prompts left out is printed)
+    n_prompts = len(next(iter(scored_by.values()))) if scored_by else 0
+    common = [i for i in range(n_prompts) if all(scored_by[a][i] is not None for a in alphas)]
+    print(f"p(cooperate): mean over the {len(common)} of {n_prompts} prompts valid at every alpha (95 % bootstrap "
+          "CI over prompts); invalid: prompts whose action was invalid at this alpha")
+    print(f"{'alpha':>6} {'p(coop)':>8} {'95% CI':>15} {'invalid':>7} {'index':>9} {'95% CI':>17} "
+          f"{'excluded':>8} {'secs':>6}")
+    for alpha in alphas:
+        profile, secs = rows[alpha]
+        probs = [float(scored_by[alpha][i]) for i in common]  # type: ignore[arg-type]
+        invalid = sum(p is None for p in scored_by[alpha])
         lo, hi = bootstrap_ci(probs, args.seed) if probs else (float("nan"), float("nan"))
         index = profile.prosocial_index
         ilo, ihi = profile.prosocial_ci_low, profile.prosocial_ci_high
-        secs = time.perf_counter() - t2
         mean = float(np.mean(probs)) if probs else float("nan")
         print(f"{alpha:>+6.2f} {mean:>8.3f} [{lo:.3f}, {hi:.3f}] {invalid:>7}   {fmt(index):>7} "
               f"[{fmt(ilo)}, {fmt(ihi)}] {profile.excluded:>8} {secs:>6.1f}", flush=True)
