@@ -160,3 +160,38 @@ async def test_steered_and_unsteered_calls_share_no_cached_state(coop_vectors: P
     zero = hf_embedded.steered(steering_additions(vf, "cooperativeness", 0.0, [layer]), "zero")
     assert (await zero.score_choices(messages, ["cooperate", "defect"])).logprobs == pytest.approx(
         before.logprobs, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_vectors: Path,
+                                                                          tmp_path: Path) -> None:
+    """Vector steering through the runner: a steered (+2) one-malicious game on the local executor and on a local
+    Ray instance whose worker loads the model itself stores identical records."""
+    ray = pytest.importorskip("ray", reason="the ray executor needs the cluster extra")
+    from contagion.experiment.config import parse_config
+    from contagion.experiment.runner import Runner
+    from tests.experiment.experiment_helpers import SRC, comparable_records
+
+    cfg = parse_config({
+        "name": "vector-ray", "models": ["hf:embedded"], "games": ["prisoners-dilemma"],
+        "compositions": {"one-malicious": ["default", "default", "malicious"]},
+        "interventions": [f"vector:file={coop_vectors},trait=cooperativeness,alpha=2"],
+        "rounds": 2, "chat_turns": [0], "repetitions": 1,
+        "assessment": {"items": 1, "source_items": 1, "traits": ["agreeableness", "machiavellianism"],
+                       "bootstrap": 100},
+    })
+    local = Runner(cfg, tmp_path / "local", executor="local", progress=False).run()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1"}})
+    try:
+        remote = Runner(cfg, tmp_path / "ray", executor="ray", progress=False).run()
+    finally:
+        ray.shutdown()
+    assert local.finished == remote.finished == cfg.size() == 1 and local.failed == remote.failed == 0
+    a, b = comparable_records(tmp_path / "local"), comparable_records(tmp_path / "ray")
+    assert set(a) == set(b)
+    for spec_hash in a:
+        assert a[spec_hash] == b[spec_hash], spec_hash
+    steered = [r for r in a.values() if r["spec"]["intervention"].startswith("vector:")]
+    assert len(steered) == 1 and any(e.get("event") == "steer" for p in steered[0]["players"]
+                                     for e in p["intervention_log"])

@@ -127,7 +127,7 @@ def check(
 
     result = run_validation(n, workers=workers, on_run=progress_gates)
     for line in result.summary_lines():
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     console.print(f"Rule: {result.rule}. {result.seconds:.0f} s; analysis code {result.fingerprint}.",
                   highlight=False)
     if out is not None:
