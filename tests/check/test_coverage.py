@@ -37,11 +37,21 @@ def shipped() -> dict:
 
 
 def test_every_primary_contrast_covers_in_the_band(shipped: dict) -> None:
+    """Pooled over the primary contrasts (9 × 200 intervals: binomial SE about 0.005) the coverage lies in the
+    band; each contrast's count is consistent with some coverage in the band at its own binomial error (200
+    replications give a single contrast an SE of 0.015, so a point estimate of 0.925 cannot tell an exact interval
+    from a slightly short one; an interval covering 0.88 of the time fails). The point estimates are printed."""
     figures = shipped["contrasts"]
     assert shipped["model"] == MODEL and set(figures) == set(CONTRASTS)
+    covered = replications = 0
     for name, e in figures.items():
         assert e["replications"] == shipped["replications"], name
-        assert BAND[0] <= e["coverage"] <= BAND[1], f"{name}: coverage {e['coverage']:.3f} outside {BAND}"
+        print(f"{name}: coverage {e['coverage']:.3f} ({e['covered']}/{e['replications']})")
+        covered, replications = covered + e["covered"], replications + e["replications"]
+    pooled = covered / replications
+    print(f"pooled: {pooled:.3f} ({covered}/{replications})")
+    assert BAND[0] <= pooled <= BAND[1]
+    assert not _consistent_with_band(shipped, level=0.05), _consistent_with_band(shipped, level=0.05)
     for name in EXACT_ZERO:  # the exact truth, a supplementary figure: not implausible for a coverage in the band
         k = figures[name]["covered_zero"]
         assert binom.cdf(k, shipped["replications"], BAND[0]) >= 0.005, name
@@ -69,12 +79,13 @@ def test_the_figures_follow_from_the_shipped_replications(shipped: dict) -> None
         assert abs(again[name]["covered"] - e["covered"]) <= 2, name  # df rebuilt as the contrast's mean df
 
 
-def _consistent_with_band(figures: dict) -> list[str]:
-    """Contrasts whose covered count is implausible (two-sided binomial, 1 %) for any coverage in the band."""
+def _consistent_with_band(figures: dict, level: float = 0.01) -> list[str]:
+    """Contrasts whose covered count is implausible (two-sided binomial at ``level``) for any coverage in the
+    band."""
     problems = []
     for name, e in figures["contrasts"].items():
         k, n = e["covered"], e["replications"]
-        if binom.cdf(k, n, BAND[0]) < 0.005 or binom.sf(k - 1, n, BAND[1]) < 0.005:
+        if binom.cdf(k, n, BAND[0]) < level / 2 or binom.sf(k - 1, n, BAND[1]) < level / 2:
             problems.append(f"{name}: {k}/{n} covered")
     return problems
 
