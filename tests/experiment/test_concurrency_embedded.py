@@ -4,8 +4,8 @@ anyway (straight through run_trial), they write the records they write one at a 
 llama.cpp computes one call at a time, so the runner caps the games in flight at the backend's declared
 ``parallel_games`` (1) and prints a note (more at once were measured slower: benchmarks/bench_concurrency.py).
 The backend must still give the same answers to callers that do send it several games at once: the same
-grid (2 games, one per composition, with chat and trait assessment on SmolLM2 through llama.cpp) played side by side in one
-process gives every record the runner stored, except the fields that measure work rather than outcome —
+grid (2 games, one per composition, with chat and trait assessment on SmolLM2 through llama.cpp) played side
+by side in one process gives every record the runner stored, except the fields that measure work rather than outcome —
 time, and how many prompt tokens a player's lane had to encode (what the lane already held depends on
 which histories were in flight).
 """

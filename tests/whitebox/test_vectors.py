@@ -171,6 +171,7 @@ def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_v
     from contagion.experiment.config import parse_config
     from contagion.experiment.runner import Runner
     from tests.experiment.experiment_helpers import SRC, comparable_records
+    from tests.experiment.test_concurrency_embedded import without_work
 
     cfg = parse_config({
         "name": "vector-ray", "models": ["hf:embedded"], "games": ["prisoners-dilemma"],
@@ -190,8 +191,7 @@ def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_v
     assert local.finished == remote.finished == cfg.size() == 1 and local.failed == remote.failed == 0
     a, b = comparable_records(tmp_path / "local"), comparable_records(tmp_path / "ray")
     assert set(a) == set(b)
-    for spec_hash in a:
-        assert a[spec_hash] == b[spec_hash], spec_hash
-    steered = [r for r in a.values() if r["spec"]["intervention"].startswith("vector:")]
-    assert len(steered) == 1 and any(e.get("event") == "steer" for p in steered[0]["players"]
-                                     for e in p["intervention_log"])
+    for spec_hash in a:  # all but the work a lane did: the prompt tokens it had to encode depend on its cache
+        assert without_work(a[spec_hash]) == without_work(b[spec_hash]), spec_hash
+    (record,) = a.values()  # the one game, steered on both executors
+    assert any(e.get("event") == "steer" for p in record["players"] for e in p["intervention_log"])
