@@ -128,6 +128,41 @@ def test_batch_gives_the_scores_of_one_call_each(backend: LlamaCppBackend) -> No
     assert [s.logprobs for s in batched] == [s.logprobs for s in one_by_one]
 
 
+def test_concurrent_batches_do_not_interleave_and_evict_each_others_prefix(backend: LlamaCppBackend) -> None:
+    """Three profile-like batches (8 questions each after three histories that share their opening, as an
+    agent's post-play history and its sham do) sent at once encode what they encode one after another, and
+    score the same: a batch holds the model from its first request to its last. (Interleaved per request,
+    the three took turns on the lane holding their shared opening, each re-encoding its own part per
+    question.)"""
+    import asyncio
+
+    def batch(k: int) -> list[ScoreRequest]:
+        hist = [*_history(2), *(m for i in range(4) for m in (
+            user(f"Round {i + 3}, table {k}: Casey says she will defect and lie, and Blake is not sure."),
+            assistant(f"At table {k} I still think we should all cooperate, whatever Casey does in round {i + 3}.")))]
+        return [ScoreRequest([*hist, user(f'Is the following statement something you would say?\n"Statement {q} '
+                                          f'of batch {k}."\nAnswer Yes or No.')], ("Yes", "No"), "Answer: ")
+                for q in range(8)]
+
+    batches = [batch(k) for k in range(3)]
+
+    async def together() -> list[list]:
+        return list(await asyncio.gather(*(backend.score_choices_many(b) for b in batches)))
+
+    backend.clear_cache()
+    alone = []
+    for b in batches:
+        backend.clear_cache()
+        alone.append(run_sync(backend.score_choices_many(b)))
+    backend.clear_cache()
+    at_once = run_sync(together())
+    for one, other in zip(alone, at_once, strict=True):
+        assert [s.logprobs for s in one] == [s.logprobs for s in other]
+        encoded = sum(s.prompt_tokens_encoded for s in other)
+        assert encoded <= sum(s.prompt_tokens_encoded for s in one) + 64, encoded
+        assert encoded < 2 * other[0].prompt_tokens  # the history once, then only each question
+
+
 def test_one_model_lanes_sized_to_the_history(backend: LlamaCppBackend) -> None:
     backend.clear_cache()
     for turns in (2, 5):

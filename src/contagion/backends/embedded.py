@@ -597,16 +597,20 @@ class LlamaCppBackend(Backend):
         return out, encoded
 
     def _score_many_sync(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        """The batch under the model's lock from its first request to its last: another batch (another
+        profile measured concurrently) cannot interleave and evict the prefix this one shares. Interleaved
+        per request, six concurrent post-play profiles of a demo game encoded ~46,000 prompt tokens in
+        139 s instead of ~6,000 in ~24 s one after another."""
+        prepared = [self._prepare(r) for r in requests]
         out: list[Scores] = []
-        for r in requests:
-            started = time.perf_counter()
-            p = self._prepare(r)
-            with self._lock:
+        with self._lock:
+            for r, p in zip(requests, prepared, strict=True):
+                started = time.perf_counter()
                 logprobs, encoded = self._score_one(p)
-            choices = [ChoiceScore(choice=c, logprob=lp) for c, lp in zip(r.choices, logprobs, strict=True)]
-            method = ScoreMethod.FULL if p.first_token is None else ScoreMethod.FIRST_TOKEN
-            out.append(Scores(choices=choices, method=method, prompt_tokens=len(p.prompt), detail=p.detail,
-                              prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started))
+                choices = [ChoiceScore(choice=c, logprob=lp) for c, lp in zip(r.choices, logprobs, strict=True)]
+                method = ScoreMethod.FULL if p.first_token is None else ScoreMethod.FIRST_TOKEN
+                out.append(Scores(choices=choices, method=method, prompt_tokens=len(p.prompt), detail=p.detail,
+                                  prompt_tokens_encoded=encoded, seconds=time.perf_counter() - started))
         return out
 
     # -- generation -----------------------------------------------------------------------------
