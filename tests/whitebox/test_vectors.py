@@ -63,6 +63,47 @@ def test_an_existing_file_is_not_overwritten_without_force(tmp_path: Path) -> No
     assert out.read_text(encoding="utf-8") == "keep"
 
 
+def _tiny_vectors(path: Path) -> Path:
+    """A valid vectors file for a model of 2 layers and hidden size 3 (for the checks made before any model)."""
+    from contagion.steering.vector import TraitDirections, VectorFile
+
+    t = TraitDirections(layer=1, auc=0.9, separation=1.0, high_items=["a"], low_items=["b"], held_out_items=[],
+                        auc_by_layer=[0.5, 0.9], separation_by_layer=[0.0, 1.0], norm_by_layer=[1.0, 1.0],
+                        directions=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    vf = VectorFile(model="hf:tiny", layers=2, hidden_size=3, inventory="builtin:v2", contrast="c", prompt="p",
+                    pooling="mean", seed=0, held_out_fraction=0.33, contagion_version="0", traits={"cooperativeness": t})
+    path.write_text(vf.model_dump_json(), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("model", ["embedded", "sim:planted"])
+def test_the_monitor_on_a_model_without_activations_is_refused_before_any_game(tmp_path: Path, model: str) -> None:
+    vectors = _tiny_vectors(tmp_path / "v.json")
+    result = CliRunner().invoke(app, ["play", "-p", model, "-p", "scripted:tit-for-tat", "--monitor", str(vectors),
+                                      "--out", str(tmp_path / "g.json")], env={"COLUMNS": "160"})
+    expect_error(result, "--monitor needs players with activations", model)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"models: [{model}]\ngames: [prisoners-dilemma]\nmonitor: {vectors}\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "run"), "--no-progress"],
+                                env={"COLUMNS": "160"})
+    expect_error(result, "monitor:", "exposes no activations to monitor")
+    assert not (tmp_path / "g.json").exists() and not (tmp_path / "run" / "store.sqlite").exists()
+
+
+def test_a_monitor_naming_a_trait_the_file_lacks_is_one_clear_line(tmp_path: Path) -> None:
+    vectors = _tiny_vectors(tmp_path / "v.json")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"models: [hf:embedded]\nmonitor: {{file: {vectors}, traits: [honesty]}}\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "run"), "--no-progress"],
+                                env={"COLUMNS": "160"})
+    expect_error(result, "monitor:", "'honesty' not in", "it has: cooperativeness")
+    missing = tmp_path / "c2.yaml"
+    missing.write_text(f"models: [hf:embedded]\nmonitor: {tmp_path / 'none.json'}\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(missing), "--out", str(tmp_path / "run2"), "--no-progress"],
+                                env={"COLUMNS": "160"})
+    expect_error(result, "no vectors file at", "contagion vectors")
+
+
 def test_help_teaches_the_steering_spec() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
@@ -165,8 +206,9 @@ async def test_steered_and_unsteered_calls_share_no_cached_state(coop_vectors: P
 @pytest.mark.slow
 def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_vectors: Path,
                                                                           tmp_path: Path) -> None:
-    """Vector steering through the runner: a steered (+2) one-malicious game on the local executor and on a local
-    Ray instance whose worker loads the model itself stores identical records."""
+    """Vector steering and the monitor through the runner: a steered (+2), monitored one-malicious game on the
+    local executor and on a local Ray instance whose worker loads the model itself stores identical records
+    (monitor readings included); the report shows the monitor beside the questionnaire."""
     ray = pytest.importorskip("ray", reason="the ray executor needs the cluster extra")
     from contagion.experiment.config import parse_config
     from contagion.experiment.runner import Runner
@@ -177,8 +219,8 @@ def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_v
         "name": "vector-ray", "models": ["hf:embedded"], "games": ["prisoners-dilemma"],
         "compositions": {"one-malicious": ["default", "default", "malicious"]},
         "interventions": [f"vector:file={coop_vectors},trait=cooperativeness,alpha=2"],
-        "rounds": 2, "chat_turns": [0], "repetitions": 1,
-        "assessment": {"items": 1, "source_items": 1, "traits": ["agreeableness", "machiavellianism"],
+        "rounds": 2, "chat_turns": [0], "repetitions": 1, "monitor": str(coop_vectors),
+        "assessment": {"items": 1, "source_items": 1, "traits": ["cooperativeness", "machiavellianism"],
                        "bootstrap": 100},
     })
     local = Runner(cfg, tmp_path / "local", executor="local", progress=False).run()
@@ -193,5 +235,109 @@ def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_v
     assert set(a) == set(b)
     for spec_hash in a:  # all but the work a lane did: the prompt tokens it had to encode depend on its cache
         assert without_work(a[spec_hash]) == without_work(b[spec_hash]), spec_hash
-    (record,) = a.values()  # the one game, steered on both executors
+    (record,) = a.values()  # the one game, steered and monitored on both executors
     assert any(e.get("event") == "steer" for p in record["players"] for e in p["intervention_log"])
+    watched = [p for p in record["players"] if p["focal"]]
+    assert watched and all([(r["round"], r["phase"]) for r in p["monitor"]] == [(1, "act"), (2, "act")]
+                           for p in watched)
+    assert all("monitor" not in p for p in record["players"] if not p["focal"])
+    from contagion.analysis.report import build_report
+
+    report = build_report(tmp_path / "local")
+    (figure,) = [f for f in report.figures if f.id == "monitor"]
+    assert "cooperativeness" in str(figure.svg) and figure.table is not None and len(figure.table.rows) == 2
+
+
+# -- the monitor ------------------------------------------------------------------------------------------
+
+def _last_token_projection(backend: RobustBackend, messages: list[Message], layer: int, direction: list[float],
+                           stem: str = "") -> float:
+    """The prompt's last-token residual at ``layer`` projected on the unit ``direction``: one full forward pass
+    without any cache, read by a hook of the test's own (the reference the monitor's readings must equal)."""
+    import torch
+
+    from contagion.backends.hf_steer import decoder_layers
+
+    inner = backend.inner
+    state = inner.loaded()  # type: ignore[attr-defined]
+    ids = inner.encode(inner.render(messages) + stem)  # type: ignore[attr-defined]
+    kept = {}
+    hook = decoder_layers(state.model)[layer].register_forward_hook(
+        lambda module, args, output: kept.update(h=(output[0] if isinstance(output, tuple) else output)))
+    try:
+        with torch.inference_mode():
+            state.model(input_ids=torch.tensor([ids]), use_cache=False)
+    finally:
+        hook.remove()
+    unit = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
+    return float(kept["h"][0, -1, :].double().numpy() @ unit)
+
+
+@pytest.mark.slow
+async def test_the_monitor_reads_the_prompts_last_token_on_every_path(coop_vectors: Path,
+                                                                     hf_embedded: RobustBackend) -> None:
+    """Generation, first-token scoring and full-continuation scoring after a prefix, with prefix reuse on and
+    off: the monitored backend answers as the plain one and its probe equals the reference projection."""
+    from contagion.backends.base import GenerationConfig
+    from contagion.backends.registry import resolve
+    from contagion.steering.monitor import MonitorSpec
+
+    vf = load_vectors(coop_vectors)
+    t = vf.traits["cooperativeness"]
+    spec = MonitorSpec(file=str(coop_vectors))
+    messages = [Message(role="system", content="You are a player in a game."),
+                Message(role="user", content="Round 2: choose your action. Reply with one word: 'cooperate' or "
+                                             "'defect'.")]
+    expected = _last_token_projection(hf_embedded, messages, t.layer, t.directions[t.layer])
+    with_stem = _last_token_projection(hf_embedded, messages, t.layer, t.directions[t.layer], stem="My action:")
+    assert abs(expected) > 0.01  # a reading that could not be told from zero would prove nothing
+    for plain in (hf_embedded, resolve("hf:embedded?prefix_reuse=0")):
+        watched = plain.monitored(spec.directions(), spec.label())
+        assert "+monitor:cooperativeness@" in watched.identity and watched.identity != plain.identity
+        config = GenerationConfig(max_tokens=4, temperature=0.0, seed=1)
+        a, b = await plain.generate(messages, config), await watched.generate(messages, config)
+        assert a.text == b.text and a.probes is None
+        assert b.probes is not None and b.probes["cooperativeness"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+        s, m = (await plain.score_choices(messages, ["cooperate", "defect"]),
+                await watched.score_choices(messages, ["cooperate", "defect"]))
+        assert s.probes is None and m.logprobs == pytest.approx(s.logprobs, abs=1e-5)
+        assert m.probes is not None and m.probes["cooperativeness"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+        v1 = await watched.score_choices(messages, [" cooperate", " defect"], prefix="My action:")
+        assert v1.probes is not None and v1.probes["cooperativeness"] == pytest.approx(with_stem, rel=1e-3, abs=1e-3)
+
+
+@pytest.mark.slow
+async def test_a_monitored_game_is_the_same_game_with_a_reading_at_every_turn(coop_vectors: Path,
+                                                                              hf_embedded: RobustBackend) -> None:
+    from contagion import vocabulary as P
+    from contagion.backends.base import GenerationConfig
+    from contagion.experiment.record import TrialSpec
+    from contagion.experiment.trial import run_trial
+    from contagion.games.record import GameSpec, PlayerSpec
+    from contagion.steering.monitor import MonitorSpec
+
+    vf = load_vectors(coop_vectors)
+    t = vf.traits["cooperativeness"]
+    game = GameSpec(game="prisoners-dilemma", rounds=2, chat_turns=1, seed=3,
+                    generation=GenerationConfig(max_tokens=10),
+                    players=(PlayerSpec.parse("hf:embedded"), PlayerSpec.parse("malicious=hf:embedded", focal=False),
+                             PlayerSpec.parse("scripted:tit-for-tat", focal=False)))
+    plain = await run_trial(TrialSpec(game=game, measure=False))
+    watched = await run_trial(TrialSpec(game=game, measure=False, monitor=MonitorSpec(file=str(coop_vectors))))
+    assert plain.error is None and watched.error is None
+    assert watched.spec_hash != plain.spec_hash
+    for a, b in zip(plain.players, watched.players, strict=True):
+        assert [m.content for m in a.messages] == [m.content for m in b.messages]
+        assert [x.action for x in a.actions] == [x.action for x in b.actions]
+        assert [x.p_cooperate for x in a.actions] == pytest.approx([x.p_cooperate for x in b.actions], abs=1e-5)
+        assert not a.monitor
+    agent, co_player, scripted = watched.players
+    assert [(r.round, r.phase, r.turn) for r in agent.monitor] == [(1, "talk", 0), (1, "act", 0), (2, "talk", 0),
+                                                                   (2, "act", 0)]
+    assert not co_player.monitor and not scripted.monitor  # only the agents under study are watched
+    assert agent.backend.startswith("hf:embedded+monitor:cooperativeness@")
+    # the last reading, recomputed from the record's own messages by a full forward pass
+    act = max(i for i, m in enumerate(agent.messages) if m.meta.get("kind") == P.ACT)
+    expected = _last_token_projection(hf_embedded, agent.messages[: act + 1], t.layer, t.directions[t.layer])
+    assert agent.monitor[-1].values["cooperativeness"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    assert len({r.values["cooperativeness"] for r in agent.monitor}) == 4  # four different contexts

@@ -140,6 +140,60 @@ def cooperation_lines(data: pd.DataFrame, *, panel: str = "game", series: str = 
         return to_svg(fig)
 
 
+def monitor_panels(by_round: pd.DataFrame, black_box: pd.DataFrame, *, series: str = "condition",
+                   title: str = "White-box monitor beside the questionnaire") -> str:
+    """One row per trait: left, the projection change since round 1 per round (a line per ``series`` value,
+    its 95 % interval as a band); right, the questionnaire drift of the same trait per ``series`` value (a
+    point and its 95 % interval). ``by_round`` has ``trait``, ``series``, ``round``, ``estimate``,
+    ``ci_low``, ``ci_high``; ``black_box`` has ``trait``, ``series``, ``estimate``, ``ci_low``, ``ci_high``."""
+    with rc_context(_RC):
+        traits = list(dict.fromkeys(by_round["trait"].astype(str)))
+        ss = list(dict.fromkeys(by_round[series].astype(str)))
+        fig = _figure(8.0, 2.6 * len(traits) + 0.6)
+        grid = fig.subplots(len(traits), 2, squeeze=False, width_ratios=[2.2, 1.0])
+        for row, trait in zip(grid, traits, strict=True):
+            left, right = row
+            lines = by_round[by_round["trait"].astype(str) == trait]
+            for j, s in enumerate(ss):
+                line = lines[lines[series].astype(str) == s].sort_values("round")
+                if line.empty:
+                    continue
+                colour = PALETTE[j % len(PALETTE)]
+                x = line["round"].to_numpy(float)
+                left.plot(x, line["estimate"], marker="o", markersize=3.5, color=colour,
+                          label=f"{j + 1}. {_short(s, 40)}")
+                low, high = line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float)
+                ok = np.isfinite(low) & np.isfinite(high)
+                if ok.any():
+                    left.fill_between(x[ok], low[ok], high[ok], color=colour, alpha=0.15, linewidth=0)
+            left.axhline(0, color="#444", linewidth=0.8)
+            left.set_title(_short(f"{trait}: projection change since round 1", 60), loc="left")
+            left.set_xlabel("round")
+            left.set_ylabel("projection − round 1")
+            rounds = sorted(set(lines["round"].astype(int)))
+            if rounds:
+                left.set_xticks(rounds if len(rounds) <= 12 else rounds[:: max(1, len(rounds) // 10)])
+            left.grid(axis="y", color="#e5e5e5", linewidth=0.6)
+            box = black_box[black_box["trait"].astype(str) == trait]
+            for j, s in enumerate(ss):
+                point = box[box[series].astype(str) == s]
+                if point.empty:
+                    continue
+                est = float(point["estimate"].iloc[0])
+                low, high = float(point["ci_low"].iloc[0]), float(point["ci_high"].iloc[0])
+                err = [[est - low if math.isfinite(low) else 0.0], [high - est if math.isfinite(high) else 0.0]]
+                right.errorbar([j], [est], yerr=np.abs(err), fmt="o", color=PALETTE[j % len(PALETTE)], capsize=3,
+                               markersize=4)
+            right.axhline(0, color="#444", linewidth=0.8)
+            right.set_xticks(range(len(ss)), [str(j + 1) for j in range(len(ss))])
+            right.set_xlim(-0.6, len(ss) - 0.4)
+            right.set_title("questionnaire drift", loc="left")
+            right.grid(axis="y", color="#e5e5e5", linewidth=0.6)
+        grid[-1][0].legend(loc="upper left", bbox_to_anchor=(0.0, -0.3), ncols=2)
+        fig.suptitle(title, x=0.01, ha="left", fontsize=10, fontweight="bold")
+        return to_svg(fig)
+
+
 def heatmap(matrix: pd.DataFrame, *, title: str, colorbar: str, annotate: bool = True) -> str:
     """A diverging heat map centred on 0 (rows and columns labelled by the frame's index and columns)."""
     with rc_context(_RC):

@@ -8,6 +8,7 @@ attention`` wrote into the run directory (:attr:`contagion.experiment.rundir.Run
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,11 @@ from markupsafe import Markup
 from contagion.analysis import figures
 from contagion.analysis.attention import BASELINE, correlations, decay_by_agent
 from contagion.analysis.contrasts import AnalysisSettings, drift_by_cell, trait_matrix
+from contagion.analysis.estimators import one_sample
+from contagion.analysis.monitor import black_box_drift, monitor_correlations, projection_drift_by_round
 from contagion.analysis.report_text import PROSOCIAL, Table, cell_table, coop_table, fnum
 from contagion.analysis.tables import RunTables, cooperation_by_round
+from contagion.errors import UserError
 from contagion.experiment.rundir import RunDir
 
 
@@ -257,11 +261,144 @@ def heatmap_figure(tables: RunTables) -> Figure | None:
 
 
 
+def _vector_doses(tables: RunTables) -> dict[str, tuple[str, float]]:
+    """intervention label -> (steered trait, alpha) for the run's ``vector`` arms; ``none`` arms are alpha 0 of
+    every steered trait (an empty trait)."""
+    from contagion.steering import parse_params
+
+    kinds = tables.players.groupby("intervention", observed=True)["intervention_kind"].first().astype(str)
+    out: dict[str, tuple[str, float]] = {}
+    for label, kind in kinds.items():
+        if kind == "none":
+            out[str(label)] = ("", 0.0)
+        elif kind == "vector":
+            try:
+                params = parse_params(str(label).partition(":")[2])
+                dose = float(params.get("alpha", math.nan))
+            except (UserError, TypeError, ValueError):
+                continue
+            if math.isfinite(dose):
+                out[str(label)] = (str(params.get("trait", "?")), dose)
+    return out
+
+
+def dose_response_figure(tables: RunTables, settings: AnalysisSettings) -> Figure | None:
+    """White-box steering at several doses (a run with ``vector`` arms at two or more alphas of one trait, a
+    ``none`` arm counting as alpha 0): the agents' cooperation and pro-social drift against alpha, with 95 %
+    cluster-robust intervals. None when the run has no such arms."""
+    if tables.players.empty or "intervention_kind" not in tables.players:
+        return None
+    doses = _vector_doses(tables)
+    traits = sorted({t for t, _ in doses.values() if t})
+    if len(traits) != 1:  # none, or several steered traits: alpha is not one axis
+        return None
+    if len({a for _, a in doses.values()}) < 2:
+        return None
+    alpha = {label: a for label, (_, a) in doses.items()}
+    agents = tables.players[tables.players["focal"].astype(bool) & tables.players["intervention"].isin(alpha)]
+    agents = agents.dropna(subset=["cooperation"])
+    if agents.empty:
+        return None
+    rows = []
+    for (label, comp), sub in agents.groupby(["intervention", "composition"], observed=True, sort=True):
+        est = one_sample(sub["cooperation"].to_numpy(float), sub["cluster"].astype(str).to_numpy(), resamples=0)
+        rows.append({"alpha": alpha[str(label)], "composition": comp, "estimate": est.estimate,
+                     "ci_low": est.ci_low, "ci_high": est.ci_high, "n_agents": len(sub), "n_games": est.n_games,
+                     "warning": _weak(est.n_games, settings)})
+    coop = pd.DataFrame(rows).sort_values(["alpha", "composition"])
+    coop["α"] = coop["alpha"].map(lambda a: f"{a:+g}" if a else "0 (none)")
+    svg = figures.points_with_ci(coop, x="α", series="composition", title=f"Cooperation vs steering ({traits[0]})",
+                                 ylabel="share of actions: cooperate", xlabel="alpha")
+    table = Table(["alpha", "composition", "cooperation", "95 % CI", "agents", "clusters"],
+                  [[r["α"], str(r["composition"]), fnum(r["estimate"]), f"[{fnum(r['ci_low'])}, {fnum(r['ci_high'])}]",
+                    str(r["n_agents"]), str(r["n_games"])] for r in coop.to_dict("records")],
+                  "Per agent, the share of its actions that were cooperate (invalid ones count as not cooperating); "
+                  "mean over agents with the cluster-robust t interval (linked games as clusters).")
+    extra = []
+    drift = tables.drift[tables.drift["intervention"].isin(alpha)] if not tables.drift.empty else tables.drift
+    if not drift.empty:
+        cells = drift_by_cell(drift, ("intervention", "composition"), settings=settings)
+        if not cells.empty:
+            cells["alpha"] = cells["intervention"].map(lambda label: alpha[str(label)])
+            cells = cells.sort_values(["alpha", "composition"])
+            cells["α"] = cells["alpha"].map(lambda a: f"{a:+g}" if a else "0 (none)")
+            svg += figures.points_with_ci(cells, x="α", series="composition",
+                                          title=f"Pro-social drift vs steering ({traits[0]})",
+                                          ylabel=f"{tables.info.estimand} (pro-social index)", xlabel="alpha")
+            extra.append(Table(["alpha", "composition", f"pro-social drift ({tables.info.estimand})", "95 % CI",
+                                "agents", "games"],
+                               [[r["α"], str(r["composition"]), fnum(r["estimate"], signed=True),
+                                 f"[{fnum(r['ci_low'])}, {fnum(r['ci_high'])}]", str(r["n_agents"]),
+                                 str(r["n_games"])] for r in cells.to_dict("records")],
+                               "The index drift of the same agents (measured unsteered after play)."))
+    return Figure("dose-response", "Steering dose-response", Markup(svg),
+                  f"White-box steering along {traits[0]} at each alpha of the run (the arm without an intervention "
+                  "is alpha 0): the agents' cooperation in the games and the drift of their pro-social index, with "
+                  "95 % intervals. Hollow points: fewer than "
+                  f"{settings.min_games} distinct games. The profiles are measured without steering, so the index "
+                  "shows what stays after the steered game, not the steered model's answers.", table, extra)
+
+
+def _weak(games: int, settings: AnalysisSettings) -> str:
+    return f"fewer than {settings.min_games} games" if games < settings.min_games else ""
+
+
+def monitor_figure(tables: RunTables) -> Figure | None:
+    """The white-box monitor (a monitored run): projection change per round beside the questionnaire drift of
+    the same traits, and the correlation of the two across agents (None when the run was not monitored)."""
+    by = ("composition", "intervention")
+    rounds = projection_drift_by_round(tables, by)
+    if rounds.empty:
+        return None
+    traits = list(dict.fromkeys(rounds["trait"].astype(str)))
+    box = black_box_drift(tables, traits, by)
+
+    def condition(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(condition=df["composition"].astype(str) + " · " + df["intervention"].astype(str))
+
+    rounds, box = condition(rounds), condition(box)
+    svg = figures.monitor_panels(rounds, box)
+    table = Table(["trait", "condition", "round", "projection − round 1", "95 % CI", "agents", "clusters"],
+                  [[str(r["trait"]), str(r["condition"]), str(int(r["round"])), fnum(r["estimate"], signed=True),
+                    f"[{fnum(r['ci_low'])}, {fnum(r['ci_high'])}]", str(int(r["agents"])), str(int(r["clusters"]))]
+                   for r in rounds.to_dict("records")],
+                  "Each agent's readings of a round averaged, minus its round-1 average; the interval is the "
+                  "cluster-robust t interval (linked games as clusters).")
+    extra = []
+    if not box.empty:
+        extra.append(Table(["trait", "condition", f"questionnaire drift ({tables.info.estimand})", "95 % CI",
+                            "agents"],
+                           [[str(r["trait"]), str(r["condition"]), fnum(r["estimate"], signed=True),
+                             f"[{fnum(r['ci_low'])}, {fnum(r['ci_high'])}]", str(int(r["agents"]))]
+                            for r in box.to_dict("records")],
+                           "The same agents' trait drift as the questionnaire measured it."))
+    corr = monitor_correlations(tables)
+    if corr:
+        extra.append(Table(
+            ["trait", "Pearson r", "95 % CI (clusters resampled)", "95 % CI (Fisher z)", "p", "agents", "clusters"],
+            [[c.trait, fnum(c.r), f"[{fnum(c.boot_low)}, {fnum(c.boot_high)}]",
+              f"[{fnum(c.fisher_low)}, {fnum(c.fisher_high)}]", fnum(c.p), str(c.agents), str(c.clusters)]
+             for c in corr],
+            "Across agents: projection change (last round − round 1) against the questionnaire drift of the same "
+            "trait. A positive r means the monitor moved with the questionnaire. The cluster-bootstrap interval "
+            "resamples whole linked games (quote it); the Fisher-z interval treats agents as independent and is "
+            "optimistic."))
+    return Figure("monitor", "White-box monitor", Markup(svg),
+                  "Left: the mean projection of the agents' residual stream (the prompt's last token, at each "
+                  "trait's chosen layer) on the trait's direction, as a change since round 1, per round; band: 95 % "
+                  "interval. + is toward the statements high in the trait. Right: the same agents' questionnaire "
+                  "drift of that trait, numbered as in the legend. The monitor reads the forward passes the turns "
+                  "made anyway; its direction was found on the inventory's own statements, so it is a proxy, "
+                  "not a measurement of the trait.", table, extra)
+
+
 def report_figures(tables: RunTables, settings: AnalysisSettings, run_dir: Path) -> tuple[list[Figure], str]:
     """The report's figures in order (those the run has data for), and a note when the attention table of
     ``run_dir`` exists but cannot be shown."""
     figs = [f for f in (drift_figure(tables, settings), cooperation_figure(tables),
-                        mitigation_figure(tables, settings), heatmap_figure(tables)) if f is not None]
+                        mitigation_figure(tables, settings), heatmap_figure(tables),
+                        dose_response_figure(tables, settings), monitor_figure(tables))
+            if f is not None]
     attention, attention_note = attention_figure(run_dir, tables)
     if attention is not None:
         figs.append(attention)

@@ -179,6 +179,9 @@ class RunTables:
     error a finite item sample leaves in the mean (:mod:`contagion.analysis.contrasts`)."""
     item_drift_raw: pd.DataFrame = field(default_factory=pd.DataFrame)
     """As :attr:`item_drift`, of post − pre (the raw, secondary rows)."""
+    monitor: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The white-box monitor's readings (runs with ``monitor``): per player, turn (``round``, ``phase`` talk/act,
+    ``turn``) and trait, the projection ``value`` of the prompt's last-token residual on the trait's direction."""
 
     @property
     def agents(self) -> pd.DataFrame:
@@ -234,6 +237,7 @@ _PLAYER_COLS = (*_COND_COLS, "player", "index", "persona", "backend", "focal", "
 _GAME_COLS = (*_COND_COLS, "status", "error", "players", "rounds", "cooperation", "invalid_rate", "injections",
               "winner", "wall_seconds")
 _SET_COLS = (*_COND_COLS, "player", "persona", "set", "pre", "post", "drift", "n_items")
+_MONITOR_COLS = (*_COND_COLS, "player", "persona", "focal", "round", "phase", "turn", "trait", "value")
 _ITEM_COLS = ("model", "game", "composition", "intervention", "intervention_kind", "chat_turns", "persona",
               "pre_key", "trait", "item_id", "drift_sum", "n")
 _INSTRUMENT_COLS = (*_COND_COLS, "player", "persona", "mass_pre", "mass_post", "mass_drift", "toward_half_pre",
@@ -405,6 +409,7 @@ class TableBuilder:
         self._games = _Columns(_GAME_COLS)
         self._sets = _Columns(_SET_COLS)
         self._instrument = _Columns(_INSTRUMENT_COLS)
+        self._monitor = _Columns(_MONITOR_COLS)
         self._items: dict[tuple[Any, ...], list[float]] = {}
         self._items_raw: dict[tuple[Any, ...], list[float]] = {}
 
@@ -468,6 +473,10 @@ class TableBuilder:
                                min((e.round for e in p.injections), default=None)))
             if p.pre_profile and p.post_profile:
                 self._add_agent(cond, p)
+            for reading in p.monitor:
+                for trait, value in reading.values.items():
+                    self._monitor.add((*cond, p.name, p.persona, p.focal, reading.round, reading.phase, reading.turn,
+                                       trait, value))
         for backend, methods in used.items():
             _one_position(backend, set(self.info.backend_methods.get(backend, ())) | methods)
             counter = self.info.backend_methods.setdefault(backend, Counter())
@@ -557,7 +566,8 @@ class TableBuilder:
         drift = drift.drop(columns=["adjusted"])
         return RunTables(drift=drift, actions=self._actions.frame(), players=self._players.frame(),
                          games=self._games.frame(), info=self.info, drift_sets=self._sets.frame(),
-                         instrument=self._instrument.frame(), item_drift=items, item_drift_raw=raw_items)
+                         instrument=self._instrument.frame(), item_drift=items, item_drift_raw=raw_items,
+                         monitor=self._monitor.frame())
 
 
 def _item_frame(items: dict[tuple[Any, ...], list[float]]) -> pd.DataFrame:

@@ -70,6 +70,10 @@ class Completion(BaseModel):
     )
     seconds: float = Field(0.0, description="Seconds spent in the model.")
     cached: bool = False
+    probes: dict[str, float] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="A monitored white-box backend: the prompt's last-token residual projected on each trait "
+                    "direction (see Backend.monitored); None otherwise.")
 
 
 class ScoreMethod(StrEnum):
@@ -133,6 +137,10 @@ class Scores(BaseModel):
     cached: bool = False
     invalid: str | None = Field(None, exclude_if=lambda v: v is None,
                                 description="Why these are not log-probabilities (then none is a value), or None.")
+    probes: dict[str, float] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="A monitored white-box backend: the prompt's last-token residual projected on each trait "
+                    "direction (see Backend.monitored); None otherwise.")
 
     @model_validator(mode="after")
     def _checked(self) -> Scores:
@@ -306,6 +314,13 @@ class Backend(ABC):
         """A backend on the same model that adds ``additions[layer]`` to that layer's residual stream on every
         forward pass (white-box steering); only backends whose capabilities say ``activations`` can."""
         raise UserError(f"{self.identity} has no activations to steer: vector steering needs a transformers "
+                        "backend in this process (hf:embedded or hf:PATH_OR_ID)")
+
+    def monitored(self, directions: Mapping[str, tuple[int, Sequence[float]]], label: str) -> Backend:
+        """A backend on the same model that answers exactly as this one and also reports, with every reply and
+        score, the residual stream of the prompt's last token projected on ``directions[trait]`` = (layer,
+        direction) (a white-box drift monitor); only backends whose capabilities say ``activations`` can."""
+        raise UserError(f"{self.identity} has no activations to monitor: the monitor needs a transformers "
                         "backend in this process (hf:embedded or hf:PATH_OR_ID)")
 
     def release(self, messages: Sequence[Message]) -> None:  # noqa: B027 - optional hook

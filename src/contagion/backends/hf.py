@@ -116,11 +116,17 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
         self._params = dict(params)
         self.steering = {}
         self.steering_label = ""
+        self.monitor = {}
+        self.monitor_label = ""
+        self._residuals = {}
 
     @property
     def identity(self) -> str:
-        """The spec, plus the steering (label and vector hash) of a steered backend."""
-        return f"{self.spec}+steer:{self.steering_label}" if self.steering else self.spec
+        """The spec, plus the steering (label and vector hash) of a steered backend and the monitor of a
+        monitored one."""
+        steer = f"+steer:{self.steering_label}" if self.steering else ""
+        monitor = f"+monitor:{self.monitor_label}" if self.monitor else ""
+        return f"{self.spec}{steer}{monitor}"
 
     def _sibling(self) -> HFBackend:
         """A new backend on the same model (shared once loaded) with an empty prompt cache of its own."""
@@ -168,7 +174,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
         def work() -> T:
             state = self.loaded()
             torch = require("torch")
-            with state.lock, torch.inference_mode(), self._steering_hooks(state):
+            with state.lock, torch.inference_mode(), self._steering_hooks(state), self._monitor_hooks(state):
                 return fn(state)
 
         return await asyncio.to_thread(work)
@@ -256,6 +262,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
         t0 = time.perf_counter()
         prompt = self.encode(self.render(messages))
         pc, logits, encoded = self._extend(state, prompt, keep_new=1)
+        probes = self._probes()  # the prompt's last token: read before any generated token runs
         generator = torch.Generator()
         generator.manual_seed(
             config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "little")
@@ -287,6 +294,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
             completion_tokens=len(out),
             prompt_tokens_encoded=encoded,
             seconds=time.perf_counter() - t0,
+            probes=probes,
         )
 
     @staticmethod
@@ -343,6 +351,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
         targets_of(choices)
         prompt = self.encode(self.render(messages))
         _, last, encoded = self._extend(state, prompt, keep_new=1)
+        probes = self._probes()
         first = torch.log_softmax(last.double(), dim=-1).numpy()
         candidates = top_candidates(first, lambda token: self._token_text(state, token))
         logprobs, detail = score_candidates(candidates, choices)
@@ -353,6 +362,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
             prompt_tokens_encoded=encoded,
             seconds=time.perf_counter() - t0,
             detail={**detail, "prefix_reuse": self.prefix_reuse},
+            probes=probes,
         )
 
     def _score(
@@ -369,6 +379,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
         logprobs: list[float] = []
         if self.prefix_reuse:
             pc, last, encoded = self._extend(state, prompt, keep_new=1)
+            probes = self._probes()
             first = torch.log_softmax(last.float(), dim=-1)
             try:
                 for cont in conts:
@@ -384,8 +395,11 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
                 raise
         else:
             encoded = 0
+            probes = None
             for cont in conts:
                 rows = self._forward(state, prompt + cont[:-1], None, len(cont))
+                if probes is None:
+                    probes = self._probes(len(prompt) - 1)
                 encoded += len(prompt) + len(cont) - 1
                 logprobs.append(self._sum_logprobs(rows, cont))
         return Scores(
@@ -395,6 +409,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
             prompt_tokens_encoded=encoded,
             seconds=time.perf_counter() - t0,
             detail={"continuation_tokens": [len(c) for c in conts], "prefix_reuse": self.prefix_reuse},
+            probes=probes,
         )
 
     @staticmethod

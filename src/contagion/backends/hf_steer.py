@@ -7,6 +7,10 @@ steering use the same modules, so a direction measured at layer ``l`` is added e
 * :meth:`ResidualAccess.reply_activations` — one forward pass of a chat prompt plus an assistant reply,
   returning per layer the mean residual vector over the reply's tokens. It bypasses the backend's
   prompt cache (no cache is read or written), so it never changes what later calls see.
+* :meth:`ResidualAccess.monitored` — a sibling backend that answers exactly as this one and attaches to every
+  reply and score (``probes``) the residual stream of the prompt's last token — the position whose output is
+  the reply's first token — projected on unit trait directions: a drift monitor read from the forward pass
+  the call makes anyway (no extra model call). With steering, it reads the steered stream.
 * :meth:`ResidualAccess.steered` — a sibling backend on the same loaded model that adds fixed vectors to
   the residual stream of chosen layers on every forward pass it makes (generation and scoring). It has
   its own prompt cache and its own identity (so the response cache keys differ too): a steered and an
@@ -52,6 +56,9 @@ class ResidualAccess:
     spec: str
     steering: dict[int, Any]  # layer -> tensor added to that block's output (empty: not steered)
     steering_label: str
+    monitor: dict[str, tuple[int, Any]]  # trait -> (layer, unit direction tensor) (empty: not monitored)
+    monitor_label: str
+    _residuals: dict[int, Any]  # layer -> that block's output of the last forward pass (monitored calls)
 
     # provided by the backend
     def loaded(self) -> LoadedModel:
@@ -148,7 +155,83 @@ class ResidualAccess:
         twin = self._sibling()
         twin.steering = tensors
         twin.steering_label = f"{label}#{digest.hexdigest()[:12]}"
+        twin.monitor, twin.monitor_label = self.monitor, self.monitor_label
         return twin
+
+    # ----------------------------------------------------------------------------------- monitoring
+
+    def monitored(self, directions: Mapping[str, tuple[int, Sequence[float]]], label: str) -> Any:
+        """A backend on the same model (and with the same steering) that also reports ``probes``: per trait,
+        the residual stream of layer ``directions[trait][0]`` at the prompt's last token, projected on the
+        direction ``directions[trait][1]`` scaled to unit length (a dot product in the residual stream's own
+        units).
+
+        Its answers are this backend's; its identity names the monitor, so cached answers (which carry their
+        probes) never come from an unmonitored call. Raises UserError for a layer out of range, a vector of
+        the wrong length or a zero vector.
+        """
+        torch = require("torch")
+        layers, hidden = self.residual_shape()
+        if not directions:
+            raise UserError("the monitor needs at least one trait direction")
+        units: dict[str, tuple[int, Any]] = {}
+        digest = hashlib.sha256()
+        for trait, (layer, vector) in sorted(directions.items()):
+            if not 0 <= layer < layers:
+                raise UserError(f"monitor layer {layer} of {trait!r} is out of range: {self.spec} has layers "
+                                f"0-{layers - 1}")
+            values = np.asarray([float(v) for v in vector], dtype=np.float64)
+            if len(values) != hidden:
+                raise UserError(f"a direction of length {len(values)} does not fit {self.spec} (hidden size "
+                                f"{hidden}): were the vectors made for another model?")
+            norm = float(np.linalg.norm(values))
+            if not norm > 0:
+                raise UserError(f"the direction of {trait!r} at layer {layer} is zero: nothing to project on")
+            units[trait] = (layer, torch.tensor(values / norm, dtype=torch.float32))
+            digest.update(json.dumps([trait, layer, values.tolist()]).encode())
+        twin = self._sibling()
+        twin.steering, twin.steering_label = self.steering, self.steering_label
+        twin.monitor = units
+        twin.monitor_label = f"{label}#{digest.hexdigest()[:12]}"
+        return twin
+
+    @contextmanager
+    def _monitor_hooks(self, state: LoadedModel) -> Iterator[None]:
+        """While open, :attr:`_residuals` holds each monitored layer's output of the latest forward pass (a
+        reference, no copy). Opened after the steering hooks, so it reads the steered stream."""
+        self._residuals = {}
+        if not self.monitor:
+            yield
+            return
+        blocks = decoder_layers(state.model)
+
+        def make_hook(layer: int) -> Callable[..., None]:
+            def hook(module: Any, args: Any, output: Any) -> None:
+                self._residuals[layer] = _hidden(output)
+
+            return hook
+
+        handles = [blocks[layer].register_forward_hook(make_hook(layer))
+                   for layer in sorted({layer for layer, _ in self.monitor.values()})]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._residuals = {}
+
+    def _probes(self, position: int = -1) -> dict[str, float] | None:
+        """The monitor's projections at ``position`` of the latest forward pass (its last token by default),
+        rounded to 6 decimals; None when this backend is not monitored."""
+        if not self.monitor:
+            return None
+        out: dict[str, float] = {}
+        for trait, (layer, unit) in self.monitor.items():
+            residual = self._residuals.get(layer)
+            if residual is None:
+                raise BackendError(f"{self.spec}: the monitored layer {layer} did not run")
+            out[trait] = round(float(residual[0, position, :].float() @ unit), 6)
+        return out
 
     @contextmanager
     def _steering_hooks(self, state: LoadedModel) -> Iterator[None]:

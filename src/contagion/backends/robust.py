@@ -318,9 +318,18 @@ class RobustBackend(Backend):
     def steered(self, additions: Mapping[int, Sequence[float]], label: str) -> RobustBackend:
         """The inner backend's steered sibling behind a wrapper like this one (its identity differs, so
         the shared response cache never mixes steered and unsteered answers)."""
-        return RobustBackend(self.inner.steered(additions, label), timeout=self.timeout, max_retries=self.max_retries,
+        return self._rewrapped(self.inner.steered(additions, label))
+
+    def _rewrapped(self, inner: Backend) -> RobustBackend:
+        """``inner`` behind a wrapper with this one's settings and cache."""
+        return RobustBackend(inner, timeout=self.timeout, max_retries=self.max_retries,
                              backoff_initial=self.backoff_initial, backoff_max=self.backoff_max,
                              retry_after_max=self.retry_after_max, concurrency=self.concurrency, cache=self.cache)
+
+    def monitored(self, directions: Mapping[str, tuple[int, Sequence[float]]], label: str) -> RobustBackend:
+        """The inner backend's monitored sibling behind a wrapper like this one (its identity differs, so a
+        cached answer always carries its probes)."""
+        return self._rewrapped(self.inner.monitored(directions, label))
 
     def release(self, messages: Sequence[Message]) -> None:
         """Pass the hint on to the inner backend."""

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from contagion.backends.base import GenerationConfig, run_sync
 from contagion.backends.reasoning import REASONING_MODES
-from contagion.backends.registry import build
+from contagion.backends.registry import build, kind_of
 from contagion.backends.robust import track_usage
 from contagion.cli.app import app, console, user_errors
 from contagion.cli.common import check_output_path, parse_intervention
@@ -25,6 +25,7 @@ from contagion.games.dilemmas import is_conversation, load_dilemma
 from contagion.games.record import GameSpec, PlayerSpec
 from contagion.personas import Persona, load_personas, resolve_persona
 from contagion.redact import redact
+from contagion.steering.monitor import MonitorSpec
 
 # schema field -> the option that sets it, so a validation error names what the user typed
 _OPTION = {"rounds": "--rounds", "chat_turns": "--chat-turns", "max_tokens": "--max-tokens",
@@ -83,6 +84,12 @@ def play(
              "`contagion vectors`; hf: players only). SIT and the placebo measure each agent's pre-play traits "
              "first.",
     ),
+    monitor: Path | None = typer.Option(
+        None, "--monitor",
+        help="A vectors file from `contagion vectors`: watch the steered (default-persona) players from the inside "
+             "— at every turn their residual stream projected on each trait's direction, recorded and printed "
+             "per round (hf: players only; the game plays exactly as without it).",
+    ),
     persona_file: Path | None = typer.Option(None, "--personas", help="YAML file of extra personas (name, text)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the game record (JSON) here."),
     quiet: bool = typer.Option(False, "--quiet", "-q",
@@ -129,7 +136,15 @@ def play(
                              reasoning=reasoning)
     except ValidationError as exc:  # e.g. --rounds above the schema's bound
         raise UserError(validation_message(exc, "bad game settings", _OPTION, show_input=True)) from None
-    spec = TrialSpec(game=game_spec, intervention=ispec, measure=False)
+    watch = None
+    if monitor is not None:
+        watch = MonitorSpec(file=str(monitor))
+        watch.directions()  # the file checked before anything is printed
+        for s in seats:
+            if s.focal and kind_of(s.backend).language_model and not build(s.backend).capabilities.activations:
+                raise UserError(f"--monitor needs players with activations (hf:embedded or hf:PATH_OR_ID); "
+                                f"{s.backend} has none")
+    spec = TrialSpec(game=game_spec, intervention=ispec, measure=False, monitor=watch)
 
     console.print(Text.assemble(("contagion play: ", "bold"), f"{title}, {len(seats)} players, "
                                 f"{rounds} rounds, {chat_turns} chat turn(s), intervention {ispec.label()}"))
@@ -145,6 +160,19 @@ def play(
         summary.add_row(p.name, p.persona, p.backend, f"{coop}/{len(p.actions)}",
                         f"{p.invalid_rate:.0%}", f"{p.total:g}")
     console.print(summary)
+    watched = [p for p in record.players if p.monitor]
+    if watched:
+        readings = Table(title="Monitor: projection on each trait's direction, per round (mean of the turns)",
+                         title_justify="left")
+        traits = list(dict.fromkeys(t for p in watched for r in p.monitor for t in r.values))
+        for col in ("player", "round", *traits):
+            readings.add_column(col)
+        for p in watched:
+            for rnd in sorted({r.round for r in p.monitor}):
+                turns = [r for r in p.monitor if r.round == rnd]
+                readings.add_row(p.name, str(rnd), *(f"{sum(r.values[t] for r in turns) / len(turns):+.3f}"
+                                                     for t in traits))
+        console.print(readings)
     for line in low_support(tally_records([record])):
         console.print(f"Warning: {line}", style="yellow", highlight=False, markup=False)
     if usage.retries or usage.failures:

@@ -39,6 +39,7 @@ from contagion.games.dilemmas import game_key, is_conversation, load_dilemma, ti
 from contagion.games.record import MAX_PLAYERS, GameSpec, PlayerSpec, split_seat
 from contagion.personas import BUILTIN as BUILTIN_PERSONAS
 from contagion.personas import Persona, check_personas
+from contagion.steering.monitor import MonitorSpec
 from contagion.strict import INT64_MAX, Int, Seed, seed_field
 from contagion.traits.settings import AssessmentSettings
 
@@ -103,6 +104,10 @@ class ExperimentConfig(BaseModel):
                                          "items after a neutral conversation as long (in characters) as its game "
                                          "history — which the analysis's primary estimand subtracts (post − sham). "
                                          "Off: no sham profiles, and the analysis falls back to raw post − pre.")
+    monitor: MonitorSpec | None = Field(
+        None, description="White-box drift monitor: a vectors file (made by `contagion vectors` for the model) or "
+                          "{file, traits}; every agent's turns are projected on the traits' directions and "
+                          "recorded (transformers backends only).")
     generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(max_tokens=60))
     action_mode: Literal["sample", "auto", "score", "generate"] = Field(
         "sample", description="sample: draw each action from the two actions' probabilities (seeded, recorded); "
@@ -277,7 +282,7 @@ class ExperimentConfig(BaseModel):
                                         option_order=options, framing=self.framing, reasoning=self.reasoning,
                                     ),
                                     intervention=iv, assessment=self.assessment, measure=self.measure_traits,
-                                    sham=self.sham,
+                                    sham=self.sham, monitor=self.monitor,
                                 )
                                 labels = {"model": model, "game": game, "composition": comp_name,
                                           "intervention": iv.label(), "chat_turns": turns, "rep": rep,
@@ -339,6 +344,16 @@ class ExperimentConfig(BaseModel):
             if model is not None and model.capabilities.language_model and not model.capabilities.activations:
                 raise UserError(f"{source}: interventions: {vector[0]} steers activations, which {m} does not expose; "
                                 "use a transformers backend (hf:embedded or hf:PATH_OR_ID)")
+        if self.monitor is not None:
+            try:
+                self.monitor.directions()
+            except UserError as exc:
+                raise UserError(f"{source}: monitor: {exc}") from None
+            for m in self.models:
+                model = built.get(self.model_spec(m))
+                if model is not None and model.capabilities.language_model and not model.capabilities.activations:
+                    raise UserError(f"{source}: monitor: {m} exposes no activations to monitor; use a transformers "
+                                    "backend (hf:embedded or hf:PATH_OR_ID)")
         needs_inventory = self.measure_traits or any(
             needs_profile(spec) for spec in (parse_intervention(i) for i in self.interventions)
         )

@@ -13,6 +13,7 @@ from contagion.backends.registry import is_language_model, kind_of, strategy_of
 from contagion.errors import BackendSpecError
 from contagion.games.record import GamePlay, GameSpec, PlayerSpec
 from contagion.steering import InterventionSpec
+from contagion.steering.monitor import MonitorSpec
 from contagion.traits.settings import AssessmentSettings
 
 RECORD_SCHEMA_VERSION = 3
@@ -60,6 +61,12 @@ class TrialSpec(BaseModel):
         description="With ``measure``: also measure each agent's sham baseline (the same items after a neutral "
                     "history as long as its game history), the analysis's primary reference. Left out of the "
                     "spec (and its hash) when on, so specs written before it keep their hash.",
+    )
+
+    monitor: MonitorSpec | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="The white-box drift monitor (trait directions every agent's turns are projected on); left out "
+                    "of the spec (and its hash) when off.",
     )
 
     def agents(self) -> list[int]:

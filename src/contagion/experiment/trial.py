@@ -41,6 +41,7 @@ from contagion.messages import Message
 from contagion.personas import Persona
 from contagion.steering import Yoke, make_intervention, steers_activations, validate_intervention
 from contagion.steering.interventions import VectorSteering
+from contagion.steering.monitor import monitor_backend
 from contagion.traits.assess import post_play_context
 from contagion.traits.profile import Profile
 from contagion.traits.settings import measure, measure_agent
@@ -167,6 +168,11 @@ async def run_trial(
                 if not backends[i].capabilities.activations:
                     raise UserError(f"intervention vector needs a backend with activations (hf:embedded or "
                                     f"hf:PATH_OR_ID); {game.players[i].backend} has none")
+        if spec.monitor is not None:  # refused before any model work, not mid-game
+            for i in agents:
+                if not backends[i].capabilities.activations:
+                    raise UserError(f"the monitor needs a backend with activations (hf:embedded or "
+                                    f"hf:PATH_OR_ID); {game.players[i].backend} has none")
         requests = profile_requests(spec, systems, agents)
         cache = profiles or ProfileCache()
         pre: list[ProfileRecord | None] = await cache.for_seats(requests, backends)
@@ -185,6 +191,8 @@ async def run_trial(
             )
         # white-box steering plays the agent on a steered sibling of its backend; profiles stay unsteered
         playing = [steer_backend(hook, backend) for hook, backend in zip(hooks, backends, strict=True)]
+        if spec.monitor is not None:  # the agents under study play on monitored siblings (same answers)
+            playing = [monitor_backend(spec.monitor, b) if i in agents else b for i, b in enumerate(playing)]
         engine = GameEngine(game, playing, hooks=hooks, pre_profiles=pre, personas=personas,
                             on_event=on_event, systems=systems)
         play = await engine.play()

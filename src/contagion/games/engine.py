@@ -71,6 +71,7 @@ from contagion.games.record import (
     GamePlay,
     GameSpec,
     InjectionEvent,
+    MonitorReading,
     PlayerRecord,
     RoundRecord,
 )
@@ -149,6 +150,12 @@ class _Player:
     prompt_tokens_encoded: int = 0
     completion_tokens: int = 0
     model_seconds: float = 0.0
+    monitor: list[MonitorReading] = field(default_factory=list)
+
+    def read(self, probes: dict[str, float] | None, round_no: int, phase: Literal["talk", "act"], turn: int) -> None:
+        """Keep a monitored backend's probes of this turn (nothing when the backend is not monitored)."""
+        if probes:
+            self.monitor.append(MonitorReading(round=round_no, phase=phase, turn=turn, values=dict(probes)))
 
     def account(self, result: Any) -> None:
         self.prompt_tokens += int(getattr(result, "prompt_tokens", 0))
@@ -292,6 +299,7 @@ class GameEngine:
                 ))
                 completion = await p.backend.generate(p.messages, self._config("talk", round_no, turn, i))
                 p.account(completion)
+                p.read(completion.probes, round_no, "talk", turn)
                 reply = split_reasoning(completion.text, completion.reasoning)
                 text = " ".join(reply.answer.split())  # what the others hear: never the speaker's reasoning
                 p.messages.append(self._own(text, reply.reasoning, {"kind": "own_talk", "round": round_no}))
@@ -356,6 +364,7 @@ class GameEngine:
         never read as cooperation."""
         d = self.dilemma
         p.account(scores)
+        p.read(scores.probes, round_no, "act", 0)
         if scores.invalid is not None:  # no number of these scores is a value: an invalid action, said why
             p.messages.append(Message(role="assistant", content="", meta={"kind": "own_action", "round": round_no}))
             return ActionRecord(round=round_no, action="invalid", label=None, method=f"score:{scores.method.value}",
@@ -397,6 +406,8 @@ class GameEngine:
         for attempt in range(self.spec.max_reasks + 1):
             completion = await p.backend.generate(p.messages, self._config("act", round_no, p.index, attempt))
             p.account(completion)
+            if attempt == 0:  # the state before it acted; a re-ask's prompt holds the failed answer
+                p.read(completion.probes, round_no, "act", 0)
             reply = split_reasoning(completion.text, completion.reasoning)
             text = reply.answer.strip()  # the action is read from the answer, never from the reasoning
             raw.append(text)
@@ -497,7 +508,7 @@ class GameEngine:
                 system_prompt=p.system_prompt,
                 messages=list(p.messages), actions=p.actions, payoffs=p.payoffs, total=sum(p.payoffs),
                 injections=p.injections, intervention_log=p.hook.log() if p.hook is not None else [],
-                pre_profile=p.pre_profile, prompt_tokens=p.prompt_tokens,
+                monitor=p.monitor, pre_profile=p.pre_profile, prompt_tokens=p.prompt_tokens,
                 prompt_tokens_encoded=p.prompt_tokens_encoded, completion_tokens=p.completion_tokens,
                 model_seconds=round(p.model_seconds, 6),
             )

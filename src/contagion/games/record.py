@@ -129,6 +129,16 @@ class InjectionEvent(BaseModel):
     reason: str
 
 
+class MonitorReading(BaseModel):
+    """One turn of a monitored player (white-box monitor): before it spoke or acted, the residual stream of its
+    prompt's last token projected on each trait's unit direction."""
+
+    round: int
+    phase: Literal["talk", "act"]
+    turn: int = Field(0, description="The chat turn within the round (0 for the action).")
+    values: dict[str, float] = Field(description="Trait -> projection (residual-stream units).")
+
+
 class PlayerRecord(BaseModel):
     index: int
     name: str
@@ -148,6 +158,10 @@ class PlayerRecord(BaseModel):
     intervention_log: list[dict[str, Any]] = Field(
         default_factory=list, description="Intervention-specific trajectory (e.g. adaptive SIT probes)."
     )
+    monitor: list[MonitorReading] = Field(
+        default_factory=list, exclude_if=lambda v: not v,
+        description="Per turn, the white-box monitor's projections (a trial with a monitor, on a backend with "
+                    "activations); empty otherwise.")
     pre_profile: dict[str, Any] | None = None
     post_profile: dict[str, Any] | None = Field(
         None, description="The post-play profile of record: measured after the agent's game history with the "
