@@ -50,3 +50,37 @@ def games_needed(effect: float, se: float, games: int, *, alpha: float = 0.05, t
             return n
         n += 1 if n < 50 else max(1, n // 20)
     return None
+
+
+def scale_for_power(effect: float, se: float, df: float, scale: int, *, alpha: float = 0.05, target: float = 0.8,
+                    limit: int = 64) -> int | None:
+    """The smallest benchmark scale (a multiple of the protocol's games per cell) at which a test that had
+    standard error ``se`` and ``df`` degrees of freedom at ``scale`` reaches ``target`` power at ``effect``:
+    the standard error falls as ``1/√scale`` and the clusters (seeds) grow with it. ``scale`` itself when the
+    test is powered already; None beyond ``limit`` or without a usable standard error."""
+    if not (math.isfinite(se) and se > 0 and math.isfinite(df) and df >= 1 and scale >= 1):
+        return None
+    for k in range(scale, limit + 1):
+        if power(effect, se * math.sqrt(scale / k), (df + 1) * k / scale - 1, alpha) >= target:
+            return k
+    return None
+
+
+def under_powered(card: dict, *, limit: int = 64) -> list[tuple[str, float, int | None]]:
+    """The card's primary headlines under the protocol's target power: (title, power, scale needed or None)."""
+    proto = card["protocol"]
+    scale = int(proto.get("scale", 1))
+    out = []
+    for h in card["headlines"]:
+        pw = h.get("power")
+        if not (h.get("primary") and h.get("available") and isinstance(pw, float) and math.isfinite(pw)):
+            continue
+        if pw >= proto["target_power"]:
+            continue
+        se, df = h.get("se"), h.get("df")
+        needed = None
+        if isinstance(se, (int, float)) and isinstance(df, (int, float)):
+            needed = scale_for_power(float(h["power_effect"]), float(se), float(df), scale, alpha=proto["alpha"],
+                                     target=proto["target_power"], limit=limit)
+        out.append((str(h["title"]), float(pw), needed))
+    return out

@@ -130,6 +130,10 @@ class Protocol:
     size: str
     inventory: str = "builtin:v2"
     source: str = "built-in"
+    scale: int = 1
+    """Every block's games per cell times this (``contagion bench --scale``): the second stage of a benchmark
+    whose first stage (scale 1, the pilot) was under its target power. The seeds of scale 1 are the first of
+    scale k, so a larger scale adds games to a run directory and keeps those played."""
 
     @property
     def name(self) -> str:
@@ -202,16 +206,17 @@ class Protocol:
         control = {**base, "name": f"{title}: non-game control", "games": [self.data.control.game],
                    "compositions": {self.data.control.composition: comps["one-malicious"]},
                    "interventions": [self.data.interventions["none"]],
-                   "repetitions": s.control_games_per_cell}
+                   "repetitions": s.control_games_per_cell * self.scale}
         if self.data.arms is None:  # version 1's layout, unchanged (its hash is frozen)
             return {
                 "contagion": {**base, "name": f"{title}: contagion", "games": list(s.games),
                               "compositions": {"one-malicious": comps["one-malicious"]},
                               "interventions": [self.data.interventions[r] for r in ROLES],
-                              "repetitions": s.games_per_cell},
+                              "repetitions": s.games_per_cell * self.scale},
                 "baselines": {**base, "name": f"{title}: baselines", "games": list(s.games),
                               "compositions": {k: v for k, v in comps.items() if k != "one-malicious"},
-                              "interventions": [self.data.interventions["none"]], "repetitions": s.games_per_cell},
+                              "interventions": [self.data.interventions["none"]],
+                              "repetitions": s.games_per_cell * self.scale},
                 "control": control,
             }
         blocks: dict[str, dict[str, Any]] = {}
@@ -220,7 +225,7 @@ class Protocol:
             blocks[name] = {**base, "name": f"{title}: {name}", "games": list(s.games),
                             "compositions": {comp: comps[comp]},
                             "interventions": [self.data.interventions[r] for r in roles],
-                            "repetitions": s.games_per_cell}
+                            "repetitions": s.games_per_cell * self.scale}
         blocks["control"] = control
         return blocks
 
@@ -266,8 +271,9 @@ class Protocol:
                 "source": self.source, "effect_size": self.effect_size,
                 "behaviour_effect_size": self.data.behaviour_effect_size, "alpha": self.alpha,
                 "target_power": self.target_power, "games": list(s.games), "rounds": s.rounds,
-                "chat_turns": s.chat_turns, "games_per_cell": s.games_per_cell,
-                "control_games_per_cell": s.control_games_per_cell, "inventory": self.inventory,
+                "chat_turns": s.chat_turns, "games_per_cell": s.games_per_cell * self.scale,
+                "control_games_per_cell": s.control_games_per_cell * self.scale, "inventory": self.inventory,
+                "scale": self.scale,
                 "items": s.items, "source_items": s.source_items, "debias": s.debias,
                 **({"traits": list(s.traits)} if s.traits else {}),
                 "interventions": {r: self.label(r) for r in ROLES},
@@ -307,10 +313,16 @@ def _parse(data: Any, source: str) -> ProtocolFile:
     return parsed
 
 
+MAX_SCALE = 64
+"""The largest ``--scale``: beyond it a benchmark is a different study (plan it with ``contagion power``)."""
+
+
 def load_protocol(size: str = "standard", path: Path | None = None, inventory: str | None = None,
-                  version: int = BUILTIN_VERSION) -> Protocol:
-    """The built-in protocol of ``version`` (or the file at ``path``) resolved for ``size``; UserError when
-    unusable."""
+                  version: int = BUILTIN_VERSION, scale: int = 1) -> Protocol:
+    """The built-in protocol of ``version`` (or the file at ``path``) resolved for ``size`` (its games per cell
+    times ``scale``); UserError when unusable."""
+    if not 1 <= scale <= MAX_SCALE:
+        raise UserError(f"--scale must be between 1 and {MAX_SCALE} (got {scale})")
     if path is None:
         if version not in BUILTIN_VERSIONS:
             raise UserError(f"unknown protocol version {version}; built in: "
@@ -324,6 +336,6 @@ def load_protocol(size: str = "standard", path: Path | None = None, inventory: s
         raise RuntimeError(f"data/bench-v{version}.yaml declares version {parsed.version}")
     if size not in parsed.sizes:
         raise UserError(f"unknown size {size!r}; this protocol has: {', '.join(parsed.sizes)}")
-    protocol = Protocol(parsed, size, inventory or "builtin:v2", source)
+    protocol = Protocol(parsed, size, inventory or "builtin:v2", source, scale)
     protocol.configs("sim:null")  # every block validates (games, compositions, interventions, inventory)
     return protocol

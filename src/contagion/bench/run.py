@@ -50,16 +50,27 @@ class BenchResult:
 
 
 def claim(out: Path, protocol: Protocol, model: str) -> None:
-    """Mark ``out`` as this benchmark's run directory, or refuse one that holds something else."""
+    """Mark ``out`` as this benchmark's run directory, or refuse one that holds something else. The same
+    benchmark at a larger ``scale`` (its second stage) takes the directory over: the games played are the
+    first seeds of every cell, and the runner adds the rest."""
     marker = out / MARKER
     # the design hash (what is measured), not the card's hash: newer analysis code resumes the same games
     mine = {"protocol": protocol.name, "version": protocol.version, "size": protocol.size,
-            "hash": protocol.design_hash, "model": model}
+            "hash": protocol.design_hash, "model": model, **({"scale": protocol.scale} if protocol.scale > 1 else {})}
     if marker.exists():
         try:
             held = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"{marker} is damaged ({exc}); use another --out") from None
+        same_design = {k: v for k, v in held.items() if k not in ("hash", "scale")} == {
+            k: v for k, v in mine.items() if k not in ("hash", "scale")}
+        if held != mine and same_design and isinstance(held.get("scale", 1), int):
+            if protocol.scale < held.get("scale", 1):
+                raise UserError(f"{out} holds this benchmark at --scale {held.get('scale', 1)}; a smaller scale "
+                                f"({protocol.scale}) would leave games out of its card. Give --scale "
+                                f"{held.get('scale', 1)} or more, or another --out.")
+            write_atomic(marker, json.dumps(mine, indent=2) + "\n")  # the second stage: more seeds per cell
+            return
         if held != mine:
             raise UserError(f"{out} holds a benchmark of {held.get('model')!r} under protocol v{held.get('version')} "
                             f"({held.get('size')}, hash {held.get('hash')}); this one is {model!r} under "

@@ -25,6 +25,10 @@ Writes OUT/card.json and OUT/card.html (headline numbers with CIs, p-values, pow
 from the full report's rows), the full report OUT/report.html, and the store. Rerunning the same
 command resumes. Before the first game the model answers `contagion doctor`'s probes; one the
 instrument cannot measure is refused (--no-preflight runs it anyway).
+
+When a primary headline's test is under the protocol's target power, the command says so and prints its
+second stage: the same command with --scale K (K times the games per cell, K chosen from the first
+stage's standard errors), which adds the new seeds to the same OUT.
 """
 
 
@@ -43,19 +47,24 @@ def bench(
     protocol_version: int = typer.Option(2, "--protocol-version",
                                          help="Built-in protocol version: 2 (default) or 1 (frozen; its cards are "
                                               "refused next to version 2 ones)."),
+    scale: int = typer.Option(1, "--scale", min=1,
+                              help="Games per cell times this: the second stage of a benchmark whose card said a "
+                                   "primary headline was under its target power (it prints the scale it needs). "
+                                   "Give the same --out: the games played are kept and only the new seeds run."),
     no_report: bool = typer.Option(False, "--no-report", help="Write the card only, not the full report."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
     no_preflight: bool = typer.Option(False, "--no-preflight",
                                       help="Run without first probing the model (contagion doctor's quick part)."),
 ) -> None:
-    from contagion.bench.protocol import load_protocol
+    from contagion.bench.power import under_powered
+    from contagion.bench.protocol import MAX_SCALE, load_protocol
     from contagion.bench.run import run_bench
     from contagion.cli.run import check_executor, run_preflight
 
     check_executor(executor)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a run directory (created, or reused to resume)")
-    protocol = load_protocol(size, protocol_file, inventory, version=protocol_version)
+    protocol = load_protocol(size, protocol_file, inventory, version=protocol_version, scale=scale)
     protocol.configs(model)  # the model's spec is checked (a key in it is refused) before anything is printed
     if not no_preflight:
         run_preflight([model])
@@ -85,6 +94,22 @@ def bench(
             line = f"  {h['title']}: {est_text} {ci} p={p_text}{mark}"
         console.print(line, highlight=False, markup=False)
     console.print(f"Verdict: {card['verdict']}", highlight=False, markup=False)
+    weak = under_powered(card, limit=MAX_SCALE)
+    if weak:
+        worst = [k for _, _, k in weak]
+        parts = "; ".join(f"{title} {pw:.2f}" + (f" (needs --scale {k})" if k else f" (not within --scale {MAX_SCALE})")
+                          for title, pw, k in weak)
+        console.print(f"Under-powered at the protocol's effect sizes (target {card['protocol']['target_power']:g}): "
+                      f"{parts}.", highlight=False, markup=False)
+        needed = [k for k in worst if k is not None]
+        if len(needed) == len(worst):
+            extra = ((f" --protocol {shlex.quote(str(protocol_file))}" if protocol_file else "")
+                     + (f" --inventory {shlex.quote(inventory)}" if inventory else "")
+                     + (f" --protocol-version {protocol_version}" if protocol_version != 2 else ""))
+            again = (f"contagion bench {shlex.quote(redact(model))} --size {size}{extra} --scale {max(needed)} "
+                     f"--out {shlex.quote(str(out))}")
+            console.print(f"Second stage (keeps the {protocol.games()} games played, adds the rest):\n  {again}",
+                          highlight=False, markup=False)
     if result.failed:
         err_console.print(f"{result.failed} game(s) failed; they are left out (see the report).")
     console.print(f"Card: {result.card_html.resolve() if result.card_html else ''}  ({result.seconds:.0f} s)",
