@@ -71,7 +71,8 @@ def _tiny_vectors(path: Path) -> Path:
                         auc_by_layer=[0.5, 0.9], separation_by_layer=[0.0, 1.0], norm_by_layer=[1.0, 1.0],
                         directions=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     vf = VectorFile(model="hf:tiny", layers=2, hidden_size=3, inventory="builtin:v2", contrast="c", prompt="p",
-                    pooling="mean", seed=0, held_out_fraction=0.33, contagion_version="0", traits={"cooperativeness": t})
+                    pooling="mean", seed=0, held_out_fraction=0.33, contagion_version="0",
+                    traits={"cooperativeness": t})
     path.write_text(vf.model_dump_json(), encoding="utf-8")
     return path
 
