@@ -4,7 +4,8 @@ Each repetition plays one game (prisoner's dilemma, ``--rounds`` rounds with cha
 a default agent under study and a malicious co-player — and a scripted tit-for-tat player; no trait
 measurement) twice: unmonitored and monitored on ``--traits`` of the vectors file, the order alternating
 between repetitions so a warming cache or a busy neighbour does not favour one side. Printed per side: wall
-seconds (median and total), the seconds the model spent, the readings recorded, and the ratio monitored ÷
+seconds (median and total), the seconds the model spent, the prompt tokens encoded (equal on both sides: every
+game starts from an empty prompt cache, and a monitored backend shares its parent's), the readings recorded, and the ratio monitored ÷
 unmonitored of the medians (issue 29's goal: ≤ 1.05). Also checked: both sides played the same game (the
 same messages and actions).
 
@@ -29,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 async def main() -> None:
     from contagion.backends.base import GenerationConfig
+    from contagion.backends.registry import resolve
     from contagion.experiment.record import TrialSpec
     from contagion.experiment.trial import run_trial
     from contagion.games.record import GameSpec, PlayerSpec
@@ -66,20 +68,24 @@ async def main() -> None:
                                  PlayerSpec.parse("scripted:tit-for-tat", focal=False)))
         return TrialSpec(game=game, measure=False, monitor=monitor if watched else None)
 
+    plain = resolve(args.model)
     await run_trial(spec(10_000, False))  # load the model and warm up; not counted
     walls: dict[bool, list[float]] = {False: [], True: []}
     model_s: dict[bool, float] = {False: 0.0, True: 0.0}
+    encoded: dict[bool, int] = {False: 0, True: 0}
     readings = 0
     for rep in range(args.reps):
         order = (False, True) if rep % 2 == 0 else (True, False)
         records = {}
         for watched in order:
+            plain.inner._invalidate()  # type: ignore[attr-defined]  # each game starts from an empty prompt cache
             t0 = time.perf_counter()
             record = await run_trial(spec(rep, watched))
             walls[watched].append(time.perf_counter() - t0)
             if record.error:
                 raise SystemExit(f"game failed: {record.error}")
             model_s[watched] += sum(p.model_seconds for p in record.players)
+            encoded[watched] += sum(p.prompt_tokens_encoded for p in record.players)
             records[watched] = record
         same = all([m.content for m in a.messages] == [m.content for m in b.messages]
                    and [x.action for x in a.actions] == [x.action for x in b.actions]
@@ -90,7 +96,7 @@ async def main() -> None:
     for watched in (False, True):
         name = "monitored  " if watched else "unmonitored"
         print(f"{name}: median {statistics.median(walls[watched]):6.2f} s, total {sum(walls[watched]):7.2f} s, "
-              f"model {model_s[watched]:7.2f} s")
+              f"model {model_s[watched]:7.2f} s, prompt tokens encoded {encoded[watched]:,}")
     ratio = statistics.median(walls[True]) / statistics.median(walls[False])
     total_ratio = sum(walls[True]) / sum(walls[False])
     print(f"readings recorded: {readings}")

@@ -323,7 +323,9 @@ async def test_a_monitored_game_is_the_same_game_with_a_reading_at_every_turn(co
                     generation=GenerationConfig(max_tokens=10),
                     players=(PlayerSpec.parse("hf:embedded"), PlayerSpec.parse("malicious=hf:embedded", focal=False),
                              PlayerSpec.parse("scripted:tit-for-tat", focal=False)))
+    hf_embedded.inner._invalidate()  # type: ignore[attr-defined]  # both games start from an empty prompt cache
     plain = await run_trial(TrialSpec(game=game, measure=False))
+    hf_embedded.inner._invalidate()  # type: ignore[attr-defined]
     watched = await run_trial(TrialSpec(game=game, measure=False, monitor=MonitorSpec(file=str(coop_vectors))))
     assert plain.error is None and watched.error is None
     assert watched.spec_hash != plain.spec_hash
@@ -331,6 +333,7 @@ async def test_a_monitored_game_is_the_same_game_with_a_reading_at_every_turn(co
         assert [m.content for m in a.messages] == [m.content for m in b.messages]
         assert [x.action for x in a.actions] == [x.action for x in b.actions]
         assert [x.p_cooperate for x in a.actions] == pytest.approx([x.p_cooperate for x in b.actions], abs=1e-5)
+        assert a.prompt_tokens_encoded == b.prompt_tokens_encoded  # the same prompt cache: the same work
         assert not a.monitor
     agent, co_player, scripted = watched.players
     assert [(r.round, r.phase, r.turn) for r in agent.monitor] == [(1, "talk", 0), (1, "act", 0), (2, "talk", 0),

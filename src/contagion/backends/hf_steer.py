@@ -161,7 +161,8 @@ class ResidualAccess:
     # ----------------------------------------------------------------------------------- monitoring
 
     def monitored(self, directions: Mapping[str, tuple[int, Sequence[float]]], label: str) -> Any:
-        """A backend on the same model (and with the same steering) that also reports ``probes``: per trait,
+        """A backend on the same model, with the same steering and the same prompt cache, that also reports
+        ``probes``: per trait,
         the residual stream of layer ``directions[trait][0]`` at the prompt's last token, projected on the
         direction ``directions[trait][1]`` scaled to unit length (a dot product in the residual stream's own
         units).
@@ -191,6 +192,9 @@ class ResidualAccess:
             digest.update(json.dumps([trait, layer, values.tolist()]).encode())
         twin = self._sibling()
         twin.steering, twin.steering_label = self.steering, self.steering_label
+        # reading changes no activation: the twin shares this backend's prompt cache, so a monitored game
+        # encodes exactly what the unmonitored one does (a steered sibling never may)
+        twin._prompt_cache = self._prompt_cache  # type: ignore[attr-defined]
         twin.monitor = units
         twin.monitor_label = f"{label}#{digest.hexdigest()[:12]}"
         return twin
