@@ -4,10 +4,10 @@ Each repetition plays one game (prisoner's dilemma, ``--rounds`` rounds with cha
 a default agent under study and a malicious co-player — and a scripted tit-for-tat player; no trait
 measurement) twice: unmonitored and monitored on ``--traits`` of the vectors file, the order alternating
 between repetitions so a warming cache or a busy neighbour does not favour one side. Printed per side: wall
-seconds (median and total), the seconds the model spent, the prompt tokens encoded (equal on both sides: every
-game starts from an empty prompt cache, and a monitored backend shares its parent's), the readings recorded, and the ratio monitored ÷
-unmonitored of the medians (issue 29's goal: ≤ 1.05). Also checked: both sides played the same game (the
-same messages and actions).
+seconds (median and total), the seconds the model spent, the prompt tokens encoded (equal on both sides:
+every game starts from an empty prompt cache, and a monitored backend shares its parent's), the readings
+recorded, and the ratio monitored ÷ unmonitored of the medians (issue 29's goal: ≤ 1.05). Also checked:
+both sides played the same game (the same messages and actions).
 
 Without ``--vectors`` a vectors file for cooperativeness is made first (``contagion vectors``' method; its
 time is printed apart and not part of the ratio).
