@@ -309,12 +309,24 @@ def test_runner_preflight_refuses_a_bad_backend_before_writing(tmp_path: Path) -
     assert not out.exists()
 
 
-def test_every_example_config_is_valid() -> None:
+def test_every_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.whitebox.test_vectors import _tiny_vectors
+
     examples = Path(__file__).resolve().parents[2] / "examples"
     paths = sorted(examples.glob("*.yaml"))
-    assert {p.name for p in paths} >= {"demo.yaml", "paper-grid.yaml", "sim-grid.yaml"}
+    assert {p.name for p in paths} >= {"demo.yaml", "paper-grid.yaml", "sim-grid.yaml", "vector-dose.yaml"}
+    monkeypatch.chdir(tmp_path)
     for path in paths:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if "vectors.json" in path.read_text(encoding="utf-8"):
+            # its first step makes vectors.json (contagion vectors, in the directory it is run from): without it
+            # the config names that step; with it the config loads
+            with pytest.raises(UserError, match="no vectors file at vectors.json; make one with: contagion vectors"):
+                load_config(path)
+            _tiny_vectors(tmp_path / "vectors.json")
+            assert load_config(path).size() == 3 * 4
+            (tmp_path / "vectors.json").unlink()
+            continue
         if (data.get("assessment") or {}).get("inventory") == "hub":
             # the hub needs the network: schema here, the full offline check in test_paper_grid.py
             cfg = ExperimentConfig.model_validate(data)
