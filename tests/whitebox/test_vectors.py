@@ -224,6 +224,11 @@ def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_v
         "assessment": {"items": 1, "source_items": 1, "traits": ["cooperativeness", "machiavellianism"],
                        "bootstrap": 100},
     })
+    # the Ray worker loads the model afresh: the local run starts from an empty prompt cache too (hf's prefix
+    # reuse is exact to float rounding, not bitwise: a cache earlier tests filled moves the 12th digit)
+    from contagion.backends.registry import resolve
+
+    resolve("hf:embedded").inner._invalidate()  # type: ignore[attr-defined]
     local = Runner(cfg, tmp_path / "local", executor="local", progress=False).run()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1"}})
