@@ -256,9 +256,9 @@ def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_v
 
 
 def _differences(a: object, b: object, path: str = "record") -> list[str]:
-    """Where two stored records differ: every value equal, but floats within 1e-6 (relative or absolute) — a
-    monitor reading is a float32 dot product, whose last digit depends on the process's BLAS threads (the Ray
-    worker runs with its own)."""
+    """Where two stored records differ: every value equal, but floats within 1e-4 (relative or absolute): float32
+    forward passes in two processes (the Ray worker has its own threads and cache history) agree to ~3e-6, as
+    CI measured on the pre-play item scores."""
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
@@ -268,7 +268,7 @@ def _differences(a: object, b: object, path: str = "record") -> list[str]:
             return [f"{path}: {len(a)} vs {len(b)} items"]
         return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{i}]")]
     if isinstance(a, float) and isinstance(b, float):
-        return [] if a == pytest.approx(b, rel=1e-6, abs=1e-6) else [f"{path}: {a!r} vs {b!r}"]
+        return [] if a == pytest.approx(b, rel=1e-4, abs=1e-4) else [f"{path}: {a!r} vs {b!r}"]
     return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
 
 
