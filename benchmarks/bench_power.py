@@ -18,6 +18,7 @@ code of the shipped check figures, fingerprint d48fedc37444): amplification powe
 the planner reports it out of reach (the 5-item baseline's error alone exceeds what an effect of 0.019 allows); the
 check's power was 0.00 / 0.00 / 0.00 / 0.12. With 16 seeds a power figure has an SE of about 0.1, so the crossing
 is itself uncertain by a game or two. (Before the faster placebo matcher and Holm the same run took 1,001 s.)
+These figures predate the planner's seed-linked variance (games of one seed as one cluster, arms paired by seed).
 """
 
 from __future__ import annotations

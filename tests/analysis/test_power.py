@@ -162,3 +162,55 @@ def test_achieved_power_is_the_rows_own_test_at_the_effect() -> None:
     assert achieved_power({**row, "df": 2}, 0.05) < achieved_power(row, 0.05)
     assert math.isnan(achieved_power({"se": None, "df": 5}, 0.05))
     assert math.isnan(achieved_power({"se": 0.01, "df": 0}, 0.05))
+
+
+@pytest.fixture(scope="module")
+def common_seed_pilot() -> tuple:
+    """One replication of the coverage test's three-game common-seed grid (6 seeds, a game-level effect of SD 0.10
+    that a seed's games share across cells) and the report's contrasts of it."""
+    from contagion.analysis.contrasts import AnalysisSettings, compute_contrasts
+    from contagion.analysis.tables import tables_from_records
+    from contagion.check import play_grid
+    from contagion.coverage import MODEL, CoverageGrid, seeded
+
+    tables = tables_from_records(play_grid(CoverageGrid(), seeded(MODEL, 0), 0))
+    return tables, compute_contrasts(tables, settings=AnalysisSettings(resamples=0, mixed=False))
+
+
+@pytest.mark.slow
+def test_a_pilot_on_common_seeds_plans_the_standard_error_the_report_will_have(common_seed_pilot: tuple) -> None:
+    """The planner's SE at the pilot's own size is the report row's SE on that pilot (within 25 %) for every
+    planned comparison: games of one seed are one cluster, as the report counts them. Treating the games as
+    independent is wrong both ways on such a grid — a seed's games move together, so a contagion row's SE was
+    half the report's, and pairing by seed cancels what two arms share, so a mitigation row's was ~6× it."""
+    tables, contrasts = common_seed_pilot
+    members = P.members_from_pilot(tables)
+    rows = {(c, str(r["comparison"])): r for c, con in contrasts.items() if con.available
+            for _, r in con.index_rows().iterrows()}
+    checked = {}
+    for m in members:
+        row = rows.get((m.contrast, m.comparison))
+        if row is None or not np.isfinite(row["se"]):
+            continue
+        planned, independent = math.sqrt(m.se2(m.pilot_games)), math.sqrt(
+            m.independent_var / m.pilot_games + (0.0 if m.two_sample else m.baseline_var))
+        print(f"{m.contrast} · {m.comparison}: report SE {row['se']:.4f}, planned {planned:.4f}, as if independent "
+              f"{independent:.4f}, design effect {m.design_effect:.2f}")
+        assert m.linked and m.games(m.pilot_games) == m.pilot_games == 6
+        assert 0.8 <= planned / row["se"] <= 1.25, m.comparison
+        checked[m.contrast] = [*checked.get(m.contrast, []), independent / row["se"]]
+    assert {"contagion", "amplification", "mitigation"} <= set(checked)
+    assert max(checked["contagion"]) < 0.7  # independent games: too optimistic for a one-sample row
+    assert min(checked["mitigation"]) > 3  # and far too pessimistic for a paired one
+
+
+def test_a_config_plan_takes_the_seeds_as_its_clusters() -> None:
+    """Without a pilot, games of one seed are taken as uncorrelated (the same SE as independent games) but the test
+    still has seeds − 1 df, as the report's clustered rows do."""
+    cells = pd.DataFrame([{"model": "m", "game": "g", "composition": c, "composition_kind": k, "intervention": "none",
+                           "intervention_kind": "none", "chat_turns": 0}
+                          for c, k in (("d", "all-default"), ("x", "malicious-lm"))], columns=list(P.CELL_COLUMNS))
+    members = P.members_from_cells(cells, sd=0.1)
+    for m in members:
+        assert m.linked and m.design_effect == pytest.approx(1.0) and m.games(10) == 10
+        assert m.se2(10) == pytest.approx(m.independent_var / 10 + (0.0 if m.two_sample else m.baseline_var))

@@ -321,7 +321,7 @@ def test_every_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.Monke
         if "vectors.json" in path.read_text(encoding="utf-8"):
             # its first step makes vectors.json (contagion vectors, in the directory it is run from): without it
             # the config names that step; with it the config loads
-            with pytest.raises(UserError, match="no vectors file at vectors.json; make one with: contagion vectors"):
+            with pytest.raises(UserError, match=r"no vectors file at vectors\.json; make one with: contagion vectors"):
                 load_config(path)
             _tiny_vectors(tmp_path / "vectors.json")
             assert load_config(path).size() == 3 * 4

@@ -17,15 +17,23 @@ The arithmetic (normal approximation with the t test's degrees of freedom):
 * ``σ²`` of an arm is the **between-game variance of the per-game mean drift** (default agents'
   pro-social index averaged within a game), taken within strata for two-sample arms, from the pilot
   (:func:`game_means`), or a stated default (:data:`DEFAULT_GAME_SD`) when planning from a config;
-* with ``n`` games per cell and an arm of ``k`` cells, a two-sample contrast has
-  ``SE² = σ²_a/(n·k_a) + σ²_b/(n·k_b)``; a one-sample (post − pre) contrast has
+* with ``n`` games per cell and an arm of ``k`` cells, were games independent, a two-sample contrast would
+  have ``SE² = σ²_a/(n·k_a) + σ²_b/(n·k_b)`` and a one-sample (post − pre) contrast
   ``SE² = σ²/(n·k) + σ²_base``, where ``σ²_base`` is the error of the shared baseline measurement
   (:func:`contagion.analysis.contrasts.item_baseline_variance`), which more games never remove;
-* without correction the closed form is ``n = (z₁₋α/₂ + z_power)² · Σ σ²/k / δ²`` (:func:`normal_games`);
+* but a grid plays every cell on the same ``n`` seeds, and the analysis clusters on games a seed links and
+  pairs two-arm rows by seed: so the games part of ``SE² · n`` is the variance across seeds of the seed's arm
+  mean (one-sample) or of its paired difference A − B (two-sample), measured in the pilot
+  (:func:`seed_variance`, ``Member.var_seed``), and the test has ``n − 1`` df. Games of one seed that move
+  together (a game-level effect shared across cells, the sampled actions' common draws) raise a one-sample
+  arm's variance above ``σ²/k``; pairing removes from a two-sample one what both arms share. The ratio is the
+  row's ``design_effect``. From a config (no pilot) that correlation is unknown and taken as nil;
+* without correction the closed form is ``n = (z₁₋α/₂ + z_power)² · SE²·n / δ²`` (:func:`normal_games`);
 * the family is Holm-corrected, so the power of one test depends on the others: :func:`plan` draws
   each member's statistic as ``N(δ/SE(n), 1)`` (independent; every planned member has effect ``δ``,
-  unplanned members none), applies Holm at ``α`` with p-values from t with ``G − 1`` df, and reports
-  the smallest ``n`` at which the member is rejected in the right direction with probability ≥ power.
+  unplanned members none), applies Holm at ``α`` with p-values from t with ``G − 1`` df (``G``: the seeds,
+  or every game for a pilot without seeds), and reports the smallest ``n`` at which the member is rejected in
+  the right direction with probability ≥ power.
 
 This module only reads records (tables); it plays nothing.
 """
@@ -80,20 +88,47 @@ class Member:
     pilot_games: float = math.nan
     """Mean distinct games per cell in the pilot (NaN without one)."""
     pilot_estimate: float = math.nan
+    var_seed: float = math.nan
+    """The games part of ``SE² · n`` when the cells are played on common seeds (a grid plays every cell on seeds
+    ``seed .. seed + n − 1``): the variance across seeds of the seed's arm mean (one-sample) or of its paired
+    difference A − B (two-sample). It holds whatever games of one seed share (a game-level effect, the sampled
+    actions' random draws): positively correlated games of one arm add variance, pairing removes the part both
+    arms share. NaN: the games are treated as independent (the per-cell variances above)."""
 
     @property
     def two_sample(self) -> bool:
         return self.cells_b > 0
 
+    @property
+    def linked(self) -> bool:
+        """Whether games of one seed form one cluster (the test's clusters are the seeds)."""
+        return bool(np.isfinite(self.var_seed))
+
+    @property
+    def independent_var(self) -> float:
+        """``SE² · n`` from games, were every game independent: ``σ²_a/k_a (+ σ²_b/k_b)``."""
+        return self.var_a / self.cells_a + (self.var_b / self.cells_b if self.two_sample else 0.0)
+
+    @property
+    def games_var(self) -> float:
+        """``SE² · n`` from games: the seed-linked variance where the cells share seeds, else the independent one."""
+        return self.var_seed if self.linked else self.independent_var
+
+    @property
+    def design_effect(self) -> float:
+        """How much linking games by seed changes the games part of the variance (1: as if independent; > 1:
+        games of a seed move together; < 1: pairing by seed removes what the arms share)."""
+        ind = self.independent_var
+        return self.var_seed / ind if self.linked and ind > 0 else math.nan
+
     def se2(self, n: np.ndarray | float) -> Any:
         """Squared standard error of the estimate with ``n`` games per cell."""
-        if self.two_sample:
-            return self.var_a / (n * self.cells_a) + self.var_b / (n * self.cells_b)
-        return self.var_a / (n * self.cells_a) + self.baseline_var
+        return self.games_var / n + (0.0 if self.two_sample else self.baseline_var)
 
     def games(self, n: np.ndarray | float) -> Any:
-        """Distinct games (clusters) the test sees with ``n`` games per cell."""
-        return n * (self.cells_a + self.cells_b)
+        """Clusters the test sees with ``n`` games per cell: the ``n`` seeds where the cells share them (the
+        analysis clusters on games linked by a seed), else every game."""
+        return n if self.linked else n * (self.cells_a + self.cells_b)
 
 
 @dataclass
@@ -158,14 +193,16 @@ def family_structure(cells: pd.DataFrame, estimand: str = SHAM_ESTIMAND) -> list
 
 
 def game_means(tables: RunTables) -> pd.DataFrame:
-    """One row per distinct game (cluster) with measured default agents: its cell, baseline key and the mean
-    pro-social index drift of its default agents (``drift``)."""
+    """One row per distinct game (cluster) with measured default agents: its cell, baseline key, seed (where the
+    records name one) and the mean pro-social index drift of its default agents (``drift``)."""
     df = tables.default_agents
     if df.empty:
         return pd.DataFrame(columns=[*CELL_COLUMNS, "cluster", "pre_key", "drift"])
     df = df[df["trait"].astype(str) == PROSOCIAL]
     keys = [*CELL_COLUMNS, "cluster"]
-    out = df.groupby(keys, observed=True, as_index=False).agg(pre_key=("pre_key", "first"), drift=("drift", "mean"))
+    more = {"seed": ("seed", "first")} if "seed" in df.columns else {}
+    out = df.groupby(keys, observed=True, as_index=False).agg(pre_key=("pre_key", "first"), drift=("drift", "mean"),
+                                                              **more)
     return out.astype({c: str for c in CELL_COLUMNS if c != "chat_turns"}).astype({"chat_turns": int})
 
 
@@ -179,6 +216,19 @@ def within_strata_variance(values: np.ndarray, strata: np.ndarray) -> float:
     resid = s - s.groupby(strata).transform("mean")
     dof = len(s) - len(set(strata))
     return float((resid ** 2).sum() / dof) if dof > 0 else math.nan
+
+
+def seed_variance(a: pd.DataFrame, b: pd.DataFrame | None = None) -> float:
+    """The variance across seeds of the seed's mean drift in arm ``a`` (one-sample), or of the seed's paired
+    difference, mean in ``a`` − mean in ``b``, over the seeds both arms played (two-sample): the games part of
+    ``SE² · n`` when every cell is played on the same ``n`` seeds, whatever games of one seed share included.
+    NaN without a ``seed`` column or with fewer than 2 seeds."""
+    if "seed" not in a.columns or (b is not None and "seed" not in b.columns):
+        return math.nan
+    per_seed = a.groupby(a["seed"].astype(str))["drift"].mean()
+    if b is not None:
+        per_seed = (per_seed - b.groupby(b["seed"].astype(str))["drift"].mean()).dropna()
+    return float(np.var(per_seed, ddof=1)) if len(per_seed) >= 2 else math.nan
 
 
 def members_from_pilot(tables: RunTables) -> list[Member]:
@@ -200,7 +250,8 @@ def members_from_pilot(tables: RunTables) -> list[Member]:
             base = item_baseline_variance(sub, tables.item_drift, PROSOCIAL, polarity)
             var = float(np.var(ma["drift"], ddof=1)) if len(ma) >= 2 else math.nan
             out.append(Member(contrast, comparison, model, len(per_cell), 0, var, math.nan,
-                              base if np.isfinite(base) else 0.0, float(per_cell.mean()), float(ma["drift"].mean())))
+                              base if np.isfinite(base) else 0.0, float(per_cell.mean()), float(ma["drift"].mean()),
+                              seed_variance(ma)))
             continue
         mb = _in_cells(means, b)
         per_cell_b = mb.groupby(list(CELL_COLUMNS), observed=True).size()
@@ -212,17 +263,23 @@ def members_from_pilot(tables: RunTables) -> list[Member]:
         var_b = within_strata_variance(mb["drift"].to_numpy(), stratum(mb)) if len(mb) else math.nan
         games = float(pd.concat([per_cell, per_cell_b]).mean()) if len(per_cell) + len(per_cell_b) else math.nan
         out.append(Member(contrast, comparison, model, len(per_cell), len(per_cell_b), var_a, var_b, 0.0, games,
-                          float(ma["drift"].mean() - mb["drift"].mean()) if len(ma) and len(mb) else math.nan))
+                          float(ma["drift"].mean() - mb["drift"].mean()) if len(ma) and len(mb) else math.nan,
+                          seed_variance(ma, mb) if len(ma) and len(mb) else math.nan))
     return out
 
 
 def members_from_cells(cells: pd.DataFrame, sd: float = DEFAULT_GAME_SD,
                        baseline_sd: float = DEFAULT_BASELINE_SD) -> list[Member]:
-    """The primary comparisons of a grid (one row per cell) with the stated default variances."""
+    """The primary comparisons of a grid (one row per cell) with the stated default variances. A config's grid
+    plays every cell on the same seeds, so the test's clusters are the seeds (its df: seeds − 1); how strongly
+    games of one seed move together is not known without a pilot and is taken as nil (``var_seed`` = the
+    independent games' variance)."""
     out = []
     for contrast, comparison, model, a, b, _ in family_structure(cells):
-        out.append(Member(contrast, comparison, model, len(a), 0 if b is None else len(b), sd ** 2,
-                          sd ** 2 if b is not None else math.nan, baseline_sd ** 2 if b is None else 0.0))
+        m = Member(contrast, comparison, model, len(a), 0 if b is None else len(b), sd ** 2,
+                   sd ** 2 if b is not None else math.nan, baseline_sd ** 2 if b is None else 0.0)
+        m.var_seed = m.independent_var
+        out.append(m)
     return out
 
 
@@ -339,14 +396,14 @@ def plan(members: list[Member], effect: float, *, power: float = POWER, alpha: f
         needed = games_needed(mine, eff, power=power, alpha=alpha, correction=correction,
                               extra_null=extra_null.get(model, 0), draws=draws, seed=seed)
         for x, n, e in zip(mine, needed, eff, strict=True):
-            per_cell = x.var_a / x.cells_a + (x.var_b / x.cells_b if x.two_sample else 0.0)
+            per_cell = x.games_var
             rows.append({
                 "contrast": x.contrast, "comparison": x.comparison, "model": x.model,
                 "test": "two-sample" if x.two_sample else "post − pre", "cells": x.cells_a + x.cells_b,
                 "sd_a": math.sqrt(x.var_a) if np.isfinite(x.var_a) else math.nan,
                 "sd_b": math.sqrt(x.var_b) if np.isfinite(x.var_b) else math.nan,
                 "baseline_sd": math.sqrt(x.baseline_var), "pilot_games_per_cell": x.pilot_games,
-                "pilot_estimate": x.pilot_estimate, "effect": e,
+                "pilot_estimate": x.pilot_estimate, "effect": e, "design_effect": x.design_effect,
                 "games_uncorrected": math.ceil(normal_games(per_cell, e, alpha, power, x.baseline_var))
                 if np.isfinite(per_cell) and np.isfinite(normal_games(per_cell, e, alpha, power, x.baseline_var))
                 else (math.inf if np.isfinite(per_cell) else math.nan),

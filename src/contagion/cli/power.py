@@ -54,8 +54,9 @@ def _members_from_config(path: Path, sd: float, baseline_sd: float) -> tuple[lis
     frame = pd.DataFrame(cells, columns=list(P.CELL_COLUMNS))
     members = P.members_from_cells(frame, sd, baseline_sd)
     return members, P.unplanned_members(None, frame, cfg.rounds), (
-        f"default variance: between-game SD of the per-game mean drift {sd:g} in every arm, baseline error SD "
-        f"{baseline_sd:g} (assumed, not measured: run a pilot and give its run directory instead)")
+        f"default variance: between-game SD of the per-game mean drift {sd:g} in every arm, games of one seed "
+        f"uncorrelated, baseline error SD {baseline_sd:g} (assumed, not measured: run a pilot and give its run "
+        "directory instead)")
 
 
 def _members_from_run(run_dir: Path) -> tuple[list[Member], dict[str, int], str]:
@@ -78,7 +79,8 @@ def _members_from_run(run_dir: Path) -> tuple[list[Member], dict[str, int], str]
             "of its arms drifted exactly alike, e.g. a model without noise or sampling), so the games a test needs "
             "cannot be estimated from it; run a pilot whose games vary, or give a config with --sd")
     return members, P.unplanned_members(tables, P.game_means(tables)), (
-        f"pilot variance from {run_dir} (between-game variance of the per-game mean drift of default agents)")
+        f"pilot variance from {run_dir} (of the per-game mean drift of default agents: across seeds, as the report "
+        "clusters, where the pilot's games name their seeds; deff: that variance over that of independent games)")
 
 
 @app.command()
@@ -112,11 +114,15 @@ def power(
     """Estimate the games per cell each primary contrast needs for power 0.8, before a paper-scale run.
 
     For each primary comparison (contagion per composition, amplification, reciprocity, chat, mitigation
-    pairs; per model), the standard error with n games per cell is
-    SE² = σ²_a/(n·k_a) + σ²_b/(n·k_b) for two conditions (k = cells in an arm, σ² = between-game variance of
-    the per-game mean drift of default agents, within strata), and σ²/(n·k) + σ²_baseline for post − pre (the
-    shared baseline's measurement error, which more games never remove: such a contrast can be out of
-    reach). The table gives the uncorrected normal-approximation n = (z₁₋α/₂ + z_power)²·SE²₁/δ², and the n
+    pairs; per model), the standard error with n games per cell (n seeds: a grid plays every cell on the same
+    seeds, and the report clusters on the games a seed links) is SE² = V/n, plus σ²_baseline for post − pre
+    (the shared baseline's measurement error, which more games never remove: such a contrast can be out of
+    reach). From a pilot, V is the variance across seeds of the seed's mean drift of default agents in the
+    arm, or of its paired difference between two arms; "deff" is V over what independent games would give
+    (σ²_a/k_a + σ²_b/k_b, k = cells in an arm, σ² = between-game variance within strata): above 1 when a
+    seed's games move together, below 1 when pairing by seed cancels what two arms share. From a config, V
+    assumes independent games (σ = --sd). The table gives the uncorrected normal-approximation
+    n = (z₁₋α/₂ + z_power)²·SE²₁/δ², and the n
     at which the test reaches the power inside the primary family, Holm-corrected as the report does
     (Monte Carlo; every planned comparison assumed to have the effect, the behaviour slope none).
 
@@ -151,7 +157,7 @@ def power(
     for model in dict.fromkeys(result.rows["model"]):
         table = Table(title=f"{model}: games per cell for power {target:g} at effect {effect:g} "
                             f"(α = {alpha:g}, {correction} over the primary family)")
-        cols = ["contrast", "comparison", "cells", "SD a / b", "baseline SD", "pilot n", "pilot est.",
+        cols = ["contrast", "comparison", "cells", "SD a / b", "baseline SD", "pilot n", "pilot est.", "pilot deff",
                 "n alone", "n family", "games"]
         pilot = kind == "pilot"
         for col in cols if pilot else [c for c in cols if not c.startswith("pilot")]:
@@ -161,7 +167,8 @@ def power(
             sds = _fmt(r["sd_a"], 2) + ("" if r["test"] != "two-sample" else " / " + _fmt(r["sd_b"], 2))
             cells = [r["contrast"], r["comparison"], str(r["cells"]), sds, _fmt(r["baseline_sd"], 2)]
             if pilot:
-                cells += [_fmt(r["pilot_games_per_cell"], 3), _fmt(r["pilot_estimate"], 2)]
+                cells += [_fmt(r["pilot_games_per_cell"], 3), _fmt(r["pilot_estimate"], 2),
+                          _fmt(r["design_effect"], 2)]
             table.add_row(*cells, _fmt(float(r["games_uncorrected"])), _fmt(float(r["games_per_cell"])),
                           _fmt(float(r["total_games"])))
         console.print(table)
