@@ -134,6 +134,52 @@ async def test_prefix_reuse_scores_equal_full_passes(hf: HFBackend, hf_no_reuse:
     assert full.prompt_tokens_encoded >= len(choices) * full.prompt_tokens
 
 
+@pytest.mark.slow
+async def test_with_whole_blocks_every_number_is_a_function_of_the_prompt_alone(hf: HFBackend) -> None:
+    """``prefix_reuse=blocks``: whatever the prompt cache held before — nothing, the shared history, a generated
+    reply on another question (decoded tokens cached), another question, a longer prompt holding this one — a
+    question's first-token scores and a greedy reply are bitwise the same, and the same as a fresh backend's;
+    each call encoded only what follows the last whole block it shares with the call before. With exact reuse
+    (the default) the same scores agree to float32 rounding only: a matrix product's rounding depends on how
+    many rows it multiplies at once, so on where the reused prefix ended."""
+    blocks = HFBackend("embedded", prefix_reuse="blocks")
+    question = [*HISTORY, user('Is this something you would say? "I keep my promises." Answer Yes or No.')]
+    other = [*HISTORY, user("Round 2. What do you do? Answer cooperate or defect.")]
+    config = GenerationConfig(max_tokens=6, temperature=0.0)
+    ids = blocks.encode(blocks.render(question))
+    fresh = await blocks.score_choices(question, ["Yes", "No"])
+    reply = await blocks.generate(question, config)
+    reference = (fresh.logprobs, fresh.detail, reply.text)
+    assert fresh.detail["prefix_reuse"] == "blocks" and all(math.isfinite(x) for x in fresh.logprobs)
+    primers = [
+        lambda b: b.score_choices(HISTORY, ["Yes", "No"]),
+        lambda b: b.generate(other, GenerationConfig(max_tokens=40, temperature=0.0)),
+        lambda b: b.score_choices(other, ["cooperate", "defect"]),
+        lambda b: b.score_choices([*question, assistant("Yes."), user("Why?")], ["Because"]),
+    ]
+    encoded, exact = [], []
+    for prime in primers:
+        await prime(blocks)
+        again = await blocks.score_choices(question, ["Yes", "No"])
+        encoded.append(again.prompt_tokens_encoded)
+        assert (again.logprobs, again.detail, (await blocks.generate(question, config)).text) == reference
+        await prime(hf)
+        exact.append(await hf.score_choices(question, ["Yes", "No"]))
+    assert (await HFBackend("embedded", prefix_reuse="blocks").score_choices(question, ["Yes", "No"])).logprobs \
+        == fresh.logprobs
+    size = blocks.prefill_chunk
+    shared = [_shared(blocks, question, before) for before in (HISTORY, other, other, [*question, assistant("Yes.")])]
+    assert encoded == [len(ids) - n // size * size for n in shared] and max(encoded) < len(ids)
+    for e in exact:  # exact reuse: the same numbers to float32 rounding
+        assert e.logprobs == pytest.approx(fresh.logprobs, abs=1e-4)
+
+
+def _shared(hf: HFBackend, a: list[Message], b: list[Message]) -> int:
+    """Leading tokens two prompts share."""
+    x, y = hf.encode(hf.render(a)), hf.encode(hf.render(b))
+    return next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), min(len(x), len(y)))
+
+
 class TemplateOnlyTokenizer:
     """Just enough of a tokenizer to render a chat template (no model needed)."""
 

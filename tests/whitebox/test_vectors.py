@@ -208,34 +208,41 @@ async def test_steered_and_unsteered_calls_share_no_cached_state(coop_vectors: P
 def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_vectors: Path,
                                                                           tmp_path: Path) -> None:
     """Vector steering and the monitor through the runner: a steered (+2), monitored one-malicious game on the
-    local executor and on a local Ray instance whose worker loads the model itself stores identical records
-    (monitor readings included); the report shows the monitor beside the questionnaire."""
+    local executor and on a local Ray instance whose worker loads the model itself stores identical records,
+    bitwise with whole-block prefix reuse (monitor readings and every score included); the report shows the
+    monitor beside the questionnaire."""
     ray = pytest.importorskip("ray", reason="the ray executor needs the cluster extra")
     from contagion.experiment.config import parse_config
     from contagion.experiment.runner import Runner
     from tests.experiment.experiment_helpers import SRC, comparable_records
     from tests.experiment.test_concurrency_embedded import without_work
 
-    cfg = parse_config({
-        "name": "vector-ray", "models": ["hf:embedded"], "games": ["prisoners-dilemma"],
+    cfg = parse_config({  # whole-block prefix reuse: every number a function of the prompt alone
+        "name": "vector-ray", "models": ["hf:embedded?prefix_reuse=blocks"], "games": ["prisoners-dilemma"],
         "compositions": {"one-malicious": ["default", "default", "malicious"]},
         "interventions": [f"vector:file={coop_vectors},trait=cooperativeness,alpha=2"],
         "rounds": 2, "chat_turns": [0], "repetitions": 1, "monitor": str(coop_vectors),
         "assessment": {"items": 1, "source_items": 1, "traits": ["cooperativeness", "machiavellianism"],
                        "bootstrap": 100},
     })
-    # the Ray worker loads the model afresh: the local run starts from an empty prompt cache too (hf's prefix
-    # reuse is exact to float rounding, not bitwise: a cache earlier tests filled moves the 12th digit)
-    from contagion.backends.registry import resolve
+    # the Ray worker starts from an empty prompt cache and the Ray run's pre-play profiles are measured here after
+    # the local run filled it: the records are still equal to the last bit (every prompt encoded in the same
+    # blocks). A small matrix product's rounding also depends on the threads that share it: a Ray task holding one
+    # CPU runs torch on one thread (Ray sets OMP_NUM_THREADS), so this process does too, as a user would set it
+    import torch
 
-    resolve("hf:embedded").inner._invalidate()  # type: ignore[attr-defined]
-    local = Runner(cfg, tmp_path / "local", executor="local", progress=False).run()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1"}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        remote = Runner(cfg, tmp_path / "ray", executor="ray", progress=False).run()
+        local = Runner(cfg, tmp_path / "local", executor="local", progress=False).run()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1"}})
+        try:
+            remote = Runner(cfg, tmp_path / "ray", executor="ray", progress=False).run()
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        torch.set_num_threads(threads)
     assert local.finished == remote.finished == cfg.size() == 1 and local.failed == remote.failed == 0
     a, b = comparable_records(tmp_path / "local"), comparable_records(tmp_path / "ray")
     assert set(a) == set(b)
@@ -256,9 +263,8 @@ def test_a_vector_steered_grid_stores_the_same_records_locally_and_on_ray(coop_v
 
 
 def _differences(a: object, b: object, path: str = "record") -> list[str]:
-    """Where two stored records differ: every value equal, but floats within 1e-4 (relative or absolute): float32
-    forward passes in two processes (the Ray worker has its own threads and cache history) agree to ~3e-6, as
-    CI measured on the pre-play item scores."""
+    """Where two stored records differ, every value exactly (with exact prefix reuse a float32 score moved by
+    ~3e-6 with the cache's history, which CI caught on the pre-play item scores)."""
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
@@ -267,9 +273,7 @@ def _differences(a: object, b: object, path: str = "record") -> list[str]:
         if len(a) != len(b):
             return [f"{path}: {len(a)} vs {len(b)} items"]
         return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{i}]")]
-    if isinstance(a, float) and isinstance(b, float):
-        return [] if a == pytest.approx(b, rel=1e-4, abs=1e-4) else [f"{path}: {a!r} vs {b!r}"]
-    return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
+    return [] if a == b or (a != a and b != b) else [f"{path}: {a!r} vs {b!r}"]  # NaN equals NaN here
 
 
 # -- the monitor ------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ The backend itself (generation, scoring, prefix reuse) is here; loading the mode
 ``hf:embedded`` loads the embedded SmolLM2-135M-Instruct GGUF file through transformers (de-quantised
 to float32); ``hf:PATH`` loads a local model directory or a ``.gguf`` file; ``hf:ORG/NAME`` a model
 from the Hugging Face hub cache (set ``HF_HUB_OFFLINE=1`` to stay offline). Options after ``?``:
-``prefix_reuse`` (``1``/``0``, default 1) and ``prefill_chunk`` (tokens per prefill step, default 512).
+``prefix_reuse`` (``1``, ``blocks`` or ``0``; default 1) and ``prefill_chunk`` (tokens per forward pass,
+default 512; with ``blocks`` the block size, default 64).
 
 The model runs on CPU in float32 with eager attention, so attention weights are available. It is
 loaded on first use, shared by every backend in the process that names the same source, and run in a
@@ -14,13 +15,22 @@ worker thread under one lock per model (it is CPU bound; parallel calls would on
 
 **Prefix reuse.** The backend keeps the key/value cache of the last prompt it ran, keyed by its token
 ids. A new prompt whose tokens start with (part of) the cached ones only encodes the new suffix: the
-cache is cropped to the longest common prefix. Without a prefix (question and action format v2),
-``score_choices`` reads the first reply token's distribution after the prompt and scores its top-k
-tokens as a server's ``top_logprobs`` are (:mod:`contagion.backends.first_token`); after a prefix (v1)
-it encodes the shared prompt once and scores each continuation from that cache, cropping it back after
-each choice. With
-``prefix_reuse=0`` nothing is kept: every choice is scored by one full forward pass over prompt and
-continuation — the reference that the cached path is tested against.
+cache is cropped to the longest common prefix. That is exact to float32 rounding, not bitwise: a matrix
+product's rounding depends on how many rows it multiplies at once (a 5-token suffix after a reused prefix
+and the same tokens inside a full pass differ by ~2e-5 in a logit), so a score depends, in its fifth
+digit, on what the cache held — on the order in which concurrent games reached the model, hence on the
+executor. With ``prefix_reuse=blocks`` every prompt is encoded in the same blocks of ``prefill_chunk``
+tokens counted from its first, and reuse resumes only at a whole block they share: every number is then
+a function of the prompt (and of torch's thread count, which changes a small product's rounding) alone —
+bitwise the same record from any executor, resume or call order at the same threads — at a cost (on a
+measured 2-game grid, 1.54× the wall time of exact reuse; see :meth:`HFBackend._extend`).
+
+Without a prefix (question and action format v2), ``score_choices`` reads the first reply token's
+distribution after the prompt and scores its top-k tokens as a server's ``top_logprobs`` are
+(:mod:`contagion.backends.first_token`); after a prefix (v1) it encodes the shared prompt once and scores
+each continuation from that cache, cropping it back after each choice. With ``prefix_reuse=0`` nothing is
+kept: every choice is scored by one full forward pass over prompt and continuation — the reference that
+the cached path is tested against.
 """
 
 from __future__ import annotations
@@ -60,6 +70,10 @@ __all__ = ["TEMPLATE", "AttentionShares", "HFBackend", "LoadedModel", "TokenSegm
 T = TypeVar("T")
 
 _OPTIONS = ("prefix_reuse", "prefill_chunk")
+PREFILL_BLOCK = 64
+"""Tokens per block with ``prefix_reuse=blocks`` (option ``prefill_chunk``): reuse resumes only at a multiple of
+it, so a call re-encodes up to this many tokens minus one more than an exact reuse would, while small blocks
+make a long cold prompt slower per token (embedded model, 2 cores: 2.7 ms at 512, 3.5 at 64, 5.4 at 32)."""
 
 
 @dataclass
@@ -68,6 +82,9 @@ class _PromptCache:
 
     cache: Any = None
     ids: list[int] = field(default_factory=list)
+    blocks: int = 0
+    """How many leading tokens were encoded as whole blocks of ``prefill_chunk`` tokens counted from the first
+    (the only keys and values a later prompt reuses: see :meth:`HFBackend._extend`)."""
 
 
 def _flag(value: str, name: str) -> bool:
@@ -76,7 +93,7 @@ def _flag(value: str, name: str) -> bool:
         return True
     if low in ("0", "false", "no", "off"):
         return False
-    raise BackendSpecError(f"option {name}={value!r} of the hf backend must be 1 or 0")
+    raise BackendSpecError(f"option {name}={value!r} of the hf backend must be 1, 0 or blocks")
 
 
 
@@ -91,9 +108,11 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
                 f"unknown option(s) {sorted(bad)} for hf:{path_or_id}; valid: {sorted(_OPTIONS)}"
             )
         self.spec = f"hf:{path_or_id}"
-        self.prefix_reuse = _flag(params.get("prefix_reuse", "1"), "prefix_reuse")
+        reuse = params.get("prefix_reuse", "1").strip().lower()
+        self.whole_blocks = reuse == "blocks"
+        self.prefix_reuse = self.whole_blocks or _flag(reuse, "prefix_reuse")
         try:
-            self.prefill_chunk = int(params.get("prefill_chunk", "512"))
+            self.prefill_chunk = int(params.get("prefill_chunk", str(PREFILL_BLOCK if self.whole_blocks else 512)))
         except ValueError:
             raise BackendSpecError("option prefill_chunk of the hf backend must be an integer") from None
         if self.prefill_chunk < 1:
@@ -218,6 +237,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
         if remove > 0:
             pc.cache.crop(-remove)  # a negative argument removes tokens, in every transformers version
             del pc.ids[length:]
+        pc.blocks = min(pc.blocks, length)
 
     def _extend(
         self, state: LoadedModel, ids: Sequence[int], *, keep_new: int
@@ -227,24 +247,42 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
         Returns the cache, the logits of the last position encoded (None if nothing was encoded) and
         the number of tokens encoded. With prefix reuse the backend's cache is cropped to the longest
         common prefix with ``ids`` and only the rest is encoded, in chunks of ``prefill_chunk`` tokens
-        (which bounds the eager attention matrices to heads x chunk x length).
+        (which bounds the eager attention matrices to heads × chunk × length).
+
+        With ``prefix_reuse=blocks`` the chunks are fixed **blocks**: tokens ``[0, B)``, ``[B, 2B)``, … and
+        the rest (``B`` = ``prefill_chunk``); the common prefix is rounded down to a whole block, and keys
+        and values of a partial last block, of generated tokens or of scored continuations are never
+        reused. Each block is then always computed from the same tokens in the same shape, so the result
+        does not depend on what the cache held. Cost: up to B − 1 tokens re-encoded per call, and small
+        blocks encode a long cold prompt less efficiently.
         """
+        block = self.prefill_chunk
         pc = self._prompt_cache if self.prefix_reuse else _PromptCache()
         keep = min(common_prefix(pc.ids, ids), len(ids) - keep_new) if pc.cache is not None else 0
+        if self.whole_blocks:
+            keep = min(keep, pc.blocks)
+            keep -= keep % block
         if keep <= 0:
-            pc.cache, pc.ids, keep = self._new_cache(state), [], 0
+            pc.cache, pc.ids, pc.blocks, keep = self._new_cache(state), [], 0, 0
         else:
             self._crop(pc, keep)
         last = None
         try:
-            for start in range(keep, len(ids), self.prefill_chunk):
-                chunk = ids[start : start + self.prefill_chunk]
+            for start in range(keep, len(ids), block):
+                chunk = ids[start : start + block]
                 last = self._forward(state, chunk, pc.cache, 1)
                 pc.ids.extend(chunk)
+                if len(chunk) == block:
+                    pc.blocks = start + block
         except BaseException:
-            pc.cache, pc.ids = None, []  # a half-updated cache must not be reused
+            pc.cache, pc.ids, pc.blocks = None, [], 0  # a half-updated cache must not be reused
             raise
         return pc, None if last is None else last[-1], len(ids) - keep
+
+    @property
+    def _reuse_label(self) -> bool | str:
+        """What a score's detail says of prefix reuse: True, False or ``"blocks"``."""
+        return "blocks" if self.whole_blocks else self.prefix_reuse
 
     def _invalidate(self) -> None:
         self._prompt_cache = _PromptCache()
@@ -361,7 +399,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
             prompt_tokens=len(prompt),
             prompt_tokens_encoded=encoded,
             seconds=time.perf_counter() - t0,
-            detail={**detail, "prefix_reuse": self.prefix_reuse},
+            detail={**detail, "prefix_reuse": self._reuse_label},
             probes=probes,
         )
 
@@ -408,7 +446,7 @@ class HFBackend(AttentionReadout, ResidualAccess, Backend):
             prompt_tokens=len(prompt),
             prompt_tokens_encoded=encoded,
             seconds=time.perf_counter() - t0,
-            detail={"continuation_tokens": [len(c) for c in conts], "prefix_reuse": self.prefix_reuse},
+            detail={"continuation_tokens": [len(c) for c in conts], "prefix_reuse": self._reuse_label},
             probes=probes,
         )
 
