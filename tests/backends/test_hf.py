@@ -60,6 +60,16 @@ def test_unknown_option_is_an_error() -> None:
         HFBackend("embedded", n_ctx="2048")
 
 
+def test_prefix_reuse_takes_1_0_or_blocks() -> None:
+    with pytest.raises(BackendSpecError, match="must be 1, 0 or blocks"):
+        HFBackend("embedded", prefix_reuse="sometimes")
+    exact, blocks, off = (HFBackend("embedded", prefix_reuse=v) for v in ("1", "blocks", "0"))
+    assert (exact.prefix_reuse, exact.whole_blocks, exact.prefill_chunk) == (True, False, 512)
+    assert (blocks.prefix_reuse, blocks.whole_blocks, blocks.prefill_chunk) == (True, True, 64)
+    assert (off.prefix_reuse, off.whole_blocks) == (False, False)
+    assert HFBackend("embedded", prefix_reuse="blocks", prefill_chunk="32").prefill_chunk == 32
+
+
 def test_missing_path_names_the_path(tmp_path: Path) -> None:
     missing = f"{tmp_path}/nowhere/model.gguf"
     with pytest.raises(BackendUnavailableError, match=r"nowhere/model\.gguf"):
