@@ -1,8 +1,8 @@
 """The coverage test's shipped figures (``contagion/analysis/coverage.json``, made by ``python -m contagion.coverage``):
 every primary contrast's 95 % interval covers its truth in 0.93–0.97 of the replications of a three-game
 common-seed grid, the summary follows from the per-replication figures it ships, and (slow) the figures are for
-this code and complete (200 replications) — or, when the code changed, a bounded re-run does not contradict the
-band. CI never plays 200 replications."""
+this code and complete (at least 200 replications; 521 shipped) — or, when the code changed, a bounded re-run does
+not contradict the band. CI never plays them."""
 
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ def shipped() -> dict:
 
 
 def test_every_primary_contrast_covers_in_the_band(shipped: dict) -> None:
-    """Pooled over the primary contrasts (9 × 200 intervals: binomial SE about 0.005) the coverage lies in the
-    band; each contrast's count is consistent with some coverage in the band at its own binomial error (200
-    replications give a single contrast an SE of 0.015, so a point estimate of 0.925 cannot tell an exact interval
-    from a slightly short one; an interval covering 0.88 of the time fails). The point estimates are printed."""
+    """Pooled over the primary contrasts (9 × R intervals: binomial SE about 0.004 at R = 521) the coverage lies in
+    the band; each contrast's count is consistent with some coverage in the band at its own binomial error (521
+    replications give a single contrast an SE of 0.011, so a point estimate of 0.927 cannot tell an exact interval
+    from a slightly short one; an interval covering 0.90 of the time fails). The point estimates are printed."""
     figures = shipped["contrasts"]
     assert shipped["model"] == MODEL and set(figures) == set(CONTRASTS)
     covered = replications = 0
