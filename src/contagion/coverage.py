@@ -26,11 +26,18 @@ population mean by an error of SD σ/√(R−1), which lowers the coverage of an
 reminder only through the statements it quotes as the agent's own, which the neutral placebo has none of, and
 this model does not flatten), and its coverage of 0 is reported too.
 
-Coverage of each contrast must lie in [0.93, 0.97] (:data:`BAND`) over :data:`REPLICATIONS` replications. The
-figures are shipped in ``contagion/analysis/coverage.json`` with :func:`coverage_fingerprint`; a test reads them
-and checks they are current and in the band. Re-run (about 7 s per replication and core)::
+Coverage of each contrast must lie in [0.93, 0.97] (:data:`BAND`) over at least :data:`REPLICATIONS`
+replications. Each replication's misses are counted by side (the interval wholly below or wholly above the truth):
+with few clusters a skewed cluster total (SIT's protection rows: a seed's arm difference is a sum of a few rare
+flips) makes a t interval miss mostly on one side. Two grids are shipped with :func:`coverage_fingerprint`: the
+check's (:data:`SEEDS` = 6 game seeds, so 6 clusters) in ``contagion/analysis/coverage.json``, and the same grid on
+:data:`CLAIM_SEEDS` = 10 seeds — the fewest clusters on which the report lets a row support a claim — in
+``coverage-10-seeds.json``; a test reads both and checks they are current and in the band. Re-run (about 7 s per
+replication and core at 6 seeds, 10.5 s at 10)::
 
     PYTHONPATH=src python -m contagion.coverage --workers 2 --out src/contagion/analysis/coverage.json
+    PYTHONPATH=src python -m contagion.coverage --seeds 10 --workers 2 \
+        --out src/contagion/analysis/coverage-10-seeds.json
 """
 
 from __future__ import annotations
@@ -44,10 +51,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from contagion.analysis.contrasts import MIN_GAMES
+from contagion.analysis.coverage_figures import SHIPPED_SEEDS, coverage_file, read_coverage
 from contagion.check import PLACEBO, SIT, SIT_KINDS, ValidationGrid, play_grid
 
 MODEL = "sim:planted?contagion=0.05&game_sd=0.1"
@@ -56,6 +64,12 @@ REPLICATIONS = 200
 BAND = (0.93, 0.97)
 """Each primary contrast's coverage must lie in this band."""
 GAMES = ("prisoners-dilemma", "chicken", "stag-hunt")
+SEEDS = ValidationGrid.repetitions
+assert (SEEDS, MIN_GAMES) == SHIPPED_SEEDS, "the shipped grids are the check's and the claim threshold's"
+"""Game seeds per replication of the shipped figures: the check's grid, 6 (so 6 clusters, 5 df)."""
+CLAIM_SEEDS = MIN_GAMES
+"""Game seeds of the second shipped grid: the fewest clusters on which the report lets a row support a claim (rows
+on fewer carry a "too few to support a claim" warning)."""
 
 CONTRASTS: dict[str, tuple[str, Callable[[str, str], bool]]] = {
     "contagion · one-malicious": ("contagion", lambda a, b: a == "malicious-lm" and not b),  # b: a secondary row
@@ -129,8 +143,11 @@ def replicate(job: tuple[str, int, CoverageGrid]) -> dict[str, Any]:
 
 
 def summarise(reps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per contrast: coverage of the leave-one-out truth (and of 0 where that is exact), the mean estimate, its
-    empirical SD over replications and the mean SE the test reported."""
+    """Per contrast: coverage of the leave-one-out truth (and of 0 where that is exact) and the misses with the
+    interval wholly below (``missed_below``) and wholly above (``missed_above``) it, the mean estimate, its empirical
+    SD over replications, the mean SE the test reported and two ratios to the SD: the mean SE's (below 1 even for an
+    exact interval: √ of an unbiased variance is biased low, by a factor 0.95 at 5 df) and the root-mean-square SE's
+    (about 1 when the variance the test estimates is the estimate's)."""
     out: dict[str, dict[str, Any]] = {}
     for name in CONTRASTS:
         got = [r["rows"][name] for r in reps if name in r["rows"] and math.isfinite(r["rows"][name]["estimate"])]
@@ -138,13 +155,19 @@ def summarise(reps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             continue
         ests = [g["estimate"] for g in got]
         total, n = sum(ests), len(ests)
-        covered = sum(g["ci_low"] <= (total - g["estimate"]) / (n - 1) <= g["ci_high"] for g in got)
+        truths = [(total - g["estimate"]) / (n - 1) for g in got]
+        below = sum(g["ci_high"] < t for g, t in zip(got, truths, strict=True))
+        above = sum(g["ci_low"] > t for g, t in zip(got, truths, strict=True))
+        covered = n - below - above
         sd = statistics.stdev(ests)
         ses = [g["se"] for g in got if math.isfinite(g["se"])]
+        rms = math.sqrt(statistics.mean(s * s for s in ses)) if ses else math.nan
         entry: dict[str, Any] = {
-            "replications": n, "covered": covered, "coverage": covered / n, "mean_estimate": total / n,
+            "replications": n, "covered": covered, "coverage": covered / n, "missed_below": below,
+            "missed_above": above, "mean_estimate": total / n,
             "empirical_sd": sd, "mean_se": statistics.mean(ses) if ses else math.nan,
             "se_over_sd": (statistics.mean(ses) / sd) if ses and sd > 0 else math.nan,
+            "rms_se_over_sd": rms / sd if sd > 0 else math.nan,
             "mean_df": statistics.mean(g["df"] for g in got),
             "in_band": BAND[0] <= covered / n <= BAND[1]}
         if name in EXACT_ZERO:
@@ -170,6 +193,8 @@ def run_coverage(replications: int = REPLICATIONS, workers: int = 1, spec: str =
                  grid: CoverageGrid | None = None, on_rep: Callable[[dict[str, Any]], None] | None = None
                  ) -> dict[str, Any]:
     """``replications`` replications (seeds 0..R−1) of the grid on ``spec``; the figures :func:`save` writes."""
+    from contagion.analysis.validation import analysis_fingerprint
+
     grid = grid or CoverageGrid()
     jobs = [(spec, k, grid) for k in range(replications)]
     started = time.perf_counter()
@@ -190,7 +215,8 @@ def run_coverage(replications: int = REPLICATIONS, workers: int = 1, spec: str =
                 on_rep(r)
     reps.sort(key=lambda r: r["seed"])
     return {
-        "fingerprint": coverage_fingerprint(), "model": spec, "replications": replications,
+        "fingerprint": coverage_fingerprint(), "analysis_fingerprint": analysis_fingerprint(), "model": spec,
+        "seeds": grid.repetitions, "replications": replications,
         "grid": {**asdict(grid), "interventions": grid.played_interventions()},
         "band": list(BAND),
         "truth": "leave-one-out mean of the contrast's estimate over the other replications, all on one item sample "
@@ -205,15 +231,15 @@ def run_coverage(replications: int = REPLICATIONS, workers: int = 1, spec: str =
     }
 
 
-def coverage_path() -> Path:
-    """Where the shipped figures live (beside ``validation.json``)."""
-    return Path(str(resources.files("contagion.analysis").joinpath("coverage.json")))
+def coverage_path(seeds: int = SEEDS) -> Path:
+    """Where the shipped figures for a grid of ``seeds`` game seeds live (beside ``validation.json``):
+    ``coverage.json`` for the check's 6, ``coverage-10-seeds.json`` for :data:`CLAIM_SEEDS`."""
+    return coverage_file(seeds)
 
 
-def load_coverage(path: Path | None = None) -> dict[str, Any]:
-    """The saved coverage figures."""
-    result: dict[str, Any] = json.loads((path or coverage_path()).read_text(encoding="utf-8"))
-    return result
+def load_coverage(path: Path | None = None, seeds: int = SEEDS) -> dict[str, Any]:
+    """The saved coverage figures (of the grid with ``seeds`` game seeds)."""
+    return read_coverage(path or coverage_path(seeds))
 
 
 def save(figures: dict[str, Any], path: Path) -> None:
@@ -235,16 +261,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m contagion.coverage", description=__doc__.split("\n\n")[0])
     ap.add_argument("--replications", type=int, default=REPLICATIONS)
     ap.add_argument("--workers", type=int, default=1, help="processes (the machine's cores may be shared)")
+    ap.add_argument("--seeds", type=int, default=SEEDS,
+                    help=f"game seeds per replication, hence clusters (the shipped figures: {SEEDS}, the check's "
+                         f"grid, and {CLAIM_SEEDS}, the fewest on which a report row may support a claim)")
     ap.add_argument("--out", type=Path, help="write the figures here (the shipped ones: "
-                                             "src/contagion/analysis/coverage.json)")
+                                             "src/contagion/analysis/coverage.json, coverage-10-seeds.json)")
     args = ap.parse_args(argv)
-    figures = run_coverage(args.replications, args.workers, on_rep=lambda r: print(".", end="", flush=True))
+    if args.seeds < 2 or args.replications < 3:
+        ap.error("--seeds needs at least 2 (one cluster has no variance) and --replications at least 3")
+    figures = run_coverage(args.replications, args.workers, grid=CoverageGrid(repetitions=args.seeds),
+                           on_rep=lambda r: print(".", end="", flush=True))
     print()
     for name, e in figures["contrasts"].items():
         extra = f"; covers 0 in {e['coverage_zero']:.3f}" if "coverage_zero" in e else ""
-        print(f"{name:<26} coverage {e['coverage']:.3f} ({e['covered']}/{e['replications']}){extra}; mean estimate "
-              f"{e['mean_estimate']:+.4f}; empirical SD {e['empirical_sd']:.4f}; mean SE {e['mean_se']:.4f} "
-              f"(SE/SD {e['se_over_sd']:.2f}); mean df {e['mean_df']:.1f}")
+        print(f"{name:<26} coverage {e['coverage']:.3f} ({e['covered']}/{e['replications']}; missed below "
+              f"{e['missed_below']}, above {e['missed_above']}){extra}; mean estimate {e['mean_estimate']:+.4f}; "
+              f"empirical SD {e['empirical_sd']:.4f}; mean SE {e['mean_se']:.4f} (SE/SD {e['se_over_sd']:.2f}, "
+              f"rms SE/SD {e['rms_se_over_sd']:.2f}); mean df {e['mean_df']:.1f}")
     print(f"{figures['replications']} replications in {figures['seconds']:.0f} s with {args.workers} worker(s); "
           f"fingerprint {figures['fingerprint']}")
     if args.out:

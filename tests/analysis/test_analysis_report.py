@@ -86,6 +86,10 @@ def test_report_states_the_validation_figures(sim_run_dir: Path, tmp_path: Path)
     validation = text.split('id="validation"', 1)[1].split("</section>", 1)[0]
     assert "Validation of this analysis code on simulated models, contagion: power 0.93" in validation
     assert "These figures are on simulated models" in validation
+    # and so do the shipped interval-coverage figures, both grids, with what limits them
+    assert validation.count("Interval coverage on a simulated model") == 2, validation
+    assert "on 6 common seeds (6 clusters)" in validation and "on 10 common seeds (10 clusters)" in validation
+    assert "understates the effect" in validation
 
 
 def test_model_written_text_is_escaped(payload_run_dir: tuple[Path, str], tmp_path: Path) -> None:

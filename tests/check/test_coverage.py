@@ -1,8 +1,10 @@
-"""The coverage test's shipped figures (``contagion/analysis/coverage.json``, made by ``python -m contagion.coverage``):
-every primary contrast's 95 % interval covers its truth in 0.93–0.97 of the replications of a three-game
-common-seed grid, the summary follows from the per-replication figures it ships, and (slow) the figures are for
-this code and complete (at least 200 replications; 521 shipped) — or, when the code changed, a bounded re-run does
-not contradict the band. CI never plays them."""
+"""The coverage test's shipped figures (made by ``python -m contagion.coverage``), for both shipped grids — the
+check's on 6 seeds (``contagion/analysis/coverage.json``) and the same on 10 seeds, the fewest clusters on which a
+report row may support a claim (``coverage-10-seeds.json``): every primary contrast's 95 % interval covers its
+truth in 0.93–0.97 of the replications of a three-game common-seed grid (pooled; each contrast consistent with
+the band at its binomial error), the summary — misses by side included — follows from the per-replication figures
+it ships, and (slow) the figures are for this code and complete (at least 200 replications) — or, when the code
+changed, a bounded re-run does not contradict the band. CI never plays a whole grid."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ import math
 import pytest
 from scipy.stats import binom, t
 
+from contagion.analysis.coverage_figures import SHIPPED_SEEDS
 from contagion.coverage import (
     BAND,
+    CLAIM_SEEDS,
     CONTRASTS,
     EXACT_ZERO,
     MODEL,
     REPLICATIONS,
+    SEEDS,
     CoverageGrid,
     coverage_fingerprint,
     load_coverage,
@@ -31,9 +36,15 @@ RERUN = 20
 """Replications of the bounded re-run when the shipped figures are stale."""
 
 
-@pytest.fixture(scope="module")
-def shipped() -> dict:
-    return load_coverage()
+@pytest.fixture(scope="module", params=SHIPPED_SEEDS, ids=lambda s: f"{s}-seeds")
+def shipped(request: pytest.FixtureRequest) -> dict:
+    figures = load_coverage(seeds=request.param)
+    assert figures["seeds"] == request.param == figures["grid"]["repetitions"]
+    return figures
+
+
+def test_the_shipped_grids_are_the_checks_and_the_claim_thresholds() -> None:
+    assert SHIPPED_SEEDS == (SEEDS, CLAIM_SEEDS) == (6, 10)
 
 
 def test_every_primary_contrast_covers_in_the_band(shipped: dict) -> None:
@@ -46,7 +57,9 @@ def test_every_primary_contrast_covers_in_the_band(shipped: dict) -> None:
     covered = replications = 0
     for name, e in figures.items():
         assert e["replications"] == shipped["replications"], name
-        print(f"{name}: coverage {e['coverage']:.3f} ({e['covered']}/{e['replications']})")
+        assert e["covered"] + e["missed_below"] + e["missed_above"] == e["replications"], name
+        print(f"{name}: coverage {e['coverage']:.3f} ({e['covered']}/{e['replications']}; missed below "
+              f"{e['missed_below']}, above {e['missed_above']})")
         covered, replications = covered + e["covered"], replications + e["replications"]
     pooled = covered / replications
     print(f"pooled: {pooled:.3f} ({covered}/{replications})")
@@ -76,7 +89,24 @@ def test_the_figures_follow_from_the_shipped_replications(shipped: dict) -> None
     for name, e in shipped["contrasts"].items():
         assert again[name]["mean_estimate"] == pytest.approx(e["mean_estimate"], abs=1e-9)
         assert again[name]["empirical_sd"] == pytest.approx(e["empirical_sd"], rel=1e-6)
-        assert abs(again[name]["covered"] - e["covered"]) <= 2, name  # df rebuilt as the contrast's mean df
+        assert again[name]["rms_se_over_sd"] == pytest.approx(e["rms_se_over_sd"], rel=1e-6)
+        for key in ("covered", "missed_below", "missed_above"):  # df rebuilt as the contrast's mean df
+            assert abs(again[name][key] - e[key]) <= 2, (name, key)
+
+
+def test_misses_are_counted_by_side() -> None:
+    """An interval wholly below its leave-one-out truth is a miss below, wholly above a miss above; the rest
+    cover. Four replications of one contrast with estimates 0, 0, 0, 4 (truths 4/3, 4/3, 4/3, 0)."""
+    name = next(iter(CONTRASTS))
+
+    def rep(seed: int, est: float, low: float, high: float) -> dict:
+        return {"seed": seed, "rows": {name: {"estimate": est, "se": 1.0, "df": 5.0, "ci_low": low,
+                                               "ci_high": high, "p": math.nan}}}
+
+    e = summarise([rep(0, 0.0, -1.0, 1.0), rep(1, 0.0, -1.0, 2.0), rep(2, 0.0, 1.0, 1.0), rep(3, 4.0, 3.0, 5.0)])[name]
+    assert (e["missed_below"], e["covered"], e["missed_above"]) == (2, 1, 1)
+    assert e["coverage"] == 0.25 and not e["in_band"]
+    assert e["rms_se_over_sd"] == pytest.approx(1.0 / 2.0)  # estimates 0, 0, 0, 4: SD 2
 
 
 def _consistent_with_band(figures: dict, level: float = 0.01) -> list[str]:
@@ -95,7 +125,7 @@ def test_shipped_coverage_is_current_or_a_rerun_agrees(shipped: dict) -> None:
     if shipped["fingerprint"] == coverage_fingerprint():
         assert shipped["replications"] >= REPLICATIONS, "incomplete figures: " + REGENERATE
         return
-    figures = run_coverage(RERUN, workers=2)
+    figures = run_coverage(RERUN, workers=2, grid=CoverageGrid(repetitions=shipped["seeds"]))
     print(f"shipped coverage figures are stale; {REGENERATE}")
     for name, e in figures["contrasts"].items():
         print(f"{name}: {e['covered']}/{e['replications']}")
@@ -109,8 +139,8 @@ def test_replications_replay_exactly(shipped: dict) -> None:
     if shipped["fingerprint"] != coverage_fingerprint():
         pytest.skip("the shipped figures are stale (the test above re-runs the replication)")
     per = {r["seed"]: r for r in shipped["per_replication"]}
-    for k in (0, 1):
-        got = replicate((MODEL, k, CoverageGrid()))["rows"]
+    for k in (0, 1) if shipped["seeds"] == SEEDS else (0,):  # a 10-seed replication takes about 20 s
+        got = replicate((MODEL, k, CoverageGrid(repetitions=shipped["seeds"])))["rows"]
         for name, (est, se) in ((n, v) for n, v in per[k].items() if n != "seed"):
             assert got[name]["estimate"] == pytest.approx(est, abs=1e-9), name
             if se is not None:

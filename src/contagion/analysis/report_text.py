@@ -23,6 +23,7 @@ from contagion.analysis.contrasts import (
     Contrast,
     sit_behavioural,
 )
+from contagion.analysis.coverage_figures import coverage_lines
 from contagion.analysis.tables import (
     PROSOCIAL,
     RAW_ESTIMAND,
@@ -544,7 +545,7 @@ def _simulated(tables: RunTables, spec: str) -> bool:
     """Whether the records say ``spec`` is a simulated model: every score it gave was made by a simulated
     model's rule (the method each score records), not asked of a language model."""
     methods = tables.info.backend_methods.get(spec)
-    return bool(methods) and set(methods) == {SIMULATED_METHOD}
+    return methods is not None and bool(methods) and set(methods) == {SIMULATED_METHOD}
 
 
 def _language_model(tables: RunTables, spec: str) -> bool:
@@ -562,6 +563,14 @@ VALIDATION_SCOPE = ("These figures are on simulated models (answers that follow 
 """Said with the validation figures wherever they are shown (report, card): they come from simulated models."""
 
 
+COVERAGE_READING = (f"With few clusters a cluster-robust t interval is exact only for normal cluster totals; where a "
+                    f"seed's total is a sum of a few rare events (SIT's protection rows: the arms' actions differ "
+                    f"only where a reminder flips a draw) it misses more often, mostly with the interval between the "
+                    f"truth and zero, so that it understates the effect. Rows on fewer than {MIN_GAMES} clusters carry "
+                    f"a warning and support no claim.")
+"""Said with the coverage figures: what limits them (``benchmarks/bench_few_clusters.py`` measures it)."""
+
+
 def validation_lines(result: ValidationResult | None, source: str) -> tuple[list[str], list[str]]:
     """Sentences about the validation figures, and warnings."""
     if result is None:
@@ -573,6 +582,10 @@ def validation_lines(result: ValidationResult | None, source: str) -> tuple[list
                  f"{result.grid.get('repetitions')} games per composition ({result.grid.get('game')}, all-default and "
                  f"one-malicious, {result.grid.get('rounds')} rounds, {result.grid.get('items')} items per trait). "
                  f"Rule: {result.rule}. Source: {source}; analysis code {result.fingerprint}.")
+    c_lines, c_warnings = coverage_lines(analysis_fingerprint())
+    lines += c_lines
+    if c_lines:
+        lines.append(COVERAGE_READING)
     lines.append(VALIDATION_SCOPE)
     warnings = []
     if result.fingerprint != analysis_fingerprint():
@@ -580,7 +593,7 @@ def validation_lines(result: ValidationResult | None, source: str) -> tuple[list
                         f"({analysis_fingerprint()}); rerun `contagion check`")
     if not result.passed:
         warnings.append("the analysis code did not meet its validation targets (see Validation)")
-    return lines, warnings
+    return lines, warnings + c_warnings
 
 
 def coop_table(coop: pd.DataFrame) -> Table:

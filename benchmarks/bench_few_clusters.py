@@ -1,0 +1,107 @@
+"""How well does the report's cluster-robust t interval cover with few clusters, and can a standard alternative do
+better? Synthetic cluster totals with a known mean, put through the project's own estimator.
+
+The coverage test (``python -m contagion.coverage``) measures the report's intervals on a simulated grid with 6
+seeds, hence 6 clusters: its pooled coverage sits about one point under 95 %, most of it in SIT's protection rows,
+whose misses fall almost all on one side. Those rows are differences of defection rates between arms played on
+common seeds: the arms' actions differ only where the reminder flips a draw, so a seed's difference is a sum of a
+few rare flips — a skewed, discrete cluster total whose spread grows with its mean. This script builds such totals
+(and normal and exponential ones for reference) and asks :func:`contagion.analysis.estimators.one_sample` for its
+interval, then prints, per case and number of clusters G, the coverage of the true mean, the misses below and above
+it, and, at G = 6, the coverage of the wild cluster restricted bootstrap (the test's p-value from Webb's six-point
+weights, all 6^6 draws enumerated, and from Rademacher signs, all 2^6): the usual few-cluster alternatives.
+
+    PYTHONPATH=src python benchmarks/bench_few_clusters.py [--reps 4000] [--seed 0]
+
+Measured (``--reps 4000``, 2 cores with other work, 121 s): see docs/statistics.md ("Coverage"), which quotes
+this script's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from collections.abc import Callable
+
+import numpy as np
+from scipy import stats
+
+from contagion.analysis.estimators import one_sample
+
+Draw = Callable[[np.random.Generator, int], np.ndarray]
+
+
+def flips(units: int, rate: float) -> Draw:
+    """A seed's arm difference when the arms differ only by rare flips: −(flips among ``units``) / ``units``."""
+    return lambda rng, g: -rng.binomial(units, rate, size=g) / units
+
+
+CASES: dict[str, tuple[Draw, float]] = {
+    "normal": (lambda rng, g: rng.normal(0.0, 1.0, size=g), 0.0),
+    "rare flips (30 units, rate 0.028: ~0.8 per seed)": (flips(30, 0.028), -0.028),
+    "rare flips + seed noise (SD 0.01)": (lambda rng, g: flips(30, 0.028)(rng, g) + rng.normal(0, 0.01, g), -0.028),
+    "flips (120 units, rate 0.028: ~3.4 per seed)": (flips(120, 0.028), -0.028),
+    "exponential": (lambda rng, g: rng.exponential(1.0, size=g), 1.0),
+}
+
+
+def t_coverage(draw: Draw, truth: float, g: int, reps: int, rng: np.random.Generator) -> tuple[float, int, int]:
+    """Coverage of ``one_sample``'s 95 % interval over ``reps`` draws of ``g`` cluster totals (one value per
+    cluster), and the misses with the interval below and above the truth."""
+    below = above = 0
+    clusters = np.arange(g)
+    for _ in range(reps):
+        est = one_sample(draw(rng, g), clusters, resamples=0)
+        below += est.ci_high < truth
+        above += est.ci_low > truth
+    return 1 - (below + above) / reps, below, above
+
+
+def wild_coverage(draw: Draw, truth: float, g: int, reps: int, rng: np.random.Generator,
+                  weights: np.ndarray) -> float:
+    """Coverage of the wild cluster restricted bootstrap-t interval (the test at the truth not rejected at 5 %),
+    every weight vector of ``weights``' values enumerated."""
+    w = np.array(list(itertools.product(weights, repeat=g)))
+    kept = 0
+    for _ in range(reps):
+        u = draw(rng, g) - truth  # residuals under the null mean = truth
+
+        def t(x: np.ndarray) -> np.ndarray:
+            sd = x.std(axis=-1, ddof=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(sd > 0, x.mean(axis=-1) / (sd / np.sqrt(g)), 0.0)
+
+        t0 = float(t(u[None, :])[0])
+        kept += np.mean(np.abs(t(u[None, :] * w)) >= abs(t0) - 1e-12) > 0.05
+    return kept / reps
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=4000, help="draws per case and number of clusters")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    webb = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
+    started = time.perf_counter()
+    se = np.sqrt(0.95 * 0.05 / args.reps)
+    print(f"{args.reps} draws per row (binomial SE of a coverage near 0.95: {se:.4f}); t interval = one_sample's "
+          f"estimate ± t(0.975; G − 1)·SE")
+    for name, (draw, truth) in CASES.items():
+        print(name)
+        for g in (6, 10, 16):
+            cov, below, above = t_coverage(draw, truth, g, args.reps, rng)
+            line = f"  G = {g:>2}: t interval {cov:.3f} (misses below {below}, above {above})"
+            if g == 6:
+                quarter = args.reps // 4
+                w_webb = wild_coverage(draw, truth, g, quarter, rng, webb)
+                w_signs = wild_coverage(draw, truth, g, quarter, rng, np.array([-1.0, 1.0]))
+                line += f"; wild restricted bootstrap, Webb {w_webb:.3f}, Rademacher {w_signs:.3f} ({quarter} draws)"
+            print(line, flush=True)
+    print(f"t(0.975) at 5, 9, 15 df: {', '.join(f'{stats.t.ppf(0.975, d):.3f}' for d in (5, 9, 15))}; "
+          f"{time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
