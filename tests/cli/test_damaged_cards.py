@@ -225,6 +225,9 @@ def test_the_card_states_its_fingerprint_estimands_and_validation_scope(card: di
         if h["available"]:
             assert h["estimand"].endswith(".") and h["estimand"].count(". ") == 0, h
     assert card["validation"][0].startswith("These figures are on simulated models")
+    # the shipped interval coverage is part of what a number rests on: both grids, no caution about them
+    assert sum(line.startswith("Interval coverage on a simulated model") for line in card["validation"]) == 2
+    assert not [line for line in card["validation"] if "coverage" in line and line.startswith("Caution")]
 
 
 def test_a_card_with_headlines_not_in_the_run_renders(card: dict[str, Any], tmp_path: Path) -> None:

@@ -364,10 +364,11 @@ def card_from_tables(tables: RunTables, protocol: Protocol, model: str, *, secon
 
 def _validation(run_dir: str) -> list[str]:
     """What the report says about the analysis code's validation figures (the run's own, else the shipped
-    ones), led by the fact that they are on simulated models."""
+    ones) and the shipped interval-coverage figures, led by the fact that they are on simulated models."""
     result, source = find_validation(Path(run_dir) if run_dir else None)
     lines, problems = validation_lines(result, source)
     if result is None:
         return lines
-    summary = [line for line in lines if line.startswith("Validation of this analysis code on simulated models")]
+    summary = [line for line in lines if line.startswith(("Validation of this analysis code on simulated models",
+                                                          "Interval coverage on a simulated model"))]
     return [VALIDATION_SCOPE, *summary, *(f"Caution: {w}." for w in problems)]
