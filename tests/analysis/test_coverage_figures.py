@@ -36,7 +36,8 @@ def test_each_grid_gets_a_sentence_with_pooled_coverage_range_and_misses_by_side
     lines, warnings = coverage_lines("f00")
     assert warnings == [] and len(lines) == 2
     six = lines[0]
-    assert "on 6 common seeds (6 clusters)" in six and "on 10 common seeds" in lines[1]
+    assert "over 100 replications of a three-game grid on 6 common seeds (6 clusters)" in six
+    assert "on 10 common seeds" in lines[1]
     assert "held the truth 278 times in 300 (0.927)" in six
     assert "0.900 (b) to 0.940 (a), 2 of 3 in 0.93–0.97" in six
     assert "of the 22 misses, 11 put the interval between the truth and zero (understating the effect) and 11 beyond " \

@@ -37,6 +37,11 @@ def pooled(figures: dict[str, Any]) -> tuple[int, int]:
     return sum(int(e["covered"]) for e in rows), sum(int(e["replications"]) for e in rows)
 
 
+def _count(value: Any) -> str:
+    """A count with thousands separators (anything else as it is)."""
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _sides(entry: dict[str, Any]) -> tuple[int, int]:
     """A contrast's misses with the interval on zero's side of the truth, and beyond it (the truth's sign taken
     from the mean estimate). Where the truth is exactly 0 (``covered_zero`` recorded), every miss claims an effect
@@ -74,11 +79,11 @@ def coverage_lines(analysis_fingerprint: str) -> tuple[list[str], list[str]]:
             sides = (f"; of the {total - covered:,} misses, {sum(toward):,} put the interval between the truth and "
                      f"zero (understating the effect) and {sum(beyond):,} beyond the truth (overstating it)")
         lines.append(
-            f"Interval coverage on a simulated model ({figures.get('model')}): over {figures.get('replications')} "
-            f"replications of a three-game grid on {seeds} common seeds ({seeds} clusters), the report's 95% "
-            f"intervals held the truth {covered:,} times in {total:,} ({covered / total:.3f}) — per contrast "
-            f"{low[1]['coverage']:.3f} ({low[0]}) to {high[1]['coverage']:.3f} ({high[0]}), {inside} of {len(rows)} "
-            f"in {band[0]:.2f}–{band[1]:.2f}{sides}.")
+            f"Interval coverage on a simulated model ({figures.get('model')}): over "
+            f"{_count(figures.get('replications'))} replications of a three-game grid on {seeds} common seeds "
+            f"({seeds} clusters), the report's 95% intervals held the truth {covered:,} times in {total:,} "
+            f"({covered / total:.3f}) — per contrast {low[1]['coverage']:.3f} ({low[0]}) to "
+            f"{high[1]['coverage']:.3f} ({high[0]}), {inside} of {len(rows)} in {band[0]:.2f}–{band[1]:.2f}{sides}.")
         made_for = figures.get("analysis_fingerprint")
         if made_for and made_for != analysis_fingerprint:
             warnings.append(f"the interval-coverage figures in {path.name} are for analysis code {made_for}, not this "
