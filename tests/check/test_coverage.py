@@ -59,7 +59,7 @@ def test_every_primary_contrast_covers_in_the_band(shipped: dict) -> None:
     covered = replications = 0
     for name, e in figures.items():
         assert e["replications"] == shipped["replications"], name
-        assert e["covered"] + e["missed_below"] + e["missed_above"] == e["replications"], name
+        assert e["covered"] + e["missed_below"] + e["missed_above"] == e["replications"], name  # no NaN interval
         print(f"{name}: coverage {e['coverage']:.3f} ({e['covered']}/{e['replications']}; missed below "
               f"{e['missed_below']}, above {e['missed_above']})")
         covered, replications = covered + e["covered"], replications + e["replications"]
@@ -109,6 +109,9 @@ def test_misses_are_counted_by_side() -> None:
     assert (e["missed_below"], e["covered"], e["missed_above"]) == (2, 1, 1)
     assert e["coverage"] == 0.25 and not e["in_band"]
     assert e["rms_se_over_sd"] == pytest.approx(1.0 / 2.0)  # estimates 0, 0, 0, 4: SD 2
+    # an interval that could not be computed (NaN) covers nothing and is on neither side
+    nan = summarise([rep(0, 0.0, math.nan, math.nan), rep(1, 0.0, -1.0, 2.0), rep(2, 0.0, -1.0, 2.0)])[name]
+    assert (nan["missed_below"], nan["covered"], nan["missed_above"]) == (0, 2, 0)
 
 
 def _consistent_with_band(figures: dict, level: float = 0.01) -> list[str]:

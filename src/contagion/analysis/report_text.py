@@ -545,7 +545,7 @@ def _simulated(tables: RunTables, spec: str) -> bool:
     """Whether the records say ``spec`` is a simulated model: every score it gave was made by a simulated
     model's rule (the method each score records), not asked of a language model."""
     methods = tables.info.backend_methods.get(spec)
-    return methods is not None and bool(methods) and set(methods) == {SIMULATED_METHOD}
+    return bool(methods) and set(methods or ()) == {SIMULATED_METHOD}
 
 
 def _language_model(tables: RunTables, spec: str) -> bool:
