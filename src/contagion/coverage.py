@@ -13,7 +13,9 @@ chicken, stag hunt) with common seeds, replication ``k`` on game seeds ``6k .. 6
 between-game SD), with model seed ``k`` and the same item sample in every replication (assessment seed 0), and
 analyses it with the report's code (:func:`contagion.analysis.contrasts.compute_contrasts`). For each primary
 contrast (:data:`CONTRASTS`, picked by what their arms are) it keeps the estimate, the test's SE and its 95 %
-interval (the row's ``ci_low``/``ci_high``: the cluster-robust t interval).
+interval (the row's ``ci_low``/``ci_high``: the cluster-robust t interval; SIT's protection rows, paired by seed,
+scale its SE by the discordant action pairs each hypothesised difference needs —
+:func:`contagion.analysis.estimators.paired_score_interval`).
 
 **Truth.** The estimand is a contrast's expected value for the run's item sample (a protocol fixes it; which
 statements SIT quotes changes SIT's planted effect, and no row's SE claims to cover the choice of items).
@@ -130,15 +132,26 @@ def primary_rows(contrasts: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def replicate(job: tuple[str, int, CoverageGrid]) -> dict[str, Any]:
-    """One replication: play the grid on ``spec`` with seed ``k`` and analyse it as the report does."""
-    from contagion.analysis.contrasts import AnalysisSettings, compute_contrasts
+def play(job: tuple[str, int, CoverageGrid]) -> Any:
+    """Play replication ``k`` of the grid on ``spec`` (``job`` = spec, k, grid): its run tables
+    (:class:`contagion.analysis.tables.RunTables`)."""
     from contagion.analysis.tables import tables_from_records
 
     spec, k, grid = job
-    tables = tables_from_records(play_grid(grid, seeded(spec, k), k))
+    return tables_from_records(play_grid(grid, seeded(spec, k), k))
+
+
+def analyse(k: int, tables: Any) -> dict[str, Any]:
+    """Replication ``k``'s primary rows, from its run tables analysed as the report does."""
+    from contagion.analysis.contrasts import AnalysisSettings, compute_contrasts
+
     contrasts = compute_contrasts(tables, settings=AnalysisSettings(resamples=0, mixed=False))
     return {"seed": k, "rows": primary_rows(contrasts)}
+
+
+def replicate(job: tuple[str, int, CoverageGrid]) -> dict[str, Any]:
+    """One replication: play the grid on ``spec`` with seed ``k`` and analyse it as the report does."""
+    return analyse(job[1], play(job))
 
 
 def summarise(reps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -192,8 +205,6 @@ def run_coverage(replications: int = REPLICATIONS, workers: int = 1, spec: str =
                  grid: CoverageGrid | None = None, on_rep: Callable[[dict[str, Any]], None] | None = None
                  ) -> dict[str, Any]:
     """``replications`` replications (seeds 0..R−1) of the grid on ``spec``; the figures :func:`save` writes."""
-    from contagion.analysis.validation import analysis_fingerprint
-
     grid = grid or CoverageGrid()
     jobs = [(spec, k, grid) for k in range(replications)]
     started = time.perf_counter()
@@ -212,22 +223,39 @@ def run_coverage(replications: int = REPLICATIONS, workers: int = 1, spec: str =
             reps.append(r)
             if on_rep:
                 on_rep(r)
-    reps.sort(key=lambda r: r["seed"])
-    return {
+    return figures_of(reps, grid, spec, time.perf_counter() - started, workers)
+
+
+PER_REPLICATION = ("estimate", "se", "ci_low", "ci_high")
+"""What the figures keep of each replication's row: its estimate, the test's SE and the row's interval."""
+
+
+def figures_of(reps: list[dict[str, Any]], grid: CoverageGrid, spec: str = MODEL, seconds: float = math.nan,
+               workers: int = 1, made: str = "") -> dict[str, Any]:
+    """The figures :func:`save` writes, from replications (:func:`replicate`'s results, in any order; ``made``: how
+    they were made when not by one :func:`run_coverage`, said in the file)."""
+    from contagion.analysis.validation import analysis_fingerprint
+
+    reps = sorted(reps, key=lambda r: r["seed"])
+    out = {
         "fingerprint": coverage_fingerprint(), "analysis_fingerprint": analysis_fingerprint(), "model": spec,
-        "seeds": grid.repetitions, "replications": replications,
+        "seeds": grid.repetitions, "replications": len(reps),
         "grid": {**asdict(grid), "interventions": grid.played_interventions()},
         "band": list(BAND),
         "truth": "leave-one-out mean of the contrast's estimate over the other replications, all on one item sample "
                  "(the planted rule's expected value has no closed form: exposure and clipping); exact 0 also for "
                  + ", ".join(EXACT_ZERO),
-        "interval": "the report row's 95% interval (ci_low, ci_high)",
+        "interval": "the report row's 95% interval (ci_low, ci_high); per replication: "
+                    + ", ".join(PER_REPLICATION),
         "contrasts": summarise(reps),
-        "seconds": round(time.perf_counter() - started, 1), "workers": workers,
-        "per_replication": [{"seed": r["seed"], **{n: [round(v["estimate"], 12), round(v["se"], 12)]
+        "seconds": round(seconds, 1), "workers": workers,
+        "per_replication": [{"seed": r["seed"], **{n: [round(v[key], 12) for key in PER_REPLICATION]
                                                    for n, v in r["rows"].items()}} for r in reps],
         "sit": SIT, "placebo": PLACEBO,
     }
+    if made:
+        out["made"] = made
+    return out
 
 
 def coverage_path(seeds: int = SEEDS) -> Path:

@@ -61,12 +61,14 @@ import pandas as pd
 from contagion.analysis.estimators import (
     CORRECTIONS,
     ONE_SAMPLE_ITEM_TEST,
+    PAIRED_SCORE_CI,
     baseline_variance,
     holm,
     interaction,
     item_resampling_variance,
     mixed_model,
     one_sample,
+    paired_score_interval,
     slope,
     tost,
     two_sample,
@@ -96,7 +98,9 @@ ROW_COLUMNS = ("contrast", "comparison", "model", "trait", "polarity", "estimate
                "p", "p_adj", "test", "correction", "effect", "effect_name", "n_agents", "n_games", "games_a",
                "games_b", "mean_a", "mean_b", "significant", "warning", "mass_estimate", "mass_p",
                # the test's SE and df, and the confidence gate's figures (see _gate_figures)
-               "se", "df", "flat_estimate", "flat_low", "flat_high", "net_estimate", "net_p", "mass_tost_p")
+               "se", "df", "flat_estimate", "flat_low", "flat_high", "net_estimate", "net_p", "mass_tost_p",
+               # protection rows paired by seed: how many paired actions differ between the arms
+               "discordant")
 
 
 @dataclass
@@ -892,21 +896,17 @@ def sit_behavioural(row: Any) -> bool:
     return bool(sep) and _kind_of_label(a) in SIT_KINDS and _kind_of_label(b) in ("none", "placebo")
 
 
-def defection_after_reminder(tables: RunTables, reminder_arms: list[str]) -> pd.DataFrame:
-    """One row per default-persona language-model agent under study: its condition and its defection rate
-    (valid actions only; an invalid action is neither) in the rounds from its first reminder on.
-
-    An agent that was reminded starts at its own first injection round (its record's injections); one that
-    was not (no intervention, or SIT with nothing to say) starts where the earliest reminder of the
-    ``reminder_arms`` (intervention labels) came for that model, so both arms are read over the same rounds
-    of the schedule. Agents with no valid action in their rounds are left out."""
+def _after_reminder(tables: RunTables, reminder_arms: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The agents of :func:`defection_after_reminder` and their valid actions from their first reminder on
+    (``game_id``, ``player``, ``round``, ``action``), both empty when the run has none."""
     players, actions = tables.players, tables.actions
+    none = (pd.DataFrame(), pd.DataFrame())
     if players.empty or actions.empty or "first_injection" not in players.columns:
-        return pd.DataFrame()
+        return none
     agents = players[(players["persona"].astype(str) == "default") & players["focal"].astype(bool)
                      & players["lm"].astype(bool)]
     if agents.empty:
-        return pd.DataFrame()
+        return none
     reminded = agents[agents["intervention"].astype(str).isin(reminder_arms)]
     starts = reminded.groupby(reminded["model"].astype(str))["first_injection"].min()
     start = agents["first_injection"].astype(float)
@@ -919,28 +919,70 @@ def defection_after_reminder(tables: RunTables, reminder_arms: list[str]) -> pd.
     acts = acts.assign(game_id=acts["game_id"].astype(str), player=acts["player"].astype(str))
     keys = agents.assign(game_id=agents["game_id"].astype(str), player=agents["player"].astype(str))
     both = acts.merge(keys[["game_id", "player", "start"]], on=["game_id", "player"])
-    both = both[both["round"] >= both["start"]]
+    both = both[both["round"] >= both["start"]].reset_index(drop=True)
     rate = (both.assign(d=(both["action"] == "defect").astype(float))
             .groupby(["game_id", "player"], observed=True)
             .agg(defection=("d", "mean"), actions=("d", "size")).reset_index())
-    return keys.merge(rate, on=["game_id", "player"]).reset_index(drop=True)
+    return keys.merge(rate, on=["game_id", "player"]).reset_index(drop=True), both
+
+
+def defection_after_reminder(tables: RunTables, reminder_arms: list[str]) -> pd.DataFrame:
+    """One row per default-persona language-model agent under study: its condition and its defection rate
+    (valid actions only; an invalid action is neither) in the rounds from its first reminder on.
+
+    An agent that was reminded starts at its own first injection round (its record's injections); one that
+    was not (no intervention, or SIT with nothing to say) starts where the earliest reminder of the
+    ``reminder_arms`` (intervention labels) came for that model, so both arms are read over the same rounds
+    of the schedule. Agents with no valid action in their rounds are left out."""
+    return _after_reminder(tables, reminder_arms)[0]
+
+
+PAIR_KEY = ("game", "composition", "chat_turns", "seed", "player", "round")
+"""What pairs an action of one arm with an action of the other: the same block (game × composition × chat), the
+same seed, the same seat and the same round."""
+
+
+def discordant_actions(sub: pd.DataFrame, arm: pd.Series, actions: pd.DataFrame) -> tuple[int, int, int]:
+    """``(down, up, pairs)``: the actions of arm A's agents in ``sub`` paired with arm B's by :data:`PAIR_KEY`
+    (``actions``: :func:`_after_reminder`'s), and how many pairs differ — ``up`` where A defected and B did not
+    (they raise the difference A − B), ``down`` the other way."""
+    if actions.empty or "seed" not in sub.columns:
+        return 0, 0, 0
+    cols = [c for c in PAIR_KEY if c not in ("player", "round")]
+    agents = sub[["game_id", "player", *cols]].astype(str).assign(a=arm.to_numpy(dtype=bool))
+    acts = actions[["game_id", "player", "round", "action"]].merge(agents, on=["game_id", "player"])
+    acts = acts.assign(defect=(acts["action"] == "defect").to_numpy())
+    key = list(PAIR_KEY)
+    paired = acts[acts["a"]][[*key, "defect"]].merge(acts[~acts["a"]][[*key, "defect"]], on=key,
+                                                       suffixes=("_a", "_b"))
+    da, db = paired["defect_a"].to_numpy(dtype=bool), paired["defect_b"].to_numpy(dtype=bool)
+    return int((~da & db).sum()), int((da & ~db).sum()), len(paired)
 
 
 def _protection_row(sub: pd.DataFrame, arm: pd.Series, comparison: str, model: str,
-                    settings: AnalysisSettings) -> dict[str, Any]:
+                    settings: AnalysisSettings, actions: pd.DataFrame | None = None) -> dict[str, Any]:
     blocks = sub[["game", "composition", "chat_turns"]].astype(str).agg("|".join, axis=1)
     est = two_sample(sub["defection"].to_numpy(dtype=float), arm.to_numpy(dtype=bool), _cluster_col(sub).to_numpy(),
                      baselines=blocks.to_numpy(), pairs=_pairs_col(sub), resamples=settings.resamples,
                      seed=settings.seed)
     ga, gb = int(est.extra.get("games_a", 0)), int(est.extra.get("games_b", 0))
+    low, high, method, discordant = est.ci_low, est.ci_high, est.ci_method, math.nan
+    if actions is not None and est.extra.get("paired_by_seed"):
+        # arms on common seeds: the difference is a net count of the few paired actions that differ, and its
+        # interval scales the SE with the discordance each hypothesised difference needs (see the estimator)
+        down, up, pairs = discordant_actions(sub, arm, actions)
+        if pairs:
+            low, high = paired_score_interval(est.estimate, est.se, est.df, down, up, pairs)
+            method, discordant = PAIRED_SCORE_CI, down + up
     return {"contrast": "protection", "comparison": comparison, "model": model, "trait": DEFECTION,
-            "polarity": "behaviour", "estimate": est.estimate, "ci_low": est.ci_low, "ci_high": est.ci_high,
-            "ci_method": est.ci_method, "p": est.p, "p_adj": est.p, "test": PROTECTION_TEST, "correction": "",
+            "polarity": "behaviour", "estimate": est.estimate, "ci_low": low, "ci_high": high,
+            "ci_method": method, "p": est.p, "p_adj": est.p, "test": PROTECTION_TEST, "correction": "",
             "effect": est.effect, "effect_name": est.effect_name, "n_agents": est.n_agents, "n_games": est.n_games,
             "games_a": ga, "games_b": gb, "mean_a": est.extra.get("mean_a", math.nan),
             "mean_b": est.extra.get("mean_b", math.nan),
             "significant": bool(np.isfinite(est.p) and est.p < settings.alpha),
-            "warning": _warning(min(ga, gb), settings, "games in an arm"), "se": est.se, "df": est.df}
+            "warning": _warning(min(ga, gb), settings, "games in an arm"), "se": est.se, "df": est.df,
+            "discordant": discordant}
 
 
 def protection(tables: RunTables, settings: AnalysisSettings | None = None) -> Contrast:
@@ -960,7 +1002,7 @@ def protection(tables: RunTables, settings: AnalysisSettings | None = None) -> C
     if not pairs:
         return Contrast("protection", QUESTIONS["protection"], "not in this run",
                         "needs games with SIT and games with no intervention or a placebo")
-    df = defection_after_reminder(tables, sit + placebo)
+    df, actions = _after_reminder(tables, sit + placebo)
     if df.empty:
         return Contrast("protection", QUESTIONS["protection"], "not in this run",
                         "no default agent under study acted after a reminder")
@@ -974,13 +1016,13 @@ def protection(tables: RunTables, settings: AnalysisSettings | None = None) -> C
             if arm.all() or not arm.any():
                 continue
             comparison = f"{a_lbl} − {b_lbl}"
-            rows.append(_protection_row(sub, arm, comparison, model, settings))
+            rows.append(_protection_row(sub, arm, comparison, model, settings, actions))
             arms[comparison] = (labels[a_lbl], labels[b_lbl])
             for comp, cs in sub.groupby("composition", observed=True, sort=True):
                 a = cs["intervention"].astype(str) == a_lbl
                 if a.all() or not a.any():
                     continue
-                rows.append(_protection_row(cs, a, f"{comparison} · {comp}", model, settings))
+                rows.append(_protection_row(cs, a, f"{comparison} · {comp}", model, settings, actions))
                 arms[f"{comparison} · {comp}"] = arms[comparison]
             if labels[b_lbl] == "none":
                 row = _sit_by_composition(sub, arm, comparison, model, settings)

@@ -140,6 +140,90 @@ def tost(estimate: float, se: float, df: int, margin: float) -> float:
     return max(lower, upper)
 
 
+# -- paired actions: an interval scaled by the discordance a hypothesised difference needs ---------------------
+
+PAIRED_SCORE_CI = ("cluster-robust t 95% CI (df = G−1), its variance at each hypothesised difference scaled by the "
+                   "discordant action pairs that difference needs (restricted estimate)")
+
+
+def discordance(down: int, up: int, pairs: int, d: float | np.ndarray) -> np.ndarray:
+    """The restricted maximum-likelihood estimate of the total discordance p₊ + p₋ of ``pairs`` paired binary
+    outcomes under the hypothesis p₊ − p₋ = ``d``, where ``up`` pairs went 0 → 1 (p₊) and ``down`` went 1 → 0 (p₋).
+
+    With x = p₋ the likelihood u·log(x + d) + w·log x + (n − u − w)·log(1 − 2x − d) (u = up, w = down, n = pairs)
+    is maximal at the positive root of 2n·x² − B·x − w·d(1 − d) = 0, B = u + w − d(2n − u + w) (Tango's
+    restricted estimate); the total discordance is 2x + d. At d = 0 it is the observed (u + w)/n. ``d`` outside
+    (−1, 1) gives NaN."""
+    dd = np.asarray(d, dtype=float)
+    n, u, w = float(pairs), float(up), float(down)
+    if n <= 0:
+        return np.full_like(dd, np.nan)
+    b = u + w - dd * (2 * n - u + w)
+    x = (b + np.sqrt(np.maximum(b * b + 8 * n * w * dd * (1 - dd), 0.0))) / (4 * n)
+    x = np.maximum(x, np.maximum(-dd, 0.0))  # rounding: p₋ ≥ 0 and p₊ = x + d ≥ 0
+    q = np.minimum(2 * x + dd, 1.0)
+    return np.where(np.abs(dd) < 1, q, np.nan)
+
+
+def discordant_variance(down: int, up: int, pairs: int, d: float | np.ndarray) -> np.ndarray:
+    """Variance of one pair's difference (p₊ − p₋ estimated from one pair) under the hypothesis p₊ − p₋ = ``d``,
+    at the restricted estimate: q(d) − d² (:func:`discordance`). McNemar's variance at d = 0."""
+    dd = np.asarray(d, dtype=float)
+    return discordance(down, up, pairs, dd) - dd * dd
+
+
+def paired_score_interval(estimate: float, se: float, df: int, down: int, up: int, pairs: int,
+                          level: float = CI_LEVEL) -> tuple[float, float]:
+    """The 95 % interval of a difference of rates that rests on paired binary actions, few of which differ.
+
+    The t interval ``estimate ± t·se`` treats the SE as the same whatever the true difference d. But when the
+    arms' actions are paired (common seeds) the difference is a net count of discordant pairs, whose variance
+    grows with their number: a true difference far from the estimate needs more (or fewer) discordant pairs than
+    were seen, so a larger (smaller) SE. This interval keeps every d with
+
+        |estimate − d| ≤ t((1 + level)/2; df) · se · √(q(d) / q̂)
+
+    where q̂ = (down + up)/pairs is the discordance seen and q(d) the discordance the hypothesis d needs
+    (:func:`discordance`, the restricted estimate). q(0) = q̂, so the interval excludes 0 exactly when the
+    t-test rejects: the p-value stays the t-test's. The SE keeps the clustering (a seed's flips move together);
+    only its dependence on d comes from the pairs. ``up`` counts pairs where arm A's action is the 1 and arm B's
+    the 0 (they push the difference A − B up), ``down`` the other way.
+
+    With no discordant pair (se 0) the interval is the set of d the paired score test keeps with none seen:
+    ``estimate ± t²/(pairs + t²)``. Without pairs, or without a test, the t interval (:func:`t_interval`)."""
+    if df < 1 or not np.isfinite(estimate) or not np.isfinite(se) or se < 0 or pairs <= 0:
+        return t_interval(estimate, se, df, level)
+    t = float(sps.t.ppf(0.5 + level / 2, df))
+    q_seen = (down + up) / pairs
+    if se == 0 or q_seen == 0:
+        half = t * t / (pairs + t * t)
+        return max(estimate - half, -1.0), min(estimate + half, 1.0)
+
+    def kept(d: np.ndarray) -> np.ndarray:
+        q = discordance(down, up, pairs, d)
+        return np.abs(estimate - d) <= t * se * np.sqrt(np.maximum(q, 0.0) / q_seen)
+
+    # the kept set on a fine grid of d in (−1, 1), then each end refined by bisection between the last kept
+    # and the first rejected grid point (the estimate itself is always kept)
+    grid = np.union1d(np.linspace(-1 + 1e-9, 1 - 1e-9, 4001), [estimate])
+    ok = kept(grid)
+    inside = np.flatnonzero(ok)
+    lo_i, hi_i = int(inside[0]), int(inside[-1])
+
+    def edge(a: float, b: float) -> float:  # a kept, b rejected
+        for _ in range(60):
+            m = (a + b) / 2
+            if bool(kept(np.array([m]))[0]):
+                a = m
+            else:
+                b = m
+        return a
+
+    low = -1.0 if lo_i == 0 else edge(float(grid[lo_i]), float(grid[lo_i - 1]))
+    high = 1.0 if hi_i == grid.size - 1 else edge(float(grid[hi_i]), float(grid[hi_i + 1]))
+    return low, high
+
+
 def _percentile_ci(replicates: np.ndarray) -> tuple[float, float]:
     reps = replicates[np.isfinite(replicates)]
     if reps.size == 0:

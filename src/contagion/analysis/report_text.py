@@ -24,6 +24,7 @@ from contagion.analysis.contrasts import (
     sit_behavioural,
 )
 from contagion.analysis.coverage_figures import coverage_lines
+from contagion.analysis.estimators import PAIRED_SCORE_CI
 from contagion.analysis.tables import (
     PROSOCIAL,
     RAW_ESTIMAND,
@@ -326,7 +327,9 @@ def contrast_tables(contrast: Contrast) -> tuple[Table | None, Table | None]:
     if not contrast.available or contrast.rows.empty:
         return None, None
     two = contrast.name not in ("contagion", "answer_mass")
-    cols = ["comparison", "model", "trait", "estimate", "95% CI (cluster-robust t)", "p", "test",
+    ci = ("95% CI (cluster-robust t; protection: scaled by discordance)" if contrast.name == "protection"
+          else "95% CI (cluster-robust t)")
+    cols = ["comparison", "model", "trait", "estimate", ci, "p", "test",
             "p adj.", "effect", "games" if not two else "games A / B", "agents", "note"]
 
     def make(rows: pd.DataFrame, caption: str) -> Table:
@@ -360,7 +363,10 @@ def contrast_tables(contrast: Contrast) -> tuple[Table | None, Table | None]:
 TEST_LEGEND = ("Tests: CR-t = cluster-robust t-test (CR1, df = G−1; clusters are linked games: games sharing a seed "
                "or a transcript count once; games columns count these clusters); “+B” adds the shared "
                "baseline's measurement error; “paired” compares agents with the same baseline measurement, “by seed” "
-               "also on the same seed; the 95% CI is the test's t interval. p adj. = "
+               "also on the same seed; the 95% CI is the test's t interval (SIT's protection rows paired by seed: "
+               "the same t-test inverted with its SE scaled, at each hypothesised difference, by the number of "
+               "paired actions that differ between the arms it needs, so it excludes 0 exactly when the test "
+               "rejects). p adj. = "
                "index unadjusted (primary outcome), traits Holm-adjusted across traits and gated by the index. "
                "Rows in bold are significant at α = 0.05; shaded rows have too few games to support a claim. "
                "Effect: Cohen's d_z (post − pre) or d (two conditions).")
@@ -416,7 +422,9 @@ def _row_sentence(r: Any, head: str, details: str, *, role: str = "", after: str
     caution if it has one."""
     p = fp(r.p)
     verdict = "significant" if r.significant else "not significant"
-    text = (f"{head} (95% CI {fci(r.ci_low, r.ci_high)}, cluster-robust t; p {p if p.startswith('<') else '= ' + p}, "
+    how = ("cluster-robust t scaled by discordance" if str(getattr(r, "ci_method", "")) == PAIRED_SCORE_CI
+           else "cluster-robust t")
+    text = (f"{head} (95% CI {fci(r.ci_low, r.ci_high)}, {how}; p {p if p.startswith('<') else '= ' + p}, "
             f"{details}; model {r.model}) — {role}{verdict} at α = {ALPHA:g}{after}")
     if r.warning:
         text += f"; caution: {r.warning}"
@@ -428,9 +436,12 @@ def _protection_sentence(r: Any) -> str:
     reading = ""
     if math.isfinite(r.estimate) and r.estimate:
         reading = " (less defection with SIT)" if r.estimate < 0 else " (more defection with SIT)"
+    details = f"{short_test(str(r.test))}; {r.games_a} vs {r.games_b} games"
+    discordant = getattr(r, "discordant", math.nan)
+    if discordant is not None and isinstance(discordant, int | float) and math.isfinite(discordant):
+        details += f"; {int(discordant):,} paired actions differ between the arms"
     return _row_sentence(r, f"{r.comparison}: difference in defection rate from the first reminder on "
-                            f"{fnum(r.estimate, signed=True)}{reading}",
-                         f"{short_test(str(r.test))}; {r.games_a} vs {r.games_b} games", role="SIT's primary outcome, ")
+                            f"{fnum(r.estimate, signed=True)}{reading}", details, role="SIT's primary outcome, ")
 
 
 def _behaviour_sentence(r: Any) -> str:
@@ -565,9 +576,10 @@ VALIDATION_SCOPE = ("These figures are on simulated models (answers that follow 
 
 COVERAGE_READING = (f"With few clusters a cluster-robust t interval is exact only for normal cluster totals; where a "
                     f"seed's total is a sum of a few rare events (SIT's protection rows: the arms' actions differ "
-                    f"only where a reminder flips a draw) it misses more often, mostly with the interval between the "
-                    f"truth and zero, so that it understates the effect. Rows on fewer than {MIN_GAMES} clusters carry "
-                    f"a warning and support no claim.")
+                    f"only where a reminder flips a draw) a t interval misses mostly with the interval between the "
+                    f"truth and zero, so those rows' interval scales its SE by the discordant action pairs each "
+                    f"hypothesised difference needs. Rows on fewer than {MIN_GAMES} clusters carry a warning and "
+                    f"support no claim.")
 """Said with the coverage figures: what limits them (``benchmarks/bench_few_clusters.py`` measures it)."""
 
 
