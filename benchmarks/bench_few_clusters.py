@@ -7,10 +7,11 @@ protection rows, whose misses fell almost all on one side. Those rows are differ
 arms played on common seeds: the arms' actions differ only where the reminder flips a draw, so a seed's difference
 is a sum of a few rare flips — a skewed, discrete cluster total whose spread grows with its mean. This script builds
 such totals (and normal and exponential ones for reference) and asks
-:func:`contagion.analysis.estimators.one_sample` for its interval, then prints, per case and number of clusters G, the coverage of the true mean, the misses below and above
-it, for the flip cases the same of the discordance-scaled interval, and, at G = 6, the coverage of the wild cluster
-restricted bootstrap (the test's p-value from Webb's six-point weights, all 6^6 draws enumerated, and from
-Rademacher signs, all 2^6): the usual few-cluster alternatives.
+:func:`contagion.analysis.estimators.one_sample` for its interval, then prints, per case and number of clusters G,
+the coverage of the true mean, the misses below and above it, for the flip cases the same of the discordance-scaled
+interval, and, at G = 6, the coverage of the wild cluster restricted bootstrap (the test's p-value from Webb's
+six-point weights, all 6^6 draws enumerated, and from Rademacher signs, all 2^6): the usual few-cluster
+alternatives.
 
     PYTHONPATH=src python benchmarks/bench_few_clusters.py [--reps 4000] [--seed 0]
 
