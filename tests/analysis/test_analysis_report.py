@@ -89,7 +89,7 @@ def test_report_states_the_validation_figures(sim_run_dir: Path, tmp_path: Path)
     # and so do the shipped interval-coverage figures, both grids, with what limits them
     assert validation.count("Interval coverage on a simulated model") == 2, validation
     assert "on 6 common seeds (6 clusters)" in validation and "on 10 common seeds (10 clusters)" in validation
-    assert "understates the effect" in validation
+    assert "between the truth and zero" in validation and "discordant action pairs" in validation
 
 
 def test_model_written_text_is_escaped(payload_run_dir: tuple[Path, str], tmp_path: Path) -> None:
