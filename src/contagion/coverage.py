@@ -34,8 +34,8 @@ with few clusters a skewed cluster total (SIT's protection rows: a seed's arm di
 flips) makes a t interval miss mostly on one side. Two grids are shipped with :func:`coverage_fingerprint`: the
 check's (:data:`SEEDS` = 6 game seeds, so 6 clusters) in ``contagion/analysis/coverage.json``, and the same grid on
 :data:`CLAIM_SEEDS` = 10 seeds — the fewest clusters on which the report lets a row support a claim — in
-``coverage-10-seeds.json``; a test reads both and checks they are current and in the band. Re-run (about 7 s per
-replication and core at 6 seeds, 10.5 s at 10)::
+``coverage-10-seeds.json``; a test reads both and checks they are current and in the band. Re-run (about 8.5 s per
+replication and core at 6 seeds, more at 10)::
 
     PYTHONPATH=src python -m contagion.coverage --workers 2 --out src/contagion/analysis/coverage.json
     PYTHONPATH=src python -m contagion.coverage --seeds 10 --workers 2 \

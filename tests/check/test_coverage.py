@@ -32,7 +32,7 @@ from contagion.coverage import (
 )
 
 REGENERATE = ("regenerate them: PYTHONPATH=src python -m contagion.coverage --workers 2 "
-              "--out src/contagion/analysis/coverage.json (about 7 s per replication and core)")
+              "--out src/contagion/analysis/coverage.json (about 8.5 s per replication and core)")
 RERUN = 20
 """Replications of the bounded re-run when the shipped figures are stale."""
 
