@@ -273,9 +273,14 @@ class LlamaCppBackend(Backend):
                         "Install it with: pip install llama-cpp-python"
                     ) from None
                 set_verbose(False)
-                self._model = _internals.LlamaModel(
-                    path_model=str(self.path), params=llama_cpp.llama_model_default_params(), verbose=False
-                )
+                params = llama_cpp.llama_model_default_params()
+                # no CPU weight repacking ("extra buffer types"): it gives quantized weights other kernels on CPUs
+                # that have them — numbers that would depend on the CPU — and with llama-cpp-python 0.3.36 the
+                # repacked Q4_1 path segfaults in the first decode on an AVX-512 machine (measured: the shipped
+                # Q4_1 file as it is crashed there; unrepacked it runs). Float weights are never repacked.
+                if hasattr(params, "use_extra_bufts"):
+                    params.use_extra_bufts = False
+                self._model = _internals.LlamaModel(path_model=str(self.path), params=params, verbose=False)
                 self._ensure_template(self._model)
             return self._model
 
