@@ -41,7 +41,20 @@ def test_each_grid_gets_a_sentence_with_pooled_coverage_range_and_misses_by_side
     assert "held the truth 278 times in 300 (0.927)" in six
     assert "0.900 (b) to 0.940 (a), 2 of 3 in 0.93–0.97" in six
     assert "of the 22 misses, 11 put the interval between the truth and zero (understating the effect) and 11 beyond " \
-           "the truth (overstating it)" in six
+           "the truth (overstating it)." in six  # no protection row: nothing said of one
+
+
+def test_the_protection_rows_misses_are_also_counted_apart(files: dict[int, Path]) -> None:
+    """SIT's protection rows (negative truth: an interval above it is on zero's side) get their own count."""
+    for s, path in files.items():
+        figures = _figures(s, "f00")
+        figures["contrasts"]["protection: sit − none"] = {
+            "replications": 100, "covered": 93, "coverage": 0.93, "missed_below": 2, "missed_above": 5,
+            "mean_estimate": -0.03}
+        path.write_text(json.dumps(figures), encoding="utf-8")
+    six = coverage_lines("f00")[0][0]
+    assert "of the 29 misses, 16 put the interval between the truth and zero (understating the effect) and 13 " \
+           "beyond the truth (overstating it); SIT's protection rows alone: 5 understating, 2 overstating." in six
 
 
 def test_missing_broken_or_stale_figures_are_warned_about(files: dict[int, Path]) -> None:

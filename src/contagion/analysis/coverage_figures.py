@@ -17,6 +17,10 @@ from typing import Any
 SHIPPED_SEEDS = (6, 10)
 """Game seeds (hence clusters) of the shipped grids."""
 
+PROTECTION_PREFIX = "protection"
+"""How the coverage figures name SIT's protection rows (``protection: sit − none``, ``protection: sit − placebo``):
+their misses are also counted apart, as their interval is built for their skew."""
+
 
 def coverage_file(seeds: int) -> Path:
     """Where the shipped figures of the grid on ``seeds`` game seeds live."""
@@ -78,6 +82,10 @@ def coverage_lines(analysis_fingerprint: str) -> tuple[list[str], list[str]]:
             toward, beyond = zip(*(_sides(e) for e in rows.values()), strict=True)
             sides = (f"; of the {total - covered:,} misses, {sum(toward):,} put the interval between the truth and "
                      f"zero (understating the effect) and {sum(beyond):,} beyond the truth (overstating it)")
+            protection = [_sides(e) for name, e in rows.items() if name.startswith(PROTECTION_PREFIX)]
+            if protection:
+                sides += (f"; SIT's protection rows alone: {sum(t for t, _ in protection):,} understating, "
+                          f"{sum(b for _, b in protection):,} overstating")
         lines.append(
             f"Interval coverage on a simulated model ({figures.get('model')}): over "
             f"{_count(figures.get('replications'))} replications of a three-game grid on {seeds} common seeds "
